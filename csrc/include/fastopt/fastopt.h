@@ -1,0 +1,7 @@
+// Umbrella header: the per-element math of every fastopt kernel (no Python, no I/O).
+#pragma once
+
+#include "fastopt/adagrad.h"
+#include "fastopt/adam.h"
+#include "fastopt/rmsprop.h"
+#include "fastopt/sgd.h"

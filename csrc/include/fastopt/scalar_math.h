@@ -1,0 +1,19 @@
+// Small scalar helpers used by the update rules, identical on host and device.
+#pragma once
+
+#include <cmath>
+
+#include "fastopt/macros.h"
+
+namespace fastopt {
+
+FASTOPT_HD float sqrt_(float x) { return sqrtf(x); }
+FASTOPT_HD double sqrt_(double x) { return sqrt(x); }
+
+// max(a, b) that propagates NaN from either side, like torch.maximum (std::max would not).
+template <typename M>
+FASTOPT_HD M maximum(M a, M b) {
+  return (a > b || a != a) ? a : b;
+}
+
+}  // namespace fastopt

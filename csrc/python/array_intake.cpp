@@ -1,0 +1,142 @@
+#include "python/array_intake.h"
+
+#include <algorithm>
+#include <cstdint>
+#include <sstream>
+
+namespace fastopt::bindings {
+
+namespace {
+
+std::string label(const ArrayArg& arg, size_t i) {
+  return std::string(arg.name) + "[" + std::to_string(i) + "]";
+}
+
+std::string shape_str(const py::array& a) {
+  std::ostringstream out;
+  out << "(";
+  for (py::ssize_t d = 0; d < a.ndim(); ++d) out << (d > 0 ? ", " : "") << a.shape(d);
+  if (a.ndim() == 1) out << ",";
+  out << ")";
+  return out.str();
+}
+
+std::string dtype_str(const py::array& a) { return py::str(a.dtype()).cast<std::string>(); }
+
+// float32 / float64 in native byte order, or an error naming the array.
+Dtype dtype_of(const py::array& a, const std::string& where) {
+  if (py::isinstance<py::array_t<float>>(a)) return Dtype::Float32;
+  if (py::isinstance<py::array_t<double>>(a)) return Dtype::Float64;
+  throw py::type_error(where + " has dtype " + dtype_str(a) +
+                       "; fastopt updates float32 or float64 arrays in native byte order "
+                       "and never converts them");
+}
+
+void check_layout(const py::array& a, const std::string& where, bool written) {
+  if (!(a.flags() & py::array::c_style)) {
+    throw py::value_error(where + " is not C-contiguous; pass a contiguous array (an in-place update "
+                                  "of a copy would be lost)");
+  }
+  if (written && !a.writeable()) {
+    throw py::value_error(where + " is read-only; fastopt updates it in place");
+  }
+}
+
+struct Extent {
+  uintptr_t begin, end;
+  const ArrayArg* arg;
+  size_t index;
+};
+
+// Sorting the byte ranges makes the overlap test O(n log n) for long parameter lists.
+void check_no_shared_memory(std::vector<Extent>& extents) {
+  std::sort(extents.begin(), extents.end(),
+            [](const Extent& a, const Extent& b) { return a.begin < b.begin; });
+  for (size_t i = 1; i < extents.size(); ++i) {
+    const Extent& prev = extents[i - 1];
+    const Extent& cur = extents[i];
+    if (cur.begin < prev.end) {
+      throw py::value_error(label(*cur.arg, cur.index) + " shares memory with " +
+                            label(*prev.arg, prev.index) +
+                            "; every array of a call must be a separate buffer");
+    }
+  }
+}
+
+}  // namespace
+
+ArrayArg take_arrays(py::handle obj, const char* name, bool written) {
+  ArrayArg arg{name, written, {}};
+  auto take_one = [&](py::handle item, const std::string& where) {
+    if (!py::isinstance<py::array>(item)) {
+      throw py::type_error(where + " must be a numpy.ndarray, got " +
+                           std::string(py::str(py::type::handle_of(item).attr("__name__"))));
+    }
+    arg.arrays.push_back(py::reinterpret_borrow<py::array>(item));
+  };
+  if (py::isinstance<py::list>(obj) || py::isinstance<py::tuple>(obj)) {
+    py::sequence seq = py::reinterpret_borrow<py::sequence>(obj);
+    arg.arrays.reserve(seq.size());
+    for (size_t i = 0; i < seq.size(); ++i) take_one(seq[i], label(arg, i));
+  } else if (py::isinstance<py::array>(obj)) {
+    take_one(obj, name);
+  } else {
+    throw py::type_error(std::string(name) + " must be a numpy.ndarray or a list/tuple of them, got " +
+                         std::string(py::str(py::type::handle_of(obj).attr("__name__"))));
+  }
+  return arg;
+}
+
+Dtype check_arrays(const ArrayArg& params, const std::vector<const ArrayArg*>& others) {
+  const size_t n = params.arrays.size();
+  std::vector<Extent> extents;
+  extents.reserve(n * (1 + others.size()));
+  auto record = [&](const py::array& a, const ArrayArg& arg, size_t i) {
+    if (a.nbytes() == 0) return;
+    const auto begin = reinterpret_cast<uintptr_t>(a.data());
+    extents.push_back({begin, begin + uintptr_t(a.nbytes()), &arg, i});
+  };
+
+  Dtype common = Dtype::Float32;
+  for (size_t i = 0; i < n; ++i) {
+    const py::array& p = params.arrays[i];
+    const std::string where = label(params, i);
+    const Dtype dt = dtype_of(p, where);
+    if (i == 0) {
+      common = dt;
+    } else if (dt != common) {
+      throw py::type_error(where + " has dtype " + dtype_str(p) + " but params[0] has " +
+                           dtype_str(params.arrays[0]) + "; one call updates one dtype");
+    }
+    check_layout(p, where, params.written);
+    record(p, params, i);
+  }
+
+  for (const ArrayArg* other : others) {
+    if (other->arrays.size() != n) {
+      throw py::value_error(std::string(other->name) + " holds " + std::to_string(other->arrays.size()) +
+                            " arrays but params holds " + std::to_string(n));
+    }
+    for (size_t i = 0; i < n; ++i) {
+      const py::array& a = other->arrays[i];
+      const py::array& p = params.arrays[i];
+      const std::string where = label(*other, i);
+      if (dtype_of(a, where) != common) {
+        throw py::type_error(where + " has dtype " + dtype_str(a) + " but " + label(params, i) +
+                             " has " + dtype_str(p));
+      }
+      const bool same_shape =
+          a.ndim() == p.ndim() && std::equal(a.shape(), a.shape() + a.ndim(), p.shape());
+      if (!same_shape) {
+        throw py::value_error(where + " has shape " + shape_str(a) + " but " + label(params, i) +
+                              " has shape " + shape_str(p));
+      }
+      check_layout(a, where, other->written);
+      record(a, *other, i);
+    }
+  }
+  check_no_shared_memory(extents);
+  return common;
+}
+
+}  // namespace fastopt::bindings

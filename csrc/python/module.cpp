@@ -1,0 +1,13 @@
+// The fastopt._core extension module: registers the bindings defined in this folder.
+#include <pybind11/pybind11.h>
+
+namespace fastopt::bindings {
+void bind_optimizers(pybind11::module_& m);
+void bind_build_info(pybind11::module_& m);
+}  // namespace fastopt::bindings
+
+PYBIND11_MODULE(_core, m) {
+  m.doc() = "fastopt native kernels (use the fastopt package, not this module directly)";
+  fastopt::bindings::bind_optimizers(m);
+  fastopt::bindings::bind_build_info(m);
+}

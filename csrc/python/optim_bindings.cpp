@@ -1,0 +1,188 @@
+// Python bindings of the fused optimizer updates. Each function: check the scalars, take and check
+// every array, collect raw pointers, then release the GIL once and run the whole list natively.
+#include <pybind11/pybind11.h>
+
+#include <array>
+#include <optional>
+#include <string>
+
+#include "cpu/optim_cpu.h"
+#include "python/array_intake.h"
+#include "python/hyper_checks.h"
+
+namespace fastopt::bindings {
+
+namespace {
+
+namespace py = pybind11;
+
+// An optional state argument: required when `needed`, ignored (and not validated) otherwise.
+std::optional<ArrayArg> take_state(py::handle obj, const char* name, bool needed, const char* why) {
+  if (!needed) return std::nullopt;
+  if (obj.is_none()) {
+    throw py::value_error(std::string(name) + " is required when " + why);
+  }
+  return take_arrays(obj, name, true);
+}
+
+const ArrayArg* ptr(const std::optional<ArrayArg>& arg) { return arg ? &*arg : nullptr; }
+
+// Checks all arrays, builds the pointer list for the common dtype and calls
+// launch(const cpu::TensorList<T, N>&) with the GIL released.
+template <size_t N, typename Launch>
+void run_update(const ArrayArg& params, const std::array<const ArrayArg*, N - 1>& others,
+                Launch&& launch) {
+  std::vector<const ArrayArg*> present;
+  for (const ArrayArg* a : others) {
+    if (a != nullptr) present.push_back(a);
+  }
+  const Dtype dtype = check_arrays(params, present);
+  auto run = [&](auto zero) {
+    using T = decltype(zero);
+    cpu::TensorList<T, N> list;
+    const size_t count = params.arrays.size();
+    list.ptrs.reserve(count);
+    list.sizes.reserve(count);
+    for (size_t i = 0; i < count; ++i) {
+      std::array<T*, N> operands;
+      operands[0] = data_of<T>(&params, i);
+      for (size_t j = 0; j + 1 < N; ++j) operands[j + 1] = data_of<T>(others[j], i);
+      list.add(operands, int64_t(params.arrays[i].size()));
+    }
+    py::gil_scoped_release no_gil;
+    launch(list);
+  };
+  if (dtype == Dtype::Float32) {
+    run(float{});
+  } else {
+    run(double{});
+  }
+}
+
+void sgd_(py::handle params, py::handle grads, py::handle momentum_buffers, double lr, double momentum,
+          double dampening, double weight_decay, bool nesterov, bool maximize, int64_t step) {
+  require_nonnegative("lr", lr);
+  require_nonnegative("momentum", momentum);
+  require_finite("dampening", dampening);
+  require_nonnegative("weight_decay", weight_decay);
+  require_step(step);
+  if (nesterov && (momentum <= 0.0 || dampening != 0.0)) {
+    throw py::value_error("nesterov=True requires momentum > 0 and dampening == 0");
+  }
+  const ArrayArg p = take_arrays(params, "params", true);
+  const ArrayArg g = take_arrays(grads, "grads", false);
+  const auto b = take_state(momentum_buffers, "momentum_buffers", momentum != 0.0, "momentum != 0");
+  const SgdHyper hyper{lr, momentum, dampening, weight_decay, nesterov, maximize, step};
+  run_update<3>(p, {&g, ptr(b)}, [&](const auto& list) { cpu::sgd(list, hyper); });
+}
+
+void adagrad_(py::handle params, py::handle grads, py::handle state_sums, double lr, double lr_decay,
+              double weight_decay, double eps, bool maximize, int64_t step) {
+  require_nonnegative("lr", lr);
+  require_nonnegative("lr_decay", lr_decay);
+  require_nonnegative("weight_decay", weight_decay);
+  require_nonnegative("eps", eps);
+  require_step(step);
+  const ArrayArg p = take_arrays(params, "params", true);
+  const ArrayArg g = take_arrays(grads, "grads", false);
+  const ArrayArg s = take_arrays(state_sums, "state_sums", true);
+  const AdagradHyper hyper{lr, lr_decay, weight_decay, eps, maximize, step};
+  run_update<3>(p, {&g, &s}, [&](const auto& list) { cpu::adagrad(list, hyper); });
+}
+
+void rmsprop_(py::handle params, py::handle grads, py::handle square_avgs, py::handle momentum_buffers,
+              py::handle grad_avgs, double lr, double alpha, double eps, double weight_decay,
+              double momentum, bool centered, bool maximize) {
+  require_nonnegative("lr", lr);
+  require_nonnegative("alpha", alpha);
+  require_nonnegative("eps", eps);
+  require_nonnegative("weight_decay", weight_decay);
+  require_nonnegative("momentum", momentum);
+  const ArrayArg p = take_arrays(params, "params", true);
+  const ArrayArg g = take_arrays(grads, "grads", false);
+  const ArrayArg sq = take_arrays(square_avgs, "square_avgs", true);
+  const auto b = take_state(momentum_buffers, "momentum_buffers", momentum > 0.0, "momentum > 0");
+  const auto ga = take_state(grad_avgs, "grad_avgs", centered, "centered=True");
+  const RmspropHyper hyper{lr, alpha, eps, weight_decay, momentum, centered, maximize};
+  run_update<5>(p, {&g, &sq, ptr(b), ptr(ga)}, [&](const auto& list) { cpu::rmsprop(list, hyper); });
+}
+
+// Adam and AdamW share everything but the weight-decay rule.
+auto adam_binding(bool decoupled) {
+  return [decoupled](py::handle params, py::handle grads, py::handle exp_avgs, py::handle exp_avg_sqs,
+                     py::handle max_exp_avg_sqs, double lr, double beta1, double beta2, double eps,
+                     double weight_decay, bool amsgrad, bool maximize, int64_t step) {
+    require_nonnegative("lr", lr);
+    require_unit_interval("beta1", beta1);
+    require_unit_interval("beta2", beta2);
+    require_nonnegative("eps", eps);
+    require_nonnegative("weight_decay", weight_decay);
+    require_step(step);
+    const ArrayArg p = take_arrays(params, "params", true);
+    const ArrayArg g = take_arrays(grads, "grads", false);
+    const ArrayArg m = take_arrays(exp_avgs, "exp_avgs", true);
+    const ArrayArg v = take_arrays(exp_avg_sqs, "exp_avg_sqs", true);
+    const auto vmax = take_state(max_exp_avg_sqs, "max_exp_avg_sqs", amsgrad, "amsgrad=True");
+    const AdamHyper hyper{lr, beta1, beta2, eps, weight_decay, amsgrad, decoupled, maximize, step};
+    run_update<5>(p, {&g, &m, &v, ptr(vmax)}, [&](const auto& list) { cpu::adam(list, hyper); });
+  };
+}
+
+constexpr const char* kListNote =
+    "Every array argument takes one numpy array or a list/tuple of them (one per parameter); the whole\n"
+    "list is updated in one native call with the GIL released. Arrays are updated in place and must be\n"
+    "C-contiguous, writeable (grads may be read-only), of one dtype (float32 or float64), of matching\n"
+    "shapes, and must not share memory. Nothing is converted: bad input raises TypeError/ValueError\n"
+    "naming the argument, before any array is written.\n";
+
+}  // namespace
+
+void bind_optimizers(py::module_& m) {
+  using py::arg;
+  m.def("sgd_", &sgd_, arg("params"), arg("grads"), arg("momentum_buffers") = py::none(), py::kw_only(),
+        arg("lr"), arg("momentum") = 0.0, arg("dampening") = 0.0, arg("weight_decay") = 0.0,
+        arg("nesterov") = false, arg("maximize") = false, arg("step") = 1,
+        (std::string("Fused SGD step (torch.optim.SGD semantics), in place.\n\n"
+                     "momentum_buffers is required when momentum != 0; on step 1 it is overwritten\n"
+                     "with the gradient (torch's first-step buffer), later steps accumulate into it.\n\n") +
+         kListNote)
+            .c_str());
+  m.def("adagrad_", &adagrad_, arg("params"), arg("grads"), arg("state_sums"), py::kw_only(),
+        arg("lr") = 1e-2, arg("lr_decay") = 0.0, arg("weight_decay") = 0.0, arg("eps") = 1e-10,
+        arg("maximize") = false, arg("step"),
+        (std::string("Fused Adagrad step (torch.optim.Adagrad semantics), in place.\n\n"
+                     "state_sums start at initial_accumulator_value; step is the 1-based number of\n"
+                     "this update (it sets the decayed lr = lr / (1 + (step - 1) * lr_decay)).\n\n") +
+         kListNote)
+            .c_str());
+  m.def("rmsprop_", &rmsprop_, arg("params"), arg("grads"), arg("square_avgs"),
+        arg("momentum_buffers") = py::none(), arg("grad_avgs") = py::none(), py::kw_only(),
+        arg("lr") = 1e-2, arg("alpha") = 0.99, arg("eps") = 1e-8, arg("weight_decay") = 0.0,
+        arg("momentum") = 0.0, arg("centered") = false, arg("maximize") = false,
+        (std::string("Fused RMSprop step (torch.optim.RMSprop semantics), in place.\n\n"
+                     "momentum_buffers is required when momentum > 0, grad_avgs when centered=True;\n"
+                     "all state starts at zero.\n\n") +
+         kListNote)
+            .c_str());
+  const char* adam_doc_tail =
+      "exp_avgs, exp_avg_sqs (and max_exp_avg_sqs, required when amsgrad=True) start at zero;\n"
+      "step is the 1-based number of this update, used for the bias corrections.\n\n";
+  m.def("adam_", adam_binding(false), arg("params"), arg("grads"), arg("exp_avgs"), arg("exp_avg_sqs"),
+        arg("max_exp_avg_sqs") = py::none(), py::kw_only(), arg("lr") = 1e-3, arg("beta1") = 0.9,
+        arg("beta2") = 0.999, arg("eps") = 1e-8, arg("weight_decay") = 0.0, arg("amsgrad") = false,
+        arg("maximize") = false, arg("step"),
+        (std::string("Fused Adam step (torch.optim.Adam semantics: weight_decay is L2, added to the\n"
+                     "gradient), in place.\n\n") +
+         adam_doc_tail + kListNote)
+            .c_str());
+  m.def("adamw_", adam_binding(true), arg("params"), arg("grads"), arg("exp_avgs"), arg("exp_avg_sqs"),
+        arg("max_exp_avg_sqs") = py::none(), py::kw_only(), arg("lr") = 1e-3, arg("beta1") = 0.9,
+        arg("beta2") = 0.999, arg("eps") = 1e-8, arg("weight_decay") = 1e-2, arg("amsgrad") = false,
+        arg("maximize") = false, arg("step"),
+        (std::string("Fused AdamW step (torch.optim.AdamW semantics: decoupled decay\n"
+                     "p *= 1 - lr * weight_decay), in place.\n\n") +
+         adam_doc_tail + kListNote)
+            .c_str());
+}
+
+}  // namespace fastopt::bindings
