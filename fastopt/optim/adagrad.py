@@ -1,0 +1,33 @@
+"""Stateful Adagrad with lr decay and weight decay (torch.optim.Adagrad's numbers)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from fastopt._core import adagrad_
+from fastopt.optim.optimizer import Optimizer
+
+
+class Adagrad(Optimizer):
+    """``Adagrad(params, lr=1e-2, lr_decay=0, weight_decay=0, initial_accumulator_value=0, eps=1e-10, maximize=False)``
+
+    State per parameter: ``step`` and ``sum`` (starting at initial_accumulator_value).
+    """
+
+
+    def __init__(self, params, lr=1e-2, lr_decay=0.0, weight_decay=0.0, initial_accumulator_value=0.0,
+                 eps=1e-10, maximize=False):
+        if not initial_accumulator_value >= 0:
+            raise ValueError(f"initial_accumulator_value must be >= 0, got {initial_accumulator_value}")
+        super().__init__(params, dict(lr=lr, lr_decay=lr_decay, weight_decay=weight_decay,
+                                      initial_accumulator_value=initial_accumulator_value, eps=eps,
+                                      maximize=maximize))
+
+    def _init_state(self, state, param, group):
+        state["step"] = 0
+        state["sum"] = np.full_like(param, group["initial_accumulator_value"])
+
+    def _update(self, group, params, grads, states, step):
+        adagrad_(params, grads, [s["sum"] for s in states], lr=group["lr"], lr_decay=group["lr_decay"],
+                 weight_decay=group["weight_decay"], eps=group["eps"], maximize=group["maximize"],
+                 step=step)

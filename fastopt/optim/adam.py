@@ -1,0 +1,61 @@
+"""Stateful Adam (L2 weight decay) and AdamW (decoupled weight decay) with AMSGrad
+(torch.optim.Adam / AdamW's numbers)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from fastopt._core import adam_, adamw_
+from fastopt.optim.optimizer import Optimizer
+
+
+class Adam(Optimizer):
+    """``Adam(params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, amsgrad=False, maximize=False)``
+
+    State per parameter: ``step``, ``exp_avg``, ``exp_avg_sq`` and, with amsgrad, ``max_exp_avg_sq``.
+    """
+
+    _kernel = staticmethod(adam_)
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False,
+                 maximize=False):
+        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
+                                      amsgrad=amsgrad, maximize=maximize))
+
+    def _check_group(self, group):
+        betas = group["betas"]
+        if not (isinstance(betas, (tuple, list)) and len(betas) == 2):
+            raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}")
+        super()._check_group(group)
+
+    def _init_state(self, state, param, group):
+        state["step"] = 0
+        state["exp_avg"] = np.zeros_like(param)
+        state["exp_avg_sq"] = np.zeros_like(param)
+
+    def _update(self, group, params, grads, states, step):
+        max_sqs = None
+        if group["amsgrad"]:
+            for state, p in zip(states, params):
+                if "max_exp_avg_sq" not in state:
+                    state["max_exp_avg_sq"] = np.zeros_like(p)
+            max_sqs = [s["max_exp_avg_sq"] for s in states]
+        beta1, beta2 = group["betas"]
+        self._kernel(params, grads, [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states],
+                     max_sqs, lr=group["lr"], beta1=beta1, beta2=beta2, eps=group["eps"],
+                     weight_decay=group["weight_decay"], amsgrad=group["amsgrad"],
+                     maximize=group["maximize"], step=step)
+
+
+class AdamW(Adam):
+    """``AdamW(params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False, maximize=False)``
+
+    As Adam, but the weight decay is decoupled: ``p *= 1 - lr * weight_decay`` before the Adam step.
+    """
+
+    _kernel = staticmethod(adamw_)
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False,
+                 maximize=False):
+        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
+                         maximize=maximize)

@@ -1,0 +1,208 @@
+"""Base class of the stateful optimizers: param groups, per-parameter state, state_dict.
+
+Parameters are NumPy arrays updated in place. State is kept per parameter, keyed by the parameter's
+position across all groups (0, 1, 2, ... in group order), as torch.optim's state_dict numbers them.
+A step hands each group to its fused kernel in as few native calls as possible: one per
+(dtype, step number) bucket, which is a single call in the usual case.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Dict, Iterable, List, Optional, Sequence
+
+import numpy as np
+
+_FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _check_param(p: Any, where: str) -> None:
+    if not isinstance(p, np.ndarray):
+        raise TypeError(f"{where} must be a numpy.ndarray, got {type(p).__name__}")
+    if p.dtype not in _FLOAT_DTYPES:
+        raise TypeError(f"{where} has dtype {p.dtype}; fastopt optimizes float32 or float64 arrays")
+    if not p.flags.c_contiguous:
+        raise ValueError(f"{where} is not C-contiguous")
+    if not p.flags.writeable:
+        raise ValueError(f"{where} is read-only")
+
+
+class Optimizer:
+    """Common machinery; subclasses define the hyperparameters, the state and the kernel call."""
+
+    def __init__(self, params: Iterable, defaults: Dict[str, Any]):
+        self.defaults = dict(defaults)
+        self.param_groups: List[Dict[str, Any]] = []
+        self.state: Dict[int, Dict[str, Any]] = {}
+        if isinstance(params, np.ndarray):
+            params = [params]
+        params = list(params)
+        if params and isinstance(params[0], dict):
+            for group in params:
+                self.add_param_group(group)
+        else:
+            self.add_param_group({"params": params})
+
+    # ------------------------------------------------------------------ groups
+    def add_param_group(self, group: Dict[str, Any]) -> None:
+        """Adds a group of parameters with its own hyperparameters (defaults fill the rest)."""
+        if not isinstance(group, dict) or "params" not in group:
+            raise TypeError("a param group must be a dict with a 'params' entry")
+        group = dict(group)
+        params = group["params"]
+        params = [params] if isinstance(params, np.ndarray) else list(params)
+        first = sum(len(g["params"]) for g in self.param_groups)
+        seen = {id(p) for g in self.param_groups for p in g["params"]}
+        for j, p in enumerate(params):
+            _check_param(p, f"params[{first + j}]")
+            if id(p) in seen:
+                raise ValueError(f"params[{first + j}] appears more than once in the optimizer")
+            seen.add(id(p))
+        unknown = set(group) - set(self.defaults) - {"params"}
+        if unknown:
+            raise ValueError(f"unknown hyperparameter(s) {sorted(unknown)} for {type(self).__name__}")
+        for key, value in self.defaults.items():
+            group.setdefault(key, value)
+        group["params"] = params
+        self._check_group(group)
+        self.param_groups.append(group)
+
+    def _check_group(self, group: Dict[str, Any]) -> None:
+        """Checks a group's hyperparameters by running its kernel on an empty list (the kernel's
+        own checks, so they exist in one place)."""
+        self._update(group, [], [], [], self._check_key())
+
+    # ------------------------------------------------------------------ stepping
+    def step(self, grads: Sequence[Optional[np.ndarray]]) -> None:
+        """One update of every parameter, in place. `grads` lists one gradient per parameter in
+        the order of the groups (None skips that parameter, as a missing .grad does in torch)."""
+        if isinstance(grads, np.ndarray):
+            grads = [grads]
+        grads = list(grads)
+        total = sum(len(g["params"]) for g in self.param_groups)
+        if len(grads) != total:
+            raise ValueError(f"grads holds {len(grads)} arrays but the optimizer has {total} parameters")
+        self._check_grads(grads)
+
+        index = 0
+        for group in self.param_groups:
+            buckets: Dict[Any, List[int]] = {}
+            positions = range(index, index + len(group["params"]))
+            for i, p in zip(positions, group["params"]):
+                if grads[i] is None:
+                    continue
+                state = self.state.setdefault(i, {})
+                if not state:
+                    self._init_state(state, p, group)
+                key = (p.dtype.char, self._advance(state))
+                buckets.setdefault(key, []).append(i)
+            for (_, step_key), members in buckets.items():
+                params = [self._param_at(i) for i in members]
+                self._update(group, params, [grads[i] for i in members],
+                             [self.state[i] for i in members], step_key)
+            index += len(group["params"])
+
+    def _check_grads(self, grads: List[Optional[np.ndarray]]) -> None:
+        for i, (p, g) in enumerate(zip(self._all_params(), grads)):
+            if g is None:
+                continue
+            if not isinstance(g, np.ndarray):
+                raise TypeError(f"grads[{i}] must be a numpy.ndarray or None, got {type(g).__name__}")
+            if g.dtype != p.dtype:
+                raise TypeError(f"grads[{i}] has dtype {g.dtype} but params[{i}] has {p.dtype}")
+            if g.shape != p.shape:
+                raise ValueError(f"grads[{i}] has shape {g.shape} but params[{i}] has shape {p.shape}")
+            if not g.flags.c_contiguous:
+                raise ValueError(f"grads[{i}] is not C-contiguous")
+
+    def _all_params(self) -> List[np.ndarray]:
+        return [p for g in self.param_groups for p in g["params"]]
+
+    def _param_at(self, index: int) -> np.ndarray:
+        for group in self.param_groups:
+            if index < len(group["params"]):
+                return group["params"][index]
+            index -= len(group["params"])
+        raise IndexError(index)
+
+    # ------------------------------------------------------------------ subclass hooks
+    def _init_state(self, state: Dict[str, Any], param: np.ndarray, group: Dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def _advance(self, state: Dict[str, Any]) -> Any:
+        """Counts this step in `state`; returns what the kernel call needs to know of it (the step
+        number), which also buckets parameters that can share one call."""
+        state["step"] = state.get("step", 0) + 1
+        return state["step"]
+
+    def _check_key(self) -> Any:
+        """A valid `_advance` result, used to validate hyperparameters without any parameter."""
+        return 1
+
+    def _update(self, group, params, grads, states, step_key) -> None:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ persistence
+    def state_dict(self) -> Dict[str, Any]:
+        """A deep copy of the state and hyperparameters; parameters appear as their positions."""
+        groups, index = [], 0
+        for group in self.param_groups:
+            saved = {k: copy.deepcopy(v) for k, v in group.items() if k != "params"}
+            saved["params"] = list(range(index, index + len(group["params"])))
+            index += len(group["params"])
+            groups.append(saved)
+        state = {i: {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in s.items()}
+                 for i, s in self.state.items()}
+        return {"state": state, "param_groups": groups}
+
+    def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
+        """Restores a state_dict() of an optimizer over parameters of the same shapes and dtypes;
+        training then continues bit-identically."""
+        groups = state_dict["param_groups"]
+        if len(groups) != len(self.param_groups):
+            raise ValueError(f"state_dict has {len(groups)} param groups, the optimizer has "
+                             f"{len(self.param_groups)}")
+        for k, (saved, group) in enumerate(zip(groups, self.param_groups)):
+            if len(saved["params"]) != len(group["params"]):
+                raise ValueError(f"param group {k} has {len(saved['params'])} params in the "
+                                 f"state_dict and {len(group['params'])} in the optimizer")
+        # Map the saved positions onto ours, check every array, and only then replace anything.
+        position = {old: new for saved, group_start in zip(groups, self._group_starts())
+                    for new, old in enumerate(saved["params"], start=group_start)}
+        new_state: Dict[int, Dict[str, Any]] = {}
+        for old, saved_state in state_dict["state"].items():
+            if old not in position:
+                raise ValueError(f"state_dict has state for parameter {old}, which no group lists")
+            i = position[old]
+            p = self._param_at(i)
+            restored = {}
+            for key, value in saved_state.items():
+                if isinstance(value, np.ndarray):
+                    if value.shape != p.shape:
+                        raise ValueError(f"state[{old}]['{key}'] has shape {value.shape} but "
+                                         f"params[{i}] has shape {p.shape}")
+                    value = np.array(value, dtype=p.dtype, order="C", copy=True)
+                restored[key] = value
+            new_state[i] = restored
+        for saved, group in zip(groups, self.param_groups):
+            for key, value in saved.items():
+                if key != "params":
+                    group[key] = copy.deepcopy(value)
+        self.state = new_state
+
+    def _group_starts(self) -> List[int]:
+        starts, index = [], 0
+        for group in self.param_groups:
+            starts.append(index)
+            index += len(group["params"])
+        return starts
+
+    def __repr__(self) -> str:
+        lines = [f"{type(self).__name__} ("]
+        for k, group in enumerate(self.param_groups):
+            lines.append(f"Parameter Group {k}")
+            for key in sorted(group):
+                if key != "params":
+                    lines.append(f"    {key}: {group[key]}")
+        lines.append(")")
+        return "\n".join(lines)

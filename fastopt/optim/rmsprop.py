@@ -1,0 +1,41 @@
+"""Stateful RMSprop, plain or centered, with momentum (torch.optim.RMSprop's numbers)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from fastopt._core import rmsprop_
+from fastopt.optim.optimizer import Optimizer
+
+
+class RMSprop(Optimizer):
+    """``RMSprop(params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0, momentum=0, centered=False, maximize=False)``
+
+    State per parameter: ``step``, ``square_avg``, and ``momentum_buffer`` (momentum > 0) and
+    ``grad_avg`` (centered) when used.
+    """
+
+
+    def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0,
+                 centered=False, maximize=False):
+        super().__init__(params, dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay,
+                                      momentum=momentum, centered=centered, maximize=maximize))
+
+    def _init_state(self, state, param, group):
+        state["step"] = 0
+        state["square_avg"] = np.zeros_like(param)
+
+    def _update(self, group, params, grads, states, step):
+        # Buffers appear when first needed, so momentum or centering may be switched on mid-run.
+        buffers = self._ensure(states, params, "momentum_buffer") if group["momentum"] > 0 else None
+        grad_avgs = self._ensure(states, params, "grad_avg") if group["centered"] else None
+        rmsprop_(params, grads, [s["square_avg"] for s in states], buffers, grad_avgs, lr=group["lr"],
+                 alpha=group["alpha"], eps=group["eps"], weight_decay=group["weight_decay"],
+                 momentum=group["momentum"], centered=group["centered"], maximize=group["maximize"])
+
+    @staticmethod
+    def _ensure(states, params, key):
+        for state, p in zip(states, params):
+            if key not in state:
+                state[key] = np.zeros_like(p)
+        return [s[key] for s in states]

@@ -1,0 +1,44 @@
+"""Stateful SGD with momentum, dampening, Nesterov and weight decay (torch.optim.SGD's numbers)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from fastopt._core import sgd_
+from fastopt.optim.optimizer import Optimizer
+
+
+class SGD(Optimizer):
+    """``SGD(params, lr=1e-3, momentum=0, dampening=0, weight_decay=0, nesterov=False, maximize=False)``
+
+    State per parameter: ``momentum_buffer`` (only when momentum != 0), created on the first step
+    from the gradient itself, as torch does.
+    """
+
+
+    def __init__(self, params, lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0,
+                 nesterov=False, maximize=False):
+        super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening,
+                                      weight_decay=weight_decay, nesterov=nesterov, maximize=maximize))
+
+    def _init_state(self, state, param, group):
+        state["momentum_buffer"] = None  # filled from the gradient on the first momentum step
+
+    def _advance(self, state):
+        # torch's SGD keeps no step count: a missing buffer is what marks the first step.
+        first = state["momentum_buffer"] is None
+        return first
+
+    def _check_key(self):
+        return True
+
+    def _update(self, group, params, grads, states, first):
+        buffers = None
+        if group["momentum"] != 0:
+            for state, p in zip(states, params):
+                if state["momentum_buffer"] is None:
+                    state["momentum_buffer"] = np.zeros_like(p)
+            buffers = [s["momentum_buffer"] for s in states]
+        sgd_(params, grads, buffers, lr=group["lr"], momentum=group["momentum"],
+             dampening=group["dampening"], weight_decay=group["weight_decay"],
+             nesterov=group["nesterov"], maximize=group["maximize"], step=1 if first else 2)
