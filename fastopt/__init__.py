@@ -5,7 +5,16 @@ memory per update, in place, on one array or a whole list of arrays per call. ``
 in stateful optimizers; ``fastopt.reference`` is the plain NumPy witness they are tested against.
 """
 
-from fastopt._core import adagrad_, adam_, adamw_, build_info, rmsprop_, sgd_
+try:
+    from fastopt._core import adagrad_, adam_, adamw_, build_info, rmsprop_, sgd_
+except ImportError as error:  # pragma: no cover - only when the source tree shadows the install
+    raise ImportError(
+        "fastopt's compiled module (fastopt._core) is missing. Install the package with "
+        "`pip install .`, and run Python or `pytest` from a place where the source folder "
+        "fastopt/ does not shadow the installed one (`python -m pytest` in the repository root does)."
+    ) from error
+
+from fastopt import optim, reference
 
 __version__ = build_info()["version"]
 
@@ -15,6 +24,8 @@ __all__ = [
     "adam_",
     "adamw_",
     "build_info",
+    "optim",
+    "reference",
     "rmsprop_",
     "sgd_",
 ]
