@@ -1,0 +1,85 @@
+"""Property tests (hypothesis): any valid hyperparameters, any step number and any mid-training
+state give the reference's numbers; lr = 0 leaves parameters untouched."""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from kernel_cases import CASES_BY_NAME
+
+unit = st.floats(0.0, 0.999)
+small = st.floats(0.0, 0.5)
+lr = st.floats(0.0, 1.0)
+eps = st.sampled_from([0.0, 1e-12, 1e-8, 1e-3])
+flag = st.booleans()
+
+HYPER = {
+    "sgd": st.fixed_dictionaries(dict(lr=lr, momentum=unit, dampening=small, weight_decay=small,
+                                      maximize=flag)),
+    "adagrad": st.fixed_dictionaries(dict(lr=lr, lr_decay=small, weight_decay=small, eps=eps, maximize=flag)),
+    "rmsprop": st.fixed_dictionaries(dict(lr=lr, alpha=unit, eps=eps, weight_decay=small, momentum=unit,
+                                          centered=flag, maximize=flag)),
+    "adam": st.fixed_dictionaries(dict(lr=lr, beta1=unit, beta2=unit, eps=eps, weight_decay=small,
+                                       amsgrad=flag, maximize=flag)),
+}
+HYPER["adamw"] = HYPER["adam"]
+
+
+def start_state(case, state, rng, n, hyper):
+    """A plausible mid-training state: second moments positive, and for centered RMSprop the mean
+    gradient small enough that square_avg - grad_avg^2 stays positive."""
+    if state in ("exp_avg_sqs", "max_exp_avg_sqs", "state_sums", "square_avgs"):
+        return rng.uniform(0.5, 2.0, n)
+    if state == "grad_avgs":
+        return rng.uniform(-0.5, 0.5, n)
+    return rng.standard_normal(n)
+
+
+@settings(max_examples=60, deadline=None)
+@given(name=st.sampled_from(sorted(CASES_BY_NAME)), data=st.data(), n=st.integers(0, 40),
+       step=st.integers(1, 10_000), seed=st.integers(0, 2**31 - 1))
+def test_any_hyperparameters_match_reference(name, data, n, step, seed):
+    case = CASES_BY_NAME[name]
+    hyper = data.draw(HYPER[name])
+    if name == "sgd":
+        hyper["nesterov"] = data.draw(flag) and hyper["momentum"] > 0
+        if hyper["nesterov"]:
+            hyper["dampening"] = 0.0
+    rng = np.random.default_rng(seed)
+    used = case.used_states(hyper)
+    param = rng.standard_normal(n)
+    grad = rng.standard_normal(n)
+    states = {s: start_state(case, s, rng, n, hyper) for s in used}
+    step_kw = {"step": step} if case.takes_step else {}
+
+    with np.errstate(all="ignore"):  # eps = 0 may divide by zero, in both implementations alike
+        expected = case.reference(param, grad, *[states.get(s) for s in case.states], **hyper, **step_kw)
+    p = param.copy()
+    live = {s: a.copy() for s, a in states.items()}
+    case.kernel(p, grad, *[live.get(s) for s in case.states], **hyper, **step_kw)
+
+    # 1e-10: a few ulps, amplified where centered RMSprop takes sqrt(square_avg - grad_avg^2).
+    np.testing.assert_allclose(p, expected[0], rtol=1e-10, atol=1e-12)
+    for s, new in zip(case.states, expected[1:]):
+        if s in used:
+            np.testing.assert_allclose(live[s], new, rtol=1e-10, atol=1e-12, err_msg=s)
+
+
+@settings(max_examples=30, deadline=None)
+@given(name=st.sampled_from(sorted(CASES_BY_NAME)), data=st.data(), seed=st.integers(0, 2**31 - 1))
+def test_zero_lr_leaves_parameters_unchanged(name, data, seed):
+    case = CASES_BY_NAME[name]
+    hyper = data.draw(HYPER[name])
+    hyper["lr"] = 0.0
+    if name == "sgd":
+        hyper["nesterov"] = False
+    rng = np.random.default_rng(seed)
+    param = rng.standard_normal(9).astype(np.float32)
+    before = param.copy()
+    states = {s: start_state(case, s, rng, 9, hyper).astype(np.float32) for s in case.used_states(hyper)}
+    step_kw = {"step": 3} if case.takes_step else {}
+    case.kernel(param, rng.standard_normal(9).astype(np.float32), *[states.get(s) for s in case.states],
+                **hyper, **step_kw)
+    assert param.tobytes() == before.tobytes()
