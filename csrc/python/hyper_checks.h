@@ -32,6 +32,15 @@ inline void require_unit_interval(const char* name, double value) {
   }
 }
 
+// RMSprop's alpha: 0 <= alpha <= 1. torch checks only alpha >= 0, but alpha > 1 makes (1 - alpha)
+// negative and square_avg negative, so every parameter turns NaN; an error is kinder.
+inline void require_decay(const char* name, double value) {
+  require_nonnegative(name, value);
+  if (value > 1.0) {
+    throw pybind11::value_error(std::string(name) + " must be in [0, 1], got " + show(value));
+  }
+}
+
 inline void require_step(int64_t step) {
   if (step < 1) {
     throw pybind11::value_error("step must be >= 1 (the 1-based number of this update), got " +

@@ -94,7 +94,7 @@ void rmsprop_(py::handle params, py::handle grads, py::handle square_avgs, py::h
               py::handle grad_avgs, double lr, double alpha, double eps, double weight_decay,
               double momentum, bool centered, bool maximize) {
   require_nonnegative("lr", lr);
-  require_nonnegative("alpha", alpha);
+  require_decay("alpha", alpha);
   require_nonnegative("eps", eps);
   require_nonnegative("weight_decay", weight_decay);
   require_nonnegative("momentum", momentum);

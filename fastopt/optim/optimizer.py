@@ -75,20 +75,25 @@ class Optimizer:
     # ------------------------------------------------------------------ stepping
     def step(self, grads: Sequence[Optional[np.ndarray]]) -> None:
         """One update of every parameter, in place. `grads` lists one gradient per parameter in
-        the order of the groups (None skips that parameter, as a missing .grad does in torch)."""
+        the order of the groups (None skips that parameter, as a missing .grad does in torch).
+
+        Everything is checked before anything changes: a refused step leaves the parameters, the
+        state and the step counts as they were, even when it spans several groups or dtypes."""
         if isinstance(grads, np.ndarray):
             grads = [grads]
         grads = list(grads)
-        total = sum(len(g["params"]) for g in self.param_groups)
-        if len(grads) != total:
-            raise ValueError(f"grads holds {len(grads)} arrays but the optimizer has {total} parameters")
-        self._check_grads(grads)
+        params = self._all_params()
+        if len(grads) != len(params):
+            raise ValueError(f"grads holds {len(grads)} arrays but the optimizer has {len(params)} parameters")
+        self._check_grads(params, grads)
+        self._check_no_shared_memory(params, grads)
+        for group in self.param_groups:  # hyperparameters may have been edited since the last step
+            self._check_group(group)
 
         index = 0
         for group in self.param_groups:
             buckets: Dict[Any, List[int]] = {}
-            positions = range(index, index + len(group["params"]))
-            for i, p in zip(positions, group["params"]):
+            for i, p in enumerate(group["params"], start=index):
                 if grads[i] is None:
                     continue
                 state = self.state.setdefault(i, {})
@@ -97,13 +102,12 @@ class Optimizer:
                 key = (p.dtype.char, self._advance(state))
                 buckets.setdefault(key, []).append(i)
             for (_, step_key), members in buckets.items():
-                params = [self._param_at(i) for i in members]
-                self._update(group, params, [grads[i] for i in members],
+                self._update(group, [params[i] for i in members], [grads[i] for i in members],
                              [self.state[i] for i in members], step_key)
             index += len(group["params"])
 
-    def _check_grads(self, grads: List[Optional[np.ndarray]]) -> None:
-        for i, (p, g) in enumerate(zip(self._all_params(), grads)):
+    def _check_grads(self, params: List[np.ndarray], grads: List[Optional[np.ndarray]]) -> None:
+        for i, (p, g) in enumerate(zip(params, grads)):
             if g is None:
                 continue
             if not isinstance(g, np.ndarray):
@@ -114,6 +118,29 @@ class Optimizer:
                 raise ValueError(f"grads[{i}] has shape {g.shape} but params[{i}] has shape {p.shape}")
             if not g.flags.c_contiguous:
                 raise ValueError(f"grads[{i}] is not C-contiguous")
+            if not (p.flags.writeable and p.flags.c_contiguous):
+                raise ValueError(f"params[{i}] is no longer a writeable C-contiguous array")
+
+    def _check_no_shared_memory(self, params: List[np.ndarray], grads: List[Optional[np.ndarray]]) -> None:
+        """The kernels refuse arrays that share memory, but one step may make several kernel calls
+        (one per group and dtype), so the whole step is checked here first. All arrays are
+        C-contiguous by now, so each occupies exactly [data, data + nbytes)."""
+        spans = []
+        for i, (p, g) in enumerate(zip(params, grads)):
+            named = [(p, f"params[{i}]")]
+            if g is not None:
+                named.append((g, f"grads[{i}]"))
+                named += [(a, f"state[{i}]['{k}']") for k, a in self.state.get(i, {}).items()
+                          if isinstance(a, np.ndarray)]
+            for array, name in named:
+                if array.nbytes:
+                    start = array.__array_interface__["data"][0]
+                    spans.append((start, start + array.nbytes, name))
+        spans.sort()
+        for (_, prev_end, prev_name), (start, _, name) in zip(spans, spans[1:]):
+            if start < prev_end:
+                raise ValueError(f"{name} shares memory with {prev_name}; every array of a step must be "
+                                 "a separate buffer")
 
     def _all_params(self) -> List[np.ndarray]:
         return [p for g in self.param_groups for p in g["params"]]
