@@ -24,7 +24,7 @@ inline void require_nonnegative(const char* name, double value) {
   }
 }
 
-// Decay rates (betas, alpha): 0 <= value < 1.
+// Adam's betas: 0 <= value < 1.
 inline void require_unit_interval(const char* name, double value) {
   require_finite(name, value);
   if (!(value >= 0.0 && value < 1.0)) {

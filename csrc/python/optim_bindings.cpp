@@ -144,7 +144,9 @@ void bind_optimizers(py::module_& m) {
         arg("nesterov") = false, arg("maximize") = false, arg("step") = 1,
         (std::string("Fused SGD step (torch.optim.SGD semantics), in place.\n\n"
                      "momentum_buffers is required when momentum != 0; on step 1 it is overwritten\n"
-                     "with the gradient (torch's first-step buffer), later steps accumulate into it.\n\n") +
+                     "with the gradient (torch's first-step buffer), later steps accumulate into it.\n"
+                     "With momentum, pass step=t in a loop: at the default step=1 every call restarts\n"
+                     "the buffer.\n\n") +
          kListNote)
             .c_str());
   m.def("adagrad_", &adagrad_, arg("params"), arg("grads"), arg("state_sums"), py::kw_only(),
