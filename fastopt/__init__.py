@@ -2,11 +2,25 @@
 
 The update functions (``sgd_``, ``adagrad_``, ``rmsprop_``, ``adam_``, ``adamw_``) run one fused pass over
 memory per update, in place, on one array or a whole list of arrays per call. ``fastopt.optim`` wraps them
-in stateful optimizers; ``fastopt.reference`` is the plain NumPy witness they are tested against.
+in stateful optimizers. ``softmax_cross_entropy`` computes a stable softmax cross-entropy and its gradient in one
+fused kernel; ``softmax``, ``log_softmax``, ``multiclass_svm_loss``, ``penalty`` and ``gradcheck`` complete the
+course notes' training recipe. ``fastopt.reference`` is the plain NumPy witness they are all tested against.
 """
 
 try:
-    from fastopt._core import adagrad_, adam_, adamw_, build_info, rmsprop_, sgd_
+    from fastopt._core import (
+        adagrad_,
+        adam_,
+        adamw_,
+        build_info,
+        log_softmax,
+        multiclass_svm_loss,
+        penalty,
+        rmsprop_,
+        sgd_,
+        softmax,
+        softmax_cross_entropy,
+    )
 except ImportError as error:  # pragma: no cover - only when the source tree shadows the install
     raise ImportError(
         "fastopt's compiled module (fastopt._core) is missing. Install the package with "
@@ -15,6 +29,7 @@ except ImportError as error:  # pragma: no cover - only when the source tree sha
     ) from error
 
 from fastopt import optim, reference
+from fastopt.gradcheck import gradcheck
 
 __version__ = build_info()["version"]
 
@@ -24,8 +39,14 @@ __all__ = [
     "adam_",
     "adamw_",
     "build_info",
+    "gradcheck",
+    "log_softmax",
+    "multiclass_svm_loss",
     "optim",
+    "penalty",
     "reference",
     "rmsprop_",
     "sgd_",
+    "softmax",
+    "softmax_cross_entropy",
 ]

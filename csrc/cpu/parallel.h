@@ -3,6 +3,7 @@
 // sees the same arithmetic whatever the thread count: results are bit-identical for any count.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <vector>
 

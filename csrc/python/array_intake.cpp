@@ -12,6 +12,8 @@ std::string label(const ArrayArg& arg, size_t i) {
   return std::string(arg.name) + "[" + std::to_string(i) + "]";
 }
 
+}  // namespace
+
 std::string shape_str(const py::array& a) {
   std::ostringstream out;
   out << "(";
@@ -24,7 +26,7 @@ std::string shape_str(const py::array& a) {
 std::string dtype_str(const py::array& a) { return py::str(a.dtype()).cast<std::string>(); }
 
 // float32 / float64 in native byte order, or an error naming the array.
-Dtype dtype_of(const py::array& a, const std::string& where) {
+Dtype float_dtype_of(const py::array& a, const std::string& where) {
   if (py::isinstance<py::array_t<float>>(a)) return Dtype::Float32;
   if (py::isinstance<py::array_t<double>>(a)) return Dtype::Float64;
   throw py::type_error(where + " has dtype " + dtype_str(a) +
@@ -41,6 +43,22 @@ void check_layout(const py::array& a, const std::string& where, bool written) {
     throw py::value_error(where + " is read-only; fastopt updates it in place");
   }
 }
+
+py::array require_array(py::handle obj, const std::string& where) {
+  if (!py::isinstance<py::array>(obj)) {
+    throw py::type_error(where + " must be a numpy.ndarray, got " +
+                         std::string(py::str(py::type::handle_of(obj).attr("__name__"))));
+  }
+  return py::reinterpret_borrow<py::array>(obj);
+}
+
+bool shares_memory(const py::array& a, const py::array& b) {
+  if (a.nbytes() == 0 || b.nbytes() == 0) return false;
+  const auto a0 = reinterpret_cast<uintptr_t>(a.data()), b0 = reinterpret_cast<uintptr_t>(b.data());
+  return a0 < b0 + uintptr_t(b.nbytes()) && b0 < a0 + uintptr_t(a.nbytes());
+}
+
+namespace {
 
 struct Extent {
   uintptr_t begin, end;
@@ -68,11 +86,7 @@ void check_no_shared_memory(std::vector<Extent>& extents) {
 ArrayArg take_arrays(py::handle obj, const char* name, bool written) {
   ArrayArg arg{name, written, {}};
   auto take_one = [&](py::handle item, const std::string& where) {
-    if (!py::isinstance<py::array>(item)) {
-      throw py::type_error(where + " must be a numpy.ndarray, got " +
-                           std::string(py::str(py::type::handle_of(item).attr("__name__"))));
-    }
-    arg.arrays.push_back(py::reinterpret_borrow<py::array>(item));
+    arg.arrays.push_back(require_array(item, where));
   };
   if (py::isinstance<py::list>(obj) || py::isinstance<py::tuple>(obj)) {
     py::sequence seq = py::reinterpret_borrow<py::sequence>(obj);
@@ -101,7 +115,7 @@ Dtype check_arrays(const ArrayArg& params, const std::vector<const ArrayArg*>& o
   for (size_t i = 0; i < n; ++i) {
     const py::array& p = params.arrays[i];
     const std::string where = label(params, i);
-    const Dtype dt = dtype_of(p, where);
+    const Dtype dt = float_dtype_of(p, where);
     if (i == 0) {
       common = dt;
     } else if (dt != common) {
@@ -121,7 +135,7 @@ Dtype check_arrays(const ArrayArg& params, const std::vector<const ArrayArg*>& o
       const py::array& a = other->arrays[i];
       const py::array& p = params.arrays[i];
       const std::string where = label(*other, i);
-      if (dtype_of(a, where) != common) {
+      if (float_dtype_of(a, where) != common) {
         throw py::type_error(where + " has dtype " + dtype_str(a) + " but " + label(params, i) +
                              " has " + dtype_str(p));
       }

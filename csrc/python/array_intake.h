@@ -34,6 +34,14 @@ ArrayArg take_arrays(py::handle obj, const char* name, bool written);
 //  - no two arrays of the call share memory.
 Dtype check_arrays(const ArrayArg& params, const std::vector<const ArrayArg*>& others);
 
+// Single-array checks, shared with the loss bindings. `where` names the argument in messages.
+py::array require_array(py::handle obj, const std::string& where);
+Dtype float_dtype_of(const py::array& a, const std::string& where);  // TypeError unless f32/f64
+void check_layout(const py::array& a, const std::string& where, bool written);
+std::string shape_str(const py::array& a);
+std::string dtype_str(const py::array& a);
+bool shares_memory(const py::array& a, const py::array& b);  // byte ranges of two C-contiguous arrays
+
 // The data pointer of arrays[i] as T*, or nullptr when the argument is absent.
 template <typename T>
 T* data_of(const ArrayArg* arg, size_t i) {

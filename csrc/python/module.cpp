@@ -4,10 +4,12 @@
 namespace fastopt::bindings {
 void bind_optimizers(pybind11::module_& m);
 void bind_build_info(pybind11::module_& m);
+void bind_losses(pybind11::module_& m);
 }  // namespace fastopt::bindings
 
 PYBIND11_MODULE(_core, m) {
   m.doc() = "fastopt native kernels (use the fastopt package, not this module directly)";
   fastopt::bindings::bind_optimizers(m);
   fastopt::bindings::bind_build_info(m);
+  fastopt::bindings::bind_losses(m);
 }

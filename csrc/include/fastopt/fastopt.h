@@ -5,3 +5,6 @@
 #include "fastopt/adam.h"
 #include "fastopt/rmsprop.h"
 #include "fastopt/sgd.h"
+#include "fastopt/cross_entropy.h"
+#include "fastopt/hinge.h"
+#include "fastopt/softmax.h"
