@@ -17,6 +17,8 @@ try:
         multiclass_svm_loss,
         penalty,
         rmsprop_,
+        set_cpu_isa,
+        set_num_threads,
         sgd_,
         softmax,
         softmax_cross_entropy,
@@ -29,7 +31,10 @@ except ImportError as error:  # pragma: no cover - only when the source tree sha
     ) from error
 
 from fastopt import optim, reference
+from fastopt._environment import apply_environment
 from fastopt.gradcheck import gradcheck
+
+apply_environment()
 
 __version__ = build_info()["version"]
 
@@ -46,6 +51,8 @@ __all__ = [
     "penalty",
     "reference",
     "rmsprop_",
+    "set_cpu_isa",
+    "set_num_threads",
     "sgd_",
     "softmax",
     "softmax_cross_entropy",

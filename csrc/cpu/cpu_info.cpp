@@ -1,5 +1,3 @@
-// Reports the compile-time target of the CPU loops. This file is compiled with the same flags as
-// optim_cpu.cpp, so the predefined macros describe the kernels' instruction set.
 #include "cpu/cpu_info.h"
 
 #ifdef _OPENMP
@@ -7,24 +5,6 @@
 #endif
 
 namespace fastopt::cpu {
-
-std::string compiled_isa() {
-#if defined(__AVX512F__)
-  return "avx512f";
-#elif defined(__AVX2__) && defined(__FMA__)
-  return "avx2+fma";
-#elif defined(__AVX__)
-  return "avx";
-#elif defined(__SSE2__) || defined(_M_X64)
-  return "sse2";
-#elif defined(__ARM_FEATURE_SVE)
-  return "sve";
-#elif defined(__ARM_NEON)
-  return "neon";
-#else
-  return "scalar";
-#endif
-}
 
 bool has_openmp() {
 #ifdef _OPENMP
@@ -39,6 +19,14 @@ int max_threads() {
   return omp_get_max_threads();
 #else
   return 1;
+#endif
+}
+
+void set_num_threads(int threads) {
+#ifdef _OPENMP
+  omp_set_num_threads(threads);
+#else
+  (void)threads;
 #endif
 }
 

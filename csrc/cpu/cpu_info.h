@@ -1,14 +1,12 @@
-// What the CPU backend was built with: instruction set and threading.
+// Threading of the CPU backend.
 #pragma once
-
-#include <string>
 
 namespace fastopt::cpu {
 
-// The instruction set the kernel loops were compiled for (e.g. "sse2", "avx2", "neon").
-std::string compiled_isa();
 // Whether OpenMP threading is compiled in, and how many threads a large update uses.
 bool has_openmp();
 int max_threads();
+// Sets the thread count for later calls (no effect without OpenMP).
+void set_num_threads(int threads);
 
 }  // namespace fastopt::cpu

@@ -1,7 +1,11 @@
-// build_info(): what this build of the extension contains.
+// build_info() and the runtime settings of the CPU backend (instruction set, threads).
 #include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <stdexcept>
 
 #include "cpu/cpu_info.h"
+#include "cpu/kernel_table.h"
 
 namespace fastopt::bindings {
 
@@ -25,7 +29,9 @@ py::dict build_info() {
   py::dict info;
   info["version"] = FASTOPT_VERSION;
   info["compiler"] = compiler();
-  info["cpu_isa"] = cpu::compiled_isa();
+  info["cpu_isa"] = cpu::kernels().isa;
+  info["cpu_isas_compiled"] = cpu::compiled_isas();
+  info["cpu_isas_supported"] = cpu::supported_isas();
   info["openmp"] = cpu::has_openmp();
   info["num_threads"] = cpu::max_threads();
   py::dict cuda;
@@ -36,12 +42,37 @@ py::dict build_info() {
   return info;
 }
 
+std::string set_cpu_isa(const std::string& name) {
+  try {
+    return cpu::use_isa(name);
+  } catch (const std::invalid_argument&) {
+    std::string known;
+    for (const std::string& isa : cpu::compiled_isas()) known += (known.empty() ? "" : ", ") + isa;
+    throw py::value_error("name must be one of the instruction sets compiled in (" + known + "), got '" +
+                          name + "'");
+  }
+}
+
+void set_num_threads(int threads) {
+  if (threads < 1) throw py::value_error("threads must be >= 1, got " + std::to_string(threads));
+  cpu::set_num_threads(threads);
+}
+
 }  // namespace
 
 void bind_build_info(py::module_& m) {
   m.def("build_info", &build_info,
         "What this build contains: version, compiler, cpu_isa (the instruction set the CPU kernels\n"
-        "were compiled for), openmp, num_threads, and cuda = {compiled, architectures, option}.");
+        "use now), cpu_isas_compiled and cpu_isas_supported (best first), openmp, num_threads, and\n"
+        "cuda = {compiled, architectures, option}.");
+  m.def("set_cpu_isa", &set_cpu_isa, py::arg("name"),
+        "Uses the best instruction set this CPU supports at or below `name` ('avx512', 'avx2',\n"
+        "'baseline'); returns the one chosen. The environment variable FASTOPT_CPU_ISA does the same\n"
+        "at import. Results are bit-identical across instruction sets.");
+  m.def("set_num_threads", &set_num_threads, py::arg("threads"),
+        "Threads used by large updates and losses (small ones stay on the calling thread); results\n"
+        "are bit-identical for any count. The environment variable FASTOPT_NUM_THREADS does the same\n"
+        "at import (OMP_NUM_THREADS is honoured too).");
 }
 
 }  // namespace fastopt::bindings

@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "cpu/loss_cpu.h"
+#include "cpu/kernel_table.h"
 #include "python/array_intake.h"
 #include "python/hyper_checks.h"
 
@@ -162,7 +162,7 @@ py::tuple softmax_cross_entropy(py::handle logits_obj, py::handle labels_obj, py
         row_losses ? static_cast<T*>(row_losses->mutable_data()) : nullptr,
         int64_t(n), int64_t(c), ignore_index, label_smoothing, z_loss, reduction};
     py::gil_scoped_release no_gil;
-    loss = cpu::softmax_cross_entropy(args);
+    loss = cpu::kernels().of<T>().cross_entropy(args);
   });
   if (row_losses) return py::make_tuple(*row_losses, out);
   return py::make_tuple(loss, out);
@@ -182,7 +182,7 @@ py::array softmax_impl(py::handle x_obj, bool log) {
     const T* in = static_cast<const T*>(x.data());
     T* o = static_cast<T*>(out.mutable_data());
     py::gil_scoped_release no_gil;
-    cpu::softmax(in, o, rows, c, log);
+    cpu::kernels().of<T>().softmax(in, o, rows, c, log);
   };
   if (dtype == Dtype::Float32) {
     run(float{});
@@ -214,7 +214,7 @@ py::tuple multiclass_svm_loss(py::handle scores_obj, py::handle labels_obj, doub
                               row_losses ? static_cast<T*>(row_losses->mutable_data()) : nullptr,
                               int64_t(n), int64_t(c), margin, reduction};
     py::gil_scoped_release no_gil;
-    loss = cpu::multiclass_svm_loss(args);
+    loss = cpu::kernels().of<T>().svm(args);
   });
   if (row_losses) return py::make_tuple(*row_losses, dscores);
   return py::make_tuple(loss, dscores);
@@ -246,7 +246,7 @@ double penalty(py::handle w_obj, double l1, double l2, py::handle out_grad_obj) 
     const T* wp = static_cast<const T*>(w.data());
     T* gp = grad ? static_cast<T*>(grad->mutable_data()) : nullptr;
     py::gil_scoped_release no_gil;
-    value = cpu::penalty(wp, gp, int64_t(w.size()), l1, l2);
+    value = cpu::kernels().of<T>().penalty(wp, gp, int64_t(w.size()), l1, l2);
   };
   if (dtype == Dtype::Float32) {
     run(float{});

@@ -6,7 +6,7 @@
 #include <optional>
 #include <string>
 
-#include "cpu/optim_cpu.h"
+#include "cpu/kernel_table.h"
 #include "python/array_intake.h"
 #include "python/hyper_checks.h"
 
@@ -26,6 +26,12 @@ std::optional<ArrayArg> take_state(py::handle obj, const char* name, bool needed
 }
 
 const ArrayArg* ptr(const std::optional<ArrayArg>& arg) { return arg ? &*arg : nullptr; }
+
+// The active instruction set's kernels for the list's element type.
+template <typename T, int N>
+const cpu::TypedKernels<T>& kernels_for(const cpu::TensorList<T, N>&) {
+  return cpu::kernels().of<T>();
+}
 
 // Checks all arrays, builds the pointer list for the common dtype and calls
 // launch(const cpu::TensorList<T, N>&) with the GIL released.
@@ -73,7 +79,7 @@ void sgd_(py::handle params, py::handle grads, py::handle momentum_buffers, doub
   const ArrayArg g = take_arrays(grads, "grads", false);
   const auto b = take_state(momentum_buffers, "momentum_buffers", momentum != 0.0, "momentum != 0");
   const SgdHyper hyper{lr, momentum, dampening, weight_decay, nesterov, maximize, step};
-  run_update<3>(p, {&g, ptr(b)}, [&](const auto& list) { cpu::sgd(list, hyper); });
+  run_update<3>(p, {&g, ptr(b)}, [&](const auto& list) { kernels_for(list).sgd(list, hyper); });
 }
 
 void adagrad_(py::handle params, py::handle grads, py::handle state_sums, double lr, double lr_decay,
@@ -87,7 +93,7 @@ void adagrad_(py::handle params, py::handle grads, py::handle state_sums, double
   const ArrayArg g = take_arrays(grads, "grads", false);
   const ArrayArg s = take_arrays(state_sums, "state_sums", true);
   const AdagradHyper hyper{lr, lr_decay, weight_decay, eps, maximize, step};
-  run_update<3>(p, {&g, &s}, [&](const auto& list) { cpu::adagrad(list, hyper); });
+  run_update<3>(p, {&g, &s}, [&](const auto& list) { kernels_for(list).adagrad(list, hyper); });
 }
 
 void rmsprop_(py::handle params, py::handle grads, py::handle square_avgs, py::handle momentum_buffers,
@@ -104,7 +110,7 @@ void rmsprop_(py::handle params, py::handle grads, py::handle square_avgs, py::h
   const auto b = take_state(momentum_buffers, "momentum_buffers", momentum > 0.0, "momentum > 0");
   const auto ga = take_state(grad_avgs, "grad_avgs", centered, "centered=True");
   const RmspropHyper hyper{lr, alpha, eps, weight_decay, momentum, centered, maximize};
-  run_update<5>(p, {&g, &sq, ptr(b), ptr(ga)}, [&](const auto& list) { cpu::rmsprop(list, hyper); });
+  run_update<5>(p, {&g, &sq, ptr(b), ptr(ga)}, [&](const auto& list) { kernels_for(list).rmsprop(list, hyper); });
 }
 
 // Adam and AdamW share everything but the weight-decay rule.
@@ -124,7 +130,7 @@ auto adam_binding(bool decoupled) {
     const ArrayArg v = take_arrays(exp_avg_sqs, "exp_avg_sqs", true);
     const auto vmax = take_state(max_exp_avg_sqs, "max_exp_avg_sqs", amsgrad, "amsgrad=True");
     const AdamHyper hyper{lr, beta1, beta2, eps, weight_decay, amsgrad, decoupled, maximize, step};
-    run_update<5>(p, {&g, &m, &v, ptr(vmax)}, [&](const auto& list) { cpu::adam(list, hyper); });
+    run_update<5>(p, {&g, &m, &v, ptr(vmax)}, [&](const auto& list) { kernels_for(list).adam(list, hyper); });
   };
 }
 

@@ -42,7 +42,7 @@ struct AdamScalars {
 };
 
 template <typename M>
-AdamScalars<M> adam_scalars(const AdamHyper& h) {
+FASTOPT_HOST AdamScalars<M> adam_scalars(const AdamHyper& h) {
   const double t = double(h.step);
   const double bias_correction1 = 1.0 - std::pow(h.beta1, t);
   const double bias_correction2 = 1.0 - std::pow(h.beta2, t);

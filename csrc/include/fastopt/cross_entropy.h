@@ -11,7 +11,7 @@
 //   coef = (1 - eps) * w_y + (eps / C) * W + 2 * z_loss * lse
 // Ignored rows have loss 0 and gradient 0. scale is 1 / sum of w_y over counted rows for
 // reduction "mean" and 1 otherwise. The smoothing and z terms are skipped when their factor is 0,
-// so -inf masked scores never produce 0 * inf.
+// so -inf masked scores never produce 0 * inf. (lse - z_c) is evaluated as row_neg_log_prob.
 #pragma once
 
 #include "fastopt/macros.h"
@@ -31,36 +31,40 @@ struct CrossEntropyScalars {
 };
 
 template <typename M>
-CrossEntropyScalars<M> cross_entropy_scalars(double label_smoothing, double z_loss, double weight_sum,
-                                             long long classes, double scale) {
+FASTOPT_HOST CrossEntropyScalars<M> cross_entropy_scalars(double label_smoothing, double z_loss,
+                                                          double weight_sum, long long classes,
+                                                          double scale) {
   return {M(1.0 - label_smoothing), M(label_smoothing / double(classes)), M(z_loss), M(weight_sum),
           M(scale), label_smoothing > 0.0};
 }
 
-// The row's loss from its logsumexp, its label's score and (with smoothing) sum_c w_c (lse - z_c).
+// The row's loss; smooth_sum is sum_c w_c (lse - z_c), needed only with smoothing.
 template <typename M>
-FASTOPT_HD M cross_entropy_row_loss(M lse, M z_label, M w_label, M smooth_sum,
+FASTOPT_HD M cross_entropy_row_loss(const SoftmaxRow<M>& r, M z_label, M w_label, M smooth_sum,
                                     const CrossEntropyScalars<M>& s) {
-  M loss = s.one_minus_eps * w_label * (lse - z_label);
+  M loss = s.one_minus_eps * w_label * row_neg_log_prob(z_label, r);
   if (s.smoothing) loss = loss + s.eps_over_c * smooth_sum;
-  if (s.z_loss != M(0)) loss = loss + s.z_loss * lse * lse;
+  if (s.z_loss != M(0)) {
+    const M lse = row_logsumexp(r);
+    loss = loss + s.z_loss * lse * lse;
+  }
   return loss;
 }
 
 // The factor of p_j in the row's gradient (before scale).
 template <typename M>
-FASTOPT_HD M cross_entropy_prob_coef(M lse, M w_label, const CrossEntropyScalars<M>& s) {
+FASTOPT_HD M cross_entropy_prob_coef(const SoftmaxRow<M>& r, M w_label, const CrossEntropyScalars<M>& s) {
   M coef = s.one_minus_eps * w_label;
   if (s.smoothing) coef = coef + s.eps_over_c * s.weight_sum;
-  if (s.z_loss != M(0)) coef = coef + M(2) * s.z_loss * lse;
+  if (s.z_loss != M(0)) coef = coef + M(2) * s.z_loss * row_logsumexp(r);
   return coef;
 }
 
-// One gradient element: p_j = exp(z_j - lse); target says j == y; w_j the class weight.
+// One gradient element, with the label's term when `target` (j == y); w_j is class j's weight.
 template <typename M>
-FASTOPT_HD M cross_entropy_grad(M z, M lse, M coef, bool target, M w_label, M w_j,
+FASTOPT_HD M cross_entropy_grad(M z, const SoftmaxRow<M>& r, M coef, bool target, M w_label, M w_j,
                                 const CrossEntropyScalars<M>& s) {
-  M g = exp_(z - lse) * coef;
+  M g = row_prob(z, r) * coef;
   if (target) g = g - s.one_minus_eps * w_label;
   if (s.smoothing) g = g - s.eps_over_c * w_j;
   return s.scale * g;

@@ -31,7 +31,7 @@ struct SgdScalars {
 };
 
 template <typename M>
-SgdScalars<M> sgd_scalars(const SgdHyper& h) {
+FASTOPT_HOST SgdScalars<M> sgd_scalars(const SgdHyper& h) {
   return {M(-h.lr), M(h.momentum), M(1.0 - h.dampening), M(h.weight_decay),
           M(h.maximize ? -1.0 : 1.0)};
 }

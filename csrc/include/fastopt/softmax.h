@@ -1,51 +1,51 @@
 // Numerically stable softmax pieces, shared by softmax, log_softmax and the fused cross-entropy.
 //
-// Online softmax (Milakov & Gimelshein, 2018): one pass over a row keeps the running max m and the
-// running sum s = sum_j exp(z_j - m). When a larger z arrives the sum is rescaled:
-//   z > m:  s = s * exp(m - z) + 1,  m = z          otherwise:  s = s + exp(z - m)
-// so no score is ever exponentiated unshifted, and logsumexp(row) = m + log(s).
-// -inf scores (masks) contribute exp(-inf) = 0 and never become the max unless the whole row is -inf.
+// A row is summarised by its max m and log_sum = log(sum_j exp(z_j - m)), so no score is ever
+// exponentiated unshifted: logsumexp = m + log_sum, log p_j = (z_j - m) - log_sum and
+// p_j = exp((z_j - m) - log_sum). Keeping m and log_sum apart (rather than adding them into
+// logsumexp first) loses nothing when |z| is large: a row of equal scores 1e6 gives exactly 1/C.
+// The backends compute m and the sum in one pass over the row (online softmax: the sum is rescaled
+// by exp(old max - new max) when the max grows); -inf scores (masks) add exp(-inf) = 0.
 #pragma once
 
 #include <cmath>
 
 #include "fastopt/macros.h"
+#include "fastopt/vec_exp.h"
 
 namespace fastopt {
 
-FASTOPT_HD float exp_(float x) { return expf(x); }
-FASTOPT_HD double exp_(double x) { return exp(x); }
+// exp_ is the branch-free vexp (vec_exp.h): the same bits on every instruction set, and vectorisable.
+FASTOPT_HD float exp_(float x) { return vexp(x); }
+FASTOPT_HD double exp_(double x) { return vexp(x); }
 FASTOPT_HD float log_(float x) { return logf(x); }
 FASTOPT_HD double log_(double x) { return log(x); }
 
 template <typename M>
-struct OnlineSoftmax {
-  M max;  // running maximum (-inf before any finite score)
-  M sum;  // sum of exp(z - max) over the scores seen
-
-  static FASTOPT_HD OnlineSoftmax empty() { return {-INFINITY, M(0)}; }
-
-  FASTOPT_HD void push(M z) {
-    if (z > max) {
-      sum = sum * exp_(max - z) + M(1);  // exp(-inf - z) = 0 for the first score
-      max = z;
-    } else if (z != -INFINITY) {
-      sum = sum + exp_(z - max);
-    }
-  }
-
-  // Combines two partial rows (e.g. SIMD lanes or thread blocks).
-  FASTOPT_HD void merge(const OnlineSoftmax& other) {
-    if (other.max > max) {
-      sum = sum * exp_(max - other.max) + other.sum;
-      max = other.max;
-    } else if (other.max != -INFINITY) {
-      sum = sum + other.sum * exp_(other.max - max);
-    }
-  }
-
-  // logsumexp of the row: -inf for an empty or all -inf row.
-  FASTOPT_HD M logsumexp() const { return max + log_(sum); }
+struct SoftmaxRow {
+  M max;      // the row's max (-inf for an all -inf row)
+  M log_sum;  // log(sum_j exp(z_j - max))
 };
+
+template <typename M>
+FASTOPT_HD M row_logsumexp(const SoftmaxRow<M>& r) {
+  return r.max + r.log_sum;
+}
+
+// -log p_j (>= 0), the cross-entropy of one class.
+template <typename M>
+FASTOPT_HD M row_neg_log_prob(M z, const SoftmaxRow<M>& r) {
+  return (r.max - z) + r.log_sum;
+}
+
+template <typename M>
+FASTOPT_HD M row_log_prob(M z, const SoftmaxRow<M>& r) {
+  return (z - r.max) - r.log_sum;
+}
+
+template <typename M>
+FASTOPT_HD M row_prob(M z, const SoftmaxRow<M>& r) {
+  return exp_((z - r.max) - r.log_sum);
+}
 
 }  // namespace fastopt

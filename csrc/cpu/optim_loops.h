@@ -1,12 +1,19 @@
 // Element loops of the optimizer updates. Each loop reads its operands into locals, applies the
 // shared per-element rule and writes back: one pass over memory, no temporaries. The flags are
 // compile-time constants (static_switch.h), so the loop bodies are branch-free and vectorise.
-#include "cpu/optim_cpu.h"
+//
+// Included only by kernels_for_isa.cpp, once per instruction set, inside that set's namespace.
+// Operand order of each TensorList: sgd/adagrad {param, grad, state}; rmsprop {param, grad,
+// square_avg, momentum_buffer, grad_avg}; adam {param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq}.
+// Unused operands are nullptr.
+#pragma once
 
 #include "cpu/parallel.h"
 #include "cpu/static_switch.h"
+#include "cpu/tensor_list.h"
+#include "fastopt/fastopt.h"
 
-namespace fastopt::cpu {
+namespace fastopt::cpu::FASTOPT_ISA_NS {
 
 template <typename T>
 void sgd(const TensorList<T, 3>& tensors, const SgdHyper& hyper) {
@@ -98,14 +105,4 @@ void adam(const TensorList<T, 5>& tensors, const AdamHyper& hyper) {
       hyper.amsgrad, hyper.decoupled);
 }
 
-#define FASTOPT_INSTANTIATE(T)                                          \
-  template void sgd<T>(const TensorList<T, 3>&, const SgdHyper&);       \
-  template void adagrad<T>(const TensorList<T, 3>&, const AdagradHyper&); \
-  template void rmsprop<T>(const TensorList<T, 5>&, const RmspropHyper&); \
-  template void adam<T>(const TensorList<T, 5>&, const AdamHyper&);
-
-FASTOPT_INSTANTIATE(float)
-FASTOPT_INSTANTIATE(double)
-#undef FASTOPT_INSTANTIATE
-
-}  // namespace fastopt::cpu
+}  // namespace fastopt::cpu::FASTOPT_ISA_NS

@@ -1,5 +1,5 @@
-// CPU entry points of the losses: loops over the per-row math in csrc/include/fastopt/.
-// The binding has checked every array and every label before these run.
+// Arguments of the CPU loss loops. The binding has checked every array and every label before a
+// loop runs.
 #pragma once
 
 #include <cstdint>
@@ -21,14 +21,6 @@ struct CrossEntropyArgs {
   Reduction reduction;
 };
 
-// Writes dlogits (and row_losses) and returns the sum ("sum", "none") or mean ("mean") loss.
-template <typename T, typename L>
-double softmax_cross_entropy(const CrossEntropyArgs<T, L>& args);
-
-// out = softmax(x) or log_softmax(x) over rows of length c; out may be x.
-template <typename T>
-void softmax(const T* x, T* out, int64_t rows, int64_t c, bool log);
-
 template <typename T, typename L>
 struct HingeArgs {
   const T* scores;  // (n, c)
@@ -39,12 +31,5 @@ struct HingeArgs {
   double margin;
   Reduction reduction;
 };
-
-template <typename T, typename L>
-double multiclass_svm_loss(const HingeArgs<T, L>& args);
-
-// Returns l1 * sum|w| + l2 * sum w^2; adds its gradient into grad unless grad is nullptr.
-template <typename T>
-double penalty(const T* w, T* grad, int64_t n, double l1, double l2);
 
 }  // namespace fastopt::cpu

@@ -1,0 +1,67 @@
+// The CPU kernels, compiled once per instruction set (kernels_for_isa.cpp) and reached through a
+// table of function pointers chosen at import from the CPU's features (dispatch.cpp).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "cpu/loss_args.h"
+#include "cpu/tensor_list.h"
+#include "fastopt/fastopt.h"
+
+namespace fastopt::cpu {
+
+template <typename T>
+struct TypedKernels {
+  // {param, grad, momentum_buffer} / {param, grad, state_sum}
+  void (*sgd)(const TensorList<T, 3>&, const SgdHyper&);
+  void (*adagrad)(const TensorList<T, 3>&, const AdagradHyper&);
+  // {param, grad, square_avg, momentum_buffer, grad_avg}
+  void (*rmsprop)(const TensorList<T, 5>&, const RmspropHyper&);
+  // {param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq}; hyper.decoupled selects AdamW
+  void (*adam)(const TensorList<T, 5>&, const AdamHyper&);
+  // Write the gradient (and per-row losses) and return the reduced loss.
+  double (*cross_entropy_i32)(const CrossEntropyArgs<T, int32_t>&);
+  double (*cross_entropy_i64)(const CrossEntropyArgs<T, int64_t>&);
+  double (*svm_i32)(const HingeArgs<T, int32_t>&);
+  double (*svm_i64)(const HingeArgs<T, int64_t>&);
+  // out = softmax(x) or log_softmax(x) over rows of length c (out never aliases x)
+  void (*softmax)(const T* x, T* out, int64_t rows, int64_t c, bool log);
+  // l1 * sum|w| + l2 * sum w^2; adds the gradient into grad unless it is nullptr
+  double (*penalty)(const T* w, T* grad, int64_t n, double l1, double l2);
+
+  double cross_entropy(const CrossEntropyArgs<T, int32_t>& a) const { return cross_entropy_i32(a); }
+  double cross_entropy(const CrossEntropyArgs<T, int64_t>& a) const { return cross_entropy_i64(a); }
+  double svm(const HingeArgs<T, int32_t>& a) const { return svm_i32(a); }
+  double svm(const HingeArgs<T, int64_t>& a) const { return svm_i64(a); }
+};
+
+struct KernelTable {
+  const char* isa;  // "avx512", "avx2", "baseline"
+  TypedKernels<float> f32;
+  TypedKernels<double> f64;
+
+  template <typename T>
+  const TypedKernels<T>& of() const {
+    if constexpr (std::is_same_v<T, float>) {
+      return f32;
+    } else {
+      return f64;
+    }
+  }
+};
+
+// The table in use: the best instruction set this CPU supports, unless use_isa() chose another.
+const KernelTable& kernels();
+
+// Instruction sets compiled into this build, best first, and those this CPU can run.
+std::vector<std::string> compiled_isas();
+std::vector<std::string> supported_isas();
+
+// Switches to the best supported instruction set at or below `name`; returns the one chosen.
+// Throws std::invalid_argument for a name that is not one of compiled_isas().
+std::string use_isa(const std::string& name);
+
+}  // namespace fastopt::cpu

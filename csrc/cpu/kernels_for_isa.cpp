@@ -1,0 +1,41 @@
+// The kernel table of one instruction set. CMake compiles this file once per set with that set's
+// flags and FASTOPT_ISA_NS = baseline | avx2 | avx512, which names the namespace the loops live in
+// and the function that returns the table.
+#include "cpu/kernel_table.h"
+#include "cpu/loss_loops.h"
+#include "cpu/optim_loops.h"
+
+#ifndef FASTOPT_ISA_NS
+#error "FASTOPT_ISA_NS must name the instruction set (set by CMakeLists.txt)"
+#endif
+
+#define FASTOPT_STR2(x) #x
+#define FASTOPT_STR(x) FASTOPT_STR2(x)
+
+namespace fastopt::cpu {
+
+namespace FASTOPT_ISA_NS {
+
+template <typename T>
+TypedKernels<T> typed_kernels() {
+  return {&sgd<T>,
+          &adagrad<T>,
+          &rmsprop<T>,
+          &adam<T>,
+          &softmax_cross_entropy<T, int32_t>,
+          &softmax_cross_entropy<T, int64_t>,
+          &multiclass_svm_loss<T, int32_t>,
+          &multiclass_svm_loss<T, int64_t>,
+          &softmax<T>,
+          &penalty<T>};
+}
+
+const KernelTable& table() {
+  static const KernelTable instance{FASTOPT_STR(FASTOPT_ISA_NS), typed_kernels<float>(),
+                                    typed_kernels<double>()};
+  return instance;
+}
+
+}  // namespace FASTOPT_ISA_NS
+
+}  // namespace fastopt::cpu

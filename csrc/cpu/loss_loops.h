@@ -1,0 +1,216 @@
+// Row loops of the losses. Rows run in parallel; each row's loss goes to its own slot and the slots
+// are summed in row order afterwards, so the result does not depend on the thread count.
+//
+// Inside a row the work is spread over kLanes independent accumulators (lane l takes the elements
+// j with j % kLanes == l) that are combined in a fixed order at the end: the compiler vectorises
+// the lane loops for whatever instruction set this file is built for, and every build adds the
+// same numbers in the same order, so all instruction sets give the same bits.
+//
+// Included only by kernels_for_isa.cpp, once per instruction set, inside that set's namespace.
+#pragma once
+
+#include <cmath>
+#include <vector>
+
+#include "cpu/loss_args.h"
+#include "cpu/parallel.h"
+#include "cpu/static_switch.h"
+#include "fastopt/fastopt.h"
+
+namespace fastopt::cpu::FASTOPT_ISA_NS {
+
+constexpr int64_t kLanes = 16;
+// The online max is tracked per block of this many elements (4 KiB of float32, resident in L1
+// while the block's max and then its exponentials are computed).
+constexpr int64_t kBlock = 1024;
+
+// body(row) for every row, in parallel when the work (rows x row length) is large enough.
+template <typename Body>
+void for_each_row(int64_t rows, int64_t row_length, Body&& body) {
+  const bool parallel = rows > 1 && rows * row_length >= kParallelThreshold;
+#pragma omp parallel for schedule(static) if (parallel)
+  for (int64_t i = 0; i < rows; ++i) body(i);
+}
+
+// Sums per-row losses in row order (double), then applies the reduction's divisor.
+inline double reduce_rows(const std::vector<double>& losses, double divisor) {
+  double total = 0.0;
+  for (double v : losses) total += v;
+  return total / divisor;
+}
+
+// max and log-sum of z[0..c) in one pass over memory: online softmax at block granularity. For
+// each block, the lane maxima give the block max; when it exceeds the running max, the lane sums
+// are rescaled once (exp(old - new)); then every element adds exp(z - running max) to its lane.
+template <typename T>
+SoftmaxRow<T> row_softmax_stats(const T* __restrict z, int64_t c) {
+  T lane_sum[kLanes] = {};
+  T running_max = T(-INFINITY);
+  for (int64_t b = 0; b < c; b += kBlock) {
+    const int64_t end = b + kBlock < c ? b + kBlock : c;
+    const int64_t full_end = b + (end - b) / kLanes * kLanes;
+    T lane_max[kLanes];
+    for (int64_t l = 0; l < kLanes; ++l) lane_max[l] = T(-INFINITY);
+    for (int64_t j = b; j < full_end; j += kLanes) {
+      for (int64_t l = 0; l < kLanes; ++l) lane_max[l] = z[j + l] > lane_max[l] ? z[j + l] : lane_max[l];
+    }
+    for (int64_t j = full_end; j < end; ++j) lane_max[j - full_end] = z[j] > lane_max[j - full_end] ? z[j] : lane_max[j - full_end];
+    T block_max = lane_max[0];
+    for (int64_t l = 1; l < kLanes; ++l) block_max = lane_max[l] > block_max ? lane_max[l] : block_max;
+    if (block_max == T(-INFINITY)) continue;  // all masked: every exp is 0
+    if (block_max > running_max) {
+      const T rescale = exp_(running_max - block_max);  // 0 while running_max is -inf
+      for (int64_t l = 0; l < kLanes; ++l) lane_sum[l] *= rescale;
+      running_max = block_max;
+    }
+    const T m = running_max;
+    for (int64_t j = b; j < full_end; j += kLanes) {
+      for (int64_t l = 0; l < kLanes; ++l) lane_sum[l] += exp_(z[j + l] - m);
+    }
+    for (int64_t j = full_end; j < end; ++j) lane_sum[j - full_end] += exp_(z[j] - m);
+  }
+  T sum = 0;
+  for (int64_t l = 0; l < kLanes; ++l) sum += lane_sum[l];
+  return {running_max, log_(sum)};  // all -inf: {-inf, -inf}, and every probability is NaN
+}
+
+// The gradient of one counted row (see cross_entropy.h): written over all classes without the
+// label's own term, which the caller then rewrites from the saved label score. Returns, with
+// smoothing, sum_j w_j (lse - z_j). IN_PLACE: the gradient overwrites the scores in `out` (each
+// element read before it is written) and `z` is unused; both pointers are restrict so the loop
+// vectorises either way.
+template <bool IN_PLACE, bool WEIGHTED, bool SMOOTHING, typename T>
+T cross_entropy_row_grad(const T* __restrict z, T* __restrict out, const T* __restrict weight, int64_t c,
+                         const SoftmaxRow<T>& r, T coef, const CrossEntropyScalars<T>& s) {
+  T lane_smooth[kLanes] = {};
+  const T p_scale = s.scale * coef;
+  const T w_scale = s.scale * s.eps_over_c;
+  const int64_t full_end = c / kLanes * kLanes;
+  auto element = [&](int64_t j, int64_t l) {
+    const T zj = IN_PLACE ? out[j] : z[j];
+    const T wj = WEIGHTED ? weight[j] : T(1);
+    T g = row_prob(zj, r) * p_scale;
+    if constexpr (SMOOTHING) {
+      lane_smooth[l] += wj * row_neg_log_prob(zj, r);
+      g = g - w_scale * wj;
+    }
+    out[j] = g;
+  };
+  for (int64_t j = 0; j < full_end; j += kLanes) {
+    for (int64_t l = 0; l < kLanes; ++l) element(j + l, l);
+  }
+  for (int64_t j = full_end; j < c; ++j) element(j, j - full_end);
+  T smooth = 0;
+  for (int64_t l = 0; l < kLanes; ++l) smooth += lane_smooth[l];
+  return smooth;
+}
+
+template <typename T, typename L>
+double softmax_cross_entropy(const CrossEntropyArgs<T, L>& a) {
+  // The "mean" denominator: summed weights of the rows that count (torch's weighted mean).
+  double denominator = 0.0;
+  for (int64_t i = 0; i < a.n; ++i) {
+    const int64_t y = int64_t(a.labels[i]);
+    if (y != a.ignore_index) denominator += a.weight ? double(a.weight[y]) : 1.0;
+  }
+  double weight_sum = double(a.c);
+  if (a.weight) {
+    weight_sum = 0.0;
+    for (int64_t j = 0; j < a.c; ++j) weight_sum += double(a.weight[j]);
+  }
+  const bool mean = a.reduction == Reduction::Mean;
+  const CrossEntropyScalars<T> s = cross_entropy_scalars<T>(
+      a.label_smoothing, a.z_loss, weight_sum, a.c, mean ? 1.0 / denominator : 1.0);
+
+  std::vector<double> losses(size_t(a.n), 0.0);
+  with_flags(
+      [&](auto IN_PLACE, auto WEIGHTED, auto SMOOTHING) {
+        for_each_row(a.n, a.c, [&](int64_t i) {
+          const T* z = a.logits + i * a.c;
+          T* out = a.dlogits + i * a.c;
+          const int64_t y = int64_t(a.labels[i]);
+          if (y == a.ignore_index) {
+            for (int64_t j = 0; j < a.c; ++j) out[j] = T(0);
+            return;
+          }
+          const SoftmaxRow<T> r = row_softmax_stats(z, a.c);
+          const T z_label = z[y];
+          const T w_label = a.weight ? a.weight[y] : T(1);
+          const T coef = cross_entropy_prob_coef(r, w_label, s);
+          const T smooth_sum = cross_entropy_row_grad<IN_PLACE.value, WEIGHTED.value, SMOOTHING.value>(
+              IN_PLACE.value ? nullptr : z, out, a.weight, a.c, r, coef, s);
+          out[y] = cross_entropy_grad(z_label, r, coef, true, w_label, w_label, s);
+          losses[size_t(i)] = double(cross_entropy_row_loss(r, z_label, w_label, smooth_sum, s));
+        });
+      },
+      a.dlogits == a.logits, a.weight != nullptr, s.smoothing);
+  if (a.row_losses) {
+    for (int64_t i = 0; i < a.n; ++i) a.row_losses[i] = T(losses[size_t(i)]);
+  }
+  return reduce_rows(losses, mean ? denominator : 1.0);
+}
+
+template <typename T>
+void softmax(const T* x, T* out, int64_t rows, int64_t c, bool log) {
+  for_each_row(rows, c, [&](int64_t i) {
+    const T* __restrict z = x + i * c;
+    T* __restrict o = out + i * c;  // a new array: never aliases x
+    const SoftmaxRow<T> r = row_softmax_stats(z, c);
+    if (log) {
+      for (int64_t j = 0; j < c; ++j) o[j] = row_log_prob(z[j], r);
+    } else {
+      for (int64_t j = 0; j < c; ++j) o[j] = row_prob(z[j], r);
+    }
+  });
+}
+
+template <typename T, typename L>
+double multiclass_svm_loss(const HingeArgs<T, L>& a) {
+  const T scale = a.reduction == Reduction::Mean ? T(1.0 / double(a.n)) : T(1);
+  const T margin = T(a.margin);
+  std::vector<double> losses(size_t(a.n), 0.0);
+  for_each_row(a.n, a.c, [&](int64_t i) {
+    const T* s = a.scores + i * a.c;
+    T* d = a.dscores + i * a.c;  // may alias s
+    const int64_t y = int64_t(a.labels[i]);
+    const T s_label = s[y];
+    T loss = 0;
+    int64_t violations = 0;
+    for (int64_t j = 0; j < a.c; ++j) {
+      const T term = j == y ? T(0) : hinge_term(s[j], s_label, margin);
+      loss += term;
+      violations += term > T(0);
+      d[j] = term > T(0) ? scale : T(0);
+    }
+    d[y] = T(0) - T(violations) * scale;  // (0 - 0 gives +0, not -0, for a row without violations)
+    losses[size_t(i)] = double(loss);
+  });
+  if (a.row_losses) {
+    for (int64_t i = 0; i < a.n; ++i) a.row_losses[i] = T(losses[size_t(i)]);
+  }
+  return reduce_rows(losses, a.reduction == Reduction::Mean ? double(a.n) : 1.0);
+}
+
+template <typename T>
+double penalty(const T* w, T* grad, int64_t n, double l1, double l2) {
+  // Fixed blocks, each summed in double, then the blocks in order: the same bits for any thread count.
+  const int64_t blocks = (n + kChunkElements - 1) / kChunkElements;
+  std::vector<double> partial(size_t(blocks), 0.0);
+  const T l1_t = T(l1), l2_t = T(l2);
+#pragma omp parallel for schedule(static) if (n >= kParallelThreshold)
+  for (int64_t b = 0; b < blocks; ++b) {
+    const int64_t begin = b * kChunkElements;
+    const int64_t end = begin + kChunkElements < n ? begin + kChunkElements : n;
+    double sum = 0.0;
+    for (int64_t i = begin; i < end; ++i) {
+      sum += double(penalty_value(w[i], l1_t, l2_t));
+      if (grad) grad[i] += penalty_grad(w[i], l1_t, l2_t);
+    }
+    partial[size_t(b)] = sum;
+  }
+  double total = 0.0;
+  for (double v : partial) total += v;
+  return total;
+}
+
+}  // namespace fastopt::cpu::FASTOPT_ISA_NS
