@@ -31,6 +31,10 @@ struct TypedKernels {
   void (*softmax)(const T* x, T* out, int64_t rows, int64_t c, bool log);
   // l1 * sum|w| + l2 * sum w^2; adds the gradient into grad unless it is nullptr
   double (*penalty)(const T* w, T* grad, int64_t n, double l1, double l2);
+  // out = exp(x) element-wise with the kernels' own exp (exposed for its accuracy test)
+  void (*exp)(const T* x, T* out, int64_t n);
+  // a += b: the bandwidth probe of the benchmarks (reads two arrays, writes one), same threading
+  void (*probe_add)(T* a, const T* b, int64_t n);
 
   double cross_entropy(const CrossEntropyArgs<T, int32_t>& a) const { return cross_entropy_i32(a); }
   double cross_entropy(const CrossEntropyArgs<T, int64_t>& a) const { return cross_entropy_i64(a); }

@@ -27,7 +27,9 @@ TypedKernels<T> typed_kernels() {
           &multiclass_svm_loss<T, int32_t>,
           &multiclass_svm_loss<T, int64_t>,
           &softmax<T>,
-          &penalty<T>};
+          &penalty<T>,
+          &exp_array<T>,
+          &probe_add<T>};
 }
 
 const KernelTable& table() {

@@ -213,4 +213,11 @@ double penalty(const T* w, T* grad, int64_t n, double l1, double l2) {
   return total;
 }
 
+template <typename T>
+void exp_array(const T* x, T* out, int64_t n) {
+  const T* __restrict in = x;
+  T* __restrict o = out;
+  for (int64_t i = 0; i < n; ++i) o[i] = exp_(in[i]);
+}
+
 }  // namespace fastopt::cpu::FASTOPT_ISA_NS

@@ -105,4 +105,14 @@ void adam(const TensorList<T, 5>& tensors, const AdamHyper& hyper) {
       hyper.amsgrad, hyper.decoupled);
 }
 
+// The benchmarks' bandwidth probe: a += b over the same chunks and threads as the updates.
+template <typename T>
+void probe_add(T* a, const T* b, int64_t n) {
+  for_each_chunk(std::vector<int64_t>{n}, [&](int32_t, int64_t begin, int64_t end) {
+    T* __restrict x = a;
+    const T* __restrict y = b;
+    for (int64_t i = begin; i < end; ++i) x[i] = x[i] + y[i];
+  });
+}
+
 }  // namespace fastopt::cpu::FASTOPT_ISA_NS

@@ -256,9 +256,54 @@ double penalty(py::handle w_obj, double l1, double l2, py::handle out_grad_obj) 
   return value;
 }
 
+// Element-wise helpers for tests and benchmarks: the kernels' exp, and the a += b bandwidth probe.
+py::array exp_impl(py::handle x_obj) {
+  const py::array x = require_array(x_obj, "x");
+  const Dtype dtype = float_dtype_of(x, "x");
+  check_layout(x, "x", false);
+  py::array out(x.dtype(), std::vector<py::ssize_t>(x.shape(), x.shape() + x.ndim()));
+  auto run = [&](auto t) {
+    using T = decltype(t);
+    const T* in = static_cast<const T*>(x.data());
+    T* o = static_cast<T*>(out.mutable_data());
+    py::gil_scoped_release no_gil;
+    cpu::kernels().of<T>().exp(in, o, int64_t(x.size()));
+  };
+  if (dtype == Dtype::Float32) {
+    run(float{});
+  } else {
+    run(double{});
+  }
+  return out;
+}
+
+void probe_add(py::handle a_obj, py::handle b_obj) {
+  const ArrayArg a = take_arrays(a_obj, "a", true);
+  const ArrayArg b = take_arrays(b_obj, "b", false);
+  if (a.arrays.size() != 1) throw py::value_error("a must be one array");
+  const Dtype dtype = check_arrays(a, {&b});
+  auto run = [&](auto t) {
+    using T = decltype(t);
+    T* pa = data_of<T>(&a, 0);
+    const T* pb = data_of<T>(&b, 0);
+    const int64_t n = int64_t(a.arrays[0].size());
+    py::gil_scoped_release no_gil;
+    cpu::kernels().of<T>().probe_add(pa, pb, n);
+  };
+  if (dtype == Dtype::Float32) {
+    run(float{});
+  } else {
+    run(double{});
+  }
+}
+
 }  // namespace
 
 void bind_losses(py::module_& m) {
+  m.def("_exp", &exp_impl, py::arg("x"),
+        "exp(x) element-wise with the kernels' vectorised exp (for its accuracy test).");
+  m.def("_probe_add", &probe_add, py::arg("a"), py::arg("b"),
+        "a += b in place with the optimizers' chunking and threads: the benchmarks' bandwidth probe.");
   using py::arg;
   m.def("softmax_cross_entropy", &softmax_cross_entropy, arg("logits"), arg("labels"), py::kw_only(),
         arg("weight") = py::none(), arg("ignore_index") = -100, arg("label_smoothing") = 0.0,
