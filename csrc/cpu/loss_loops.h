@@ -217,7 +217,7 @@ template <typename T>
 void exp_array(const T* x, T* out, int64_t n) {
   const T* __restrict in = x;
   T* __restrict o = out;
-  for (int64_t i = 0; i < n; ++i) o[i] = exp_(in[i]);
+  for (int64_t i = 0; i < n; ++i) o[i] = vexp(in[i]);
 }
 
 }  // namespace fastopt::cpu::FASTOPT_ISA_NS

@@ -16,8 +16,9 @@
 namespace fastopt {
 
 // exp_ is the branch-free vexp (vec_exp.h): the same bits on every instruction set, and vectorisable.
-FASTOPT_HD float exp_(float x) { return vexp(x); }
-FASTOPT_HD double exp_(double x) { return vexp(x); }
+// Softmax only ever exponentiates x <= 0 (a score minus the row max), where the cheaper form serves.
+FASTOPT_HD float exp_(float x) { return vexp_nonpositive(x); }
+FASTOPT_HD double exp_(double x) { return vexp_nonpositive(x); }
 FASTOPT_HD float log_(float x) { return logf(x); }
 FASTOPT_HD double log_(double x) { return log(x); }
 
