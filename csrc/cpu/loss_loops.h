@@ -74,6 +74,58 @@ SoftmaxRow<T> row_softmax_stats(const T* __restrict z, int64_t c) {
   return {running_max, log_(sum)};  // all -inf: {-inf, -inf}, and every probability is NaN
 }
 
+// Pass 1 of the cross-entropy without label smoothing: the same blocked online softmax as
+// row_softmax_stats, which also stores each e_j = exp(z_j - m_b) in out (m_b: the running max
+// when block b was summed) and each block's m_b in block_max. Pass 2 then turns e_j into the
+// gradient with one multiplication per element (exp(m_b - max - log_sum) per block), so each
+// element is exponentiated once. IN_PLACE: out holds the scores (read before written); z unused.
+template <bool IN_PLACE, typename T>
+SoftmaxRow<T> row_softmax_stats_store(const T* __restrict z, T* __restrict out, int64_t c,
+                                      std::vector<T>& block_max) {
+  T lane_sum[kLanes] = {};
+  T running_max = T(-INFINITY);
+  block_max.assign(size_t((c + kBlock - 1) / kBlock), T(-INFINITY));
+  for (int64_t b = 0; b < c; b += kBlock) {
+    const T* in = IN_PLACE ? out : z;
+    const int64_t end = b + kBlock < c ? b + kBlock : c;
+    const int64_t full_end = b + (end - b) / kLanes * kLanes;
+    T lane_max[kLanes];
+    for (int64_t l = 0; l < kLanes; ++l) lane_max[l] = T(-INFINITY);
+    for (int64_t j = b; j < full_end; j += kLanes) {
+      for (int64_t l = 0; l < kLanes; ++l) lane_max[l] = in[j + l] > lane_max[l] ? in[j + l] : lane_max[l];
+    }
+    for (int64_t j = full_end; j < end; ++j) lane_max[j - full_end] = in[j] > lane_max[j - full_end] ? in[j] : lane_max[j - full_end];
+    T block = lane_max[0];
+    for (int64_t l = 1; l < kLanes; ++l) block = lane_max[l] > block ? lane_max[l] : block;
+    if (block > running_max) {
+      const T rescale = exp_(running_max - block);  // 0 while running_max is -inf
+      for (int64_t l = 0; l < kLanes; ++l) lane_sum[l] *= rescale;
+      running_max = block;
+    }
+    const T m = running_max;
+    block_max[size_t(b / kBlock)] = m;
+    if (m == T(-INFINITY)) {  // everything so far masked: exp(-inf - -inf) would be NaN
+      for (int64_t j = b; j < end; ++j) out[j] = T(0);
+      continue;
+    }
+    for (int64_t j = b; j < full_end; j += kLanes) {
+      for (int64_t l = 0; l < kLanes; ++l) {
+        const T e = exp_(in[j + l] - m);
+        lane_sum[l] += e;
+        out[j + l] = e;
+      }
+    }
+    for (int64_t j = full_end; j < end; ++j) {
+      const T e = exp_(in[j] - m);
+      lane_sum[j - full_end] += e;
+      out[j] = e;
+    }
+  }
+  T sum = 0;
+  for (int64_t l = 0; l < kLanes; ++l) sum += lane_sum[l];
+  return {running_max, log_(sum)};
+}
+
 // The gradient of one counted row (see cross_entropy.h): written over all classes without the
 // label's own term, which the caller then rewrites from the saved label score. Returns, with
 // smoothing, sum_j w_j (lse - z_j). IN_PLACE: the gradient overwrites the scores in `out` (each
@@ -128,18 +180,34 @@ double softmax_cross_entropy(const CrossEntropyArgs<T, L>& a) {
         for_each_row(a.n, a.c, [&](int64_t i) {
           const T* z = a.logits + i * a.c;
           T* out = a.dlogits + i * a.c;
+          std::vector<T> block_max;  // per-block running max of pass 1 (no-smoothing path)
           const int64_t y = int64_t(a.labels[i]);
           if (y == a.ignore_index) {
             for (int64_t j = 0; j < a.c; ++j) out[j] = T(0);
             return;
           }
-          const SoftmaxRow<T> r = row_softmax_stats(z, a.c);
-          const T z_label = z[y];
+          const T z_label = z[y];  // before an in-place pass overwrites it
           const T w_label = a.weight ? a.weight[y] : T(1);
-          const T coef = cross_entropy_prob_coef(r, w_label, s);
-          const T smooth_sum = cross_entropy_row_grad<IN_PLACE.value, WEIGHTED.value, SMOOTHING.value>(
-              IN_PLACE.value ? nullptr : z, out, a.weight, a.c, r, coef, s);
-          out[y] = cross_entropy_grad(z_label, r, coef, true, w_label, w_label, s);
+          SoftmaxRow<T> r;
+          T smooth_sum = 0;
+          if constexpr (SMOOTHING.value) {
+            // sum_j w_j (lse - z_j) needs every score after lse is known: exponentiate in pass 2.
+            r = row_softmax_stats(z, a.c);
+            smooth_sum = cross_entropy_row_grad<IN_PLACE.value, WEIGHTED.value, true>(
+                IN_PLACE.value ? nullptr : z, out, a.weight, a.c, r, cross_entropy_prob_coef(r, w_label, s), s);
+          } else {
+            r = row_softmax_stats_store<IN_PLACE.value>(IN_PLACE.value ? nullptr : z, out, a.c, block_max);
+            const T p_scale = s.scale * cross_entropy_prob_coef(r, w_label, s);
+            for (int64_t b = 0; b < a.c; b += kBlock) {
+              // p_j = e_j * exp(m_b - max - log_sum); the block's factor folds in scale * coef.
+              const T factor = exp_((block_max[size_t(b / kBlock)] - r.max) - r.log_sum) * p_scale;
+              const int64_t end = b + kBlock < a.c ? b + kBlock : a.c;
+              T* __restrict o = out;
+              for (int64_t j = b; j < end; ++j) o[j] = o[j] * factor;
+            }
+          }
+          out[y] = cross_entropy_grad(z_label, r, cross_entropy_prob_coef(r, w_label, s), true, w_label,
+                                      w_label, s);
           losses[size_t(i)] = double(cross_entropy_row_loss(r, z_label, w_label, smooth_sum, s));
         });
       },
