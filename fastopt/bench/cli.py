@@ -1,0 +1,132 @@
+"""Command line of the benchmark suite: ``python -m fastopt bench``, bench/bench_optimizers.py
+(the optimizer part) and bench/bench_losses.py (the losses part) all take these options."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+from typing import List, Optional
+
+import fastopt
+from fastopt.bench import plot as plotting
+from fastopt.bench.backends import select_backends
+from fastopt.bench.cases import plan_cases
+from fastopt.bench.progress import Progress
+from fastopt.bench.report import banner, load_warning, machine_info, write_json
+from fastopt.bench.suite import run
+from fastopt.bench.timing import plan_rounds
+from fastopt.bench.workloads import LOSSES, OPTIMIZERS
+
+DEFAULT_SIZES = [1_000, 16_000, 256_000, 1_000_000, 4_000_000, 16_000_000, 64_000_000]
+QUICK_SIZES = [1_000, 1_000_000, 16_000_000]
+DEFAULT_SHAPES = ["4096x32000", "32768x1000"]
+DEFAULT_JSON = os.path.join("bench", "results", "bench.json")
+PARTS = ("all", "optimizers", "losses")
+
+DESCRIPTION = """\
+fastopt's benchmark suite (float32, CPU): every optimizer update (SGD with momentum, Adagrad, RMSprop,
+Adam, AdamW) against the NumPy reference and torch's for-loop, foreach and fused implementations
+from 1K to 64M elements; AdamW over GPT-2 small's 148 parameter tensors in one call; softmax
+cross-entropy forward+backward and softmax against the NumPy reference and torch.
+
+Times are medians of interleaved rounds. GB/s is effective bandwidth: the bytes an ideal fused pass
+moves (AdamW 28 B/element, SGD momentum/Adagrad/RMSprop 20 B, losses 12 B/logit) / time. "% probe"
+compares it with fastopt._core._probe_add (a += b, threaded like the kernels, 12 B/element) timed
+in the same rounds. "x fastopt" is time / fastopt's time: above 1, fastopt is faster."""
+
+
+def parse_size(text: str) -> int:
+    """1000, 1K, 16k, 1M, 64M, 1e6 (K = 1,000, M = 1,000,000, G = 1,000,000,000)."""
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:e[0-9]+)?)\s*([kmg]?)\s*", text.lower())
+    if not m:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (try 1000, 16K, 64M)")
+    value = float(m.group(1)) * {"": 1, "k": 1e3, "m": 1e6, "g": 1e9}[m.group(2)]
+    if value < 1 or value != int(value):
+        raise argparse.ArgumentTypeError(f"not a positive whole number of elements: {text!r}")
+    return int(value)
+
+
+def parse_shape(text: str):
+    m = re.fullmatch(r"\s*([0-9]+)\s*[xX*]\s*([0-9]+)\s*", text)
+    if not m or int(m.group(1)) < 1 or int(m.group(2)) < 1:
+        raise argparse.ArgumentTypeError(f"not a shape: {text!r} (try 4096x32000)")
+    return int(m.group(1)), int(m.group(2))
+
+
+def build_parser(prog: Optional[str] = None, part: str = "all") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=parse_size, nargs="+", metavar="N",
+                        help="optimizer sizes in elements (default 1K 16K 256K 1M 4M 16M 64M; --quick: 1K 1M 16M)")
+    parser.add_argument("--optimizers", nargs="+", choices=OPTIMIZERS, default=list(OPTIMIZERS),
+                        help="optimizers to time (default: all)")
+    parser.add_argument("--no-gpt2", action="store_true", help="leave out AdamW over GPT-2 small's parameters")
+    parser.add_argument("--shapes", type=parse_shape, nargs="+", metavar="NxC",
+                        help="logits shapes of the losses (default 4096x32000 32768x1000)")
+    parser.add_argument("--losses", nargs="+", choices=LOSSES, default=list(LOSSES),
+                        help="losses to time (default: cross_entropy softmax)")
+    parser.add_argument("--part", choices=PARTS, default=part,
+                        help=f"which part of the suite to run (default: {part})")
+    parser.add_argument("--quick", action="store_true", help="sizes 1K 1M 16M and fewer rounds")
+    parser.add_argument("--rounds", type=int, metavar="N",
+                        help="interleaved rounds per case (default: 21 at <= 10K elements, 11 at <= 2M, 7 above; "
+                             "--quick: 9, 5, 3)")
+    parser.add_argument("--json", metavar="PATH",
+                        help=f"write every row to this JSON file (default {DEFAULT_JSON} for the full suite, "
+                             "i.e. all parts without --quick)")
+    parser.add_argument("--plot", metavar="PATH", help="write the PNG figure here (default: next to the JSON)")
+    parser.add_argument("--no-torch", action="store_true", help="leave torch out even when installed")
+    parser.add_argument("--no-numpy", action="store_true", help="leave the (slow) NumPy reference out")
+    return parser
+
+
+def main(argv: Optional[List[str]] = None, prog: Optional[str] = None, part: str = "all") -> int:
+    parser = build_parser(prog, part)
+    args = parser.parse_args(argv)
+    if args.rounds is not None and args.rounds < 1:
+        parser.error("--rounds must be positive")
+
+    sizes = args.sizes or (QUICK_SIZES if args.quick else DEFAULT_SIZES)
+    shapes = args.shapes or [parse_shape(s) for s in DEFAULT_SHAPES]
+    run_optimizers = args.part in ("all", "optimizers")
+    run_losses = args.part in ("all", "losses")
+    backends = select_backends(numpy=not args.no_numpy, torch=not args.no_torch)
+    pending = plan_cases(sizes if run_optimizers else [], args.optimizers if run_optimizers else [],
+                         run_optimizers and not args.no_gpt2,
+                         shapes if run_losses else [], args.losses if run_losses else [], backends)
+
+    json_path = args.json
+    if json_path is None and args.part == "all" and not args.quick:
+        json_path = DEFAULT_JSON
+    plot_path = args.plot
+    if plot_path is None and json_path:
+        plot_path = os.path.splitext(json_path)[0] + ".png"
+
+    machine = machine_info()
+    print(banner(fastopt.build_info(), machine))
+    if load_warning(machine):
+        print(load_warning(machine))
+    print(f"implementations: {', '.join(b.name for b in backends)}; "
+          f"{'quick' if args.quick else 'full'} run, {len(pending)} cases", flush=True)
+    total = sum(args.rounds or plan_rounds(p.n, args.quick) for p in pending)
+    progress = Progress(total)
+    rows = run(pending, quick=args.quick, rounds=args.rounds, progress=progress)
+    progress.finish(f"fastopt bench: {len(pending)} cases, {len(rows)} rows")
+
+    if json_path:
+        settings = dict(part=args.part, quick=args.quick, rounds=args.rounds, sizes=sizes,
+                        optimizers=args.optimizers, gpt2=not args.no_gpt2, shapes=[list(s) for s in shapes],
+                        losses=args.losses, backends=[b.name for b in backends], argv=sys.argv)
+        print(f"\nwrote {write_json(json_path, rows, settings, machine)}")
+    if plot_path:
+        if plotting.plot(rows, plot_path) is None:
+            print("no plot: matplotlib is not installed (pip install matplotlib, or the 'bench' extra)")
+        else:
+            print(f"wrote {plot_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

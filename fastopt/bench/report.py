@@ -1,0 +1,140 @@
+"""Results: rows (one per implementation and case), the printed tables, and the JSON file."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import pathlib
+import platform
+import sys
+from typing import Dict, List, Optional
+
+import numpy as np
+
+import fastopt
+from fastopt.bench.cases import PROBE, Case
+
+COLUMNS = f"{'case':14s} {'implementation':22s} {'median':>11s} {'GB/s':>8s} {'% probe':>8s} {'x fastopt':>10s}"
+
+
+def fmt_time(seconds: float) -> str:
+    if seconds < 1e-3:
+        return f"{seconds * 1e6:.2f} us"
+    if seconds < 1:
+        return f"{seconds * 1e3:.3f} ms"
+    return f"{seconds:.3f} s"
+
+
+def case_rows(case: Case, times: Dict[str, float], calls: Dict[str, int], rounds: int) -> List[dict]:
+    """One row per implementation: median time, effective GB/s, % of the probe, ratio to fastopt."""
+    probe_s = times.get(PROBE)
+    probe_gbs = case.probe_bytes / probe_s / 1e9 if probe_s else None
+    base = times[case.baseline]
+    rows = []
+    for impl, t in times.items():
+        if impl == PROBE:
+            continue
+        gbs = case.bytes_moved / t / 1e9
+        rows.append(dict(
+            part=case.part, case=case.name, label=case.label, n=case.n,
+            shape=list(case.shape) if case.shape else None, dtype="float32", impl=impl,
+            seconds=t, calls_per_round=calls.get(impl), rounds=rounds,
+            bytes_per_call=case.bytes_moved, gb_per_s=gbs,
+            probe_seconds=probe_s, probe_gb_per_s=probe_gbs,
+            pct_of_probe=100 * gbs / probe_gbs if probe_gbs else None,
+            ratio_to_fastopt=t / base,
+        ))
+    return rows
+
+
+def format_case(case: Case, rows: List[dict], times: Dict[str, float]) -> List[str]:
+    lines = []
+    for row in rows:
+        pct = f"{row['pct_of_probe']:7.0f}%" if row["pct_of_probe"] is not None else f"{'-':>8s}"
+        lines.append(f"{case.name:14s} {row['impl']:22s} {fmt_time(row['seconds']):>11s} "
+                     f"{row['gb_per_s']:8.1f} {pct} {row['ratio_to_fastopt']:9.2f}x")
+    if PROBE in times:
+        gbs = case.probe_bytes / times[PROBE] / 1e9
+        lines.append(f"{case.name:14s} {PROBE:22s} {fmt_time(times[PROBE]):>11s} {gbs:8.1f} {100:7.0f}% {'-':>10s}")
+    return lines
+
+
+def group_header(case: Case) -> List[str]:
+    return ["", f"== {case.label} ==", COLUMNS]
+
+
+def per_call_lines(rows: List[dict], max_n: int = 10_000) -> List[str]:
+    """fastopt's whole-call cost from Python on small arrays (the target: <= 3 us at 1,000 elements)."""
+    lines = []
+    sizes = sorted({r["n"] for r in rows if r["part"] == "optimizers" and r["n"] <= max_n})
+    for n in sizes:
+        parts = [f"{r['case']} {r['seconds'] * 1e6:.2f} us" for r in rows
+                 if r["part"] == "optimizers" and r["n"] == n and r["impl"] == "fastopt"]
+        if parts:
+            target = " (target: <= 3 us)" if n == 1_000 else ""
+            lines.append(f"fastopt per call from Python at {n:,} elements{target}: " + ", ".join(parts))
+    return lines
+
+
+def torch_info() -> Optional[dict]:
+    try:
+        import torch
+    except ImportError:
+        return None
+    return {"version": torch.__version__, "num_threads": torch.get_num_threads()}
+
+
+def machine_info() -> dict:
+    try:
+        import matplotlib
+        mpl = matplotlib.__version__
+    except ImportError:
+        mpl = None
+    return {
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "processor": platform.processor() or None,
+        "cpu_count": os.cpu_count(),
+        "python": sys.version.split()[0],
+        "numpy": np.__version__,
+        "torch": torch_info(),
+        "matplotlib": mpl,
+        "load_average_at_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+    }
+
+
+def banner(info: dict, machine: dict) -> str:
+    t = machine["torch"]
+    torch_text = f"torch {t['version']} ({t['num_threads']} threads)" if t else "torch not installed"
+    return (f"fastopt {info['version']} ({info['cpu_isa']}, {info['num_threads']} threads), "
+            f"numpy {machine['numpy']}, {torch_text}; {machine['cpu_count']} CPUs, {machine['platform']}")
+
+
+def load_warning(machine: dict) -> Optional[str]:
+    """A note when other processes keep the CPUs busy: threaded timings then wait for time slices."""
+    load, cpus = machine.get("load_average_at_start"), machine.get("cpu_count") or 1
+    if load and load[0] > 0.25 * cpus:
+        return (f"note: load average {load[0]:.2f} on {cpus} CPUs before the start: other processes are "
+                f"running, so threaded timings (torch, fastopt above 128K elements) may be inflated")
+    return None
+
+
+def write_json(path: str, rows: List[dict], settings: dict, machine: dict) -> pathlib.Path:
+    out = pathlib.Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    doc = {
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "build_info": fastopt.build_info(),
+        "machine": machine,
+        "settings": settings,
+        "models": {
+            "update_bytes_per_element": "arrays read + written x element size (AdamW fp32: 28, SGD momentum, "
+                                        "Adagrad, RMSprop fp32: 20)",
+            "loss_bytes_per_logit": "12 (read the logits twice, write the output once)",
+            "probe": "fastopt._core._probe_add: a += b, float32, 12 bytes per element",
+        },
+        "results": rows,
+    }
+    out.write_text(json.dumps(doc, indent=1) + "\n")
+    return out

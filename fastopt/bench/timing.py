@@ -1,0 +1,86 @@
+"""Timing: medians of interleaved rounds, with enough calls per round to rise above the timer.
+
+Every implementation of a case is timed in interleaved rounds (A, B, C, then B, C, A, ...: the one
+that goes first rotates) so that drift of the machine (clock frequency, other load) hits all of them
+alike; the figure reported is the median over rounds of the seconds per call. Before that, every
+function is called once (warm-up: first-touch page faults, lazy initialisation, torch's optimizer
+state) and the number of calls per round is calibrated per function, so that a round of a 3 us call
+lasts milliseconds while a round of a 100 ms call is one call.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from typing import Callable, Dict, Mapping, Optional, Union
+
+#: Rounds per case: (full suite, --quick), by the number of elements a call touches.
+_ROUNDS = ((10_000, 21, 9), (2_000_000, 11, 5), (None, 7, 3))
+#: Seconds one round of one function should last at least (full suite, --quick).
+ROUND_SECONDS = (5e-3, 2e-3)
+#: Most calls per round (a 1K-element update takes about 3 us: 2,000 calls = 6 ms).
+MAX_CALLS = 2_000
+
+
+def plan_rounds(n: int, quick: bool = False) -> int:
+    """Interleaved rounds for a case whose calls touch n elements: more for small, noisy sizes."""
+    for limit, full, fast in _ROUNDS:
+        if limit is None or n <= limit:
+            return fast if quick else full
+    raise AssertionError("unreachable")
+
+
+def calibrate_calls(fn: Callable[[], object], round_seconds: float, max_calls: int = MAX_CALLS) -> int:
+    """Calls per round so that one round of fn lasts at least round_seconds (fn already warmed up)."""
+    calls = 1
+    while True:
+        start = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        elapsed = time.perf_counter() - start
+        # Measure over at least a tenth of the target (or the cap) before trusting the estimate.
+        if elapsed >= round_seconds / 10 or calls >= max_calls:
+            per_call = elapsed / calls
+            break
+        calls = min(calls * 4, max_calls)
+    if per_call <= 0:
+        return max_calls
+    return max(1, min(max_calls, math.ceil(round_seconds / per_call)))
+
+
+def interleaved_medians(fns: Dict[str, Callable[[], object]], rounds: int,
+                        calls: Union[int, Mapping[str, int]] = 1,
+                        progress: Optional[Callable[[], None]] = None,
+                        warmup: bool = True) -> Dict[str, float]:
+    """Median seconds per call of each function over `rounds` interleaved rounds.
+
+    `calls` is the number of calls per round: one number for all, or one per function name.
+    `progress` is called after every round.
+    """
+    per_fn = {name: calls if isinstance(calls, int) else calls[name] for name in fns}
+    samples = {name: [] for name in fns}
+    names = list(fns)
+    if warmup:
+        for fn in fns.values():
+            fn()
+    for r in range(rounds):
+        order = names[r % len(names):] + names[:r % len(names)]  # rotate who goes first
+        for name in order:
+            fn, count = fns[name], per_fn[name]
+            start = time.perf_counter()
+            for _ in range(count):
+                fn()
+            samples[name].append((time.perf_counter() - start) / count)
+        if progress is not None:
+            progress()
+    return {name: statistics.median(s) for name, s in samples.items()}
+
+
+def time_all(fns: Dict[str, Callable[[], object]], rounds: int, round_seconds: float,
+             progress: Optional[Callable[[], None]] = None):
+    """Warm up, calibrate and time every function: ({name: median seconds}, {name: calls per round})."""
+    for fn in fns.values():
+        fn()
+    calls = {name: calibrate_calls(fn, round_seconds) for name, fn in fns.items()}
+    return interleaved_medians(fns, rounds, calls, progress=progress, warmup=False), calls

@@ -1,0 +1,134 @@
+"""What the benchmarks compute: the work of one call (arrays and hyperparameters) and its bytes model.
+
+A workload says what is computed, never by whom (that is backends.py): every implementation gets
+the same initial values and hyperparameters, and effective bandwidth is the bytes an ideal fused pass
+must move divided by the time of one call.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import List, Optional, Tuple
+
+import numpy as np
+
+OPTIMIZERS = ("sgd", "adagrad", "rmsprop", "adam", "adamw")
+LOSSES = ("cross_entropy", "softmax")
+
+# Arrays moved per element by one fused update (reads + writes of params, grads and state), in units
+# of the element size: AdamW in float32 moves 7 * 4 = 28 bytes per element.
+TRAFFIC = {
+    "sgd": 5,      # momentum: read p, g, buf; write p, buf
+    "adagrad": 5,  # read p, g, sum; write p, sum
+    "rmsprop": 5,  # read p, g, square_avg; write p, square_avg
+    "adam": 7,     # read p, g, m, v; write p, m, v
+    "adamw": 7,
+}
+# The losses: read the logits twice (online max and sum, then the output), write the output once.
+LOSS_TRAFFIC = 3
+# The bandwidth probe a += b: read a and b, write a.
+PROBE_TRAFFIC = 3
+
+# State arrays each update takes in the benchmark's configuration (SGD with momentum, no amsgrad).
+STATE_ARRAYS = {"sgd": 1, "adagrad": 1, "rmsprop": 1, "adam": 2, "adamw": 2}
+# torch.optim's argument names; torch's defaults for everything not listed.
+HYPER = {
+    "sgd": dict(lr=1e-3, momentum=0.9),
+    "adagrad": dict(lr=1e-2),
+    "rmsprop": dict(lr=1e-2),
+    "adam": dict(lr=1e-3),
+    "adamw": dict(lr=1e-3, weight_decay=1e-2),
+}
+# The step number every timed call passes (RMSprop takes none). Not 1: SGD's first step only copies
+# the gradient into the momentum buffer, a lighter pass than the steady state torch runs.
+STEP = {"sgd": 10, "adagrad": 10, "rmsprop": None, "adam": 10, "adamw": 10}
+
+
+def gpt2_small_shapes() -> List[Tuple[str, Tuple[int, ...]]]:
+    """The 148 parameter tensors of GPT-2 small (124,439,808 elements), in Hugging Face's order."""
+    d, vocab, ctx, layers = 768, 50257, 1024, 12
+    shapes = [("wte", (vocab, d)), ("wpe", (ctx, d))]
+    for i in range(layers):
+        h = f"h.{i}."
+        shapes += [
+            (h + "ln_1.weight", (d,)), (h + "ln_1.bias", (d,)),
+            (h + "attn.c_attn.weight", (d, 3 * d)), (h + "attn.c_attn.bias", (3 * d,)),
+            (h + "attn.c_proj.weight", (d, d)), (h + "attn.c_proj.bias", (d,)),
+            (h + "ln_2.weight", (d,)), (h + "ln_2.bias", (d,)),
+            (h + "mlp.c_fc.weight", (d, 4 * d)), (h + "mlp.c_fc.bias", (4 * d,)),
+            (h + "mlp.c_proj.weight", (4 * d, d)), (h + "mlp.c_proj.bias", (d,)),
+        ]
+    shapes += [("ln_f.weight", (d,)), ("ln_f.bias", (d,))]
+    return shapes
+
+
+@dataclass
+class UpdateWork:
+    """One optimizer update over one array (single=True) or a list of arrays in one call."""
+
+    optimizer: str
+    params: List[np.ndarray]  # initial values: every implementation updates its own copy
+    grads: List[np.ndarray]   # shared by all implementations (an update only reads them)
+    single: bool
+
+    @property
+    def hyper(self) -> dict:
+        return HYPER[self.optimizer]
+
+    @property
+    def step(self) -> Optional[int]:
+        return STEP[self.optimizer]
+
+    @property
+    def n(self) -> int:
+        return sum(p.size for p in self.params)
+
+    @property
+    def bytes_moved(self) -> int:
+        return TRAFFIC[self.optimizer] * self.n * self.params[0].itemsize
+
+
+@dataclass
+class LossWork:
+    """A loss over (N, C) logits: "cross_entropy" (forward + backward) or "softmax" (forward)."""
+
+    op: str
+    logits: np.ndarray
+    labels: np.ndarray
+
+    @property
+    def n(self) -> int:
+        return self.logits.size
+
+    @property
+    def bytes_moved(self) -> int:
+        return LOSS_TRAFFIC * self.logits.size * self.logits.itemsize
+
+
+def update_work(optimizer: str, shapes, dtype=np.float32, single: bool = True, seed: int = 0) -> UpdateWork:
+    """Random parameters and small gradients of the given shapes (a list of shapes, or one size)."""
+    if optimizer not in TRAFFIC:
+        raise ValueError(f"unknown optimizer {optimizer!r}; choose from {OPTIMIZERS}")
+    if isinstance(shapes, int):
+        shapes = [(shapes,)]
+    rng = np.random.default_rng(seed)
+    params, grads = [], []
+    for shape in shapes:
+        params.append(rng.standard_normal(shape, dtype=dtype))
+        g = rng.standard_normal(shape, dtype=dtype)
+        g *= 1e-2
+        grads.append(g)
+    if single and len(params) != 1:
+        raise ValueError("single=True takes one array")
+    return UpdateWork(optimizer, params, grads, single)
+
+
+def loss_work(op: str, n: int, c: int, dtype=np.float32, seed: int = 0) -> LossWork:
+    """Logits of scale 3 (a realistic spread of probabilities) and uniform integer labels."""
+    if op not in LOSSES:
+        raise ValueError(f"unknown loss {op!r}; choose from {LOSSES}")
+    rng = np.random.default_rng(seed)
+    logits = rng.standard_normal((n, c), dtype=dtype)
+    logits *= 3
+    labels = rng.integers(0, c, n)
+    return LossWork(op, logits, labels)
