@@ -1,0 +1,49 @@
+"""The commands the README names run end to end: `python -m fastopt` and a small
+`python -m fastopt bench` that writes its JSON and plot."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+HERE = os.path.dirname(__file__)
+
+
+def run(*args, cwd=HERE):
+    return subprocess.run([sys.executable, "-m", "fastopt", *args], capture_output=True, text=True, cwd=cwd,
+                          timeout=300)
+
+
+def test_main_prints_build_info_and_timings():
+    out = run("--size", "10000", "--rounds", "2")
+    assert out.returncode == 0, out.stderr
+    assert "cpu_isa" in out.stdout
+    for optimizer in ("sgd", "adagrad", "rmsprop", "adam", "adamw"):
+        assert optimizer in out.stdout
+
+
+def test_bench_writes_json_and_plot(tmp_path):
+    json_path, plot_path = tmp_path / "b.json", tmp_path / "b.png"
+    out = run("bench", "--sizes", "1000", "4096", "--no-gpt2", "--shapes", "16x100", "--rounds", "2",
+              "--json", str(json_path), "--plot", str(plot_path))
+    assert out.returncode == 0, out.stderr
+    data = json.loads(json_path.read_text())
+    rows = data["results"]
+    implementations = {(r["case"], r["impl"]) for r in rows}
+    for optimizer in ("sgd", "adagrad", "rmsprop", "adam", "adamw", "cross_entropy"):
+        assert any(case == optimizer and impl.startswith("fastopt") for case, impl in implementations), optimizer
+    assert all(r["seconds"] > 0 for r in rows)
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        pytest.skip("matplotlib (the bench extra) is not installed: no plot")
+    assert plot_path.stat().st_size > 0
+
+
+def test_bench_refuses_bad_sizes():
+    out = run("bench", "--sizes", "zero")
+    assert out.returncode != 0
