@@ -255,6 +255,8 @@ def log_softmax(x: np.ndarray) -> np.ndarray:
     x = _as_float_array(x)
     if x.ndim < 1:
         raise ValueError("log_softmax needs at least one axis")
+    if x.shape[-1] == 0:
+        return x.copy()  # no classes: nothing to normalise
     with np.errstate(invalid="ignore"):  # an all -inf row: -inf - (-inf) = nan, left as is
         shifted = x - np.max(x, axis=-1, keepdims=True)  # s'_k = s_k - max_j s_j: largest exponent is e^0 = 1
     log_norm = np.log(np.sum(np.exp(shifted), axis=-1, keepdims=True))  # log sum_j e^{s'_j}
@@ -269,6 +271,8 @@ def softmax(x: np.ndarray) -> np.ndarray:
     x = _as_float_array(x)
     if x.ndim < 1:
         raise ValueError("softmax needs at least one axis")
+    if x.shape[-1] == 0:
+        return x.copy()  # no classes: nothing to normalise
     with np.errstate(invalid="ignore"):  # an all -inf row: -inf - (-inf) = nan, left as is
         shifted = x - np.max(x, axis=-1, keepdims=True)  # the max cancels in the ratio
     e = np.exp(shifted)  # unnormalized probabilities, each <= 1
