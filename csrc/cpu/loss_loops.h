@@ -126,12 +126,12 @@ SoftmaxRow<T> row_softmax_stats_store(const T* __restrict z, T* __restrict out, 
   return {running_max, log_(sum)};
 }
 
-// The gradient of one counted row (see cross_entropy.h): written over all classes without the
-// label's own term, which the caller then rewrites from the saved label score. Returns, with
-// smoothing, sum_j w_j (lse - z_j). IN_PLACE: the gradient overwrites the scores in `out` (each
+// The gradient of one counted row with label smoothing (see cross_entropy.h): written over all
+// classes without the label's own term, which the caller then rewrites from the saved label score.
+// Returns sum_j w_j (lse - z_j). IN_PLACE: the gradient overwrites the scores in `out` (each
 // element read before it is written) and `z` is unused; both pointers are restrict so the loop
 // vectorises either way.
-template <bool IN_PLACE, bool WEIGHTED, bool SMOOTHING, typename T>
+template <bool IN_PLACE, bool WEIGHTED, typename T>
 T cross_entropy_row_grad(const T* __restrict z, T* __restrict out, const T* __restrict weight, int64_t c,
                          const SoftmaxRow<T>& r, T coef, const CrossEntropyScalars<T>& s) {
   T lane_smooth[kLanes] = {};
@@ -141,12 +141,8 @@ T cross_entropy_row_grad(const T* __restrict z, T* __restrict out, const T* __re
   auto element = [&](int64_t j, int64_t l) {
     const T zj = IN_PLACE ? out[j] : z[j];
     const T wj = WEIGHTED ? weight[j] : T(1);
-    T g = row_prob(zj, r) * p_scale;
-    if constexpr (SMOOTHING) {
-      lane_smooth[l] += wj * row_neg_log_prob(zj, r);
-      g = g - w_scale * wj;
-    }
-    out[j] = g;
+    lane_smooth[l] += wj * row_neg_log_prob(zj, r);
+    out[j] = row_prob(zj, r) * p_scale - w_scale * wj;
   };
   for (int64_t j = 0; j < full_end; j += kLanes) {
     for (int64_t l = 0; l < kLanes; ++l) element(j + l, l);
@@ -193,7 +189,7 @@ double softmax_cross_entropy(const CrossEntropyArgs<T, L>& a) {
           if constexpr (SMOOTHING.value) {
             // sum_j w_j (lse - z_j) needs every score after lse is known: exponentiate in pass 2.
             r = row_softmax_stats(z, a.c);
-            smooth_sum = cross_entropy_row_grad<IN_PLACE.value, WEIGHTED.value, true>(
+            smooth_sum = cross_entropy_row_grad<IN_PLACE.value, WEIGHTED.value>(
                 IN_PLACE.value ? nullptr : z, out, a.weight, a.c, r, cross_entropy_prob_coef(r, w_label, s), s);
           } else {
             r = row_softmax_stats_store<IN_PLACE.value>(IN_PLACE.value ? nullptr : z, out, a.c, block_max);
