@@ -327,7 +327,7 @@ def test_softmax_huge_scores_do_not_overflow():
 # --------------------------------------------------------------------------------------------------
 
 def test_notes_softmax_worked_example():
-    # /work/shared/seeds/001_745e4d75bfb6610e.txt, "Worked Example - Softmax in Action":
+    # ../shared/seeds/001_745e4d75bfb6610e.txt, "Worked Example - Softmax in Action":
     # scores [3.2, 1.3, 2.2]; exponentials [24.53, 3.67, 9.03]; sum 37.23;
     # probabilities [0.659, 0.099, 0.243].
     scores = np.array([3.2, 1.3, 2.2])
@@ -342,7 +342,7 @@ def test_notes_softmax_worked_example():
 
 
 def test_notes_hinge_worked_example():
-    # /work/shared/seeds/002_009bb3169aed01a1.txt, the cat/car/frog table (lines ~183 and ~244):
+    # ../shared/seeds/002_009bb3169aed01a1.txt, the cat/car/frog table (lines ~183 and ~244):
     # rows of the table are the classes and columns the images, so per image the scores are
     # cat image [3.2, 5.1, -1.7], car image [1.3, 4.9, 2.0], frog image [2.2, 2.5, -3.1].
     # The notes give "Losses: 2.9 0" (the car image's derivation: max(0, 1.3 - 4.9 + 1) +
@@ -360,7 +360,7 @@ def test_notes_hinge_worked_example():
 
 
 def test_notes_hinge_single_example():
-    # /work/shared/seeds/002_009bb3169aed01a1.txt, "Softmax vs. SVM" (line ~211): scores
+    # ../shared/seeds/002_009bb3169aed01a1.txt, "Softmax vs. SVM" (line ~211): scores
     # [-2.85, 0.86, 0.28] with the third class correct: max(0, -2.85 - 0.28 + 1) + max(0, 0.86 - 0.28 + 1)
     # = 1.58.
     loss, grad = reference.multiclass_svm_loss(np.array([[-2.85, 0.86, 0.28]]), np.array([2]))
@@ -369,7 +369,7 @@ def test_notes_hinge_single_example():
 
 
 def test_notes_cross_entropy_of_one_percent():
-    # /work/shared/seeds/001_745e4d75bfb6610e.txt: "When P(correct) = 0.01, the loss is -log(0.01) = 4.6".
+    # ../shared/seeds/001_745e4d75bfb6610e.txt: "When P(correct) = 0.01, the loss is -log(0.01) = 4.6".
     logits = np.log(np.array([[0.01, 0.49, 0.5]]))
     loss, _ = reference.softmax_cross_entropy(logits, np.array([0]))
     assert round(loss, 1) == 4.6
