@@ -39,6 +39,23 @@ inline double reduce_rows(const std::vector<double>& losses, double divisor) {
   return total / divisor;
 }
 
+// The max of z[b..end): lane maxima over whole groups of kLanes (vectorised), the tail into the
+// first lanes, then the lanes in order. full_end is where the whole groups stop.
+template <typename T>
+T block_max_of(const T* __restrict z, int64_t b, int64_t full_end, int64_t end) {
+  T lane_max[kLanes];
+  for (int64_t l = 0; l < kLanes; ++l) lane_max[l] = T(-INFINITY);
+  for (int64_t j = b; j < full_end; j += kLanes) {
+    for (int64_t l = 0; l < kLanes; ++l) lane_max[l] = z[j + l] > lane_max[l] ? z[j + l] : lane_max[l];
+  }
+  for (int64_t j = full_end; j < end; ++j) {
+    lane_max[j - full_end] = z[j] > lane_max[j - full_end] ? z[j] : lane_max[j - full_end];
+  }
+  T block_max = lane_max[0];
+  for (int64_t l = 1; l < kLanes; ++l) block_max = lane_max[l] > block_max ? lane_max[l] : block_max;
+  return block_max;
+}
+
 // max and log-sum of z[0..c) in one pass over memory: online softmax at block granularity. For
 // each block, the lane maxima give the block max; when it exceeds the running max, the lane sums
 // are rescaled once (exp(old - new)); then every element adds exp(z - running max) to its lane.
@@ -49,14 +66,7 @@ SoftmaxRow<T> row_softmax_stats(const T* __restrict z, int64_t c) {
   for (int64_t b = 0; b < c; b += kBlock) {
     const int64_t end = b + kBlock < c ? b + kBlock : c;
     const int64_t full_end = b + (end - b) / kLanes * kLanes;
-    T lane_max[kLanes];
-    for (int64_t l = 0; l < kLanes; ++l) lane_max[l] = T(-INFINITY);
-    for (int64_t j = b; j < full_end; j += kLanes) {
-      for (int64_t l = 0; l < kLanes; ++l) lane_max[l] = z[j + l] > lane_max[l] ? z[j + l] : lane_max[l];
-    }
-    for (int64_t j = full_end; j < end; ++j) lane_max[j - full_end] = z[j] > lane_max[j - full_end] ? z[j] : lane_max[j - full_end];
-    T block_max = lane_max[0];
-    for (int64_t l = 1; l < kLanes; ++l) block_max = lane_max[l] > block_max ? lane_max[l] : block_max;
+    const T block_max = block_max_of(z, b, full_end, end);
     if (block_max == T(-INFINITY)) continue;  // all masked: every exp is 0
     if (block_max > running_max) {
       const T rescale = exp_(running_max - block_max);  // 0 while running_max is -inf
@@ -89,14 +99,7 @@ SoftmaxRow<T> row_softmax_stats_store(const T* __restrict z, T* __restrict out, 
     const T* in = IN_PLACE ? out : z;
     const int64_t end = b + kBlock < c ? b + kBlock : c;
     const int64_t full_end = b + (end - b) / kLanes * kLanes;
-    T lane_max[kLanes];
-    for (int64_t l = 0; l < kLanes; ++l) lane_max[l] = T(-INFINITY);
-    for (int64_t j = b; j < full_end; j += kLanes) {
-      for (int64_t l = 0; l < kLanes; ++l) lane_max[l] = in[j + l] > lane_max[l] ? in[j + l] : lane_max[l];
-    }
-    for (int64_t j = full_end; j < end; ++j) lane_max[j - full_end] = in[j] > lane_max[j - full_end] ? in[j] : lane_max[j - full_end];
-    T block = lane_max[0];
-    for (int64_t l = 1; l < kLanes; ++l) block = lane_max[l] > block ? lane_max[l] : block;
+    const T block = block_max_of(in, b, full_end, end);
     if (block > running_max) {
       const T rescale = exp_(running_max - block);  // 0 while running_max is -inf
       for (int64_t l = 0; l < kLanes; ++l) lane_sum[l] *= rescale;

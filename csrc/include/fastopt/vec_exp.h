@@ -31,14 +31,12 @@ FASTOPT_HD double bits_to_double(int64_t bits) {
   return d;
 }
 
-}  // namespace detail
-
-FASTOPT_HD float vexp(float x) {
-  const float hi = 88.72283935546875f, lo = -87.33654022216797f;
-  const float xc = x > hi ? hi : (x < lo ? lo : x);  // NaN passes through both tests
+// The float method's core for an argument already clamped to the finite range: returns exp(r) and
+// sets n, with exp(xc) = exp(r) * 2^n.
+FASTOPT_HD float expf_reduced(float xc, float& n) {
   // round(xc / ln2) by the 1.5 * 2^23 trick: exact for |xc / ln2| < 2^22
   const float shifter = 12582912.0f;
-  const float n = (xc * 1.44269504088896341f + shifter) - shifter;
+  n = (xc * 1.44269504088896341f + shifter) - shifter;
   float r = xc - n * 0.693359375f;
   r = r - n * -2.12194440e-4f;
   float p = 1.9875691500e-4f;
@@ -47,7 +45,16 @@ FASTOPT_HD float vexp(float x) {
   p = p * r + 4.1665795894e-2f;
   p = p * r + 1.6666665459e-1f;
   p = p * r + 5.0000001201e-1f;
-  const float er = p * (r * r) + r + 1.0f;
+  return p * (r * r) + r + 1.0f;
+}
+
+}  // namespace detail
+
+FASTOPT_HD float vexp(float x) {
+  const float hi = 88.72283935546875f, lo = -87.33654022216797f;
+  const float xc = x > hi ? hi : (x < lo ? lo : x);  // NaN passes through both tests
+  float n;
+  const float er = detail::expf_reduced(xc, n);
   // 2^n in two halves, so that n = 128 (x near the top of the range) stays representable.
   const int32_t ni = int32_t(n);
   const int32_t n1 = ni >> 1, n2 = ni - n1;
@@ -83,17 +90,8 @@ FASTOPT_HD double vexp(double x) {
 FASTOPT_HD float vexp_nonpositive(float x) {
   const float lo = -87.33654022216797f;
   const float xc = x < lo ? lo : x;
-  const float shifter = 12582912.0f;
-  const float n = (xc * 1.44269504088896341f + shifter) - shifter;
-  float r = xc - n * 0.693359375f;
-  r = r - n * -2.12194440e-4f;
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  const float er = p * (r * r) + r + 1.0f;
+  float n;
+  const float er = detail::expf_reduced(xc, n);
   const float result = er * detail::bits_to_float((int32_t(n) + 127) << 23);
   return x < lo ? 0.0f : result;
 }
