@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <optional>
 #include <sstream>
 
 namespace fastopt::bindings {
@@ -25,10 +26,25 @@ std::string shape_str(const py::array& a) {
 
 std::string dtype_str(const py::array& a) { return py::str(a.dtype()).cast<std::string>(); }
 
-// float32 / float64 in native byte order, or an error naming the array.
-Dtype float_dtype_of(const py::array& a, const std::string& where) {
+namespace {
+
+// The checks themselves, without messages: the hot path (an optimizer call per training step) builds
+// no strings; the throwing forms below run them again only to explain a failure.
+std::optional<Dtype> float_dtype(const py::array& a) {
   if (py::isinstance<py::array_t<float>>(a)) return Dtype::Float32;
   if (py::isinstance<py::array_t<double>>(a)) return Dtype::Float64;
+  return std::nullopt;
+}
+
+bool layout_ok(const py::array& a, bool written) {
+  return (a.flags() & py::array::c_style) && (!written || a.writeable());
+}
+
+}  // namespace
+
+// float32 / float64 in native byte order, or an error naming the array.
+Dtype float_dtype_of(const py::array& a, const std::string& where) {
+  if (const auto dtype = float_dtype(a)) return *dtype;
   throw py::type_error(where + " has dtype " + dtype_str(a) +
                        "; fastopt updates float32 or float64 arrays in native byte order "
                        "and never converts them");
@@ -85,15 +101,17 @@ void check_no_shared_memory(std::vector<Extent>& extents) {
 
 ArrayArg take_arrays(py::handle obj, const char* name, bool written) {
   ArrayArg arg{name, written, {}};
-  auto take_one = [&](py::handle item, const std::string& where) {
-    arg.arrays.push_back(require_array(item, where));
-  };
   if (py::isinstance<py::list>(obj) || py::isinstance<py::tuple>(obj)) {
     py::sequence seq = py::reinterpret_borrow<py::sequence>(obj);
-    arg.arrays.reserve(seq.size());
-    for (size_t i = 0; i < seq.size(); ++i) take_one(seq[i], label(arg, i));
+    const size_t count = seq.size();
+    arg.arrays.reserve(count);
+    for (size_t i = 0; i < count; ++i) {
+      py::handle item = PySequence_Fast_GET_ITEM(obj.ptr(), py::ssize_t(i));  // a list or tuple
+      if (!py::isinstance<py::array>(item)) require_array(item, label(arg, i));  // throws
+      arg.arrays.push_back(py::reinterpret_borrow<py::array>(item));
+    }
   } else if (py::isinstance<py::array>(obj)) {
-    take_one(obj, name);
+    arg.arrays.push_back(py::reinterpret_borrow<py::array>(obj));
   } else {
     throw py::type_error(std::string(name) + " must be a numpy.ndarray or a list/tuple of them, got " +
                          std::string(py::str(py::type::handle_of(obj).attr("__name__"))));
@@ -114,15 +132,15 @@ Dtype check_arrays(const ArrayArg& params, const std::vector<const ArrayArg*>& o
   Dtype common = Dtype::Float32;
   for (size_t i = 0; i < n; ++i) {
     const py::array& p = params.arrays[i];
-    const std::string where = label(params, i);
-    const Dtype dt = float_dtype_of(p, where);
+    const std::optional<Dtype> dt = float_dtype(p);
+    if (!dt) float_dtype_of(p, label(params, i));  // throws, naming params[i]
     if (i == 0) {
-      common = dt;
-    } else if (dt != common) {
-      throw py::type_error(where + " has dtype " + dtype_str(p) + " but params[0] has " +
+      common = *dt;
+    } else if (*dt != common) {
+      throw py::type_error(label(params, i) + " has dtype " + dtype_str(p) + " but params[0] has " +
                            dtype_str(params.arrays[0]) + "; one call updates one dtype");
     }
-    check_layout(p, where, params.written);
+    if (!layout_ok(p, params.written)) check_layout(p, label(params, i), params.written);
     record(p, params, i);
   }
 
@@ -134,18 +152,19 @@ Dtype check_arrays(const ArrayArg& params, const std::vector<const ArrayArg*>& o
     for (size_t i = 0; i < n; ++i) {
       const py::array& a = other->arrays[i];
       const py::array& p = params.arrays[i];
-      const std::string where = label(*other, i);
-      if (float_dtype_of(a, where) != common) {
-        throw py::type_error(where + " has dtype " + dtype_str(a) + " but " + label(params, i) +
+      const std::optional<Dtype> dt = float_dtype(a);
+      if (!dt) float_dtype_of(a, label(*other, i));  // throws, naming the argument and index
+      if (*dt != common) {
+        throw py::type_error(label(*other, i) + " has dtype " + dtype_str(a) + " but " + label(params, i) +
                              " has " + dtype_str(p));
       }
       const bool same_shape =
           a.ndim() == p.ndim() && std::equal(a.shape(), a.shape() + a.ndim(), p.shape());
       if (!same_shape) {
-        throw py::value_error(where + " has shape " + shape_str(a) + " but " + label(params, i) +
+        throw py::value_error(label(*other, i) + " has shape " + shape_str(a) + " but " + label(params, i) +
                               " has shape " + shape_str(p));
       }
-      check_layout(a, where, other->written);
+      if (!layout_ok(a, other->written)) check_layout(a, label(*other, i), other->written);
       record(a, *other, i);
     }
   }

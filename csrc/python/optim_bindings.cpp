@@ -1,5 +1,7 @@
 // Python bindings of the fused optimizer updates. Each function: check the scalars, take and check
 // every array, collect raw pointers, then release the GIL once and run the whole list natively.
+// They are called once per training step, often on small arrays, so they use the lean calling
+// convention of fast_call.h rather than pybind11's dispatcher (see there for why).
 #include <pybind11/pybind11.h>
 
 #include <array>
@@ -8,6 +10,7 @@
 
 #include "cpu/kernel_table.h"
 #include "python/array_intake.h"
+#include "python/fast_call.h"
 #include "python/hyper_checks.h"
 
 namespace fastopt::bindings {
@@ -113,25 +116,93 @@ void rmsprop_(py::handle params, py::handle grads, py::handle square_avgs, py::h
   run_update<5>(p, {&g, &sq, ptr(b), ptr(ga)}, [&](const auto& list) { kernels_for(list).rmsprop(list, hyper); });
 }
 
-// Adam and AdamW share everything but the weight-decay rule.
-auto adam_binding(bool decoupled) {
-  return [decoupled](py::handle params, py::handle grads, py::handle exp_avgs, py::handle exp_avg_sqs,
-                     py::handle max_exp_avg_sqs, double lr, double beta1, double beta2, double eps,
-                     double weight_decay, bool amsgrad, bool maximize, int64_t step) {
-    require_nonnegative("lr", lr);
-    require_unit_interval("beta1", beta1);
-    require_unit_interval("beta2", beta2);
-    require_nonnegative("eps", eps);
-    require_nonnegative("weight_decay", weight_decay);
-    require_step(step);
-    const ArrayArg p = take_arrays(params, "params", true);
-    const ArrayArg g = take_arrays(grads, "grads", false);
-    const ArrayArg m = take_arrays(exp_avgs, "exp_avgs", true);
-    const ArrayArg v = take_arrays(exp_avg_sqs, "exp_avg_sqs", true);
-    const auto vmax = take_state(max_exp_avg_sqs, "max_exp_avg_sqs", amsgrad, "amsgrad=True");
-    const AdamHyper hyper{lr, beta1, beta2, eps, weight_decay, amsgrad, decoupled, maximize, step};
-    run_update<5>(p, {&g, &m, &v, ptr(vmax)}, [&](const auto& list) { kernels_for(list).adam(list, hyper); });
-  };
+void adam_(bool decoupled, py::handle params, py::handle grads, py::handle exp_avgs, py::handle exp_avg_sqs,
+           py::handle max_exp_avg_sqs, double lr, double beta1, double beta2, double eps, double weight_decay,
+           bool amsgrad, bool maximize, int64_t step) {
+  require_nonnegative("lr", lr);
+  require_unit_interval("beta1", beta1);
+  require_unit_interval("beta2", beta2);
+  require_nonnegative("eps", eps);
+  require_nonnegative("weight_decay", weight_decay);
+  require_step(step);
+  const ArrayArg p = take_arrays(params, "params", true);
+  const ArrayArg g = take_arrays(grads, "grads", false);
+  const ArrayArg m = take_arrays(exp_avgs, "exp_avgs", true);
+  const ArrayArg v = take_arrays(exp_avg_sqs, "exp_avg_sqs", true);
+  const auto vmax = take_state(max_exp_avg_sqs, "max_exp_avg_sqs", amsgrad, "amsgrad=True");
+  const AdamHyper hyper{lr, beta1, beta2, eps, weight_decay, amsgrad, decoupled, maximize, step};
+  run_update<5>(p, {&g, &m, &v, ptr(vmax)}, [&](const auto& list) { kernels_for(list).adam(list, hyper); });
+}
+
+// ---------------------------------------------------------------- the Python entry points
+// Each reads its arguments in the order its Signature (in bind_optimizers) declares them.
+
+const Signature* sgd_signature = nullptr;
+const Signature* adagrad_signature = nullptr;
+const Signature* rmsprop_signature = nullptr;
+const Signature* adam_signature = nullptr;
+const Signature* adamw_signature = nullptr;
+
+PyObject* none() {
+  Py_INCREF(Py_None);
+  return Py_None;
+}
+
+PyObject* sgd_call(PyObject*, PyObject* const* args, Py_ssize_t nargsf, PyObject* kwnames) {
+  return guarded([&] {
+    BoundArgs a = sgd_signature->bind(args, size_t(nargsf), kwnames);
+    const py::handle params = a.next(), grads = a.next(), buffers = a.next();
+    const double lr = a.next_real(), momentum = a.next_real(), dampening = a.next_real();
+    const double weight_decay = a.next_real();
+    const bool nesterov = a.next_bool(), maximize = a.next_bool();
+    const int64_t step = a.next_int();
+    sgd_(params, grads, buffers, lr, momentum, dampening, weight_decay, nesterov, maximize, step);
+    return none();
+  });
+}
+
+PyObject* adagrad_call(PyObject*, PyObject* const* args, Py_ssize_t nargsf, PyObject* kwnames) {
+  return guarded([&] {
+    BoundArgs a = adagrad_signature->bind(args, size_t(nargsf), kwnames);
+    const py::handle params = a.next(), grads = a.next(), sums = a.next();
+    const double lr = a.next_real(), lr_decay = a.next_real(), weight_decay = a.next_real();
+    const double eps = a.next_real();
+    const bool maximize = a.next_bool();
+    const int64_t step = a.next_int();
+    adagrad_(params, grads, sums, lr, lr_decay, weight_decay, eps, maximize, step);
+    return none();
+  });
+}
+
+PyObject* rmsprop_call(PyObject*, PyObject* const* args, Py_ssize_t nargsf, PyObject* kwnames) {
+  return guarded([&] {
+    BoundArgs a = rmsprop_signature->bind(args, size_t(nargsf), kwnames);
+    const py::handle params = a.next(), grads = a.next(), square_avgs = a.next();
+    const py::handle buffers = a.next(), grad_avgs = a.next();
+    const double lr = a.next_real(), alpha = a.next_real(), eps = a.next_real();
+    const double weight_decay = a.next_real(), momentum = a.next_real();
+    const bool centered = a.next_bool(), maximize = a.next_bool();
+    rmsprop_(params, grads, square_avgs, buffers, grad_avgs, lr, alpha, eps, weight_decay, momentum,
+             centered, maximize);
+    return none();
+  });
+}
+
+template <bool Decoupled>
+PyObject* adam_call(PyObject*, PyObject* const* args, Py_ssize_t nargsf, PyObject* kwnames) {
+  return guarded([&] {
+    const Signature* signature = Decoupled ? adamw_signature : adam_signature;
+    BoundArgs a = signature->bind(args, size_t(nargsf), kwnames);
+    const py::handle params = a.next(), grads = a.next(), exp_avgs = a.next(), exp_avg_sqs = a.next();
+    const py::handle max_exp_avg_sqs = a.next();
+    const double lr = a.next_real(), beta1 = a.next_real(), beta2 = a.next_real(), eps = a.next_real();
+    const double weight_decay = a.next_real();
+    const bool amsgrad = a.next_bool(), maximize = a.next_bool();
+    const int64_t step = a.next_int();
+    adam_(Decoupled, params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, lr, beta1, beta2, eps,
+          weight_decay, amsgrad, maximize, step);
+    return none();
+  });
 }
 
 constexpr const char* kListNote =
@@ -144,53 +215,60 @@ constexpr const char* kListNote =
 }  // namespace
 
 void bind_optimizers(py::module_& m) {
-  using py::arg;
-  m.def("sgd_", &sgd_, arg("params"), arg("grads"), arg("momentum_buffers") = py::none(), py::kw_only(),
-        arg("lr"), arg("momentum") = 0.0, arg("dampening") = 0.0, arg("weight_decay") = 0.0,
-        arg("nesterov") = false, arg("maximize") = false, arg("step") = 1,
-        (std::string("Fused SGD step (torch.optim.SGD semantics), in place.\n\n"
-                     "momentum_buffers is required when momentum != 0; on step 1 it is overwritten\n"
-                     "with the gradient (torch's first-step buffer), later steps accumulate into it.\n"
-                     "With momentum, pass step=t in a loop: at the default step=1 every call restarts\n"
-                     "the buffer.\n\n") +
-         kListNote)
-            .c_str());
-  m.def("adagrad_", &adagrad_, arg("params"), arg("grads"), arg("state_sums"), py::kw_only(),
-        arg("lr") = 1e-2, arg("lr_decay") = 0.0, arg("weight_decay") = 0.0, arg("eps") = 1e-10,
-        arg("maximize") = false, arg("step"),
-        (std::string("Fused Adagrad step (torch.optim.Adagrad semantics), in place.\n\n"
-                     "state_sums start at initial_accumulator_value; step is the 1-based number of\n"
-                     "this update (it sets the decayed lr = lr / (1 + (step - 1) * lr_decay)).\n\n") +
-         kListNote)
-            .c_str());
-  m.def("rmsprop_", &rmsprop_, arg("params"), arg("grads"), arg("square_avgs"),
-        arg("momentum_buffers") = py::none(), arg("grad_avgs") = py::none(), py::kw_only(),
-        arg("lr") = 1e-2, arg("alpha") = 0.99, arg("eps") = 1e-8, arg("weight_decay") = 0.0,
-        arg("momentum") = 0.0, arg("centered") = false, arg("maximize") = false,
-        (std::string("Fused RMSprop step (torch.optim.RMSprop semantics), in place.\n\n"
-                     "momentum_buffers is required when momentum > 0, grad_avgs when centered=True;\n"
-                     "all state starts at zero.\n\n") +
-         kListNote)
-            .c_str());
-  const char* adam_doc_tail =
+  // Signatures live as long as the module (never freed; their names are interned Python strings).
+  const py::object none_ = py::none();
+  auto real = [](double x) { return py::float_(x); };
+  const py::object no = py::bool_(false);
+  using P = Signature::Param;
+
+  sgd_signature = new Signature("sgd_", 3,
+      {P{"params", {}}, P{"grads", {}}, P{"momentum_buffers", none_}, P{"lr", {}}, P{"momentum", real(0.0)},
+       P{"dampening", real(0.0)}, P{"weight_decay", real(0.0)}, P{"nesterov", no}, P{"maximize", no},
+       P{"step", py::int_(1)}});
+  def_fast(m, *sgd_signature, sgd_call,
+           std::string("Fused SGD step (torch.optim.SGD semantics), in place.\n\n"
+                       "momentum_buffers is required when momentum != 0; on step 1 it is overwritten\n"
+                       "with the gradient (torch's first-step buffer), later steps accumulate into it.\n"
+                       "With momentum, pass step=t in a loop: at the default step=1 every call restarts\n"
+                       "the buffer.\n\n") +
+               kListNote);
+
+  adagrad_signature = new Signature("adagrad_", 3,
+      {P{"params", {}}, P{"grads", {}}, P{"state_sums", {}}, P{"lr", real(1e-2)}, P{"lr_decay", real(0.0)},
+       P{"weight_decay", real(0.0)}, P{"eps", real(1e-10)}, P{"maximize", no}, P{"step", {}}});
+  def_fast(m, *adagrad_signature, adagrad_call,
+           std::string("Fused Adagrad step (torch.optim.Adagrad semantics), in place.\n\n"
+                       "state_sums start at initial_accumulator_value; step is the 1-based number of\n"
+                       "this update (it sets the decayed lr = lr / (1 + (step - 1) * lr_decay)).\n\n") +
+               kListNote);
+
+  rmsprop_signature = new Signature("rmsprop_", 5,
+      {P{"params", {}}, P{"grads", {}}, P{"square_avgs", {}}, P{"momentum_buffers", none_},
+       P{"grad_avgs", none_}, P{"lr", real(1e-2)}, P{"alpha", real(0.99)}, P{"eps", real(1e-8)},
+       P{"weight_decay", real(0.0)}, P{"momentum", real(0.0)}, P{"centered", no}, P{"maximize", no}});
+  def_fast(m, *rmsprop_signature, rmsprop_call,
+           std::string("Fused RMSprop step (torch.optim.RMSprop semantics), in place.\n\n"
+                       "momentum_buffers is required when momentum > 0, grad_avgs when centered=True;\n"
+                       "all state starts at zero.\n\n") +
+               kListNote);
+
+  auto adam_params = [&](double weight_decay) {
+    return std::vector<P>{P{"params", {}}, P{"grads", {}}, P{"exp_avgs", {}}, P{"exp_avg_sqs", {}},
+                          P{"max_exp_avg_sqs", none_}, P{"lr", real(1e-3)}, P{"beta1", real(0.9)},
+                          P{"beta2", real(0.999)}, P{"eps", real(1e-8)}, P{"weight_decay", real(weight_decay)},
+                          P{"amsgrad", no}, P{"maximize", no}, P{"step", {}}};
+  };
+  const std::string adam_doc_tail =
       "exp_avgs, exp_avg_sqs (and max_exp_avg_sqs, required when amsgrad=True) start at zero;\n"
       "step is the 1-based number of this update, used for the bias corrections.\n\n";
-  m.def("adam_", adam_binding(false), arg("params"), arg("grads"), arg("exp_avgs"), arg("exp_avg_sqs"),
-        arg("max_exp_avg_sqs") = py::none(), py::kw_only(), arg("lr") = 1e-3, arg("beta1") = 0.9,
-        arg("beta2") = 0.999, arg("eps") = 1e-8, arg("weight_decay") = 0.0, arg("amsgrad") = false,
-        arg("maximize") = false, arg("step"),
-        (std::string("Fused Adam step (torch.optim.Adam semantics: weight_decay is L2, added to the\n"
-                     "gradient), in place.\n\n") +
-         adam_doc_tail + kListNote)
-            .c_str());
-  m.def("adamw_", adam_binding(true), arg("params"), arg("grads"), arg("exp_avgs"), arg("exp_avg_sqs"),
-        arg("max_exp_avg_sqs") = py::none(), py::kw_only(), arg("lr") = 1e-3, arg("beta1") = 0.9,
-        arg("beta2") = 0.999, arg("eps") = 1e-8, arg("weight_decay") = 1e-2, arg("amsgrad") = false,
-        arg("maximize") = false, arg("step"),
-        (std::string("Fused AdamW step (torch.optim.AdamW semantics: decoupled decay\n"
-                     "p *= 1 - lr * weight_decay), in place.\n\n") +
-         adam_doc_tail + kListNote)
-            .c_str());
+  adam_signature = new Signature("adam_", 5, adam_params(0.0));
+  def_fast(m, *adam_signature, adam_call<false>,
+           "Fused Adam step (torch.optim.Adam semantics: weight_decay is L2, added to the\n"
+           "gradient), in place.\n\n" + adam_doc_tail + kListNote);
+  adamw_signature = new Signature("adamw_", 5, adam_params(1e-2));
+  def_fast(m, *adamw_signature, adam_call<true>,
+           "Fused AdamW step (torch.optim.AdamW semantics: decoupled decay\n"
+           "p *= 1 - lr * weight_decay), in place.\n\n" + adam_doc_tail + kListNote);
 }
 
 }  // namespace fastopt::bindings
