@@ -41,7 +41,11 @@ def test_bench_writes_json_and_plot(tmp_path):
         import matplotlib  # noqa: F401
     except ImportError:
         pytest.skip("matplotlib (the bench extra) is not installed: no plot")
-    assert plot_path.stat().st_size > 0
+    assert plot_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG file"
+    import matplotlib.image
+
+    image = matplotlib.image.imread(str(plot_path))  # decodes the whole image: a truncated file fails
+    assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100
 
 
 def test_bench_refuses_bad_sizes():
