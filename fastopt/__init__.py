@@ -30,7 +30,7 @@ except ImportError as error:  # pragma: no cover - only when the source tree sha
         "fastopt/ does not shadow the installed one (`python -m pytest` in the repository root does)."
     ) from error
 
-from fastopt import optim, reference
+from fastopt import capi, init, optim, reference, schedules
 from fastopt._environment import apply_environment
 from fastopt.gradcheck import gradcheck
 
@@ -44,13 +44,16 @@ __all__ = [
     "adam_",
     "adamw_",
     "build_info",
+    "capi",
     "gradcheck",
+    "init",
     "log_softmax",
     "multiclass_svm_loss",
     "optim",
     "penalty",
     "reference",
     "rmsprop_",
+    "schedules",
     "set_cpu_isa",
     "set_num_threads",
     "sgd_",

@@ -1,4 +1,6 @@
 // Checks of scalar hyperparameters, run before any array is touched. Each error names the argument.
+// The rules themselves live in common/hyper_rules.h (shared with the C ABI); this turns a broken
+// rule into a ValueError with the value shown as Python shows it.
 #pragma once
 
 #include <pybind11/pybind11.h>
@@ -7,45 +9,18 @@
 #include <cstdint>
 #include <string>
 
+#include "common/hyper_rules.h"
+
 namespace fastopt::bindings {
 
 inline std::string show(double value) { return pybind11::str(pybind11::float_(value)).cast<std::string>(); }
 
-inline void require_finite(const char* name, double value) {
-  if (!std::isfinite(value)) {
-    throw pybind11::value_error(std::string(name) + " must be a finite number, got " + show(value));
-  }
+inline void require(const rules::Check& check) {
+  if (check) throw pybind11::value_error(rules::describe(*check, show));
 }
 
-inline void require_nonnegative(const char* name, double value) {
-  require_finite(name, value);
-  if (value < 0.0) {
-    throw pybind11::value_error(std::string(name) + " must be >= 0, got " + show(value));
-  }
-}
+inline void require_finite(const char* name, double value) { require(rules::finite(name, value)); }
 
-// Adam's betas: 0 <= value < 1.
-inline void require_unit_interval(const char* name, double value) {
-  require_finite(name, value);
-  if (!(value >= 0.0 && value < 1.0)) {
-    throw pybind11::value_error(std::string(name) + " must be in [0, 1), got " + show(value));
-  }
-}
-
-// RMSprop's alpha: 0 <= alpha <= 1. torch checks only alpha >= 0, but alpha > 1 makes (1 - alpha)
-// negative and square_avg negative, so every parameter turns NaN; an error is kinder.
-inline void require_decay(const char* name, double value) {
-  require_nonnegative(name, value);
-  if (value > 1.0) {
-    throw pybind11::value_error(std::string(name) + " must be in [0, 1], got " + show(value));
-  }
-}
-
-inline void require_step(int64_t step) {
-  if (step < 1) {
-    throw pybind11::value_error("step must be >= 1 (the 1-based number of this update), got " +
-                                std::to_string(step));
-  }
-}
+inline void require_nonnegative(const char* name, double value) { require(rules::nonnegative(name, value)); }
 
 }  // namespace fastopt::bindings

@@ -125,11 +125,7 @@ py::tuple softmax_cross_entropy(py::handle logits_obj, py::handle labels_obj, py
   const Dtype dtype = float_dtype_of(logits, "logits");
   const py::ssize_t n = logits.shape(0), c = logits.shape(1);
   const Reduction reduction = parse_reduction(reduction_name);
-  require_finite("label_smoothing", label_smoothing);
-  if (label_smoothing < 0.0 || label_smoothing > 1.0) {
-    throw py::value_error("label_smoothing must be in [0, 1], got " + show(label_smoothing));
-  }
-  require_nonnegative("z_loss", z_loss);
+  require(rules::check_cross_entropy(label_smoothing, z_loss));
   const py::array labels = require_array(labels_obj, "labels");
   // (A default-constructed py::array is an empty array, not "no array": absent means nullopt.)
   std::optional<py::array> weight;

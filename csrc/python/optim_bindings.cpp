@@ -70,67 +70,47 @@ void run_update(const ArrayArg& params, const std::array<const ArrayArg*, N - 1>
 
 void sgd_(py::handle params, py::handle grads, py::handle momentum_buffers, double lr, double momentum,
           double dampening, double weight_decay, bool nesterov, bool maximize, int64_t step) {
-  require_nonnegative("lr", lr);
-  require_nonnegative("momentum", momentum);
-  require_finite("dampening", dampening);
-  require_nonnegative("weight_decay", weight_decay);
-  require_step(step);
-  if (nesterov && (momentum <= 0.0 || dampening != 0.0)) {
-    throw py::value_error("nesterov=True requires momentum > 0 and dampening == 0");
-  }
+  const SgdHyper hyper{lr, momentum, dampening, weight_decay, nesterov, maximize, step};
+  require(rules::check(hyper));
   const ArrayArg p = take_arrays(params, "params", true);
   const ArrayArg g = take_arrays(grads, "grads", false);
   const auto b = take_state(momentum_buffers, "momentum_buffers", momentum != 0.0, "momentum != 0");
-  const SgdHyper hyper{lr, momentum, dampening, weight_decay, nesterov, maximize, step};
   run_update<3>(p, {&g, ptr(b)}, [&](const auto& list) { kernels_for(list).sgd(list, hyper); });
 }
 
 void adagrad_(py::handle params, py::handle grads, py::handle state_sums, double lr, double lr_decay,
               double weight_decay, double eps, bool maximize, int64_t step) {
-  require_nonnegative("lr", lr);
-  require_nonnegative("lr_decay", lr_decay);
-  require_nonnegative("weight_decay", weight_decay);
-  require_nonnegative("eps", eps);
-  require_step(step);
+  const AdagradHyper hyper{lr, lr_decay, weight_decay, eps, maximize, step};
+  require(rules::check(hyper));
   const ArrayArg p = take_arrays(params, "params", true);
   const ArrayArg g = take_arrays(grads, "grads", false);
   const ArrayArg s = take_arrays(state_sums, "state_sums", true);
-  const AdagradHyper hyper{lr, lr_decay, weight_decay, eps, maximize, step};
   run_update<3>(p, {&g, &s}, [&](const auto& list) { kernels_for(list).adagrad(list, hyper); });
 }
 
 void rmsprop_(py::handle params, py::handle grads, py::handle square_avgs, py::handle momentum_buffers,
               py::handle grad_avgs, double lr, double alpha, double eps, double weight_decay,
               double momentum, bool centered, bool maximize) {
-  require_nonnegative("lr", lr);
-  require_decay("alpha", alpha);
-  require_nonnegative("eps", eps);
-  require_nonnegative("weight_decay", weight_decay);
-  require_nonnegative("momentum", momentum);
+  const RmspropHyper hyper{lr, alpha, eps, weight_decay, momentum, centered, maximize};
+  require(rules::check(hyper));
   const ArrayArg p = take_arrays(params, "params", true);
   const ArrayArg g = take_arrays(grads, "grads", false);
   const ArrayArg sq = take_arrays(square_avgs, "square_avgs", true);
   const auto b = take_state(momentum_buffers, "momentum_buffers", momentum > 0.0, "momentum > 0");
   const auto ga = take_state(grad_avgs, "grad_avgs", centered, "centered=True");
-  const RmspropHyper hyper{lr, alpha, eps, weight_decay, momentum, centered, maximize};
   run_update<5>(p, {&g, &sq, ptr(b), ptr(ga)}, [&](const auto& list) { kernels_for(list).rmsprop(list, hyper); });
 }
 
 void adam_(bool decoupled, py::handle params, py::handle grads, py::handle exp_avgs, py::handle exp_avg_sqs,
            py::handle max_exp_avg_sqs, double lr, double beta1, double beta2, double eps, double weight_decay,
            bool amsgrad, bool maximize, int64_t step) {
-  require_nonnegative("lr", lr);
-  require_unit_interval("beta1", beta1);
-  require_unit_interval("beta2", beta2);
-  require_nonnegative("eps", eps);
-  require_nonnegative("weight_decay", weight_decay);
-  require_step(step);
+  const AdamHyper hyper{lr, beta1, beta2, eps, weight_decay, amsgrad, decoupled, maximize, step};
+  require(rules::check(hyper));
   const ArrayArg p = take_arrays(params, "params", true);
   const ArrayArg g = take_arrays(grads, "grads", false);
   const ArrayArg m = take_arrays(exp_avgs, "exp_avgs", true);
   const ArrayArg v = take_arrays(exp_avg_sqs, "exp_avg_sqs", true);
   const auto vmax = take_state(max_exp_avg_sqs, "max_exp_avg_sqs", amsgrad, "amsgrad=True");
-  const AdamHyper hyper{lr, beta1, beta2, eps, weight_decay, amsgrad, decoupled, maximize, step};
   run_update<5>(p, {&g, &m, &v, ptr(vmax)}, [&](const auto& list) { kernels_for(list).adam(list, hyper); });
 }
 

@@ -4,6 +4,11 @@ Parameters are NumPy arrays updated in place. State is kept per parameter, keyed
 position across all groups (0, 1, 2, ... in group order), as torch.optim's state_dict numbers them.
 A step hands each group to its fused kernel in as few native calls as possible: one per
 (dtype, step number) bucket, which is a single call in the usual case.
+
+A group's ``lr`` may be a number or a schedule: any callable of the 0-based step returning the lr,
+such as the objects of ``fastopt.schedules``. Each group counts the ``step()`` calls it has taken
+part in; its (k + 1)-th step uses ``lr(k)``, as a torch scheduler stepped once per optimizer step
+does. The counts are saved in ``state_dict()["schedule_steps"]`` and restored with it.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ class Optimizer:
         self.defaults = dict(defaults)
         self.param_groups: List[Dict[str, Any]] = []
         self.state: Dict[int, Dict[str, Any]] = {}
+        self.schedule_steps: List[int] = []  # per group: steps taken, the argument of a schedule lr
         if isinstance(params, np.ndarray):
             params = [params]
         params = list(params)
@@ -64,8 +70,22 @@ class Optimizer:
         for key, value in self.defaults.items():
             group.setdefault(key, value)
         group["params"] = params
-        self._check_group(group)
+        self._check_group(self._effective(group, 0))
         self.param_groups.append(group)
+        self.schedule_steps.append(0)
+
+    def _effective(self, group: Dict[str, Any], schedule_step: int) -> Dict[str, Any]:
+        """The group with a schedule lr replaced by its value at `schedule_step`."""
+        lr = group["lr"]
+        if not callable(lr):
+            return group
+        value = lr(schedule_step)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            try:
+                value = float(value)  # NumPy scalars
+            except (TypeError, ValueError):
+                raise TypeError(f"the lr schedule returned {value!r} at step {schedule_step}, not a number") from None
+        return dict(group, lr=float(value))
 
     def _check_group(self, group: Dict[str, Any]) -> None:
         """Checks a group's hyperparameters by running its kernel on an empty list (the kernel's
@@ -87,11 +107,13 @@ class Optimizer:
             raise ValueError(f"grads holds {len(grads)} arrays but the optimizer has {len(params)} parameters")
         self._check_grads(params, grads)
         self._check_no_shared_memory(params, grads)
-        for group in self.param_groups:  # hyperparameters may have been edited since the last step
+        # Hyperparameters may have been edited since the last step; schedules are evaluated here.
+        groups = [self._effective(g, k) for g, k in zip(self.param_groups, self.schedule_steps)]
+        for group in groups:
             self._check_group(group)
 
         index = 0
-        for group in self.param_groups:
+        for group in groups:
             buckets: Dict[Any, List[int]] = {}
             for i, p in enumerate(group["params"], start=index):
                 if grads[i] is None:
@@ -105,6 +127,7 @@ class Optimizer:
                 self._update(group, [params[i] for i in members], [grads[i] for i in members],
                              [self.state[i] for i in members], step_key)
             index += len(group["params"])
+        self.schedule_steps = [k + 1 for k in self.schedule_steps]
 
     def _check_grads(self, params: List[np.ndarray], grads: List[Optional[np.ndarray]]) -> None:
         for i, (p, g) in enumerate(zip(params, grads)):
@@ -180,7 +203,7 @@ class Optimizer:
             groups.append(saved)
         state = {i: {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in s.items()}
                  for i, s in self.state.items()}
-        return {"state": state, "param_groups": groups}
+        return {"state": state, "param_groups": groups, "schedule_steps": list(self.schedule_steps)}
 
     def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
         """Restores a state_dict() of an optimizer over parameters of the same shapes and dtypes;
@@ -193,6 +216,11 @@ class Optimizer:
             if len(saved["params"]) != len(group["params"]):
                 raise ValueError(f"param group {k} has {len(saved['params'])} params in the "
                                  f"state_dict and {len(group['params'])} in the optimizer")
+        # (a state_dict of an older fastopt, or one edited by hand, may lack the counts)
+        schedule_steps = list(state_dict.get("schedule_steps", [0] * len(groups)))
+        if len(schedule_steps) != len(groups) or any(not isinstance(k, int) or k < 0 for k in schedule_steps):
+            raise ValueError(f"state_dict['schedule_steps'] must hold one count >= 0 per param group, "
+                             f"got {schedule_steps!r}")
         # Map the saved positions onto ours, check every array, and only then replace anything.
         position = {old: new for saved, group_start in zip(groups, self._group_starts())
                     for new, old in enumerate(saved["params"], start=group_start)}
@@ -216,6 +244,7 @@ class Optimizer:
                 if key != "params":
                     group[key] = copy.deepcopy(value)
         self.state = new_state
+        self.schedule_steps = schedule_steps
 
     def _group_starts(self) -> List[int]:
         starts, index = [], 0

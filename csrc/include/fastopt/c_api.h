@@ -1,0 +1,165 @@
+/* fastopt's C ABI: the fused optimizer updates and the softmax cross-entropy for any language with
+ * a C FFI (C, C++, Rust, Go, Julia, Python's ctypes...). Plain C99: fixed-width integer types, float
+ * and double, no structs, no exceptions: every function returns an fastopt_status code and, on an
+ * error, leaves a message for fastopt_last_error().
+ *
+ * The numbers are torch.optim's and torch.nn.functional.cross_entropy's, computed by the same CPU
+ * kernels (SIMD, OpenMP threads, runtime instruction-set dispatch) as the Python package.
+ *
+ * Conventions
+ *  - Arrays are contiguous and updated in place. Each optimizer comes in float32 (_f32) and float64
+ *    (_f64), for one tensor (n elements) and for a list of `count` tensors (`sizes[k]` elements each,
+ *    operands given as arrays of pointers, one per tensor) updated in one call.
+ *  - Booleans are int32_t: 0 is false, anything else true.
+ *  - `step` is the 1-based number of this update (it drives bias corrections and lr decay).
+ *  - Everything is checked before anything is written: NULL pointers (a pointer may be NULL only
+ *    for a tensor of 0 elements or an optional state not in use), negative sizes, hyperparameters
+ *    (the Python package's rules: lr >= 0 and finite, betas in [0, 1), step >= 1 ...), and
+ *    overlapping arrays (no two operands of a call may share memory, the cross-entropy's dlogits
+ *    excepted, which may be the logits themselves). A refused call changes nothing.
+ *  - Thread safety: calls on separate arrays may run concurrently; the last-error message is
+ *    per thread.
+ */
+#ifndef FASTOPT_C_API_H
+#define FASTOPT_C_API_H
+
+#include <stdint.h>
+
+#if defined(_WIN32)
+#  if defined(FASTOPT_BUILDING_LIBRARY)
+#    define FASTOPT_C_API __declspec(dllexport)
+#  else
+#    define FASTOPT_C_API __declspec(dllimport)
+#  endif
+#else
+#  define FASTOPT_C_API __attribute__((visibility("default")))
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Status codes returned by every function below (as int32_t). */
+enum fastopt_status {
+  FASTOPT_OK = 0,
+  FASTOPT_ERROR_NULL_POINTER = 1,   /* a required pointer is NULL */
+  FASTOPT_ERROR_SIZE = 2,           /* a negative size or count, or an empty class axis */
+  FASTOPT_ERROR_HYPERPARAMETER = 3, /* a scalar argument outside its range (NaN lr, beta1 = 1 ...) */
+  FASTOPT_ERROR_OVERLAP = 4,        /* two arrays of the call share memory */
+  FASTOPT_ERROR_LABEL = 5,          /* a label outside [0, c) that is not ignore_index */
+  FASTOPT_ERROR_INTERNAL = 6        /* anything else (out of memory): see fastopt_last_error() */
+};
+
+/* The message of this thread's last failed call ("" after a successful one). The pointer stays
+ * valid until this thread's next fastopt call. */
+FASTOPT_C_API const char* fastopt_last_error(void);
+
+/* A static name of a status code ("FASTOPT_OK", "FASTOPT_ERROR_NULL_POINTER" ...). */
+FASTOPT_C_API const char* fastopt_status_name(int32_t status);
+
+/* The library version ("0.1.0") and the instruction set in use ("avx512", "avx2", "baseline"). */
+FASTOPT_C_API const char* fastopt_version(void);
+FASTOPT_C_API const char* fastopt_cpu_isa(void);
+
+/* SGD: torch.optim.SGD. momentum_buffer(s) required when momentum != 0 (NULL allowed otherwise);
+   step 1 sets the buffer to the gradient, later steps accumulate (pass step = t). */
+FASTOPT_C_API int32_t fastopt_sgd_f32(int64_t n, float* param, const float* grad,
+    float* momentum_buffer, double lr, double momentum, double dampening, double weight_decay,
+    int32_t nesterov, int32_t maximize, int64_t step);
+FASTOPT_C_API int32_t fastopt_sgd_list_f32(int64_t count, const int64_t* sizes,
+    float* const* params, const float* const* grads, float* const* momentum_buffers, double lr,
+    double momentum, double dampening, double weight_decay, int32_t nesterov, int32_t maximize,
+    int64_t step);
+FASTOPT_C_API int32_t fastopt_sgd_f64(int64_t n, double* param, const double* grad,
+    double* momentum_buffer, double lr, double momentum, double dampening, double weight_decay,
+    int32_t nesterov, int32_t maximize, int64_t step);
+FASTOPT_C_API int32_t fastopt_sgd_list_f64(int64_t count, const int64_t* sizes,
+    double* const* params, const double* const* grads, double* const* momentum_buffers, double lr,
+    double momentum, double dampening, double weight_decay, int32_t nesterov, int32_t maximize,
+    int64_t step);
+
+/* Adagrad: torch.optim.Adagrad. state_sum starts at initial_accumulator_value. */
+FASTOPT_C_API int32_t fastopt_adagrad_f32(int64_t n, float* param, const float* grad,
+    float* state_sum, double lr, double lr_decay, double weight_decay, double eps, int32_t maximize,
+    int64_t step);
+FASTOPT_C_API int32_t fastopt_adagrad_list_f32(int64_t count, const int64_t* sizes,
+    float* const* params, const float* const* grads, float* const* state_sums, double lr,
+    double lr_decay, double weight_decay, double eps, int32_t maximize, int64_t step);
+FASTOPT_C_API int32_t fastopt_adagrad_f64(int64_t n, double* param, const double* grad,
+    double* state_sum, double lr, double lr_decay, double weight_decay, double eps,
+    int32_t maximize, int64_t step);
+FASTOPT_C_API int32_t fastopt_adagrad_list_f64(int64_t count, const int64_t* sizes,
+    double* const* params, const double* const* grads, double* const* state_sums, double lr,
+    double lr_decay, double weight_decay, double eps, int32_t maximize, int64_t step);
+
+/* RMSprop: torch.optim.RMSprop. momentum_buffer required when momentum > 0, grad_avg when centered
+   (NULL allowed otherwise); all state starts at zero. */
+FASTOPT_C_API int32_t fastopt_rmsprop_f32(int64_t n, float* param, const float* grad,
+    float* square_avg, float* momentum_buffer, float* grad_avg, double lr, double alpha, double eps,
+    double weight_decay, double momentum, int32_t centered, int32_t maximize);
+FASTOPT_C_API int32_t fastopt_rmsprop_list_f32(int64_t count, const int64_t* sizes,
+    float* const* params, const float* const* grads, float* const* square_avgs,
+    float* const* momentum_buffers, float* const* grad_avgs, double lr, double alpha, double eps,
+    double weight_decay, double momentum, int32_t centered, int32_t maximize);
+FASTOPT_C_API int32_t fastopt_rmsprop_f64(int64_t n, double* param, const double* grad,
+    double* square_avg, double* momentum_buffer, double* grad_avg, double lr, double alpha,
+    double eps, double weight_decay, double momentum, int32_t centered, int32_t maximize);
+FASTOPT_C_API int32_t fastopt_rmsprop_list_f64(int64_t count, const int64_t* sizes,
+    double* const* params, const double* const* grads, double* const* square_avgs,
+    double* const* momentum_buffers, double* const* grad_avgs, double lr, double alpha, double eps,
+    double weight_decay, double momentum, int32_t centered, int32_t maximize);
+
+/* Adam: torch.optim.Adam, weight_decay as L2 on the gradient. max_exp_avg_sq required when amsgrad
+   (NULL allowed otherwise); state starts at zero; step is the 1-based number of this update. */
+FASTOPT_C_API int32_t fastopt_adam_f32(int64_t n, float* param, const float* grad, float* exp_avg,
+    float* exp_avg_sq, float* max_exp_avg_sq, double lr, double beta1, double beta2, double eps,
+    double weight_decay, int32_t amsgrad, int32_t maximize, int64_t step);
+FASTOPT_C_API int32_t fastopt_adam_list_f32(int64_t count, const int64_t* sizes,
+    float* const* params, const float* const* grads, float* const* exp_avgs,
+    float* const* exp_avg_sqs, float* const* max_exp_avg_sqs, double lr, double beta1, double beta2,
+    double eps, double weight_decay, int32_t amsgrad, int32_t maximize, int64_t step);
+FASTOPT_C_API int32_t fastopt_adam_f64(int64_t n, double* param, const double* grad,
+    double* exp_avg, double* exp_avg_sq, double* max_exp_avg_sq, double lr, double beta1,
+    double beta2, double eps, double weight_decay, int32_t amsgrad, int32_t maximize, int64_t step);
+FASTOPT_C_API int32_t fastopt_adam_list_f64(int64_t count, const int64_t* sizes,
+    double* const* params, const double* const* grads, double* const* exp_avgs,
+    double* const* exp_avg_sqs, double* const* max_exp_avg_sqs, double lr, double beta1,
+    double beta2, double eps, double weight_decay, int32_t amsgrad, int32_t maximize, int64_t step);
+
+/* AdamW: torch.optim.AdamW, decoupled decay p *= 1 - lr * weight_decay; otherwise as Adam. */
+FASTOPT_C_API int32_t fastopt_adamw_f32(int64_t n, float* param, const float* grad, float* exp_avg,
+    float* exp_avg_sq, float* max_exp_avg_sq, double lr, double beta1, double beta2, double eps,
+    double weight_decay, int32_t amsgrad, int32_t maximize, int64_t step);
+FASTOPT_C_API int32_t fastopt_adamw_list_f32(int64_t count, const int64_t* sizes,
+    float* const* params, const float* const* grads, float* const* exp_avgs,
+    float* const* exp_avg_sqs, float* const* max_exp_avg_sqs, double lr, double beta1, double beta2,
+    double eps, double weight_decay, int32_t amsgrad, int32_t maximize, int64_t step);
+FASTOPT_C_API int32_t fastopt_adamw_f64(int64_t n, double* param, const double* grad,
+    double* exp_avg, double* exp_avg_sq, double* max_exp_avg_sq, double lr, double beta1,
+    double beta2, double eps, double weight_decay, int32_t amsgrad, int32_t maximize, int64_t step);
+FASTOPT_C_API int32_t fastopt_adamw_list_f64(int64_t count, const int64_t* sizes,
+    double* const* params, const double* const* grads, double* const* exp_avgs,
+    double* const* exp_avg_sqs, double* const* max_exp_avg_sqs, double lr, double beta1,
+    double beta2, double eps, double weight_decay, int32_t amsgrad, int32_t maximize, int64_t step);
+
+/* Softmax cross-entropy, forward and backward in one pass: torch.nn.functional.cross_entropy.
+ *   logits (n, c) row-major; labels (n) int64, each in [0, c) or equal to ignore_index;
+ *   weight (c) per-class weights or NULL; reduction: FASTOPT_REDUCTION_MEAN (divides by the summed
+ *   weights of the counted rows), _SUM or _NONE; z_loss adds z_loss * logsumexp(row)^2 per counted row.
+ * Outputs: dlogits (n, c), the gradient of the reduced loss, may be logits itself (in place);
+ *   mean / sum: *loss receives the loss (row_losses is ignored and may be NULL);
+ *   none: row_losses (n) receives each row's loss (loss may be NULL; if not, it receives 0). */
+enum fastopt_reduction { FASTOPT_REDUCTION_MEAN = 0, FASTOPT_REDUCTION_SUM = 1, FASTOPT_REDUCTION_NONE = 2 };
+
+FASTOPT_C_API int32_t fastopt_softmax_cross_entropy_f32(const float* logits, const int64_t* labels,
+    const float* weight, int64_t n, int64_t c, int64_t ignore_index, double label_smoothing,
+    int32_t reduction, double z_loss, float* dlogits, float* row_losses, double* loss);
+FASTOPT_C_API int32_t fastopt_softmax_cross_entropy_f64(const double* logits, const int64_t* labels,
+    const double* weight, int64_t n, int64_t c, int64_t ignore_index, double label_smoothing,
+    int32_t reduction, double z_loss, double* dlogits, double* row_losses, double* loss);
+
+#ifdef __cplusplus
+} /* extern "C" */
+#endif
+
+#endif /* FASTOPT_C_API_H */
