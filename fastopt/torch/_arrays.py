@@ -22,38 +22,37 @@ SUPPORTED_DTYPES = (torch.float32, torch.float64)
 
 def check_tensor(t: torch.Tensor, name: str, like: torch.Tensor = None) -> None:
     """Raises if the kernels cannot update (or read) `t` in place; `name` goes into the message.
-    With `like`, `t` must also match its dtype, shape and device (a gradient or a state tensor)."""
-    if t.layout != torch.strided:
-        raise NotImplementedError(f"{name} is a {t.layout} tensor; fastopt's kernels take dense tensors "
-                                  "(sparse gradients are not supported)")
-    if t.device.type != "cpu":
+    With `like`, `t` must also match its dtype and shape (a gradient or a state tensor).
+    (Called for every tensor of every step: the common case is a few attribute reads.)"""
+    if not t.is_cpu or t.layout != torch.strided:
+        if t.layout != torch.strided:
+            raise NotImplementedError(f"{name} is a {t.layout} tensor; fastopt's kernels take dense tensors "
+                                      "(sparse gradients are not supported)")
         raise NotImplementedError(f"{name} is on {t.device}; fastopt's torch optimizers run on CPU tensors "
                                   "(the CUDA backend is not built yet)")
-    if t.dtype not in SUPPORTED_DTYPES:
-        raise TypeError(f"{name} has dtype {t.dtype}; fastopt updates float32 or float64 tensors")
+    dtype = t.dtype
+    if dtype not in SUPPORTED_DTYPES:
+        raise TypeError(f"{name} has dtype {dtype}; fastopt updates float32 or float64 tensors")
     if like is not None:
-        if t.dtype != like.dtype:
-            raise TypeError(f"{name} has dtype {t.dtype} but its parameter has {like.dtype}")
+        if dtype != like.dtype:
+            raise TypeError(f"{name} has dtype {dtype} but its parameter has {like.dtype}")
         if t.shape != like.shape:
             raise ValueError(f"{name} has shape {tuple(t.shape)} but its parameter has {tuple(like.shape)}")
     if not t.is_contiguous():
         raise ValueError(f"{name} is not contiguous; fastopt updates contiguous tensors in place and never "
                          "copies (call .contiguous() on the parameter before building the optimizer)")
-    if t.is_conj() or t.is_neg():
-        raise ValueError(f"{name} has a lazy conjugate/negative bit; resolve it first")
+    # (A real tensor cannot carry a conjugate bit; a negative bit makes .numpy() below refuse.)
 
 
 def view(t: torch.Tensor) -> np.ndarray:
-    """A writeable NumPy array over `t`'s memory (`t` already passed check_tensor)."""
-    array = t.detach().numpy()
-    # Guard the zero-copy promise: an update into a copy would be lost without a word.
-    if t.numel() and array.ctypes.data != t.data_ptr():  # pragma: no cover - would be a torch change
-        raise RuntimeError("torch handed fastopt a copy instead of the tensor's memory")
-    return array
+    """A writeable NumPy array over `t`'s own memory (`t` already passed check_tensor). For a CPU tensor
+    Tensor.numpy() always shares the memory (tests/test_torch_twins.py checks that the update lands in
+    the tensor); an update into a copy would be lost without a word."""
+    return t.detach().numpy()
 
 
 def views(tensors: List[torch.Tensor]) -> List[np.ndarray]:
-    return [view(t) for t in tensors]
+    return [t.detach().numpy() for t in tensors]
 
 
 def mark_modified(tensors: List[torch.Tensor]) -> None:
