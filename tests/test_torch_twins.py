@@ -273,6 +273,9 @@ def test_update_lands_in_the_tensors_memory_and_autograd_sees_it():
     assert p.data_ptr() == address and not torch.equal(p.detach(), before)
     buffer = opt.state[p]["momentum_buffer"]
     torch.testing.assert_close(buffer, 2 * before)  # first step: the buffer is the gradient
+    from fastopt.torch import _arrays
+    for t in (p, p.grad, buffer):  # the kernels get the tensors' own memory, never a copy
+        assert _arrays.views([t])[0].ctypes.data == t.data_ptr()
     # The kernel wrote p behind autograd's back; the version bump makes autograd refuse the stale graph.
     with pytest.raises(RuntimeError, match="modified by an inplace operation"):
         y.backward()

@@ -6,7 +6,7 @@ kernels cannot take (CUDA and other devices, float16/bfloat16, sparse or non-con
 here with an error naming the parameter, before any kernel runs. The CUDA backend replaces this module.
 
 CPU tensors go through ``Tensor.numpy()`` rather than ``numpy.from_dlpack``: both hand over the same memory
-without a copy (checked below), and ``numpy()`` costs about half as much per tensor, which matters when a
+without a copy (tests/test_torch_twins.py checks the addresses), and ``numpy()`` costs about half as much per tensor, which matters when a
 step converts four arrays for each of a hundred parameters.
 """
 
@@ -44,14 +44,10 @@ def check_tensor(t: torch.Tensor, name: str, like: torch.Tensor = None) -> None:
     # (A real tensor cannot carry a conjugate bit; a negative bit makes .numpy() below refuse.)
 
 
-def view(t: torch.Tensor) -> np.ndarray:
-    """A writeable NumPy array over `t`'s own memory (`t` already passed check_tensor). For a CPU tensor
-    Tensor.numpy() always shares the memory (tests/test_torch_twins.py checks that the update lands in
-    the tensor); an update into a copy would be lost without a word."""
-    return t.detach().numpy()
-
-
 def views(tensors: List[torch.Tensor]) -> List[np.ndarray]:
+    """Writeable NumPy arrays over the tensors' own memory (each already passed check_tensor). For a CPU
+    tensor Tensor.numpy() always shares the memory; an update into a copy would be lost without a word,
+    so the tests check the addresses and that the update lands in the tensor."""
     return [t.detach().numpy() for t in tensors]
 
 
