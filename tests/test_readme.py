@@ -6,12 +6,18 @@ import pathlib
 import re
 
 import numpy as np
+import pytest
 
 README = pathlib.Path(__file__).resolve().parent.parent / "README.md"
 
 
-def test_readme_examples_run_and_train():
+def python_blocks(with_torch: bool):
     blocks = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
+    return [b for b in blocks if ("import torch" in b) == with_torch]
+
+
+def test_readme_examples_run_and_train():
+    blocks = python_blocks(with_torch=False)
     assert len(blocks) >= 2
     namespace: dict = {}
     exec(compile("\n".join(blocks), str(README), "exec"), namespace)
@@ -19,3 +25,16 @@ def test_readme_examples_run_and_train():
     W = namespace["W"]
     assert np.isfinite(W).all() and namespace["exp_avg_sqs"][0].any()
     assert np.isfinite(namespace["loss"])
+
+
+def test_readme_torch_example_runs_and_trains():
+    torch = pytest.importorskip("torch")
+    blocks = python_blocks(with_torch=True)
+    assert len(blocks) >= 1
+    namespace: dict = {}
+    exec(compile("\n".join(blocks), str(README), "exec"), namespace)
+    opt, torch_opt = namespace["opt"], namespace["torch_opt"]
+    assert isinstance(opt, namespace["fastopt"].torch.AdamW)
+    assert opt.state_dict()["state"][0]["step"].item() == 100
+    assert torch.equal(torch_opt.state_dict()["state"][0]["exp_avg"], opt.state_dict()["state"][0]["exp_avg"])
+    assert torch.isfinite(namespace["torch_loss"])

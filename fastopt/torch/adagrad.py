@@ -1,0 +1,47 @@
+"""fastopt.torch.Adagrad: torch.optim.Adagrad with fastopt's fused kernel.
+
+State per parameter, as torch keeps it: `step` (0-d float tensor) and `sum`. Like torch, the state of the
+constructor's parameters is made in the constructor, with sums at the optimizer's (not the group's)
+initial_accumulator_value; state for groups added later is made on their first step.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from fastopt._core import adagrad_
+from fastopt.torch._optimizer import FusedOptimizer, new_step, scalar
+
+
+class Adagrad(FusedOptimizer):
+    """``Adagrad(params, lr=1e-2, lr_decay=0, weight_decay=0, initial_accumulator_value=0, eps=1e-10,
+    foreach=None, *, maximize=False, differentiable=False, fused=None)``"""
+
+    def __init__(self, params, lr=1e-2, lr_decay=0, weight_decay=0, initial_accumulator_value=0, eps=1e-10,
+                 foreach=None, *, maximize=False, differentiable=False, fused=None):
+        if not initial_accumulator_value >= 0:
+            raise ValueError(f"initial_accumulator_value must be >= 0, got {initial_accumulator_value}")
+        defaults = dict(lr=lr, lr_decay=lr_decay, eps=eps, weight_decay=weight_decay,
+                        initial_accumulator_value=initial_accumulator_value, foreach=foreach,
+                        maximize=maximize, differentiable=differentiable, fused=fused)
+        super().__init__(params, defaults)
+        for group in self.param_groups:
+            for p in group["params"]:
+                self.state[p] = self._new_state(p, group)
+
+    def _new_state(self, p, group):
+        # torch fills the sum from self.defaults, whatever the group says; the twin does the same.
+        return {"step": new_step(group),
+                "sum": torch.full_like(p, self.defaults["initial_accumulator_value"],
+                                       memory_format=torch.preserve_format)}
+
+    def _run(self, group, params, grads, states, step):
+        adagrad_(params, grads, self._views(states, "sum"), lr=scalar(group["lr"]),
+                 lr_decay=scalar(group["lr_decay"]), weight_decay=scalar(group["weight_decay"]),
+                 eps=scalar(group["eps"]), maximize=bool(group["maximize"]), step=step)
+
+    def share_memory(self) -> None:
+        """Moves the state sums to shared memory (as torch.optim.Adagrad.share_memory)."""
+        for state in self.state.values():
+            if "sum" in state:
+                state["sum"].share_memory_()

@@ -1,0 +1,65 @@
+"""fastopt.torch.Adam and AdamW: torch.optim.Adam / AdamW with fastopt's fused kernels.
+
+State per parameter, as torch 2.13 keeps it: `step` (0-d float tensor), `exp_avg`, `exp_avg_sq` and, with
+amsgrad, `max_exp_avg_sq`. Adam's `decoupled_weight_decay=True` is AdamW (fastopt.adamw_); AdamW always is.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from fastopt._core import adam_, adamw_
+from fastopt.torch._optimizer import FusedOptimizer, new_step, scalar
+
+
+class Adam(FusedOptimizer):
+    """``Adam(params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, amsgrad=False, *, foreach=None,
+    maximize=False, capturable=False, differentiable=False, fused=None, decoupled_weight_decay=False)``"""
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, amsgrad=False, *,
+                 foreach=None, maximize=False, capturable=False, differentiable=False, fused=None,
+                 decoupled_weight_decay=False):
+        if not (isinstance(betas, (tuple, list)) and len(betas) == 2):
+            raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}")
+        defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
+                        maximize=maximize, foreach=foreach, capturable=capturable,
+                        differentiable=differentiable, fused=fused,
+                        decoupled_weight_decay=decoupled_weight_decay)
+        super().__init__(params, defaults)
+
+    def _new_state(self, p, group):
+        state = {"step": new_step(group),
+                 "exp_avg": torch.zeros_like(p, memory_format=torch.preserve_format),
+                 "exp_avg_sq": torch.zeros_like(p, memory_format=torch.preserve_format)}
+        return state
+
+    def _prepare(self, group, params, states):
+        if group["amsgrad"]:
+            self._ensure(params, states, "max_exp_avg_sq")
+
+    def _run(self, group, params, grads, states, step):
+        kernel = adamw_ if group["decoupled_weight_decay"] else adam_
+        beta1, beta2 = group["betas"]
+        kernel(params, grads, self._views(states, "exp_avg"), self._views(states, "exp_avg_sq"),
+               self._views(states, "max_exp_avg_sq") if group["amsgrad"] else None,
+               lr=scalar(group["lr"]), beta1=scalar(beta1), beta2=scalar(beta2), eps=scalar(group["eps"]),
+               weight_decay=scalar(group["weight_decay"]), amsgrad=bool(group["amsgrad"]),
+               maximize=bool(group["maximize"]), step=step)
+
+
+class AdamW(Adam):
+    """``AdamW(params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False, *,
+    maximize=False, foreach=None, capturable=False, differentiable=False, fused=None)``
+
+    As Adam, with the weight decay decoupled: ``p *= 1 - lr * weight_decay`` before the Adam step."""
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False, *,
+                 maximize=False, foreach=None, capturable=False, differentiable=False, fused=None):
+        super().__init__(params, lr, betas, eps, weight_decay, amsgrad, foreach=foreach, maximize=maximize,
+                         capturable=capturable, differentiable=differentiable, fused=fused,
+                         decoupled_weight_decay=True)
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        for group in self.param_groups:  # as torch's AdamW: a loaded torch.optim.Adam group stays AdamW
+            group["decoupled_weight_decay"] = True

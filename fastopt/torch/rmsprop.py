@@ -1,0 +1,48 @@
+"""fastopt.torch.RMSprop: torch.optim.RMSprop with fastopt's fused kernel.
+
+State per parameter, as torch keeps it: `step` (0-d float tensor, counted though the update does not use
+it), `square_avg`, `momentum_buffer` when momentum > 0 and `grad_avg` when centered.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from fastopt._core import rmsprop_
+from fastopt.torch._optimizer import FusedOptimizer, new_step, scalar
+
+
+class RMSprop(FusedOptimizer):
+    """``RMSprop(params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0, momentum=0, centered=False,
+    capturable=False, foreach=None, maximize=False, differentiable=False)``"""
+
+    def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0, momentum=0, centered=False,
+                 capturable=False, foreach=None, maximize=False, differentiable=False):
+        defaults = dict(lr=lr, momentum=momentum, alpha=alpha, eps=eps, centered=centered,
+                        weight_decay=weight_decay, capturable=capturable, foreach=foreach,
+                        maximize=maximize, differentiable=differentiable)
+        super().__init__(params, defaults)
+
+    def _new_state(self, p, group):
+        return {"step": new_step(group),
+                "square_avg": torch.zeros_like(p, memory_format=torch.preserve_format)}
+
+    def _bucket_key(self, state, group):
+        return None  # the update does not depend on the step number: one call per dtype
+
+    def _check_key(self):
+        return None
+
+    def _prepare(self, group, params, states):
+        if group["momentum"] > 0:
+            self._ensure(params, states, "momentum_buffer")
+        if group["centered"]:
+            self._ensure(params, states, "grad_avg")
+
+    def _run(self, group, params, grads, states, _):
+        rmsprop_(params, grads, self._views(states, "square_avg"),
+                 self._views(states, "momentum_buffer") if group["momentum"] > 0 else None,
+                 self._views(states, "grad_avg") if group["centered"] else None,
+                 lr=scalar(group["lr"]), alpha=scalar(group["alpha"]), eps=scalar(group["eps"]),
+                 weight_decay=scalar(group["weight_decay"]), momentum=scalar(group["momentum"]),
+                 centered=bool(group["centered"]), maximize=bool(group["maximize"]))

@@ -1,0 +1,48 @@
+"""fastopt.torch.SGD: torch.optim.SGD with fastopt's fused kernel.
+
+State per parameter, as torch keeps it: `momentum_buffer`, only when momentum != 0, and no step count.
+torch sets the buffer to the gradient when it has none; fastopt.sgd_ does that on step=1, so a parameter
+without a buffer is updated with step=1 and one with a buffer with step=2 (any later step is the same).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from fastopt._core import sgd_
+from fastopt.torch._optimizer import FusedOptimizer, scalar
+
+
+class SGD(FusedOptimizer):
+    """``SGD(params, lr=1e-3, momentum=0, dampening=0, weight_decay=0, nesterov=False, *, maximize=False,
+    foreach=None, differentiable=False, fused=None)``"""
+
+    def __init__(self, params, lr=1e-3, momentum=0, dampening=0, weight_decay=0, nesterov=False, *,
+                 maximize=False, foreach=None, differentiable=False, fused=None):
+        defaults = dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
+                        nesterov=nesterov, maximize=maximize, foreach=foreach,
+                        differentiable=differentiable, fused=fused)
+        super().__init__(params, defaults)
+
+    def _new_state(self, p, group):
+        return {}  # the buffer is made by the first momentum step
+
+    def _bucket_key(self, state, group):
+        return 1 if not state or state.get("momentum_buffer") is None else 2
+
+    def _prepare(self, group, params, states):
+        if group["momentum"] != 0:
+            for state, p in zip(states, params):
+                if state.get("momentum_buffer") is None:
+                    # Not read: the step=1 kernel call writes the gradient into it.
+                    state["momentum_buffer"] = torch.empty_like(p, memory_format=torch.preserve_format)
+
+    def _run(self, group, params, grads, states, step):
+        momentum = scalar(group["momentum"])
+        sgd_(params, grads, self._views(states, "momentum_buffer") if momentum != 0 else None,
+             lr=scalar(group["lr"]), momentum=momentum, dampening=scalar(group["dampening"]),
+             weight_decay=scalar(group["weight_decay"]), nesterov=bool(group["nesterov"]),
+             maximize=bool(group["maximize"]), step=step)
+
+    def _advance(self, states):
+        pass  # torch's SGD counts no steps
