@@ -3,12 +3,15 @@ says so clearly. Runs in subprocesses, so it needs no torch itself."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
 
 def run(code: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    # From tests/, not the repository root, where the source folder fastopt/ would shadow the install.
+    here = os.path.dirname(os.path.abspath(__file__))
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=here)
 
 
 def test_import_fastopt_does_not_import_torch():
