@@ -19,7 +19,7 @@ def main(argv=None) -> int:
     if argv and argv[0] == "bench":
         from fastopt.bench.cli import main as bench_main
 
-        return bench_main(argv[1:], prog="python -m fastopt bench")
+        return bench_main(argv[1:], prog="fastopt bench")
 
     parser = argparse.ArgumentParser(prog="fastopt", description=__doc__)
     parser.add_argument("--size", type=int, default=1_000_000, help="elements per update (default 1e6)")
@@ -42,7 +42,7 @@ def main(argv=None) -> int:
         t = interleaved_medians(case.impls, rounds=args.rounds)
         print(f"{optimizer:10s} {t['fastopt'] * 1e3:8.3f} ms {t['numpy'] * 1e3:8.3f} ms "
               f"{t['numpy'] / t['fastopt']:7.1f}x {case.bytes_moved / t['fastopt'] / 1e9:12.1f}")
-    print("\nThe full suite (torch, sizes 1K-64M, GPT-2 small, losses): python -m fastopt bench")
+    print("\nThe full suite (torch, sizes 1K-64M, GPT-2 small, losses): fastopt bench")
     return 0
 
 

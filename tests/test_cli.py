@@ -1,10 +1,13 @@
-"""The commands the README names run end to end: `python -m fastopt` and a small
-`python -m fastopt bench` that writes its JSON and plot."""
+"""The commands the README names run end to end: the `fastopt` console script from the repository root
+(the README's Quick start), `python -m fastopt` and a small `python -m fastopt bench` that writes its
+JSON and plot."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 
@@ -24,6 +27,19 @@ def test_main_prints_build_info_and_timings():
     assert "cpu_isa" in out.stdout
     for optimizer in ("sgd", "adagrad", "rmsprop", "adam", "adamw"):
         assert optimizer in out.stdout
+
+
+def test_console_script_runs_from_the_repository_root():
+    """`pip install . && fastopt` is the Quick start's first command, typed in the repository root."""
+    script = shutil.which("fastopt", path=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
+    if script is None:
+        pytest.skip("the fastopt console script is not on PATH (package not installed by pip)")
+    root = os.path.dirname(os.path.abspath(HERE))
+    out = subprocess.run([script, "--size", "10000", "--rounds", "2"], capture_output=True, text=True,
+                         cwd=root, timeout=300)
+    assert out.returncode == 0, out.stderr
+    rows = [line.split() for line in out.stdout.splitlines() if line.startswith(("sgd ", "adamw "))]
+    assert len(rows) == 2 and all(re.fullmatch(r"[0-9.]+", row[1]) for row in rows), out.stdout
 
 
 def test_bench_writes_json_and_plot(tmp_path):
