@@ -24,6 +24,24 @@ inline void require_nonnegative(const char* name, double value) {
   }
 }
 
+// eps: > 0. eps = 0 lets an element whose gradient and state are 0 compute 0 / 0 = NaN and turn
+// its parameter NaN for good, so every optimizer requires eps > 0 (torch accepts 0).
+inline void require_positive(const char* name, double value) {
+  require_finite(name, value);
+  if (!(value > 0.0)) {
+    throw pybind11::value_error(std::string(name) + " must be > 0, got " + show(value));
+  }
+}
+
+// grad_scale: the loss scale the gradients are divided by; finite and > 0, and (checked once the
+// dtype is known, by require_grad_scale_fits) still finite and > 0 when rounded to float32.
+inline void require_grad_scale_fits(double value, bool float32) {
+  const double rounded = float32 ? double(float(value)) : value;
+  if (!(std::isfinite(rounded) && rounded > 0.0)) {
+    throw pybind11::value_error("grad_scale " + show(value) + " is out of the float32 range of the arrays");
+  }
+}
+
 // Adam's betas: 0 <= value < 1.
 inline void require_unit_interval(const char* name, double value) {
   require_finite(name, value);
