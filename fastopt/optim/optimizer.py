@@ -33,8 +33,8 @@ def _check_param(p: Any, where: str) -> None:
 
 def _check_grad_scale(grad_scale: Any, params: List[np.ndarray]) -> float:
     """grad_scale as a float: finite and > 0, also in float32 when a parameter is float32."""
-    if isinstance(grad_scale, (bool, np.bool_)):
-        raise TypeError("grad_scale must be a real number, got bool")
+    if isinstance(grad_scale, (bool, np.bool_, str, bytes)):  # (float() would parse a string)
+        raise TypeError(f"grad_scale must be a real number, got {type(grad_scale).__name__}")
     try:
         value = float(grad_scale)
     except Exception as error:
