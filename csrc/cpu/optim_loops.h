@@ -63,12 +63,13 @@ bool sgd(const TensorList<T, 3>& tensors, const SgdHyper& hyper) {
         for_each_chunk(tensors.sizes, [&](int32_t k, int64_t begin, int64_t end) {
           T* __restrict p = tensors.ptrs[k][0];
           const T* __restrict g = tensors.ptrs[k][1];
+          const T gs = scale;  // a local copy: a captured reference could alias the arrays (no SIMD)
           T* __restrict b = tensors.ptrs[k][2];
           for (int64_t i = begin; i < end; ++i) {
             T pi = p[i];
             T bi = 0;
             if constexpr (MOMENTUM.value && !FIRST.value) bi = b[i];
-            sgd_update<MOMENTUM.value, NESTEROV.value, FIRST.value>(pi, unscale_grad<SCALED.value>(g[i], scale),
+            sgd_update<MOMENTUM.value, NESTEROV.value, FIRST.value>(pi, unscale_grad<SCALED.value>(g[i], gs),
                                                                     bi, s);
             p[i] = pi;
             if constexpr (MOMENTUM.value) b[i] = bi;
@@ -89,10 +90,11 @@ bool adagrad(const TensorList<T, 3>& tensors, const AdagradHyper& hyper) {
         for_each_chunk(tensors.sizes, [&](int32_t k, int64_t begin, int64_t end) {
           T* __restrict p = tensors.ptrs[k][0];
           const T* __restrict g = tensors.ptrs[k][1];
+          const T gs = scale;  // a local copy: a captured reference could alias the arrays (no SIMD)
           T* __restrict sum = tensors.ptrs[k][2];
           for (int64_t i = begin; i < end; ++i) {
             T pi = p[i], si = sum[i];
-            adagrad_update(pi, unscale_grad<SCALED.value>(g[i], scale), si, s);
+            adagrad_update(pi, unscale_grad<SCALED.value>(g[i], gs), si, s);
             p[i] = pi;
             sum[i] = si;
           }
@@ -112,6 +114,7 @@ bool rmsprop(const TensorList<T, 5>& tensors, const RmspropHyper& hyper) {
         for_each_chunk(tensors.sizes, [&](int32_t k, int64_t begin, int64_t end) {
           T* __restrict p = tensors.ptrs[k][0];
           const T* __restrict g = tensors.ptrs[k][1];
+          const T gs = scale;  // a local copy: a captured reference could alias the arrays (no SIMD)
           T* __restrict sq = tensors.ptrs[k][2];
           T* __restrict b = tensors.ptrs[k][3];
           T* __restrict ga = tensors.ptrs[k][4];
@@ -119,7 +122,7 @@ bool rmsprop(const TensorList<T, 5>& tensors, const RmspropHyper& hyper) {
             T pi = p[i], sqi = sq[i], bi = 0, gai = 0;
             if constexpr (MOMENTUM.value) bi = b[i];
             if constexpr (CENTERED.value) gai = ga[i];
-            rmsprop_update<CENTERED.value, MOMENTUM.value>(pi, unscale_grad<SCALED.value>(g[i], scale), sqi, bi,
+            rmsprop_update<CENTERED.value, MOMENTUM.value>(pi, unscale_grad<SCALED.value>(g[i], gs), sqi, bi,
                                                            gai, s);
             p[i] = pi;
             sq[i] = sqi;
@@ -142,13 +145,14 @@ bool adam(const TensorList<T, 5>& tensors, const AdamHyper& hyper) {
         for_each_chunk(tensors.sizes, [&](int32_t k, int64_t begin, int64_t end) {
           T* __restrict p = tensors.ptrs[k][0];
           const T* __restrict g = tensors.ptrs[k][1];
+          const T gs = scale;  // a local copy: a captured reference could alias the arrays (no SIMD)
           T* __restrict m = tensors.ptrs[k][2];
           T* __restrict v = tensors.ptrs[k][3];
           T* __restrict vmax = tensors.ptrs[k][4];
           for (int64_t i = begin; i < end; ++i) {
             T pi = p[i], mi = m[i], vi = v[i], vmaxi = 0;
             if constexpr (AMSGRAD.value) vmaxi = vmax[i];
-            adam_update<AMSGRAD.value, DECOUPLED.value>(pi, unscale_grad<SCALED.value>(g[i], scale), mi, vi, vmaxi,
+            adam_update<AMSGRAD.value, DECOUPLED.value>(pi, unscale_grad<SCALED.value>(g[i], gs), mi, vi, vmaxi,
                                                         s);
             p[i] = pi;
             m[i] = mi;
