@@ -6,7 +6,7 @@ One float32 array of 2**31 + 7 elements is 8.6 GB; AdamW needs four (34 GB), mor
 a typical test machine, so the arrays are np.memmap files in a temporary folder (FASTOPT_LARGE_DIR,
 or the system's temporary folder). The files start sparse (zeros cost no disk); only the parameters
 and states the kernel writes take disk space (about 9 GB for SGD, 26 GB for AdamW). Random values
-are put at the start, around element 2**31 and at the very end, and those slices are checked
+are put at the start, just below element 2**31 and at the very end (across 2**31), and those slices are checked
 against the NumPy reference afterwards: an index truncated to 32 bits would update the wrong
 elements or none.
 """
@@ -25,7 +25,8 @@ from fastopt import reference
 
 N = 2**31 + 7
 WINDOW = 4096
-STARTS = [0, 2**31 - WINDOW // 2, N - WINDOW]  # the first elements, across 2**31, the last ones
+# the first elements, some just below 2**31, and the last ones (which straddle 2**31: N - 2**31 = 7)
+STARTS = [0, 2**31 - 3 * WINDOW, N - WINDOW]
 
 
 @pytest.fixture
