@@ -12,7 +12,7 @@ from kernel_cases import CASES_BY_NAME
 unit = st.floats(0.0, 0.999)
 small = st.floats(0.0, 0.5)
 lr = st.floats(0.0, 1.0)
-eps = st.sampled_from([0.0, 1e-12, 1e-8, 1e-3])
+eps = st.sampled_from([1e-30, 1e-12, 1e-8, 1e-3])  # eps > 0 is required
 flag = st.booleans()
 
 HYPER = {
@@ -58,7 +58,7 @@ def test_any_hyperparameters_match_reference(name, data, n, step, seed):
     states = {s: start_state(case, s, rng, n, hyper) for s in used}
     step_kw = {"step": step} if case.takes_step else {}
 
-    with np.errstate(all="ignore"):  # eps = 0 may divide by zero, in both implementations alike
+    with np.errstate(all="ignore"):  # tiny eps may overflow, in both implementations alike
         expected = case.reference(param, grad, *[states.get(s) for s in case.states], **hyper, **step_kw)
     p = param.copy()
     live = {s: a.copy() for s, a in states.items()}
@@ -77,9 +77,6 @@ def test_zero_lr_leaves_parameters_unchanged(name, data, seed):
     case = CASES_BY_NAME[name]
     hyper = data.draw(HYPER[name])
     hyper["lr"] = 0.0
-    # eps > 0: with eps = 0 an update can be 0/0 = NaN (as in torch), and 0 * NaN moves the parameter.
-    if "eps" in hyper:
-        hyper["eps"] = max(hyper["eps"], 1e-8)
     if name == "sgd":
         hyper["nesterov"] = False
     rng = np.random.default_rng(seed)
@@ -90,3 +87,39 @@ def test_zero_lr_leaves_parameters_unchanged(name, data, seed):
     case.kernel(param, rng.standard_normal(9).astype(np.float32), *[states.get(s) for s in case.states],
                 **hyper, **step_kw)
     assert param.tobytes() == before.tobytes()
+
+
+@settings(max_examples=80, deadline=None)
+@given(name=st.sampled_from(sorted(CASES_BY_NAME)), data=st.data(),
+       shapes=st.lists(st.lists(st.integers(0, 6), max_size=3).map(tuple), min_size=0, max_size=3),
+       dtype=st.sampled_from([np.float32, np.float64]), step=st.integers(1, 1000),
+       grad_scale=st.sampled_from([1.0, 2.0, 0.25, 65536.0, 3.7]), seed=st.integers(0, 2**31 - 1))
+def test_random_shapes_dtypes_and_grad_scale_match_reference(name, data, shapes, dtype, step, grad_scale, seed):
+    """A list of arrays of random shapes (0-d and empty included) in float32 or float64, with a loss
+    scale: each array updates as the reference does on grad / grad_scale."""
+    case = CASES_BY_NAME[name]
+    hyper = data.draw(HYPER[name])
+    if name == "sgd":
+        hyper["nesterov"] = False
+    if hyper.get("centered"):
+        hyper["alpha"] = max(hyper["alpha"], 0.1)
+    rng = np.random.default_rng(seed)
+    used = case.used_states(hyper)
+    params = [np.asarray(rng.standard_normal(s), dtype) for s in shapes]  # (np.asarray: 0-d stays an array)
+    grads = [np.asarray(rng.standard_normal(s) * grad_scale, dtype) for s in shapes]
+    states = {s: [np.asarray(start_state(case, s, rng, shape, hyper), dtype) for shape in shapes] for s in used}
+    step_kw = {"step": step} if case.takes_step else {}
+    expected = []
+    with np.errstate(all="ignore"):
+        for k in range(len(shapes)):
+            unscaled = (grads[k] / dtype(grad_scale)).astype(np.float64)  # the division in the array's dtype
+            expected.append(case.reference(params[k].astype(np.float64), unscaled,
+                                           *[states[s][k].astype(np.float64) if s in used else None
+                                             for s in case.states], **hyper, **step_kw))
+    found = case.kernel(params, grads, *[states.get(s) for s in case.states], **hyper, **step_kw,
+                        grad_scale=grad_scale, skip_nonfinite=True)
+    assert found is False
+    rtol, atol = (1e-4, 1e-5) if dtype == np.float32 else (1e-10, 1e-12)
+    for k in range(len(shapes)):
+        assert params[k].shape == shapes[k] and params[k].dtype == dtype
+        np.testing.assert_allclose(params[k], expected[k][0], rtol=rtol, atol=atol)

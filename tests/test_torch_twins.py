@@ -39,6 +39,11 @@ IDS = [f"{name}-{i}" for i, (name, _) in enumerate(CASES)]
 # absolute floor for entries that pass near zero) is "equal to rounding" with a margin, and any wrong
 # formula, missed flag or skipped step shows as 1e-3 or more.
 TOLERANCE = {torch.float64: dict(rtol=1e-10, atol=1e-12), torch.float32: dict(rtol=1e-5, atol=1e-6)}
+# The state in float32 is looser: centered RMSprop's momentum buffer accumulates g / (sqrt(sq - ga^2) + eps),
+# where sq - ga^2 cancels, so a last-bit difference in it (torch may fuse a multiply-add, fastopt never
+# does) grows to ~7e-5 relative in about 1 element of 100 after 100 steps (measured over 40 seeds).
+# A formula error still shows as 1e-2 or more.
+STATE_TOLERANCE = {torch.float64: TOLERANCE[torch.float64], torch.float32: dict(rtol=5e-4, atol=1e-5)}
 
 
 def fresh_seed() -> int:
@@ -104,7 +109,7 @@ def assert_same_state(sd_torch, sd_twin, dtype):
             if key == "step":
                 assert t[key].item() == value.item()
             else:
-                torch.testing.assert_close(t[key], value, **TOLERANCE[dtype])
+                torch.testing.assert_close(t[key], value, **STATE_TOLERANCE[dtype])
     for g_torch, g_twin in zip(sd_torch["param_groups"], sd_twin["param_groups"]):
         assert g_torch.keys() == g_twin.keys()
         assert {k: v for k, v in g_torch.items() if k != "foreach"} == \

@@ -35,6 +35,14 @@ inline Check nonnegative(const char* name, double v) {
   return Violation{name, "must be >= 0", v, false, true};
 }
 
+// eps and grad_scale: > 0. eps = 0 lets an element whose gradient and state are 0 compute 0 / 0 = NaN
+// and turn its parameter NaN for good, so every optimizer requires eps > 0 (torch accepts 0).
+inline Check positive(const char* name, double v) {
+  if (auto bad = finite(name, v)) return bad;
+  if (v > 0.0) return std::nullopt;
+  return Violation{name, "must be > 0", v, false, true};
+}
+
 // Adam's betas: 0 <= value < 1.
 inline Check unit_interval(const char* name, double v) {
   if (auto bad = finite(name, v)) return bad;
@@ -77,17 +85,17 @@ inline Check check(const SgdHyper& h) {
 
 inline Check check(const AdagradHyper& h) {
   return first({nonnegative("lr", h.lr), nonnegative("lr_decay", h.lr_decay),
-                nonnegative("weight_decay", h.weight_decay), nonnegative("eps", h.eps), step(h.step)});
+                nonnegative("weight_decay", h.weight_decay), positive("eps", h.eps), step(h.step)});
 }
 
 inline Check check(const RmspropHyper& h) {
-  return first({nonnegative("lr", h.lr), closed_unit_interval("alpha", h.alpha), nonnegative("eps", h.eps),
+  return first({nonnegative("lr", h.lr), closed_unit_interval("alpha", h.alpha), positive("eps", h.eps),
                 nonnegative("weight_decay", h.weight_decay), nonnegative("momentum", h.momentum)});
 }
 
 inline Check check(const AdamHyper& h) {
   return first({nonnegative("lr", h.lr), unit_interval("beta1", h.beta1), unit_interval("beta2", h.beta2),
-                nonnegative("eps", h.eps), nonnegative("weight_decay", h.weight_decay), step(h.step)});
+                positive("eps", h.eps), nonnegative("weight_decay", h.weight_decay), step(h.step)});
 }
 
 // Cross-entropy scalars (the reduction and the labels are checked by each layer).

@@ -15,13 +15,15 @@ namespace fastopt::cpu {
 
 template <typename T>
 struct TypedKernels {
+  // The updates return found_inf: true when hyper.scaling.skip_nonfinite found a NaN/Inf gradient
+  // and nothing was written (always false without skip_nonfinite).
   // {param, grad, momentum_buffer} / {param, grad, state_sum}
-  void (*sgd)(const TensorList<T, 3>&, const SgdHyper&);
-  void (*adagrad)(const TensorList<T, 3>&, const AdagradHyper&);
+  bool (*sgd)(const TensorList<T, 3>&, const SgdHyper&);
+  bool (*adagrad)(const TensorList<T, 3>&, const AdagradHyper&);
   // {param, grad, square_avg, momentum_buffer, grad_avg}
-  void (*rmsprop)(const TensorList<T, 5>&, const RmspropHyper&);
+  bool (*rmsprop)(const TensorList<T, 5>&, const RmspropHyper&);
   // {param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq}; hyper.decoupled selects AdamW
-  void (*adam)(const TensorList<T, 5>&, const AdamHyper&);
+  bool (*adam)(const TensorList<T, 5>&, const AdamHyper&);
   // Write the gradient (and per-row losses) and return the reduced loss.
   double (*cross_entropy_i32)(const CrossEntropyArgs<T, int32_t>&);
   double (*cross_entropy_i64)(const CrossEntropyArgs<T, int64_t>&);
@@ -35,6 +37,8 @@ struct TypedKernels {
   void (*exp)(const T* x, T* out, int64_t n);
   // a += b: the bandwidth probe of the benchmarks (reads two arrays, writes one), same threading
   void (*probe_add)(T* a, const T* b, int64_t n);
+  // found_inf alone: any grad / grad_scale NaN or Inf, over {unused, grad} (the pre-pass of the updates)
+  bool (*nonfinite)(const TensorList<T, 2>&, double grad_scale);
 
   double cross_entropy(const CrossEntropyArgs<T, int32_t>& a) const { return cross_entropy_i32(a); }
   double cross_entropy(const CrossEntropyArgs<T, int64_t>& a) const { return cross_entropy_i64(a); }

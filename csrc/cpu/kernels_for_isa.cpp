@@ -29,7 +29,8 @@ TypedKernels<T> typed_kernels() {
           &softmax<T>,
           &penalty<T>,
           &exp_array<T>,
-          &probe_add<T>};
+          &probe_add<T>,
+          &nonfinite<T>};
 }
 
 const KernelTable& table() {

@@ -36,8 +36,13 @@ std::optional<Dtype> float_dtype(const py::array& a) {
   return std::nullopt;
 }
 
+// NumPy's ALIGNED flag: the data pointer is a multiple of the item size. A C-contiguous array can
+// still be misaligned (np.frombuffer at an odd offset, a field of a packed structured array), and
+// reading a double through a misaligned pointer is undefined behaviour in C++.
+constexpr int kAligned = py::detail::npy_api::NPY_ARRAY_ALIGNED_;
+
 bool layout_ok(const py::array& a, bool written) {
-  return (a.flags() & py::array::c_style) && (!written || a.writeable());
+  return (a.flags() & py::array::c_style) && (a.flags() & kAligned) && (!written || a.writeable());
 }
 
 }  // namespace
@@ -54,6 +59,10 @@ void check_layout(const py::array& a, const std::string& where, bool written) {
   if (!(a.flags() & py::array::c_style)) {
     throw py::value_error(where + " is not C-contiguous; pass a contiguous array (an in-place update "
                                   "of a copy would be lost)");
+  }
+  if (!(a.flags() & kAligned)) {
+    throw py::value_error(where + " is not aligned to its item size (a view at an odd byte offset); pass an aligned "
+                                  "array, such as a copy");
   }
   if (written && !a.writeable()) {
     throw py::value_error(where + " is read-only; fastopt updates it in place");
@@ -102,8 +111,9 @@ void check_no_shared_memory(std::vector<Extent>& extents) {
 ArrayArg take_arrays(py::handle obj, const char* name, bool written) {
   ArrayArg arg{name, written, {}};
   if (py::isinstance<py::list>(obj) || py::isinstance<py::tuple>(obj)) {
-    py::sequence seq = py::reinterpret_borrow<py::sequence>(obj);
-    const size_t count = seq.size();
+    // The list's or tuple's own length, never len(obj): a subclass may override __len__, and the
+    // items are read with PySequence_Fast_GET_ITEM, which trusts the index.
+    const size_t count = size_t(PyList_Check(obj.ptr()) ? PyList_GET_SIZE(obj.ptr()) : PyTuple_GET_SIZE(obj.ptr()));
     arg.arrays.reserve(count);
     for (size_t i = 0; i < count; ++i) {
       py::handle item = PySequence_Fast_GET_ITEM(obj.ptr(), py::ssize_t(i));  // a list or tuple

@@ -53,8 +53,15 @@ std::string set_cpu_isa(const std::string& name) {
   }
 }
 
+// An upper bound, so that a typo cannot ask OpenMP for a million threads: libgomp aborts the whole
+// process when it fails to create them.
+constexpr int kMaxThreads = 1024;
+
 void set_num_threads(int threads) {
-  if (threads < 1) throw py::value_error("threads must be >= 1, got " + std::to_string(threads));
+  if (threads < 1 || threads > kMaxThreads) {
+    throw py::value_error("threads must be in [1, " + std::to_string(kMaxThreads) + "], got " +
+                          std::to_string(threads));
+  }
   cpu::set_num_threads(threads);
 }
 

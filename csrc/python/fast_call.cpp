@@ -92,8 +92,12 @@ double BoundArgs::next_real() {
   } else {
     value = PyFloat_AsDouble(obj);  // ints, float subclasses, __float__ / __index__ (NumPy scalars)
     if (value == -1.0 && PyErr_Occurred()) {
-      PyErr_Clear();
-      throw py::type_error(std::string(current_name()) + " must be a real number, got " + type_name(obj));
+      // TypeError naming the argument, whatever __float__ raised (kept as __cause__); a
+      // KeyboardInterrupt or SystemExit (not an Exception) goes through untouched.
+      if (!PyErr_ExceptionMatches(PyExc_Exception)) throw py::error_already_set();
+      py::raise_from(PyExc_TypeError, (std::string(current_name()) + " must be a real number, got " +
+                                       type_name(obj)).c_str());
+      throw py::error_already_set();
     }
   }
   ++cursor_;
@@ -116,7 +120,11 @@ int64_t BoundArgs::next_int() {
   }
   int overflow = 0;
   py::object index = py::reinterpret_steal<py::object>(PyNumber_Index(obj));
-  if (!index) throw py::error_already_set();
+  if (!index) {  // __index__ raised: TypeError naming the argument, the original kept as __cause__
+    if (!PyErr_ExceptionMatches(PyExc_Exception)) throw py::error_already_set();
+    py::raise_from(PyExc_TypeError, (std::string(current_name()) + " must be an int, got " + type_name(obj)).c_str());
+    throw py::error_already_set();
+  }
   const long long value = PyLong_AsLongLongAndOverflow(index.ptr(), &overflow);
   if (overflow != 0) {
     throw py::value_error(std::string(current_name()) + " is out of the 64-bit integer range");

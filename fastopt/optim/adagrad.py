@@ -27,7 +27,7 @@ class Adagrad(Optimizer):
         state["step"] = 0
         state["sum"] = np.full_like(param, group["initial_accumulator_value"])
 
-    def _update(self, group, params, grads, states, step):
+    def _update(self, group, params, grads, states, step, grad_scale=1.0):
         adagrad_(params, grads, [s["sum"] for s in states], lr=group["lr"], lr_decay=group["lr_decay"],
                  weight_decay=group["weight_decay"], eps=group["eps"], maximize=group["maximize"],
-                 step=step)
+                 step=step, grad_scale=grad_scale)

@@ -16,6 +16,7 @@ class Adam(Optimizer):
     """
 
     _kernel = staticmethod(adam_)
+    _lazy_state = ("max_exp_avg_sq",)
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False,
                  maximize=False):
@@ -33,7 +34,7 @@ class Adam(Optimizer):
         state["exp_avg"] = np.zeros_like(param)
         state["exp_avg_sq"] = np.zeros_like(param)
 
-    def _update(self, group, params, grads, states, step):
+    def _update(self, group, params, grads, states, step, grad_scale=1.0):
         max_sqs = None
         if group["amsgrad"]:
             for state, p in zip(states, params):
@@ -44,7 +45,7 @@ class Adam(Optimizer):
         self._kernel(params, grads, [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states],
                      max_sqs, lr=group["lr"], beta1=beta1, beta2=beta2, eps=group["eps"],
                      weight_decay=group["weight_decay"], amsgrad=group["amsgrad"],
-                     maximize=group["maximize"], step=step)
+                     maximize=group["maximize"], step=step, grad_scale=grad_scale)
 
 
 class AdamW(Adam):

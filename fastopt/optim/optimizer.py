@@ -14,9 +14,13 @@ does. The counts are saved in ``state_dict()["schedule_steps"]`` and restored wi
 from __future__ import annotations
 
 import copy
-from typing import Any, Dict, Iterable, List, Optional, Sequence
+import math
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
+
+from fastopt._core import _found_nonfinite
+from fastopt.optim.checkpoint import load_checkpoint, save_checkpoint
 
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -32,8 +36,29 @@ def _check_param(p: Any, where: str) -> None:
         raise ValueError(f"{where} is read-only")
 
 
+def _check_grad_scale(grad_scale: Any, params: List[np.ndarray]) -> float:
+    """grad_scale as a float: finite and > 0, also in float32 when a parameter is float32."""
+    if isinstance(grad_scale, (bool, np.bool_, str, bytes)):  # (float() would parse a string)
+        raise TypeError(f"grad_scale must be a real number, got {type(grad_scale).__name__}")
+    try:
+        value = float(grad_scale)
+    except Exception as error:
+        raise TypeError(f"grad_scale must be a real number, got {type(grad_scale).__name__}") from error
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"grad_scale must be > 0, got {value}")
+    if any(p.dtype == np.float32 for p in params):
+        with np.errstate(over="ignore", under="ignore"):
+            rounded = float(np.float32(value))
+        if not (math.isfinite(rounded) and rounded > 0):
+            raise ValueError(f"grad_scale {value} is out of the float32 range of the parameters")
+    return value
+
+
 class Optimizer:
     """Common machinery; subclasses define the hyperparameters, the state and the kernel call."""
+
+    # State entries created later than _init_state, when first needed (checkpoints accept them).
+    _lazy_state: Tuple[str, ...] = ()
 
     def __init__(self, params: Iterable, defaults: Dict[str, Any]):
         self.defaults = dict(defaults)
@@ -93,12 +118,18 @@ class Optimizer:
         self._update(group, [], [], [], self._check_key())
 
     # ------------------------------------------------------------------ stepping
-    def step(self, grads: Sequence[Optional[np.ndarray]]) -> None:
+    def step(self, grads: Sequence[Optional[np.ndarray]], *, grad_scale: float = 1.0,
+             skip_nonfinite: bool = False) -> bool:
         """One update of every parameter, in place. `grads` lists one gradient per parameter in
         the order of the groups (None skips that parameter, as a missing .grad does in torch).
 
         Everything is checked before anything changes: a refused step leaves the parameters, the
-        state and the step counts as they were, even when it spans several groups or dtypes."""
+        state and the step counts as they were, even when it spans several groups or dtypes.
+
+        grad_scale: the gradients are divided by it on the fly (loss scaling). skip_nonfinite: when
+        any gradient / grad_scale holds a NaN or Inf, the whole step is skipped: no parameter, state
+        or step count changes. Returns found_inf: True when the step was skipped for that reason,
+        else False (always False without skip_nonfinite)."""
         if isinstance(grads, np.ndarray):
             grads = [grads]
         grads = list(grads)
@@ -111,6 +142,13 @@ class Optimizer:
         groups = [self._effective(g, k) for g, k in zip(self.param_groups, self.schedule_steps)]
         for group in groups:
             self._check_group(group)
+        grad_scale = _check_grad_scale(grad_scale, params)
+        if not isinstance(skip_nonfinite, (bool, np.bool_)):
+            raise TypeError(f"skip_nonfinite must be a bool, got {type(skip_nonfinite).__name__}")
+        # One pre-pass over every gradient of the step, before any of its kernel calls (there may be
+        # several: one per group and dtype), so that a skipped step writes nothing at all.
+        if skip_nonfinite and _found_nonfinite([g for g in grads if g is not None], grad_scale=grad_scale):
+            return True
 
         index = 0
         for group in groups:
@@ -125,9 +163,10 @@ class Optimizer:
                 buckets.setdefault(key, []).append(i)
             for (_, step_key), members in buckets.items():
                 self._update(group, [params[i] for i in members], [grads[i] for i in members],
-                             [self.state[i] for i in members], step_key)
+                             [self.state[i] for i in members], step_key, grad_scale=grad_scale)
             index += len(group["params"])
         self.schedule_steps = [k + 1 for k in self.schedule_steps]
+        return False
 
     def _check_grads(self, params: List[np.ndarray], grads: List[Optional[np.ndarray]]) -> None:
         for i, (p, g) in enumerate(zip(params, grads)):
@@ -189,7 +228,7 @@ class Optimizer:
         """A valid `_advance` result, used to validate hyperparameters without any parameter."""
         return 1
 
-    def _update(self, group, params, grads, states, step_key) -> None:
+    def _update(self, group, params, grads, states, step_key, grad_scale=1.0) -> None:
         raise NotImplementedError
 
     # ------------------------------------------------------------------ persistence
@@ -245,6 +284,16 @@ class Optimizer:
                     group[key] = copy.deepcopy(value)
         self.state = new_state
         self.schedule_steps = schedule_steps
+
+    def save(self, path) -> None:
+        """Writes the state and hyperparameters to the .npz file `path` (fastopt.optim.checkpoint).
+        The parameters are not included: save them yourself to resume a run."""
+        save_checkpoint(self, path)
+
+    def load(self, path) -> None:
+        """Restores save(path): a resumed run is bit-identical to an uninterrupted one. A truncated,
+        corrupted or mismatched file raises ValueError and leaves this optimizer unchanged."""
+        load_checkpoint(self, path)
 
     def _group_starts(self) -> List[int]:
         starts, index = [], 0

@@ -15,6 +15,7 @@ class RMSprop(Optimizer):
     ``grad_avg`` (centered) when used.
     """
 
+    _lazy_state = ("momentum_buffer", "grad_avg")
 
     def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0,
                  centered=False, maximize=False):
@@ -25,13 +26,14 @@ class RMSprop(Optimizer):
         state["step"] = 0
         state["square_avg"] = np.zeros_like(param)
 
-    def _update(self, group, params, grads, states, step):
+    def _update(self, group, params, grads, states, step, grad_scale=1.0):
         # Buffers appear when first needed, so momentum or centering may be switched on mid-run.
         buffers = self._ensure(states, params, "momentum_buffer") if group["momentum"] > 0 else None
         grad_avgs = self._ensure(states, params, "grad_avg") if group["centered"] else None
         rmsprop_(params, grads, [s["square_avg"] for s in states], buffers, grad_avgs, lr=group["lr"],
                  alpha=group["alpha"], eps=group["eps"], weight_decay=group["weight_decay"],
-                 momentum=group["momentum"], centered=group["centered"], maximize=group["maximize"])
+                 momentum=group["momentum"], centered=group["centered"], maximize=group["maximize"],
+                 grad_scale=grad_scale)
 
     @staticmethod
     def _ensure(states, params, key):

@@ -32,7 +32,7 @@ class SGD(Optimizer):
     def _check_key(self):
         return True
 
-    def _update(self, group, params, grads, states, first):
+    def _update(self, group, params, grads, states, first, grad_scale=1.0):
         buffers = None
         if group["momentum"] != 0:
             for state, p in zip(states, params):
@@ -41,4 +41,5 @@ class SGD(Optimizer):
             buffers = [s["momentum_buffer"] for s in states]
         sgd_(params, grads, buffers, lr=group["lr"], momentum=group["momentum"],
              dampening=group["dampening"], weight_decay=group["weight_decay"],
-             nesterov=group["nesterov"], maximize=group["maximize"], step=1 if first else 2)
+             nesterov=group["nesterov"], maximize=group["maximize"], step=1 if first else 2,
+             grad_scale=grad_scale)

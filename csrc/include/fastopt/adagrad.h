@@ -9,6 +9,7 @@
 
 #include <cstdint>
 
+#include "fastopt/grad_scale.h"
 #include "fastopt/macros.h"
 #include "fastopt/scalar_math.h"
 
@@ -21,6 +22,7 @@ struct AdagradHyper {
   double eps;
   bool maximize;
   int64_t step;
+  GradScaling scaling;  // grad_scale and skip_nonfinite (grad_scale.h)
 };
 
 template <typename M>

@@ -15,6 +15,7 @@
 #include <cmath>
 #include <cstdint>
 
+#include "fastopt/grad_scale.h"
 #include "fastopt/macros.h"
 #include "fastopt/scalar_math.h"
 
@@ -30,6 +31,7 @@ struct AdamHyper {
   bool decoupled;  // true: AdamW
   bool maximize;
   int64_t step;
+  GradScaling scaling;  // grad_scale and skip_nonfinite (grad_scale.h)
 };
 
 template <typename M>

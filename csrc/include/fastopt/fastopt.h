@@ -6,5 +6,6 @@
 #include "fastopt/rmsprop.h"
 #include "fastopt/sgd.h"
 #include "fastopt/cross_entropy.h"
+#include "fastopt/grad_scale.h"
 #include "fastopt/hinge.h"
 #include "fastopt/softmax.h"

@@ -10,6 +10,7 @@
 //   otherwise:     p = p - lr * g / avg
 #pragma once
 
+#include "fastopt/grad_scale.h"
 #include "fastopt/macros.h"
 #include "fastopt/scalar_math.h"
 
@@ -23,6 +24,7 @@ struct RmspropHyper {
   double momentum;
   bool centered;
   bool maximize;
+  GradScaling scaling;  // grad_scale and skip_nonfinite (grad_scale.h)
 };
 
 template <typename M>

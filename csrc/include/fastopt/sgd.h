@@ -10,6 +10,7 @@
 
 #include <cstdint>
 
+#include "fastopt/grad_scale.h"
 #include "fastopt/macros.h"
 
 namespace fastopt {
@@ -22,6 +23,7 @@ struct SgdHyper {
   bool nesterov;
   bool maximize;
   int64_t step;  // 1-based number of this update; step 1 initialises the momentum buffer
+  GradScaling scaling;  // grad_scale and skip_nonfinite (grad_scale.h)
 };
 
 // Per-call constants, computed once on the host in double and rounded to the math type M.

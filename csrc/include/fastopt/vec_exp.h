@@ -19,13 +19,17 @@ namespace fastopt {
 
 namespace detail {
 
-FASTOPT_HD float bits_to_float(int32_t bits) {
+// The exponent fields are shifted as unsigned integers: for NaN or out-of-range x the biased exponent
+// can be negative, and shifting a negative signed value is undefined behaviour (UBSan reports it);
+// those lanes' results are discarded or NaN anyway.
+
+FASTOPT_HD float bits_to_float(uint32_t bits) {
   float f;
   std::memcpy(&f, &bits, sizeof f);
   return f;
 }
 
-FASTOPT_HD double bits_to_double(int64_t bits) {
+FASTOPT_HD double bits_to_double(uint64_t bits) {
   double d;
   std::memcpy(&d, &bits, sizeof d);
   return d;
@@ -58,7 +62,8 @@ FASTOPT_HD float vexp(float x) {
   // 2^n in two halves, so that n = 128 (x near the top of the range) stays representable.
   const int32_t ni = int32_t(n);
   const int32_t n1 = ni >> 1, n2 = ni - n1;
-  const float result = er * detail::bits_to_float((n1 + 127) << 23) * detail::bits_to_float((n2 + 127) << 23);
+  const float result = er * detail::bits_to_float(uint32_t(n1 + 127) << 23) *
+                       detail::bits_to_float(uint32_t(n2 + 127) << 23);
   if (x > hi) return std::numeric_limits<float>::infinity();
   return x < lo ? 0.0f : result;
 }
@@ -79,7 +84,8 @@ FASTOPT_HD double vexp(double x) {
   const double er = 1.0 + 2.0 * (px / (qx - px));
   const int64_t ni = int64_t(n);
   const int64_t n1 = ni >> 1, n2 = ni - n1;
-  const double result = er * detail::bits_to_double((n1 + 1023) << 52) * detail::bits_to_double((n2 + 1023) << 52);
+  const double result = er * detail::bits_to_double(uint64_t(n1 + 1023) << 52) *
+                        detail::bits_to_double(uint64_t(n2 + 1023) << 52);
   if (x > hi) return std::numeric_limits<double>::infinity();
   return x < lo ? 0.0 : result;
 }
@@ -92,7 +98,7 @@ FASTOPT_HD float vexp_nonpositive(float x) {
   const float xc = x < lo ? lo : x;
   float n;
   const float er = detail::expf_reduced(xc, n);
-  const float result = er * detail::bits_to_float((int32_t(n) + 127) << 23);
+  const float result = er * detail::bits_to_float(uint32_t(int32_t(n) + 127) << 23);
   return x < lo ? 0.0f : result;
 }
 
