@@ -90,6 +90,9 @@ class FusedOptimizer(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        grad_scale, skip = self._amp_scaling()
+        if skip:
+            return loss
 
         calls = self._plan()
         if len(calls) > 1:
@@ -103,7 +106,8 @@ class FusedOptimizer(torch.optim.Optimizer):
             params = [p for _, p in members]
             states = [self.state.get(p) or self._new_state(p, group) for p in params]
             self._prepare(group, params, states)
-            self._run(group, _arrays.views(params), _arrays.views([p.grad for p in params]), states, key)
+            self._run(group, _arrays.views(params), _arrays.views([p.grad for p in params]), states, key,
+                      grad_scale=grad_scale)
             # The update happened: commit the new states and count the step.
             for p, state in zip(params, states):
                 if state:  # torch keeps no entry for a parameter without state (SGD without momentum)
@@ -112,6 +116,21 @@ class FusedOptimizer(torch.optim.Optimizer):
             _arrays.mark_modified(params + [v for s in states for k, v in s.items()
                                             if k != "step" and torch.is_tensor(v)])
         return loss
+
+    # torch.amp.GradScaler: with this flag it does not unscale the gradients itself (no extra pass over
+    # them) but sets `grad_scale` (the loss scale, or None when the caller already unscaled) and
+    # `found_inf` (non-zero when a gradient held a NaN or Inf) on the optimizer before calling step();
+    # the kernels then divide by the scale on the fly, as torch's fused optimizers do.
+    _step_supports_amp_scaling = True
+
+    def _amp_scaling(self) -> Tuple[float, bool]:
+        """(the scale to divide the gradients by, whether to skip this step) from GradScaler's attributes;
+        (1.0, False) outside GradScaler.step()."""
+        found_inf = getattr(self, "found_inf", None)
+        if found_inf is not None and float(found_inf) != 0.0:
+            return 1.0, True  # as torch's fused optimizers: nothing changes, step counts included
+        grad_scale = getattr(self, "grad_scale", None)
+        return (1.0 if grad_scale is None else scalar(grad_scale)), False
 
     def _plan(self) -> List[Tuple[Dict[str, Any], Hashable, List[Tuple[int, torch.Tensor]]]]:
         """Checks every tensor of the step and groups the parameters into kernel calls:
@@ -170,7 +189,7 @@ class FusedOptimizer(torch.optim.Optimizer):
     def _prepare(self, group, params: List[torch.Tensor], states: List[Dict[str, Any]]) -> None:
         pass
 
-    def _run(self, group, params, grads, states, key) -> None:
+    def _run(self, group, params, grads, states, key, grad_scale: float = 1.0) -> None:
         raise NotImplementedError
 
     def _advance(self, states: List[Dict[str, Any]]) -> None:

@@ -35,10 +35,10 @@ class Adagrad(FusedOptimizer):
                 "sum": torch.full_like(p, self.defaults["initial_accumulator_value"],
                                        memory_format=torch.preserve_format)}
 
-    def _run(self, group, params, grads, states, step):
+    def _run(self, group, params, grads, states, step, grad_scale=1.0):
         adagrad_(params, grads, self._views(states, "sum"), lr=scalar(group["lr"]),
                  lr_decay=scalar(group["lr_decay"]), weight_decay=scalar(group["weight_decay"]),
-                 eps=scalar(group["eps"]), maximize=bool(group["maximize"]), step=step)
+                 eps=scalar(group["eps"]), maximize=bool(group["maximize"]), step=step, grad_scale=grad_scale)
 
     def share_memory(self) -> None:
         """Moves the state sums to shared memory (as torch.optim.Adagrad.share_memory)."""

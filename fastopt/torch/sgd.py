@@ -37,12 +37,12 @@ class SGD(FusedOptimizer):
                     # Not read: the step=1 kernel call writes the gradient into it.
                     state["momentum_buffer"] = torch.empty_like(p, memory_format=torch.preserve_format)
 
-    def _run(self, group, params, grads, states, step):
+    def _run(self, group, params, grads, states, step, grad_scale=1.0):
         momentum = scalar(group["momentum"])
         sgd_(params, grads, self._views(states, "momentum_buffer") if momentum != 0 else None,
              lr=scalar(group["lr"]), momentum=momentum, dampening=scalar(group["dampening"]),
              weight_decay=scalar(group["weight_decay"]), nesterov=bool(group["nesterov"]),
-             maximize=bool(group["maximize"]), step=step)
+             maximize=bool(group["maximize"]), step=step, grad_scale=grad_scale)
 
     def _advance(self, states):
         pass  # torch's SGD counts no steps
