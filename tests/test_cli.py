@@ -1,6 +1,6 @@
 """The commands the README names run end to end: the `fastopt` console script from the repository root
-(the README's Quick start), `python -m fastopt` and a small `python -m fastopt bench` that writes its
-JSON and plot."""
+(the README's Quick start: the demo), `python -m fastopt info` and a small `python -m fastopt bench` that
+writes its JSON and plot. The demo's jobs one by one: test_demo.py."""
 
 from __future__ import annotations
 
@@ -21,25 +21,29 @@ def run(*args, cwd=HERE):
                           timeout=300)
 
 
-def test_main_prints_build_info_and_timings():
-    out = run("--size", "10000", "--rounds", "2")
+def test_info_prints_build_info_and_timings():
+    out = run("info", "--size", "10000", "--rounds", "2")
     assert out.returncode == 0, out.stderr
     assert "cpu_isa" in out.stdout
     for optimizer in ("sgd", "adagrad", "rmsprop", "adam", "adamw"):
         assert optimizer in out.stdout
 
 
-def test_console_script_runs_from_the_repository_root():
-    """`pip install . && fastopt` is the Quick start's first command, typed in the repository root."""
+def test_console_script_runs_from_the_repository_root(tmp_path):
+    """`pip install ".[demo]" && fastopt` is the Quick start's first command, typed in the repository
+    root: the demo (here at its tiny --quick size, plots into a temporary folder)."""
     script = shutil.which("fastopt", path=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
     if script is None:
         pytest.skip("the fastopt console script is not on PATH (package not installed by pip)")
+    pytest.importorskip("matplotlib", reason="the demo extra (matplotlib) is not installed")
+    pytest.importorskip("sklearn", reason="the demo extra (scikit-learn) is not installed")
     root = os.path.dirname(os.path.abspath(HERE))
-    out = subprocess.run([script, "--size", "10000", "--rounds", "2"], capture_output=True, text=True,
-                         cwd=root, timeout=300)
+    out = subprocess.run([script, "--quick", "--no-bench", "--out", str(tmp_path)], capture_output=True,
+                         text=True, cwd=root, timeout=300)
     assert out.returncode == 0, out.stderr
-    rows = [line.split() for line in out.stdout.splitlines() if line.startswith(("sgd ", "adamw "))]
-    assert len(rows) == 2 and all(re.fullmatch(r"[0-9.]+", row[1]) for row in rows), out.stdout
+    rows = [line.split() for line in out.stdout.splitlines() if line.startswith(("Adam ", "SGD "))]
+    assert rows and all(re.fullmatch(r"[0-9.e+-]+", row[1]) for row in rows), out.stdout
+    assert (tmp_path / "race.png").exists() and (tmp_path / "train.png").exists()
 
 
 def test_bench_writes_json_and_plot(tmp_path):

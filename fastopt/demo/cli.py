@@ -204,6 +204,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             parser.error(f"--{name.replace('_', '-')} must be positive")
 
     from fastopt.demo import require
+    from fastopt.demo.train import GradcheckError
 
     message = require(*NEEDS.get(args.command, ()))
     if message:
@@ -221,6 +222,6 @@ def main(argv: Optional[List[str]] = None) -> int:
         return run_info(args)
     except ValueError as error:  # bad --lr and the like: a message, not a traceback
         parser.error(str(error))
-    except RuntimeError as error:  # train.GradcheckError
+    except GradcheckError as error:
         print(f"fastopt {args.command}: {error}", file=sys.stderr)
         return 1

@@ -1,0 +1,138 @@
+"""The `fastopt` command's jobs at tiny sizes, run as a user runs them (a subprocess, from tests/ so
+that the source folder cannot shadow the installed package): the PNGs exist and decode, the printed
+tables hold numbers, Adam reaches the Rosenbrock minimum, training beats chance, and a missing demo
+extra gives a message rather than a traceback."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+pytest.importorskip("matplotlib", reason="the demo extra (matplotlib) is not installed")
+pytest.importorskip("sklearn", reason="the demo extra (scikit-learn) is not installed")
+
+HERE = os.path.dirname(__file__)
+NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:e[-+]?\d+)?"
+
+
+def fastopt(*args, cwd=HERE):
+    out = subprocess.run([sys.executable, "-m", "fastopt", *args], capture_output=True, text=True, cwd=cwd,
+                         timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    return out.stdout
+
+
+def assert_png(path):
+    import matplotlib.image
+
+    assert os.path.exists(path), path
+    with open(path, "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG file"
+    image = matplotlib.image.imread(str(path))  # decodes the whole image: a truncated file fails
+    assert image.ndim == 3 and image.shape[0] > 200 and image.shape[1] > 200
+
+
+def table_rows(stdout, first_words):
+    """Rows of the printed tables that start with one of first_words, split into fields."""
+    return [line.split() for line in stdout.splitlines() if line.split()[:1] and line.split()[0] in first_words]
+
+
+RACERS = ("SGD", "Momentum", "Nesterov", "AdaGrad", "RMSProp", "Adam", "AdamW")
+
+
+def test_race_table_plot_and_adam_reaches_the_rosenbrock_minimum(tmp_path):
+    out = fastopt("race", "--steps", "1500", "--functions", "rosenbrock", "saddle", "--out", str(tmp_path))
+    assert_png(tmp_path / "race.png")
+    rows = table_rows(out, RACERS)
+    assert len(rows) == 2 * len(RACERS), out
+    for row in rows:  # optimizer, lr, steps (or -), final loss, final point
+        assert re.fullmatch(NUMBER, row[1]) and re.fullmatch(r"\d+|-", row[2]), row
+        assert re.fullmatch(NUMBER, row[3]), row
+    rosenbrock = out.split("== saddle")[0]
+    adam = next(r for r in table_rows(rosenbrock, ("Adam",)))
+    assert adam[2] != "-", "Adam did not come within 1e-2 of (1, 1) on Rosenbrock"
+    x, y = (float(v) for v in re.findall(NUMBER, " ".join(adam[4:])))
+    assert abs(x - 1) < 1e-2 and abs(y - 1) < 1e-2, adam
+
+
+def test_race_in_process_every_step_through_fastopt():
+    """The same check on the returned path, and a learning rate set from the command line's syntax."""
+    from fastopt.demo import race
+
+    result = race.run_one(race.SURFACES["rosenbrock"], "adam", race.DEFAULT_LRS["rosenbrock"]["adam"], 1500)
+    assert result.reached is not None and abs(result.path[-1] - 1).max() < 1e-2
+    assert race.parse_lrs(["adam=0.1", "SGD=1e-3"]) == {"adam": 0.1, "sgd": 1e-3}
+    for bad in (["adam"], ["adam=x"], ["lion=0.1"], ["adam=-1"]):
+        with pytest.raises(ValueError):
+            race.parse_lrs(bad)
+
+
+def test_race_lr_flag_is_used(tmp_path):
+    out = fastopt("race", "--steps", "50", "--functions", "valley", "--optimizers", "adam", "sgd",
+                  "--lr", "adam=0.3", "sgd=0.001", "--out", str(tmp_path))
+    lrs = {row[0]: float(row[1]) for row in table_rows(out, RACERS)}
+    assert lrs == {"Adam": 0.3, "SGD": 0.001}
+
+
+def test_train_gradcheck_table_plot_and_accuracy_above_chance(tmp_path):
+    out = fastopt("train", "--epochs", "2", "--optimizers", "adam", "sgd", "--penalty", "elastic",
+                  "--out", str(tmp_path))
+    assert_png(tmp_path / "train.png")
+    errors = [float(e) for e in re.findall(r"max relative error (" + NUMBER + ")", out)]
+    assert len(errors) == 2 and all(e <= 1e-5 for e in errors), out
+    rows = table_rows(out, RACERS)
+    assert len(rows) == 4, out  # 2 models x 2 optimizers
+    for row in rows:  # optimizer, lr, final loss, val acc %, best %, time
+        assert all(re.fullmatch(NUMBER, v) for v in row[1:5]), row
+        assert float(row[3]) > 50, f"validation accuracy {row[3]}% after 2 epochs (chance: 10%)"
+
+
+def test_train_schedules_and_models(tmp_path):
+    out = fastopt("train", "--epochs", "1", "--models", "linear", "--optimizers", "momentum",
+                  "--schedule", "step", "--batch-size", "128", "--penalty", "none", "--out", str(tmp_path))
+    assert "schedule step" in out and len(table_rows(out, RACERS)) == 1
+
+
+def test_info_shows_build_devices_and_timing():
+    out = fastopt("info", "--size", "10000", "--rounds", "2")
+    assert "cpu_isa" in out and "CPU" in out and "CUDA" in out
+    rows = table_rows(out, ("sgd", "adagrad", "rmsprop", "adam", "adamw"))
+    assert len(rows) == 5 and all(re.fullmatch(NUMBER, row[1]) for row in rows), out
+
+
+def test_demo_quick_writes_every_plot(tmp_path):
+    out = fastopt("--quick", "--out", str(tmp_path))  # no command: the demo
+    for name in ("race.png", "train.png", "bench.png"):
+        assert_png(tmp_path / name)
+        assert str(tmp_path / name) in out
+    assert "no GPU backend" in out
+
+
+def test_bench_says_there_is_no_gpu_column(tmp_path):
+    out = fastopt("bench", "--sizes", "1000", "--no-gpt2", "--shapes", "8x10", "--rounds", "1", "--no-torch",
+                  "--json", str(tmp_path / "b.json"))
+    assert "CUDA" in out and "Only CPU columns" in out
+
+
+@pytest.mark.parametrize("command", ["race", "train", "demo"])
+def test_missing_demo_extra_gives_a_message_not_a_traceback(command, tmp_path):
+    # sys.modules[name] = None makes `import name` raise ImportError: the real failure path.
+    code = ("import sys; sys.modules['matplotlib'] = None; sys.modules['sklearn'] = None\n"
+            "from fastopt.__main__ import main\n"
+            f"sys.exit(main([{command!r}, '--out', {str(tmp_path)!r}]))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=HERE, timeout=120)
+    assert out.returncode != 0
+    assert "Traceback" not in out.stderr, out.stderr
+    assert 'pip install "fastopt[demo]"' in out.stderr and "matplotlib" in out.stderr
+    assert not list(tmp_path.iterdir()), "nothing is written when the extra is missing"
+
+
+def test_bad_flags_are_refused_cleanly(tmp_path):
+    for args in (["race", "--lr", "adam"], ["race", "--steps", "0"], ["train", "--epochs", "-1"]):
+        out = subprocess.run([sys.executable, "-m", "fastopt", *args, "--out", str(tmp_path)],
+                             capture_output=True, text=True, cwd=HERE, timeout=120)
+        assert out.returncode == 2 and "Traceback" not in out.stderr, (args, out.stderr)
