@@ -8,7 +8,7 @@ Every step goes through fastopt's kernels: each racer is a ``fastopt.optim`` opt
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -127,7 +127,6 @@ class Result:
     losses: np.ndarray                # f at each point of the path
     reached: Optional[int] = None     # first step within TOLERANCE of the minimum (or, saddle: escaped)
     diverged: bool = False
-    extra: dict = field(default_factory=dict)
 
     @property
     def final_loss(self) -> float:

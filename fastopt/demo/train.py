@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -115,7 +115,7 @@ def make_model(name: str, n_in: int, n_out: int, hidden: int) -> Model:
     if name == "linear":
         return Model("linear", lambda rng, dt: linear_params(n_in, n_out, rng, dt), linear_loss_grad, linear_scores)
     if name == "mlp":
-        return Model(f"mlp", lambda rng, dt: mlp_params(n_in, hidden, n_out, rng, dt), mlp_loss_grad, mlp_scores)
+        return Model("mlp", lambda rng, dt: mlp_params(n_in, hidden, n_out, rng, dt), mlp_loss_grad, mlp_scores)
     raise ValueError(f"unknown model {name!r}")
 
 
