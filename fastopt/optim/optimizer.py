@@ -20,6 +20,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 import numpy as np
 
 from fastopt._core import _found_nonfinite
+from fastopt._overlap import check_disjoint
 from fastopt.optim.checkpoint import load_checkpoint, save_checkpoint
 
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -198,11 +199,7 @@ class Optimizer:
                 if array.nbytes:
                     start = array.__array_interface__["data"][0]
                     spans.append((start, start + array.nbytes, name))
-        spans.sort()
-        for (_, prev_end, prev_name), (start, _, name) in zip(spans, spans[1:]):
-            if start < prev_end:
-                raise ValueError(f"{name} shares memory with {prev_name}; every array of a step must be "
-                                 "a separate buffer")
+        check_disjoint(spans, "array")
 
     def _all_params(self) -> List[np.ndarray]:
         return [p for g in self.param_groups for p in g["params"]]

@@ -15,6 +15,7 @@ from typing import Any, Dict, Hashable, List, Tuple
 
 import torch
 
+from fastopt._overlap import check_disjoint
 from fastopt.torch import _arrays
 
 
@@ -168,11 +169,7 @@ class FusedOptimizer(torch.optim.Optimizer):
                     if t.numel():
                         start = t.data_ptr()
                         spans.append((start, start + t.numel() * t.element_size(), name))
-        spans.sort()
-        for (_, prev_end, prev_name), (start, _, name) in zip(spans, spans[1:]):
-            if start < prev_end:
-                raise ValueError(f"{name} shares memory with {prev_name}; every tensor of a step must be "
-                                 "a separate buffer")
+        check_disjoint(spans, "tensor")
 
     # ------------------------------------------------------------------ subclass hooks
     def _new_state(self, p: torch.Tensor, group: Dict[str, Any]) -> Dict[str, Any]:
