@@ -178,7 +178,11 @@ def test_step_dtype_follows_default_dtype(float64_default):
 @pytest.mark.parametrize("name", ["SGD", "Adam", "AdamW", "RMSprop", "Adagrad"])
 def test_lr_schedulers_drive_the_twin(name, sched):
     seed, dtype, steps = fresh_seed(), torch.float64, 40
-    hyper = dict(lr=0.05, momentum=0.9) if name in ("SGD", "RMSprop") else dict(lr=0.05)
+    # RMSprop at 0.05-0.1 (OneCycle's peak) with momentum trains chaotically on this MLP: torch's fused
+    # multiply-add in `p.add_(buf, alpha=-lr)` against fastopt's separate rounding (1 ulp) then grows past
+    # 1e-10 in about 8% of seeds. At RMSprop's usual rates (torch's default is 1e-2) it stays at rounding.
+    lr = 5e-3 if name == "RMSprop" else 0.05
+    hyper = dict(lr=lr, momentum=0.9) if name in ("SGD", "RMSprop") else dict(lr=lr)
     model, theirs, twin_model, ours = make_pair(name, hyper, seed, dtype)
     batches = make_batches(seed, steps, 16, dtype)
 
@@ -188,7 +192,7 @@ def test_lr_schedulers_drive_the_twin(name, sched):
         if sched == "CosineAnnealingLR":
             return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
         # OneCycleLR also cycles SGD/RMSprop's momentum and Adam's beta1 in the groups.
-        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[0.1, 0.05], total_steps=steps,
+        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[2 * lr, lr], total_steps=steps,
                                                    cycle_momentum=name != "Adagrad")
 
     theirs_sched, ours_sched = make_scheduler(theirs), make_scheduler(ours)
