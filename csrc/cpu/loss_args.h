@@ -4,9 +4,11 @@
 
 #include <cstdint>
 
+#include "common/reduction.h"
+
 namespace fastopt::cpu {
 
-enum class Reduction { Mean, Sum, None };
+using fastopt::Reduction;
 
 template <typename T, typename L>
 struct CrossEntropyArgs {

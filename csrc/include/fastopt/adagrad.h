@@ -31,7 +31,7 @@ struct AdagradScalars {
 };
 
 template <typename M>
-FASTOPT_HOST AdagradScalars<M> adagrad_scalars(const AdagradHyper& h) {
+FASTOPT_HD AdagradScalars<M> adagrad_scalars(const AdagradHyper& h) {
   const double clr = h.lr / (1.0 + double(h.step - 1) * h.lr_decay);
   return {M(-clr), M(h.weight_decay), M(h.eps), M(h.maximize ? -1.0 : 1.0)};
 }

@@ -9,7 +9,8 @@
 //   denom = sqrt(v) / sqrt(1 - b2^t) + eps
 //   p    = p - (lr / (1 - b1^t)) * m / denom
 //
-// The bias corrections are folded into two host constants (step_size, bias_correction2_sqrt).
+// The bias corrections are folded into two per-call constants (step_size, bias_correction2_sqrt),
+// computed once on the host, or on the device when lr and step live there (capturable CUDA calls).
 #pragma once
 
 #include <cmath>
@@ -44,10 +45,10 @@ struct AdamScalars {
 };
 
 template <typename M>
-FASTOPT_HOST AdamScalars<M> adam_scalars(const AdamHyper& h) {
+FASTOPT_HD AdamScalars<M> adam_scalars(const AdamHyper& h) {
   const double t = double(h.step);
-  const double bias_correction1 = 1.0 - std::pow(h.beta1, t);
-  const double bias_correction2 = 1.0 - std::pow(h.beta2, t);
+  const double bias_correction1 = 1.0 - pow(h.beta1, t);
+  const double bias_correction2 = 1.0 - pow(h.beta2, t);
   AdamScalars<M> s;
   s.beta1 = M(h.beta1);
   s.one_minus_beta1 = M(1.0 - h.beta1);
@@ -55,7 +56,7 @@ FASTOPT_HOST AdamScalars<M> adam_scalars(const AdamHyper& h) {
   s.one_minus_beta2 = M(1.0 - h.beta2);
   s.eps = M(h.eps);
   s.neg_step_size = M(-(h.lr / bias_correction1));
-  s.bias_correction2_sqrt = M(std::sqrt(bias_correction2));
+  s.bias_correction2_sqrt = M(sqrt(bias_correction2));
   s.l2_decay = M(h.decoupled ? 0.0 : h.weight_decay);
   s.decoupled_keep = M(h.decoupled ? 1.0 - h.lr * h.weight_decay : 1.0);
   s.grad_sign = M(h.maximize ? -1.0 : 1.0);

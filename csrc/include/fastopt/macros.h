@@ -2,7 +2,8 @@
 #pragma once
 
 // FASTOPT_HD marks a function that runs on the host and, under nvcc, on the device too.
-// FASTOPT_HOST marks host-only helpers (per-call constants).
+// FASTOPT_HOST marks host-only helpers. The optimizers' per-call constants (*_scalars) are FASTOPT_HD:
+// a capturable CUDA call reads lr and step on the device and computes them there.
 //
 // On the host both give internal linkage (static): the CPU kernels are compiled once per instruction
 // set (baseline, AVX2, AVX-512) from the same headers, and an inline function with external linkage

@@ -33,7 +33,7 @@ struct RmspropScalars {
 };
 
 template <typename M>
-FASTOPT_HOST RmspropScalars<M> rmsprop_scalars(const RmspropHyper& h) {
+FASTOPT_HD RmspropScalars<M> rmsprop_scalars(const RmspropHyper& h) {
   return {M(-h.lr),  M(h.alpha),        M(1.0 - h.alpha),
           M(h.eps),  M(h.weight_decay), M(h.momentum),
           M(h.maximize ? -1.0 : 1.0)};

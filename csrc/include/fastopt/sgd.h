@@ -26,14 +26,15 @@ struct SgdHyper {
   GradScaling scaling;  // grad_scale and skip_nonfinite (grad_scale.h)
 };
 
-// Per-call constants, computed once on the host in double and rounded to the math type M.
+// Per-call constants, computed once per call in double (on the host, or on the device for a
+// capturable CUDA call) and rounded to the math type M.
 template <typename M>
 struct SgdScalars {
   M neg_lr, momentum, one_minus_dampening, weight_decay, grad_sign;
 };
 
 template <typename M>
-FASTOPT_HOST SgdScalars<M> sgd_scalars(const SgdHyper& h) {
+FASTOPT_HD SgdScalars<M> sgd_scalars(const SgdHyper& h) {
   return {M(-h.lr), M(h.momentum), M(1.0 - h.dampening), M(h.weight_decay),
           M(h.maximize ? -1.0 : 1.0)};
 }

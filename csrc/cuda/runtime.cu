@@ -1,0 +1,93 @@
+// The runtime half of backend.h: devices, versions, pointers, streams, stream-ordered memory.
+#include <cuda_runtime.h>
+
+#include <sstream>
+
+#include "cuda/check.cuh"
+
+namespace fastopt::cuda {
+
+bool compiled() { return true; }
+
+int device_count() {
+  int count = 0;
+  // No driver, no device, or a driver too old for this runtime: all mean "no usable GPU" here.
+  if (cudaGetDeviceCount(&count) != cudaSuccess) {
+    cudaGetLastError();
+    return 0;
+  }
+  return count;
+}
+
+// CMAKE_CUDA_ARCHITECTURES as built ("75-real,80-real,90"): "NN-real" is machine code only,
+// "NN-virtual" PTX only, a bare "NN" both. Other values ("all", "native") are reported as given.
+std::vector<std::string> architectures() {
+  std::vector<std::string> out;
+  std::stringstream list(FASTOPT_CUDA_ARCHITECTURES);
+  std::string item;
+  while (std::getline(list, item, ',')) {
+    const size_t dash = item.find('-');
+    const std::string number = item.substr(0, dash);
+    const std::string kind = dash == std::string::npos ? "" : item.substr(dash + 1);
+    if (number.empty() || number.find_first_not_of("0123456789") != std::string::npos) {
+      out.push_back(item);
+      continue;
+    }
+    if (kind != "virtual") out.push_back("sm_" + number);
+    if (kind != "real") out.push_back("compute_" + number);
+  }
+  return out;
+}
+
+int runtime_version() {
+  int version = 0;
+  cudaRuntimeGetVersion(&version);
+  return version;
+}
+
+int driver_version() {
+  int version = 0;
+  if (cudaDriverGetVersion(&version) != cudaSuccess) {
+    cudaGetLastError();
+    return 0;
+  }
+  return version;
+}
+
+std::string device_name(int device) {
+  cudaDeviceProp prop;
+  check(cudaGetDeviceProperties(&prop, device), "cudaGetDeviceProperties");
+  return prop.name;
+}
+
+int pointer_device(const void* ptr) {
+  cudaPointerAttributes attributes;
+  if (cudaPointerGetAttributes(&attributes, ptr) != cudaSuccess) {
+    cudaGetLastError();
+    return -1;
+  }
+  if (attributes.type == cudaMemoryTypeDevice || attributes.type == cudaMemoryTypeManaged) {
+    return attributes.device;
+  }
+  return -1;
+}
+
+bool is_capturing(const Queue& queue) {
+  cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
+  check(cudaStreamIsCapturing(stream_of(queue), &status), "cudaStreamIsCapturing");
+  return status != cudaStreamCaptureStatusNone;
+}
+
+void* allocate(size_t bytes, const Queue& queue) {
+  DeviceScope scope(queue.device);
+  void* ptr = nullptr;
+  check(cudaMallocAsync(&ptr, bytes == 0 ? 1 : bytes, stream_of(queue)), "cudaMallocAsync");
+  return ptr;
+}
+
+void release(void* ptr, const Queue& queue) {
+  DeviceScope scope(queue.device);
+  check(cudaFreeAsync(ptr, stream_of(queue)), "cudaFreeAsync");
+}
+
+}  // namespace fastopt::cuda
