@@ -1,0 +1,1 @@
+// Being written (CUDA backend, issue 5): implements part of backend.h.
