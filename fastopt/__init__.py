@@ -30,7 +30,7 @@ except ImportError as error:  # pragma: no cover - only when the source tree sha
         "fastopt/ does not shadow the installed one (`python -m pytest` in the repository root does)."
     ) from error
 
-from fastopt import capi, init, optim, reference, schedules
+from fastopt import capi, cuda, init, optim, reference, schedules
 from fastopt._environment import apply_environment
 from fastopt.gradcheck import gradcheck
 
@@ -45,6 +45,7 @@ __all__ = [
     "adamw_",
     "build_info",
     "capi",
+    "cuda",
     "gradcheck",
     "init",
     "log_softmax",

@@ -6,6 +6,7 @@
 
 #include "cpu/cpu_info.h"
 #include "cpu/kernel_table.h"
+#include "cuda/backend.h"
 
 namespace fastopt::bindings {
 
@@ -35,9 +36,12 @@ py::dict build_info() {
   info["openmp"] = cpu::has_openmp();
   info["num_threads"] = cpu::max_threads();
   py::dict cuda;
-  cuda["compiled"] = false;  // the CUDA backend arrives with a later issue
-  cuda["architectures"] = py::list();
+  cuda["compiled"] = cuda::compiled();
+  cuda["architectures"] = cuda::architectures();
   cuda["option"] = FASTOPT_CUDA_OPTION;
+  cuda["runtime_version"] = cuda::runtime_version();
+  cuda["driver_version"] = cuda::driver_version();
+  cuda["device_count"] = cuda::device_count();
   info["cuda"] = cuda;
   return info;
 }
@@ -71,7 +75,7 @@ void bind_build_info(py::module_& m) {
   m.def("build_info", &build_info,
         "What this build contains: version, compiler, cpu_isa (the instruction set the CPU kernels\n"
         "use now), cpu_isas_compiled and cpu_isas_supported (best first), openmp, num_threads, and\n"
-        "cuda = {compiled, architectures, option}.");
+        "cuda = {compiled, architectures, option, runtime_version, driver_version, device_count}.");
   m.def("set_cpu_isa", &set_cpu_isa, py::arg("name"),
         "Uses the best instruction set this CPU supports at or below `name` ('avx512', 'avx2',\n"
         "'baseline'); returns the one chosen. The environment variable FASTOPT_CPU_ISA does the same\n"

@@ -65,6 +65,7 @@ class BoundArgs {
   BoundArgs(const Signature& signature) : signature_(signature) {}
 
   py::handle next();          // the object itself (arrays, or None for an absent optional state)
+  py::handle peek() const { return values_[cursor_]; }  // the next object, without moving on
   double next_real();         // a float, an int or anything with __float__ / __index__ (NumPy scalars)
   bool next_bool();           // True / False or a NumPy bool
   int64_t next_int();         // an int or anything with __index__; not a float

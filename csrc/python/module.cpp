@@ -5,6 +5,7 @@ namespace fastopt::bindings {
 void bind_optimizers(pybind11::module_& m);
 void bind_build_info(pybind11::module_& m);
 void bind_losses(pybind11::module_& m);
+void bind_cuda(pybind11::module_& m);
 }  // namespace fastopt::bindings
 
 PYBIND11_MODULE(_core, m) {
@@ -12,4 +13,5 @@ PYBIND11_MODULE(_core, m) {
   fastopt::bindings::bind_optimizers(m);
   fastopt::bindings::bind_build_info(m);
   fastopt::bindings::bind_losses(m);
+  fastopt::bindings::bind_cuda(m);
 }

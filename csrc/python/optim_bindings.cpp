@@ -9,7 +9,9 @@
 #include <string>
 
 #include "cpu/kernel_table.h"
+#include "cuda/backend.h"
 #include "python/array_intake.h"
+#include "python/device_scalar.h"
 #include "python/fast_call.h"
 #include "python/hyper_checks.h"
 
@@ -20,12 +22,13 @@ namespace {
 namespace py = pybind11;
 
 // An optional state argument: required when `needed`, ignored (and not validated) otherwise.
-std::optional<ArrayArg> take_state(py::handle obj, const char* name, bool needed, const char* why) {
+std::optional<ArrayArg> take_state(py::handle obj, const char* name, bool needed, const char* why,
+                                   CallDevice& call) {
   if (!needed) return std::nullopt;
   if (obj.is_none()) {
     throw py::value_error(std::string(name) + " is required when " + why);
   }
-  return take_arrays(obj, name, true);
+  return take_arrays(obj, name, true, call);
 }
 
 const ArrayArg* ptr(const std::optional<ArrayArg>& arg) { return arg ? &*arg : nullptr; }
@@ -42,34 +45,52 @@ GradScaling take_scaling(double grad_scale, bool skip_nonfinite) {
   return GradScaling{grad_scale, skip_nonfinite};
 }
 
-// Checks all arrays, builds the pointer list for the common dtype and calls
-// launch(const cpu::TensorList<T, N>&) with the GIL released; returns its found_inf.
-template <size_t N, typename Launch>
+// Checks all arrays, builds the pointer list for the call's device and dtype, and runs it with the
+// GIL released: on the CPU, cpu_launch(const cpu::TensorList<T, N>&); on a CUDA device,
+// cuda_launch(const cuda::DeviceTensorList<N>&, const cuda::Queue&). Returns found_inf.
+template <size_t N, typename CpuLaunch, typename CudaLaunch>
 bool run_update(const ArrayArg& params, const std::array<const ArrayArg*, N - 1>& others,
-                const GradScaling& scaling, Launch&& launch) {
+                const GradScaling& scaling, const CallDevice& call, CpuLaunch&& cpu_launch,
+                CudaLaunch&& cuda_launch) {
   std::vector<const ArrayArg*> present;
   for (const ArrayArg* a : others) {
     if (a != nullptr) present.push_back(a);
   }
-  const Dtype dtype = check_arrays(params, present);
-  require_grad_scale_fits(scaling.grad_scale, dtype == Dtype::Float32);
+  const CallTypes types = check_arrays(params, present);
+  require_grad_scale_fits(scaling.grad_scale, types.param != DType::Float64);
+  const size_t count = params.arrays.size();
   bool found_inf = false;
+  if (types.device.kind == DeviceKind::CUDA) {
+    cuda::DeviceTensorList<int(N)> list;
+    list.param = types.param;
+    list.state = types.state;
+    list.ptrs.reserve(count);
+    list.sizes.reserve(count);
+    for (size_t i = 0; i < count; ++i) {
+      std::array<void*, N> operands;
+      operands[0] = data_of<void>(&params, i);
+      for (size_t j = 0; j + 1 < N; ++j) operands[j + 1] = data_of<void>(others[j], i);
+      list.add(operands, params.arrays[i].size);
+    }
+    const cuda::Queue queue{types.device.id, call.stream};
+    py::gil_scoped_release no_gil;
+    return cuda_launch(list, queue);
+  }
   auto run = [&](auto zero) {
     using T = decltype(zero);
     cpu::TensorList<T, N> list;
-    const size_t count = params.arrays.size();
     list.ptrs.reserve(count);
     list.sizes.reserve(count);
     for (size_t i = 0; i < count; ++i) {
       std::array<T*, N> operands;
       operands[0] = data_of<T>(&params, i);
       for (size_t j = 0; j + 1 < N; ++j) operands[j + 1] = data_of<T>(others[j], i);
-      list.add(operands, int64_t(params.arrays[i].size()));
+      list.add(operands, params.arrays[i].size);
     }
     py::gil_scoped_release no_gil;
-    found_inf = launch(list);
+    found_inf = cpu_launch(list);
   };
-  if (dtype == Dtype::Float32) {
+  if (types.param == DType::Float32) {
     run(float{});
   } else {
     run(double{});
@@ -77,53 +98,70 @@ bool run_update(const ArrayArg& params, const std::array<const ArrayArg*, N - 1>
   return found_inf;
 }
 
-bool sgd_(py::handle params, py::handle grads, py::handle momentum_buffers, double lr, double momentum,
-          double dampening, double weight_decay, bool nesterov, bool maximize, int64_t step,
-          const GradScaling& scaling) {
-  const SgdHyper hyper{lr, momentum, dampening, weight_decay, nesterov, maximize, step, scaling};
+// lr and step as the caller gave them: host numbers, or 0-d CUDA arrays read on the device
+// (device_scalar.h). The host rules check placeholders for device values (lr 0, step 1): a value that
+// lives on the device is not read back.
+bool sgd_(py::handle params, py::handle grads, py::handle momentum_buffers, const Scalar& lr, double momentum,
+          double dampening, double weight_decay, bool nesterov, bool maximize, const Scalar& step,
+          const GradScaling& scaling, CallDevice& call) {
+  const SgdHyper hyper{lr.value, momentum, dampening, weight_decay, nesterov, maximize, step.host_step(), scaling};
   require(rules::check(hyper));
-  const ArrayArg p = take_arrays(params, "params", true);
-  const ArrayArg g = take_arrays(grads, "grads", false);
-  const auto b = take_state(momentum_buffers, "momentum_buffers", momentum != 0.0, "momentum != 0");
-  return run_update<3>(p, {&g, ptr(b)}, scaling, [&](const auto& list) { return kernels_for(list).sgd(list, hyper); });
+  const ArrayArg p = take_arrays(params, "params", true, call);
+  const ArrayArg g = take_arrays(grads, "grads", false, call);
+  const auto b = take_state(momentum_buffers, "momentum_buffers", momentum != 0.0, "momentum != 0", call);
+  const DeviceScalars device{lr, step, call};
+  return run_update<3>(
+      p, {&g, ptr(b)}, scaling, call, [&](const auto& list) { return kernels_for(list).sgd(list, hyper); },
+      [&](const auto& list, const cuda::Queue& queue) { return cuda::sgd(list, hyper, device.hyper, queue); });
 }
 
-bool adagrad_(py::handle params, py::handle grads, py::handle state_sums, double lr, double lr_decay,
-              double weight_decay, double eps, bool maximize, int64_t step, const GradScaling& scaling) {
-  const AdagradHyper hyper{lr, lr_decay, weight_decay, eps, maximize, step, scaling};
+bool adagrad_(py::handle params, py::handle grads, py::handle state_sums, const Scalar& lr, double lr_decay,
+              double weight_decay, double eps, bool maximize, const Scalar& step, const GradScaling& scaling,
+              CallDevice& call) {
+  const AdagradHyper hyper{lr.value, lr_decay, weight_decay, eps, maximize, step.host_step(), scaling};
   require(rules::check(hyper));
-  const ArrayArg p = take_arrays(params, "params", true);
-  const ArrayArg g = take_arrays(grads, "grads", false);
-  const ArrayArg s = take_arrays(state_sums, "state_sums", true);
-  return run_update<3>(p, {&g, &s}, scaling, [&](const auto& list) { return kernels_for(list).adagrad(list, hyper); });
+  const ArrayArg p = take_arrays(params, "params", true, call);
+  const ArrayArg g = take_arrays(grads, "grads", false, call);
+  const ArrayArg s = take_arrays(state_sums, "state_sums", true, call);
+  const DeviceScalars device{lr, step, call};
+  return run_update<3>(
+      p, {&g, &s}, scaling, call, [&](const auto& list) { return kernels_for(list).adagrad(list, hyper); },
+      [&](const auto& list, const cuda::Queue& queue) { return cuda::adagrad(list, hyper, device.hyper, queue); });
 }
 
 bool rmsprop_(py::handle params, py::handle grads, py::handle square_avgs, py::handle momentum_buffers,
-              py::handle grad_avgs, double lr, double alpha, double eps, double weight_decay,
-              double momentum, bool centered, bool maximize, const GradScaling& scaling) {
-  const RmspropHyper hyper{lr, alpha, eps, weight_decay, momentum, centered, maximize, scaling};
+              py::handle grad_avgs, const Scalar& lr, double alpha, double eps, double weight_decay,
+              double momentum, bool centered, bool maximize, const GradScaling& scaling, CallDevice& call) {
+  const RmspropHyper hyper{lr.value, alpha, eps, weight_decay, momentum, centered, maximize, scaling};
   require(rules::check(hyper));
-  const ArrayArg p = take_arrays(params, "params", true);
-  const ArrayArg g = take_arrays(grads, "grads", false);
-  const ArrayArg sq = take_arrays(square_avgs, "square_avgs", true);
-  const auto b = take_state(momentum_buffers, "momentum_buffers", momentum > 0.0, "momentum > 0");
-  const auto ga = take_state(grad_avgs, "grad_avgs", centered, "centered=True");
-  return run_update<5>(p, {&g, &sq, ptr(b), ptr(ga)}, scaling,
-                       [&](const auto& list) { return kernels_for(list).rmsprop(list, hyper); });
+  const ArrayArg p = take_arrays(params, "params", true, call);
+  const ArrayArg g = take_arrays(grads, "grads", false, call);
+  const ArrayArg sq = take_arrays(square_avgs, "square_avgs", true, call);
+  const auto b = take_state(momentum_buffers, "momentum_buffers", momentum > 0.0, "momentum > 0", call);
+  const auto ga = take_state(grad_avgs, "grad_avgs", centered, "centered=True", call);
+  const DeviceScalars device{lr, Scalar{}, call};
+  return run_update<5>(
+      p, {&g, &sq, ptr(b), ptr(ga)}, scaling, call,
+      [&](const auto& list) { return kernels_for(list).rmsprop(list, hyper); },
+      [&](const auto& list, const cuda::Queue& queue) { return cuda::rmsprop(list, hyper, device.hyper, queue); });
 }
 
 bool adam_(bool decoupled, py::handle params, py::handle grads, py::handle exp_avgs, py::handle exp_avg_sqs,
-           py::handle max_exp_avg_sqs, double lr, double beta1, double beta2, double eps, double weight_decay,
-           bool amsgrad, bool maximize, int64_t step, const GradScaling& scaling) {
-  const AdamHyper hyper{lr, beta1, beta2, eps, weight_decay, amsgrad, decoupled, maximize, step, scaling};
+           py::handle max_exp_avg_sqs, const Scalar& lr, double beta1, double beta2, double eps,
+           double weight_decay, bool amsgrad, bool maximize, const Scalar& step, const GradScaling& scaling,
+           CallDevice& call) {
+  const AdamHyper hyper{lr.value, beta1, beta2, eps, weight_decay, amsgrad, decoupled, maximize, step.host_step(),
+                        scaling};
   require(rules::check(hyper));
-  const ArrayArg p = take_arrays(params, "params", true);
-  const ArrayArg g = take_arrays(grads, "grads", false);
-  const ArrayArg m = take_arrays(exp_avgs, "exp_avgs", true);
-  const ArrayArg v = take_arrays(exp_avg_sqs, "exp_avg_sqs", true);
-  const auto vmax = take_state(max_exp_avg_sqs, "max_exp_avg_sqs", amsgrad, "amsgrad=True");
-  return run_update<5>(p, {&g, &m, &v, ptr(vmax)}, scaling,
-                       [&](const auto& list) { return kernels_for(list).adam(list, hyper); });
+  const ArrayArg p = take_arrays(params, "params", true, call);
+  const ArrayArg g = take_arrays(grads, "grads", false, call);
+  const ArrayArg m = take_arrays(exp_avgs, "exp_avgs", true, call);
+  const ArrayArg v = take_arrays(exp_avg_sqs, "exp_avg_sqs", true, call);
+  const auto vmax = take_state(max_exp_avg_sqs, "max_exp_avg_sqs", amsgrad, "amsgrad=True", call);
+  const DeviceScalars device{lr, step, call};
+  return run_update<5>(
+      p, {&g, &m, &v, ptr(vmax)}, scaling, call, [&](const auto& list) { return kernels_for(list).adam(list, hyper); },
+      [&](const auto& list, const cuda::Queue& queue) { return cuda::adam(list, hyper, device.hyper, queue); });
 }
 
 // ---------------------------------------------------------------- the Python entry points
@@ -137,7 +175,7 @@ const Signature* adamw_signature = nullptr;
 
 PyObject* boolean(bool value) { return py::bool_(value).release().ptr(); }
 
-// The last two arguments of every update: grad_scale=1.0, skip_nonfinite=False.
+// The last three arguments of every update: grad_scale=1.0, skip_nonfinite=False, stream=None.
 GradScaling next_scaling(BoundArgs& a) {
   const double grad_scale = a.next_real();
   const bool skip_nonfinite = a.next_bool();
@@ -148,13 +186,15 @@ PyObject* sgd_call(PyObject*, PyObject* const* args, Py_ssize_t nargsf, PyObject
   return guarded([&] {
     BoundArgs a = sgd_signature->bind(args, size_t(nargsf), kwnames);
     const py::handle params = a.next(), grads = a.next(), buffers = a.next();
-    const double lr = a.next_real(), momentum = a.next_real(), dampening = a.next_real();
+    const Scalar lr = next_lr(a);
+    const double momentum = a.next_real(), dampening = a.next_real();
     const double weight_decay = a.next_real();
     const bool nesterov = a.next_bool(), maximize = a.next_bool();
-    const int64_t step = a.next_int();
+    const Scalar step = next_step(a);
     const GradScaling scaling = next_scaling(a);
+    CallDevice call(a.next());
     return boolean(sgd_(params, grads, buffers, lr, momentum, dampening, weight_decay, nesterov, maximize, step,
-                        scaling));
+                        scaling, call));
   });
 }
 
@@ -162,12 +202,14 @@ PyObject* adagrad_call(PyObject*, PyObject* const* args, Py_ssize_t nargsf, PyOb
   return guarded([&] {
     BoundArgs a = adagrad_signature->bind(args, size_t(nargsf), kwnames);
     const py::handle params = a.next(), grads = a.next(), sums = a.next();
-    const double lr = a.next_real(), lr_decay = a.next_real(), weight_decay = a.next_real();
+    const Scalar lr = next_lr(a);
+    const double lr_decay = a.next_real(), weight_decay = a.next_real();
     const double eps = a.next_real();
     const bool maximize = a.next_bool();
-    const int64_t step = a.next_int();
+    const Scalar step = next_step(a);
     const GradScaling scaling = next_scaling(a);
-    return boolean(adagrad_(params, grads, sums, lr, lr_decay, weight_decay, eps, maximize, step, scaling));
+    CallDevice call(a.next());
+    return boolean(adagrad_(params, grads, sums, lr, lr_decay, weight_decay, eps, maximize, step, scaling, call));
   });
 }
 
@@ -176,12 +218,14 @@ PyObject* rmsprop_call(PyObject*, PyObject* const* args, Py_ssize_t nargsf, PyOb
     BoundArgs a = rmsprop_signature->bind(args, size_t(nargsf), kwnames);
     const py::handle params = a.next(), grads = a.next(), square_avgs = a.next();
     const py::handle buffers = a.next(), grad_avgs = a.next();
-    const double lr = a.next_real(), alpha = a.next_real(), eps = a.next_real();
+    const Scalar lr = next_lr(a);
+    const double alpha = a.next_real(), eps = a.next_real();
     const double weight_decay = a.next_real(), momentum = a.next_real();
     const bool centered = a.next_bool(), maximize = a.next_bool();
     const GradScaling scaling = next_scaling(a);
+    CallDevice call(a.next());
     return boolean(rmsprop_(params, grads, square_avgs, buffers, grad_avgs, lr, alpha, eps, weight_decay,
-                            momentum, centered, maximize, scaling));
+                            momentum, centered, maximize, scaling, call));
   });
 }
 
@@ -192,34 +236,54 @@ PyObject* adam_call(PyObject*, PyObject* const* args, Py_ssize_t nargsf, PyObjec
     BoundArgs a = signature->bind(args, size_t(nargsf), kwnames);
     const py::handle params = a.next(), grads = a.next(), exp_avgs = a.next(), exp_avg_sqs = a.next();
     const py::handle max_exp_avg_sqs = a.next();
-    const double lr = a.next_real(), beta1 = a.next_real(), beta2 = a.next_real(), eps = a.next_real();
+    const Scalar lr = next_lr(a);
+    const double beta1 = a.next_real(), beta2 = a.next_real(), eps = a.next_real();
     const double weight_decay = a.next_real();
     const bool amsgrad = a.next_bool(), maximize = a.next_bool();
-    const int64_t step = a.next_int();
+    const Scalar step = next_step(a);
     const GradScaling scaling = next_scaling(a);
+    CallDevice call(a.next());
     return boolean(adam_(Decoupled, params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, lr, beta1, beta2, eps,
-                         weight_decay, amsgrad, maximize, step, scaling));
+                         weight_decay, amsgrad, maximize, step, scaling, call));
   });
 }
 
 // found_inf of a whole optimizer step, before any of its kernel calls (fastopt.optim): any
-// grad / grad_scale NaN or Inf among arrays of either float dtype.
-bool found_nonfinite(py::handle grads, double grad_scale) {
+// grad / grad_scale NaN or Inf among arrays of either float dtype (on the CPU) or of one device.
+bool found_nonfinite(py::handle grads, double grad_scale, py::handle stream) {
   require_positive("grad_scale", grad_scale);
-  const ArrayArg g = take_arrays(grads, "grads", false);
+  CallDevice call(stream);
+  const ArrayArg g = take_arrays(grads, "grads", false, call);
   cpu::TensorList<float, 2> f32;
   cpu::TensorList<double, 2> f64;
+  cuda::DeviceTensorList<2> on_device;
   for (size_t i = 0; i < g.arrays.size(); ++i) {
-    const py::array& a = g.arrays[i];
+    const ArrayRef& a = g.arrays[i];
     const std::string where = "grads[" + std::to_string(i) + "]";
-    const Dtype dtype = float_dtype_of(a, where);
     check_layout(a, where, false);
-    require_grad_scale_fits(grad_scale, dtype == Dtype::Float32);
-    if (dtype == Dtype::Float32) {
-      f32.add({nullptr, data_of<float>(&g, i)}, int64_t(a.size()));
-    } else {
-      f64.add({nullptr, data_of<double>(&g, i)}, int64_t(a.size()));
+    if (call.on_cuda()) {
+      if (!a.dtype || !is_float(*a.dtype)) float_dtype_of(a, where);  // throws
+      if (i == 0) on_device.param = *a.dtype;
+      if (*a.dtype != on_device.param) {
+        throw py::type_error(where + " has dtype " + a.dtype_name() + " but grads[0] has " +
+                             g.arrays[0].dtype_name() + "; on a CUDA device one call checks one dtype");
+      }
+      require_grad_scale_fits(grad_scale, *a.dtype != DType::Float64);
+      on_device.add({nullptr, a.data}, a.size);
+      continue;
     }
+    const DType dtype = float_dtype_of(a, where);
+    require_grad_scale_fits(grad_scale, dtype == DType::Float32);
+    if (dtype == DType::Float32) {
+      f32.add({nullptr, data_of<float>(&g, i)}, a.size);
+    } else {
+      f64.add({nullptr, data_of<double>(&g, i)}, a.size);
+    }
+  }
+  if (call.on_cuda()) {
+    const cuda::Queue queue{call.device->id, call.stream};
+    py::gil_scoped_release no_gil;
+    return cuda::nonfinite(on_device, grad_scale, queue);
   }
   py::gil_scoped_release no_gil;
   const cpu::KernelTable& table = cpu::kernels();
@@ -229,11 +293,19 @@ bool found_nonfinite(py::handle grads, double grad_scale) {
 }
 
 constexpr const char* kListNote =
-    "Every array argument takes one numpy array or a list/tuple of them (one per parameter); the whole\n"
-    "list is updated in one native call with the GIL released. Arrays are updated in place and must be\n"
-    "C-contiguous, writeable (grads may be read-only), of one dtype (float32 or float64), of matching\n"
-    "shapes, and must not share memory. Nothing is converted: bad input raises TypeError/ValueError\n"
-    "naming the argument, before any array is written. eps, where there is one, must be > 0.\n\n"
+    "Every array argument takes one array or a list/tuple of them (one per parameter); the whole list is\n"
+    "updated in one native call with the GIL released. An array is a numpy.ndarray or any object with\n"
+    "__dlpack__ (PyTorch, CuPy, JAX) or __cuda_array_interface__, on the CPU or a CUDA device, taken\n"
+    "without a copy; all arrays of a call sit on one device. Arrays are updated in place and must be\n"
+    "C-contiguous, writeable (grads may be read-only), of one dtype (float32 or float64; on CUDA also\n"
+    "float16/bfloat16 params and grads, whose optimizer state is float32), of matching shapes, and must\n"
+    "not share memory. Nothing is converted: bad input raises TypeError/ValueError naming the argument,\n"
+    "before any array is written. eps, where there is one, must be > 0.\n\n"
+    "On CUDA, lr (and step, where there is one) may be 0-d device arrays, read on the device when the\n"
+    "kernel runs, so that a captured CUDA graph replays with new values. stream: the CUDA stream the work\n"
+    "is queued on (an int handle, or an object with .cuda_stream or .ptr); None takes the current stream\n"
+    "of the arrays' framework. Nothing waits for the device, except skip_nonfinite=True, which reads\n"
+    "found_inf back (the stream is synchronised, the device is not). stream is ignored for CPU arrays.\n\n"
     "grad_scale (finite, > 0): the gradients are divided by it on the fly (loss scaling; 1 divides\n"
     "nothing). skip_nonfinite=True: if any gradient / grad_scale holds a NaN or Inf, nothing at all is\n"
     "written. Returns found_inf: True when the call was skipped for that reason, else False (always\n"
@@ -243,8 +315,9 @@ constexpr const char* kListNote =
 
 void bind_optimizers(py::module_& m) {
   m.def("_found_nonfinite", &found_nonfinite, py::arg("grads"), py::kw_only(), py::arg("grad_scale") = 1.0,
+        py::arg("stream") = py::none(),
         "True when any grads[i] / grad_scale holds a NaN or Inf (the skip_nonfinite pre-pass alone;\n"
-        "grads may mix float32 and float64). Used by fastopt.optim for steps of several kernel calls.");
+        "CPU grads may mix float32 and float64). Used by fastopt.optim for steps of several kernel calls.");
   // Signatures live as long as the module (never freed; their names are interned Python strings).
   const py::object none_ = py::none();
   auto real = [](double x) { return py::float_(x); };
@@ -254,7 +327,7 @@ void bind_optimizers(py::module_& m) {
   sgd_signature = new Signature("sgd_", 3,
       {P{"params", {}}, P{"grads", {}}, P{"momentum_buffers", none_}, P{"lr", {}}, P{"momentum", real(0.0)},
        P{"dampening", real(0.0)}, P{"weight_decay", real(0.0)}, P{"nesterov", no}, P{"maximize", no},
-       P{"step", py::int_(1)}, P{"grad_scale", real(1.0)}, P{"skip_nonfinite", no}});
+       P{"step", py::int_(1)}, P{"grad_scale", real(1.0)}, P{"skip_nonfinite", no}, P{"stream", none_}});
   def_fast(m, *sgd_signature, sgd_call,
            std::string("Fused SGD step (torch.optim.SGD semantics), in place.\n\n"
                        "momentum_buffers is required when momentum != 0; on step 1 it is overwritten\n"
@@ -266,7 +339,7 @@ void bind_optimizers(py::module_& m) {
   adagrad_signature = new Signature("adagrad_", 3,
       {P{"params", {}}, P{"grads", {}}, P{"state_sums", {}}, P{"lr", real(1e-2)}, P{"lr_decay", real(0.0)},
        P{"weight_decay", real(0.0)}, P{"eps", real(1e-10)}, P{"maximize", no}, P{"step", {}},
-       P{"grad_scale", real(1.0)}, P{"skip_nonfinite", no}});
+       P{"grad_scale", real(1.0)}, P{"skip_nonfinite", no}, P{"stream", none_}});
   def_fast(m, *adagrad_signature, adagrad_call,
            std::string("Fused Adagrad step (torch.optim.Adagrad semantics), in place.\n\n"
                        "state_sums start at initial_accumulator_value; step is the 1-based number of\n"
@@ -277,7 +350,7 @@ void bind_optimizers(py::module_& m) {
       {P{"params", {}}, P{"grads", {}}, P{"square_avgs", {}}, P{"momentum_buffers", none_},
        P{"grad_avgs", none_}, P{"lr", real(1e-2)}, P{"alpha", real(0.99)}, P{"eps", real(1e-8)},
        P{"weight_decay", real(0.0)}, P{"momentum", real(0.0)}, P{"centered", no}, P{"maximize", no},
-       P{"grad_scale", real(1.0)}, P{"skip_nonfinite", no}});
+       P{"grad_scale", real(1.0)}, P{"skip_nonfinite", no}, P{"stream", none_}});
   def_fast(m, *rmsprop_signature, rmsprop_call,
            std::string("Fused RMSprop step (torch.optim.RMSprop semantics), in place.\n\n"
                        "momentum_buffers is required when momentum > 0, grad_avgs when centered=True;\n"
@@ -289,7 +362,7 @@ void bind_optimizers(py::module_& m) {
                           P{"max_exp_avg_sqs", none_}, P{"lr", real(1e-3)}, P{"beta1", real(0.9)},
                           P{"beta2", real(0.999)}, P{"eps", real(1e-8)}, P{"weight_decay", real(weight_decay)},
                           P{"amsgrad", no}, P{"maximize", no}, P{"step", {}}, P{"grad_scale", real(1.0)},
-                          P{"skip_nonfinite", no}};
+                          P{"skip_nonfinite", no}, P{"stream", none_}};
   };
   const std::string adam_doc_tail =
       "exp_avgs, exp_avg_sqs (and max_exp_avg_sqs, required when amsgrad=True) start at zero;\n"

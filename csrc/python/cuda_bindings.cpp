@@ -1,0 +1,54 @@
+// The CUDA runtime as fastopt.cuda shows it (devices, names), and the stream-ordered allocation
+// behind fastopt._device.DeviceBuffer. All of it works in a build without CUDA: no devices.
+#include <pybind11/pybind11.h>
+
+#include <cstdint>
+#include <string>
+
+#include "cuda/backend.h"
+
+namespace fastopt::bindings {
+
+namespace py = pybind11;
+
+namespace {
+
+void check_device(int device) {
+  const int count = cuda::device_count();
+  if (device < 0 || device >= count) {
+    throw py::value_error("device must be in [0, " + std::to_string(count) + "), got " + std::to_string(device) +
+                          (count == 0 ? " (no CUDA device is available)" : ""));
+  }
+}
+
+cuda::Queue queue(int device, uintptr_t stream) { return cuda::Queue{device, reinterpret_cast<void*>(stream)}; }
+
+}  // namespace
+
+void bind_cuda(py::module_& m) {
+  m.def("_cuda_device_count", &cuda::device_count, "CUDA devices usable by this build (0 without CUDA).");
+  m.def(
+      "_cuda_device_name",
+      [](int device) {
+        check_device(device);
+        return cuda::device_name(device);
+      },
+      py::arg("device"));
+  m.def(
+      "_cuda_allocate",
+      [](int64_t nbytes, int device, uintptr_t stream) {
+        check_device(device);
+        if (nbytes < 0) throw py::value_error("nbytes must be >= 0");
+        return reinterpret_cast<uintptr_t>(cuda::allocate(size_t(nbytes), queue(device, stream)));
+      },
+      py::arg("nbytes"), py::arg("device"), py::arg("stream"),
+      "Stream-ordered device memory (cudaMallocAsync); returns the pointer as an int.");
+  m.def(
+      "_cuda_release",
+      [](uintptr_t ptr, int device, uintptr_t stream) {
+        cuda::release(reinterpret_cast<void*>(ptr), queue(device, stream));
+      },
+      py::arg("ptr"), py::arg("device"), py::arg("stream"), "Frees _cuda_allocate's memory on its stream.");
+}
+
+}  // namespace fastopt::bindings

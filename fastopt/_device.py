@@ -1,0 +1,77 @@
+"""New arrays that calls return (the losses' gradients and values, softmax) for non-NumPy input.
+
+A new array is made by the framework of the call's input, so that a PyTorch user gets a torch.Tensor
+and a CuPy user a cupy.ndarray, each from its own (caching) allocator. Other CPU inputs get NumPy arrays.
+Other CUDA inputs (JAX, Numba, anything with only ``__cuda_array_interface__``) get a
+:class:`DeviceBuffer`: memory fastopt allocates itself, stream-ordered, that any consumer of
+``__cuda_array_interface__`` (CuPy, Numba, ``torch.as_tensor``) takes without a copy.
+"""
+
+from __future__ import annotations
+
+from typing import Tuple
+
+from fastopt import _core
+
+
+def empty(like: object, shape: Tuple[int, ...], dtype: str, device: int, stream: int) -> object:
+    """An uninitialised C-contiguous array of `shape` and `dtype` ("float32", ...) of `like`'s framework,
+    on CUDA `device` (-1: the CPU); called by the compiled module for a call's outputs."""
+    module = type(like).__module__.split(".")[0]
+    if module == "torch":
+        import torch
+
+        return torch.empty(shape, dtype=getattr(torch, dtype), device="cpu" if device < 0 else f"cuda:{device}")
+    if device < 0:
+        import numpy
+
+        return numpy.empty(shape, dtype=dtype)
+    if module == "cupy":
+        import cupy
+
+        with cupy.cuda.Device(device):
+            return cupy.empty(shape, dtype=dtype)
+    return DeviceBuffer(shape, dtype, device, stream)
+
+
+class DeviceBuffer:
+    """Device memory owned by fastopt, exposed through ``__cuda_array_interface__`` (version 3).
+
+    Allocated with cudaMallocAsync on the stream of the call that made it and freed with cudaFreeAsync
+    on that stream when the last reference goes; work on other streams must be ordered after that
+    stream by the user, as for any stream-ordered allocation.
+    """
+
+    _TYPESTR = {"float16": "<f2", "float32": "<f4", "float64": "<f8", "int32": "<i4", "int64": "<i8"}
+    _ITEMSIZE = {"float16": 2, "float32": 4, "float64": 8, "int32": 4, "int64": 8}
+
+    def __init__(self, shape: Tuple[int, ...], dtype: str, device: int, stream: int):
+        self.shape = tuple(int(n) for n in shape)
+        self.dtype = dtype
+        self.device = device
+        self._stream = stream
+        nbytes = self._ITEMSIZE[dtype]
+        for n in self.shape:
+            nbytes *= n
+        self._ptr = 0
+        self._ptr = _core._cuda_allocate(nbytes, device, stream)
+
+    @property
+    def __cuda_array_interface__(self) -> dict:
+        return {
+            "shape": self.shape,
+            "typestr": self._TYPESTR[self.dtype],
+            "data": (self._ptr, False),
+            "strides": None,
+            "version": 3,
+            # The producer's stream in the interface's terms: 1 stands for the legacy default stream.
+            "stream": self._stream if self._stream != 0 else 1,
+        }
+
+    def __del__(self) -> None:
+        if getattr(self, "_ptr", 0):
+            _core._cuda_release(self._ptr, self.device, self._stream)
+            self._ptr = 0
+
+    def __repr__(self) -> str:
+        return f"DeviceBuffer(shape={self.shape}, dtype={self.dtype}, device=cuda:{self.device})"
