@@ -328,3 +328,36 @@ def test_tensor_lr_and_bad_hyperparameters():
                       ("SGD", dict(lr=0.1, nesterov=True)), ("Adagrad", dict(initial_accumulator_value=-1))]:
         with pytest.raises(ValueError):
             getattr(ft, name)([p], **bad)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_parameters_load_float32_state(dtype):
+    """fastopt keeps float32 state for float16/bfloat16 parameters (its CUDA kernels require it; torch's
+    fused optimizers keep the parameter's dtype). load_state_dict gives them float32 state from any saved
+    dtype without rounding through the half dtype, and leaves float32/float64 parameters to torch's casts.
+    (Loading needs no GPU; stepping half parameters does: tests/test_torch_twins_cuda.py.)"""
+    g = torch.Generator().manual_seed(0)
+    half = torch.nn.Parameter(torch.randn(8, generator=g).to(dtype))
+    single = torch.nn.Parameter(torch.randn(3, generator=g))
+    opt = ft.Adam([half, single], lr=1e-3)
+    exact = torch.randn(8, generator=g)  # float32 values that the half dtype cannot hold
+    assert not torch.equal(exact.to(dtype).float(), exact)
+    groups = copy.deepcopy(opt.state_dict()["param_groups"])
+    seen = []
+    opt.register_load_state_dict_pre_hook(lambda o, sd: seen.append(type(sd["state"][0]["exp_avg"])))
+    for saved in (exact, exact.double(), exact.to(dtype)):  # a twin's, a float64 one, torch fused's
+        opt.load_state_dict({"state": {0: {"step": torch.tensor(3.0), "exp_avg": saved.clone(),
+                                           "exp_avg_sq": saved.abs()},
+                                       1: {"step": torch.tensor(3.0), "exp_avg": torch.ones(3, dtype=torch.float64),
+                                           "exp_avg_sq": torch.ones(3, dtype=torch.float64)}},
+                             "param_groups": groups})
+        state = opt.state[half]
+        assert state["exp_avg"].dtype == state["exp_avg_sq"].dtype == torch.float32
+        assert torch.equal(state["exp_avg"], saved.float()) and torch.equal(state["exp_avg_sq"], saved.abs().float())
+        assert state["step"].item() == 3.0
+        assert opt.state[single]["exp_avg"].dtype == torch.float32  # torch's cast to the parameter's dtype
+    assert seen == [torch.Tensor] * 3, "the user's pre-hook saw what was passed in"
+    # The float32 state goes back to torch.optim, which casts it to the parameter's dtype as usual.
+    theirs = torch.optim.Adam([torch.nn.Parameter(half.detach().clone()), single], lr=1e-3)
+    theirs.load_state_dict(opt.state_dict())
+    assert theirs.state_dict()["state"][0]["exp_avg"].dtype == dtype

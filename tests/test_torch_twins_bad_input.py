@@ -12,6 +12,7 @@ import copy
 import pytest
 
 torch = pytest.importorskip("torch")
+import fastopt.cuda  # noqa: E402
 import fastopt.torch as ft  # noqa: E402
 
 NAMES = ["SGD", "Adagrad", "RMSprop", "Adam", "AdamW"]
@@ -89,10 +90,41 @@ def test_parameter_on_a_device_fastopt_lacks(name):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("name", NAMES)
-def test_cuda_parameter_until_the_cuda_backend_exists(name):
+def test_cuda_parameter_beside_a_cpu_group(name):
+    """A group of CUDA parameters after a CPU group: updated by fastopt's CUDA backend when it has one (the
+    CPU group exactly as without it); otherwise refused before anything is written, saying why."""
     p = torch.nn.Parameter(torch.ones(4, device="cuda", dtype=torch.float64))
     p.grad = torch.ones_like(p)
-    refuse(name, [p], NotImplementedError, r"params\[2\] is on cuda")
+    if not fastopt.cuda.is_compiled():
+        refuse(name, [p], NotImplementedError, r"params\[2\] is on cuda:0, but this fastopt was built without CUDA")
+    elif not fastopt.cuda.is_available():
+        refuse(name, [p], NotImplementedError, r"params\[2\] is on cuda:0, but fastopt's CUDA backend finds no usable")
+    else:
+        opt = optimizer_with_history(name, [p])
+        clean = copy.deepcopy(opt)  # the CPU group without the CUDA one: what the step must do to it
+        clean.param_groups.pop()
+        for q, r in zip(opt.param_groups[0]["params"], clean.param_groups[0]["params"]):
+            r.grad = q.grad.clone()
+        opt.step()
+        clean.step()
+        assert not torch.equal(p.detach(), torch.ones_like(p))
+        for q, r in zip(opt.param_groups[0]["params"], clean.param_groups[0]["params"]):
+            assert torch.equal(q, r)
+
+
+@pytest.mark.skipif(fastopt.cuda.is_available(), reason="fastopt runs CUDA tensors here")
+def test_cuda_tensor_refusal_says_why():
+    """Without a GPU: the twins' device check, fed a stand-in with a CUDA tensor's attributes, refuses it
+    naming the reason (the same check the CUDA test above reaches with a real tensor)."""
+    from fastopt.torch import _arrays
+
+    class CudaLike:
+        layout, is_cpu, is_cuda, dtype = torch.strided, False, True, torch.float32
+        device = torch.device("cuda", 0)
+
+    reason = "built without CUDA" if not fastopt.cuda.is_compiled() else "finds no usable device"
+    with pytest.raises(NotImplementedError, match=rf"params\[0\] is on cuda:0, but .*{reason}"):
+        _arrays.check_tensor(CudaLike(), "params[0]")
 
 
 @pytest.mark.parametrize("name", NAMES)

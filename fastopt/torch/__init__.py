@@ -4,8 +4,13 @@ Each is a torch.optim.Optimizer with torch's constructor arguments and defaults,
 zero_grad and torch's state_dict format: a torch.optim state_dict loads into the twin and back, and
 training continues with the same numbers. torch's LR schedulers, DistributedDataParallel and
 ZeroRedundancyOptimizer(optimizer_class=...) work with them unchanged. A step makes one fused call per
-param group. Today the tensors must be dense, contiguous, float32/float64 and on the CPU; anything else is
-refused with an error naming the parameter, before anything is written.
+param group (and dtype), before anything is written checking that the tensors are dense and contiguous:
+float32/float64 on the CPU; on CUDA (when fastopt is built with its CUDA backend) also float16/bfloat16,
+whose optimizer state is float32 (torch's fused optimizers keep it in the parameter's dtype; load_state_dict
+converts), with the work queued on torch's current stream. One device per param group. capturable=True
+(Adam, AdamW, RMSprop) keeps the step counts on the device, so that torch.cuda.graph can capture step();
+GradScaler drives the twins on both devices (on CUDA reading its scale and found_inf back once per step).
+Anything else is refused with an error naming the parameter.
 
 torch is optional for fastopt; this module is the only one that imports it.
 """

@@ -1,41 +1,75 @@
 """The device path: turns torch tensors into arrays the fused kernels can update in place.
 
-This is the one place that knows how a tensor reaches a kernel. Today only CPU tensors do: each becomes a
-zero-copy NumPy view of the tensor's own memory, so the in-place update lands in the tensor. Everything the
-kernels cannot take (CUDA and other devices, float16/bfloat16, sparse or non-contiguous tensors) is refused
-here with an error naming the parameter, before any kernel runs. The CUDA backend replaces this module.
+This is the one place that knows how a tensor reaches a kernel:
 
-CPU tensors go through ``Tensor.numpy()`` rather than ``numpy.from_dlpack``: both hand over the same memory
-without a copy (tests/test_torch_twins.py checks the addresses), and ``numpy()`` costs about half as much per tensor, which matters when a
-step converts four arrays for each of a hundred parameters.
+- a CPU tensor becomes a zero-copy NumPy view of its own memory, so the in-place update lands in the
+  tensor. ``Tensor.numpy()`` rather than DLPack: both hand over the same memory without a copy
+  (tests/test_torch_twins.py checks the addresses), and ``numpy()`` costs about half as much per tensor,
+  which matters when a step converts four arrays for each of a hundred parameters;
+- a CUDA tensor goes to the kernels as it is (detached: torch refuses to export a tensor that requires
+  grad through ``__dlpack__``), and fastopt queues the work on torch's current stream of its device.
+
+Everything the kernels cannot take (other devices, sparse or non-contiguous tensors, half precision on
+the CPU, CUDA tensors when fastopt has no CUDA backend) is refused here with an error naming the
+parameter, before any kernel runs.
+
+On CUDA, float16 and bfloat16 parameters (and their gradients) are updated with float32 optimizer state:
+fastopt's kernels do the math in float32 and round only the parameter. (torch's own fused optimizers
+keep the state in the parameter's dtype; see STATE_DTYPE.)
 """
 
 from __future__ import annotations
 
-from typing import List
+import functools
+from typing import List, Optional
 
-import numpy as np
 import torch
 
-SUPPORTED_DTYPES = (torch.float32, torch.float64)
+import fastopt.cuda
+
+CPU_DTYPES = (torch.float32, torch.float64)
+CUDA_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+HALF_DTYPES = (torch.float16, torch.bfloat16)
 
 
-def check_tensor(t: torch.Tensor, name: str, like: torch.Tensor = None) -> None:
+def state_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype of a parameter's optimizer state (exp_avg, sum, momentum_buffer...): float32 for float16 and
+    bfloat16 parameters, which fastopt's CUDA kernels require, else the parameter's own dtype."""
+    return torch.float32 if dtype in HALF_DTYPES else dtype
+
+
+@functools.lru_cache(maxsize=None)
+def _cuda_refusal() -> Optional[str]:
+    """None when fastopt can run CUDA tensors, else why not (asked once per process)."""
+    if not fastopt.cuda.is_compiled():
+        return ("but this fastopt was built without CUDA (FASTOPT_CUDA=OFF, or no CUDA compiler was found at "
+                "install time): reinstall it with the CUDA toolkit present, or keep the model on the CPU")
+    if fastopt.cuda.device_count() == 0:
+        return ("but fastopt's CUDA backend finds no usable device (fastopt.cuda.device_count() == 0: check the "
+                "driver against fastopt.build_info()['cuda'])")
+    return None
+
+
+def check_tensor(t: torch.Tensor, name: str, like: torch.Tensor = None, state: bool = False) -> None:
     """Raises if the kernels cannot update (or read) `t` in place; `name` goes into the message.
-    With `like`, `t` must also match its dtype and shape (a gradient or a state tensor).
-    (Called for every tensor of every step: the common case is a few attribute reads.)"""
-    if not t.is_cpu or t.layout != torch.strided:
-        if t.layout != torch.strided:
-            raise NotImplementedError(f"{name} is a {t.layout} tensor; fastopt's kernels take dense tensors "
-                                      "(sparse gradients are not supported)")
-        raise NotImplementedError(f"{name} is on {t.device}; fastopt's torch optimizers run on CPU tensors "
-                                  "(the CUDA backend is not built yet)")
-    dtype = t.dtype
-    if dtype not in SUPPORTED_DTYPES:
-        raise TypeError(f"{name} has dtype {dtype}; fastopt updates float32 or float64 tensors")
+    With `like` (the parameter), `t` must also match its device and shape, and its dtype: the parameter's
+    for a gradient, state_dtype(parameter's) for optimizer state (`state=True`).
+    (Called for every tensor of every step: the common case, a dense float CPU tensor, is a few attribute
+    reads.)"""
+    cpu, dtype = t.is_cpu, t.dtype
+    if not (cpu and dtype in CPU_DTYPES and t.layout == torch.strided):
+        _check_kind(t, name)
     if like is not None:
-        if dtype != like.dtype:
+        expected = like_dtype = like.dtype
+        if state and like_dtype in HALF_DTYPES:
+            expected = torch.float32
+        if dtype != expected:
+            if expected != like_dtype:
+                raise TypeError(f"{name} has dtype {dtype} but fastopt keeps {expected} optimizer state for "
+                                f"{like.dtype} parameters")
             raise TypeError(f"{name} has dtype {dtype} but its parameter has {like.dtype}")
+        if not (cpu and like.is_cpu) and t.device != like.device:
+            raise ValueError(f"{name} is on {t.device} but its parameter is on {like.device}")
         if t.shape != like.shape:
             raise ValueError(f"{name} has shape {tuple(t.shape)} but its parameter has {tuple(like.shape)}")
     if not t.is_contiguous():
@@ -44,10 +78,34 @@ def check_tensor(t: torch.Tensor, name: str, like: torch.Tensor = None) -> None:
     # (A real tensor cannot carry a conjugate bit; a negative bit makes .numpy() below refuse.)
 
 
-def views(tensors: List[torch.Tensor]) -> List[np.ndarray]:
-    """Writeable NumPy arrays over the tensors' own memory (each already passed check_tensor). For a CPU
-    tensor Tensor.numpy() always shares the memory; an update into a copy would be lost without a word,
-    so the tests check the addresses and that the update lands in the tensor."""
+def _check_kind(t: torch.Tensor, name: str) -> None:
+    """check_tensor's layout, device and dtype rules beyond the common case (raises, or returns for a tensor
+    the kernels take: a dense CUDA tensor of a CUDA dtype when fastopt has a usable CUDA backend)."""
+    if t.layout != torch.strided:
+        raise NotImplementedError(f"{name} is a {t.layout} tensor; fastopt's kernels take dense tensors "
+                                  "(sparse gradients are not supported)")
+    dtype = t.dtype
+    if t.is_cpu:
+        extra = " (float16/bfloat16 on CUDA only)" if dtype in HALF_DTYPES else ""
+        raise TypeError(f"{name} has dtype {dtype}; fastopt updates float32 or float64 tensors on the CPU{extra}")
+    if not t.is_cuda:
+        raise NotImplementedError(f"{name} is on {t.device}; fastopt's torch optimizers run on CPU and CUDA "
+                                  "tensors")
+    refusal = _cuda_refusal()
+    if refusal is not None:
+        raise NotImplementedError(f"{name} is on {t.device}, {refusal}")
+    if dtype not in CUDA_DTYPES:
+        raise TypeError(f"{name} has dtype {dtype}; fastopt updates float16, bfloat16, float32 or float64 "
+                        "tensors on CUDA")
+
+
+def views(tensors: List[torch.Tensor]) -> list:
+    """What the kernels get for tensors of one device (each already passed check_tensor): for CPU tensors
+    writeable NumPy arrays over the tensors' own memory (Tensor.numpy() always shares it; an update into a
+    copy would be lost without a word, so the tests check the addresses and that the update lands in the
+    tensor); for CUDA tensors the tensors themselves, detached (same memory, taken through __dlpack__)."""
+    if tensors and tensors[0].is_cuda:
+        return [t.detach() if t.requires_grad else t for t in tensors]
     return [t.detach().numpy() for t in tensors]
 
 
@@ -56,3 +114,12 @@ def mark_modified(tensors: List[torch.Tensor]) -> None:
     autograd still detects a graph that saved one of them before the update."""
     if tensors:
         torch.autograd.graph.increment_version(tensors)
+
+
+def state_tensor(p: torch.Tensor, fill: Optional[float] = 0.0) -> torch.Tensor:
+    """A state tensor for parameter `p`: its shape and device, dtype state_dtype(p.dtype), filled with
+    `fill` (None: uninitialised)."""
+    dtype = state_dtype(p.dtype)
+    if fill is None:
+        return torch.empty_like(p, dtype=dtype, memory_format=torch.preserve_format)
+    return torch.full_like(p, fill, dtype=dtype, memory_format=torch.preserve_format)

@@ -1,16 +1,26 @@
 """The common step of the torch twins: a torch.optim.Optimizer whose update is one fused fastopt kernel call
-per param group (per dtype and step number within a group, when those differ).
+per param group (per device, dtype and step number within a group, when those differ), on CPU or CUDA tensors.
 
 torch.optim.Optimizer itself provides param_groups, add_param_group, zero_grad, state_dict/load_state_dict
 and the step hooks; the subclasses keep state in torch's exact format (tensor keys and a 0-d `step` tensor),
-so a state_dict moves between a twin and its torch.optim original in both directions.
+so a state_dict moves between a twin and its torch.optim original in both directions. Two differences, both
+on CUDA: float16/bfloat16 parameters get float32 state (fastopt's kernels require it; torch's fused
+optimizers keep the parameter's dtype), and load_state_dict gives them float32 state whatever was saved;
+without capturable, `step` stays a CPU tensor even under fused=True (torch would put it on the device).
 
 A step checks every parameter, gradient and state tensor of every group before any kernel runs, so a refused
 step leaves the parameters, the state and the step counts exactly as they were.
+
+capturable=True (Adam, AdamW, RMSprop, as torch): `step` is a tensor on the parameter's device, advanced there
+(`step += 1`, a torch op on the current stream) and read there by the kernel, and a CUDA tensor `lr` is read
+on the device too, so that torch.cuda.graph can capture `opt.step()` and its replays count steps and follow
+a schedule that writes into the lr tensor. The host never reads those counts; it groups parameters into
+kernel calls by tokens that are shared exactly by parameters whose device counts are equal (StepTokens).
 """
 
 from __future__ import annotations
 
+from itertools import chain
 from typing import Any, Dict, Hashable, List, Tuple
 
 import torch
@@ -32,18 +42,77 @@ def step_dtype(group: Dict[str, Any]) -> torch.dtype:
     return torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
 
 
-def new_step(group: Dict[str, Any]) -> torch.Tensor:
-    # Both torch's CPU placements (fused: the param's device, else "cpu") are the CPU here.
+def device_steps(group: Dict[str, Any], p: torch.Tensor) -> bool:
+    """Whether p's step count lives on its device: a capturable group's CUDA parameter."""
+    return bool(group.get("capturable")) and p.is_cuda
+
+
+def new_step(group: Dict[str, Any], p: torch.Tensor) -> torch.Tensor:
+    """A zero step count where torch keeps it: on p's device for a capturable CUDA parameter, else on the
+    CPU (torch's other placement, fused: the device, is the CPU for the twins: see the module docstring)."""
+    if device_steps(group, p):
+        return torch.zeros((), dtype=step_dtype(group), device=p.device)
     return torch.tensor(0.0, dtype=step_dtype(group))
+
+
+class _Float32State:
+    """A loaded state tensor of a float16/bfloat16 parameter, kept away from torch's load_state_dict, which
+    would cast it to the parameter's dtype (rounding float32 state to half); __setstate__ unwraps it to
+    float32. Not a tensor, dict or iterable: torch's loader passes it through as it is."""
+
+    __slots__ = ("tensor",)
+
+    def __init__(self, tensor: torch.Tensor):
+        self.tensor = tensor
+
+
+class StepTokens:
+    """Bucket keys for step counts that live on the device (capturable), which the host never reads.
+
+    Each such parameter has a token; parameters share a token only when their device counts are equal:
+    parameters loaded with equal counts (read once, at load) or fresh ones share ("value", count), and
+    every kernel call that advances a bucket gives all its parameters one new token. A captured call
+    does the same, and its replays advance exactly the parameters holding that token (or tokens split
+    from it later, which are subsets), so tokens only ever split, and equal tokens mean equal counts.
+    """
+
+    FRESH = ("value", 0.0)
+
+    def __init__(self):
+        self._tokens: Dict[torch.Tensor, Hashable] = {}
+
+    def key(self, p: torch.Tensor, state: Dict[str, Any]) -> Hashable:
+        if not state:
+            return ("device", self.FRESH)
+        token = self._tokens.get(p)
+        if token is None:  # state set from outside (not by a step or a load): read its count once
+            token = self._tokens[p] = ("value", float(state["step"].item()))
+        return ("device", token)
+
+    def advanced(self, params: List[torch.Tensor]) -> None:
+        token = object()
+        for p in params:
+            self._tokens[p] = token
+
+    def loaded(self, p: torch.Tensor, step: Any) -> None:
+        if torch.is_tensor(step) and step.is_cuda:
+            self._tokens[p] = ("value", float(step.item()))
+        else:
+            self._tokens.pop(p, None)
+
+
+def is_device_key(key: Hashable) -> bool:
+    return isinstance(key, tuple) and len(key) == 2 and key[0] == "device"
 
 
 class FusedOptimizer(torch.optim.Optimizer):
     """Base of the twins. Subclasses define:
 
     - `_new_state(p, group)`: the state of a parameter's first step (torch's keys, fresh tensors);
-    - `_bucket_key(state, group)`: what a kernel call must share besides the dtype (the step number);
+    - `_bucket_key(p, state, group)`: what a kernel call must share besides device and dtype (the step);
     - `_prepare(group, params, states)`: add state tensors an option needs from this step on (amsgrad...);
-    - `_run(group, params, grads, states, key)`: the kernel call (arrays for params/grads, state dicts);
+    - `_run(group, params, grads, states, step, grad_scale)`: the kernel call (arrays for params/grads,
+      state dicts; `step` a number, or a device tensor for device step counts);
     - `_advance(states)`: count the step in the state (default: `step += 1`).
     """
 
@@ -55,17 +124,75 @@ class FusedOptimizer(torch.optim.Optimizer):
         self._check_options(group, len(self.param_groups) - 1)
         self._run(group, [], [], [], self._check_key())
 
+    @property
+    def _step_tokens(self) -> StepTokens:
+        tokens = self.__dict__.get("_tokens")
+        if tokens is None:  # (not pickled with the state: rebuilt by __setstate__ from the counts)
+            tokens = self.__dict__["_tokens"] = StepTokens()
+        return tokens
+
     def __setstate__(self, state: Dict[str, Any]) -> None:
-        # load_state_dict and unpickling come through here: fill keys an older state_dict lacks and turn
-        # a numeric step into torch's 0-d tensor.
+        # load_state_dict and unpickling come through here: fill keys an older state_dict lacks, turn a
+        # numeric step into torch's 0-d tensor where the group keeps it, and give half parameters float32 state.
         super().__setstate__(state)
+        self.__dict__.pop("_tokens", None)
         for group in self.param_groups:
             for key, value in self.defaults.items():
                 group.setdefault(key, value)
             for p in group["params"]:
                 p_state = self.state.get(p)
-                if p_state and "step" in p_state and not torch.is_tensor(p_state["step"]):
-                    p_state["step"] = torch.tensor(float(p_state["step"]), dtype=step_dtype(group))
+                if p_state:
+                    self._normalise_state(p, p_state, group)
+
+    def _normalise_state(self, p: torch.Tensor, p_state: Dict[str, Any], group: Dict[str, Any]) -> None:
+        half = p.dtype in _arrays.HALF_DTYPES
+        for key, value in p_state.items():
+            if isinstance(value, _Float32State):
+                p_state[key] = value.tensor.to(device=p.device, dtype=torch.float32)
+            elif half and key != "step" and torch.is_tensor(value) and value.is_floating_point() \
+                    and value.dtype != torch.float32:
+                p_state[key] = value.to(device=p.device, dtype=torch.float32)
+        if "step" not in p_state:
+            return
+        step = p_state["step"]
+        if not torch.is_tensor(step):
+            step = torch.tensor(float(step), dtype=step_dtype(group))
+        if device_steps(group, p):
+            step = step.to(device=p.device)
+        elif step.device.type != "cpu":
+            step = step.to(device="cpu")  # a fused/capturable torch state: the twin counts on the host
+        p_state["step"] = step
+        self._step_tokens.loaded(p, step)
+
+    def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
+        """torch.optim.Optimizer.load_state_dict: torch's checks, hooks and casts (state to each parameter's
+        device and, for float32/float64 parameters, dtype), except that the state of a float16/bfloat16
+        parameter becomes float32, whatever dtype it was saved in (never rounded through the half dtype)."""
+        if not any(p.dtype in _arrays.HALF_DTYPES for g in self.param_groups for p in g["params"]):
+            return super().load_state_dict(state_dict)
+        register = getattr(self, "register_load_state_dict_pre_hook", None)
+        if register is None:  # torch < 2.1: no hooks to run after
+            return super().load_state_dict(self._hold_float32_state(self, state_dict))
+        handle = register(FusedOptimizer._hold_float32_state)  # appended: runs after the user's hooks
+        try:
+            return super().load_state_dict(state_dict)
+        finally:
+            handle.remove()
+
+    @staticmethod
+    def _hold_float32_state(self: "FusedOptimizer", state_dict: Dict[str, Any]) -> Dict[str, Any]:
+        """The state_dict with the floating state tensors of half parameters wrapped in _Float32State
+        (torch's parameter mapping: saved ids and the optimizer's parameters, in group order)."""
+        params = dict(zip(chain.from_iterable(g["params"] for g in state_dict["param_groups"]),
+                          chain.from_iterable(g["params"] for g in self.param_groups)))
+        held = {}
+        for k, value in state_dict["state"].items():
+            p = params.get(k)
+            if p is not None and p.dtype in _arrays.HALF_DTYPES and isinstance(value, dict):
+                value = {key: _Float32State(v) if key != "step" and torch.is_tensor(v) and v.is_floating_point()
+                         else v for key, v in value.items()}
+            held[k] = value
+        return {**state_dict, "state": held}
 
     # ------------------------------------------------------------------ options
     def _check_options(self, group: Dict[str, Any], k: int) -> None:
@@ -75,12 +202,31 @@ class FusedOptimizer(torch.optim.Optimizer):
         if group.get("differentiable"):
             raise ValueError(f"{where}: differentiable=True is not supported by fastopt's fused kernels")
         if group.get("capturable"):
-            raise ValueError(f"{where}: capturable=True (CUDA graph capture) is not supported by fastopt")
+            off = next((p for p in group["params"] if not p.is_cuda), None)
+            if off is not None:
+                raise ValueError(f"{where}: capturable=True (CUDA graph capture) needs CUDA parameters, but one "
+                                 f"is on {off.device}")
         if group.get("fused") and group.get("foreach"):
             raise ValueError(f"{where}: fused and foreach cannot both be True")
         lr = group.get("lr")
         if isinstance(lr, torch.Tensor) and lr.numel() != 1:
             raise ValueError(f"{where}: a tensor lr must have one element, got {lr.numel()}")
+
+    @staticmethod
+    def _lr(group: Dict[str, Any], params: list) -> Any:
+        """The group's lr for a kernel call over `params`: a CUDA tensor lr goes to a CUDA call as it is
+        (read on the device: no wait, and captured graphs see later values); otherwise a Python float.
+        For the empty checking call a device lr is 0, as the kernels check it (its value is never read
+        on the host)."""
+        lr = group["lr"]
+        if not isinstance(lr, torch.Tensor):
+            return float(lr)
+        if lr.is_cuda:
+            if not params:
+                return 0.0
+            if isinstance(params[0], torch.Tensor) and params[0].is_cuda:
+                return lr.detach()
+        return float(lr.item())
 
     # ------------------------------------------------------------------ stepping
     @torch.no_grad()
@@ -107,13 +253,17 @@ class FusedOptimizer(torch.optim.Optimizer):
             params = [p for _, p in members]
             states = [self.state.get(p) or self._new_state(p, group) for p in params]
             self._prepare(group, params, states)
-            self._run(group, _arrays.views(params), _arrays.views([p.grad for p in params]), states, key,
+            # A count on the device is read there: the kernel gets this update's number as a tensor.
+            step = states[0]["step"] + 1 if is_device_key(key) else key
+            self._run(group, _arrays.views(params), _arrays.views([p.grad for p in params]), states, step,
                       grad_scale=grad_scale)
             # The update happened: commit the new states and count the step.
             for p, state in zip(params, states):
                 if state:  # torch keeps no entry for a parameter without state (SGD without momentum)
                     self.state[p] = state
             self._advance(states)
+            if is_device_key(key):
+                self._step_tokens.advanced(params)
             _arrays.mark_modified(params + [v for s in states for k, v in s.items()
                                             if k != "step" and torch.is_tensor(v)])
         return loss
@@ -126,11 +276,21 @@ class FusedOptimizer(torch.optim.Optimizer):
 
     def _amp_scaling(self) -> Tuple[float, bool]:
         """(the scale to divide the gradients by, whether to skip this step) from GradScaler's attributes;
-        (1.0, False) outside GradScaler.step()."""
+        (1.0, False) outside GradScaler.step(). On CUDA, GradScaler's scale and found_inf are device
+        tensors: both are read back here (the step waits for the stream once, as torch.optim's non-fused
+        optimizers do in GradScaler.step), since fastopt takes the scale as a host number and skips a
+        step on the host. That cannot happen inside a CUDA graph capture, which is refused."""
         found_inf = getattr(self, "found_inf", None)
+        grad_scale = getattr(self, "grad_scale", None)
+        if found_inf is None and grad_scale is None:
+            return 1.0, False
+        if any(isinstance(t, torch.Tensor) and t.is_cuda for t in (found_inf, grad_scale)) \
+                and torch.cuda.is_current_stream_capturing():
+            raise RuntimeError("GradScaler cannot drive a fastopt twin inside a CUDA graph capture: the twin "
+                               "reads the loss scale and found_inf on the host (capture without GradScaler, or "
+                               "unscale and check the gradients inside the graph yourself)")
         if found_inf is not None and float(found_inf) != 0.0:
             return 1.0, True  # as torch's fused optimizers: nothing changes, step counts included
-        grad_scale = getattr(self, "grad_scale", None)
         return (1.0 if grad_scale is None else scalar(grad_scale)), False
 
     def _plan(self) -> List[Tuple[Dict[str, Any], Hashable, List[Tuple[int, torch.Tensor]]]]:
@@ -141,17 +301,30 @@ class FusedOptimizer(torch.optim.Optimizer):
         for k, group in enumerate(self.param_groups):
             self._check_options(group, k)  # group entries may have been edited or loaded since
             buckets: Dict[Hashable, List[Tuple[int, torch.Tensor]]] = {}
+            first = None  # the group's first updated parameter and its index
             for i, p in enumerate(group["params"], start=index):
                 if p.grad is None:
                     continue  # as torch: a parameter without a gradient is not updated
                 _arrays.check_tensor(p, f"params[{i}]")
+                if first is None:
+                    first = (i, p)
+                elif not (p.is_cpu and first[1].is_cpu) and p.device != first[1].device:
+                    raise ValueError(f"param group {k} mixes devices: params[{i}] is on {p.device} but "
+                                     f"params[{first[0]}] is on {first[1].device}; fastopt updates one device "
+                                     "per param group (give each device's parameters a group of their own)")
                 _arrays.check_tensor(p.grad, f"params[{i}].grad", like=p)
                 state = self.state.get(p)
                 if state:
                     for name, value in state.items():
                         if name != "step" and torch.is_tensor(value):
-                            _arrays.check_tensor(value, f"state[{i}]['{name}']", like=p)
-                buckets.setdefault((p.dtype, self._bucket_key(state, group)), []).append((i, p))
+                            _arrays.check_tensor(value, f"state[{i}]['{name}']", like=p, state=True)
+                    step = state.get("step")
+                    if device_steps(group, p) and torch.is_tensor(step) and step.device != p.device:
+                        raise ValueError(f"state[{i}]['step'] is on {step.device} but param group {k} is "
+                                         f"capturable: its step counts live on the parameters' device, "
+                                         f"{p.device} (torch.optim refuses this too)")
+                # (one device per group: the dtype and the step key tell the calls apart)
+                buckets.setdefault((p.dtype, self._bucket_key(p, state, group)), []).append((i, p))
             calls += [(group, key, members) for (_, key), members in buckets.items()]
             index += len(group["params"])
         return calls
@@ -175,8 +348,11 @@ class FusedOptimizer(torch.optim.Optimizer):
     def _new_state(self, p: torch.Tensor, group: Dict[str, Any]) -> Dict[str, Any]:
         raise NotImplementedError
 
-    def _bucket_key(self, state: Dict[str, Any], group: Dict[str, Any]) -> Hashable:
-        """The step number of this update (1 for a parameter without state)."""
+    def _bucket_key(self, p: torch.Tensor, state: Dict[str, Any], group: Dict[str, Any]) -> Hashable:
+        """The step number of this update (1 for a parameter without state), or for a count on the
+        device a token of its (unread) value."""
+        if not p.is_cpu and device_steps(group, p):
+            return self._step_tokens.key(p, state)
         return int(state["step"].item()) + 1 if state else 1
 
     def _check_key(self) -> Hashable:
@@ -186,13 +362,13 @@ class FusedOptimizer(torch.optim.Optimizer):
     def _prepare(self, group, params: List[torch.Tensor], states: List[Dict[str, Any]]) -> None:
         pass
 
-    def _run(self, group, params, grads, states, key, grad_scale: float = 1.0) -> None:
+    def _run(self, group, params, grads, states, step, grad_scale: float = 1.0) -> None:
         raise NotImplementedError
 
     def _advance(self, states: List[Dict[str, Any]]) -> None:
         steps = [s["step"] for s in states]
         if steps:
-            torch._foreach_add_(steps, 1.0)  # torch's own `step_t += 1`, one call for the group
+            torch._foreach_add_(steps, 1.0)  # torch's own `step_t += 1`, one call for the group (on the device too)
 
     @staticmethod
     def _ensure(params, states, key) -> None:
@@ -200,7 +376,7 @@ class FusedOptimizer(torch.optim.Optimizer):
         after the first step (torch would fail with a KeyError there)."""
         for state, p in zip(states, params):
             if key not in state:
-                state[key] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                state[key] = _arrays.state_tensor(p)
 
     @staticmethod
     def _views(states, key):

@@ -1,15 +1,15 @@
 """fastopt.torch.Adagrad: torch.optim.Adagrad with fastopt's fused kernel.
 
-State per parameter, as torch keeps it: `step` (0-d float tensor) and `sum`. Like torch, the state of the
+State per parameter, as torch keeps it: `step` (0-d float tensor) and `sum` (float32 for float16/bfloat16
+parameters on CUDA). Like torch, the state of the
 constructor's parameters is made in the constructor, with sums at the optimizer's (not the group's)
 initial_accumulator_value; state for groups added later is made on their first step.
 """
 
 from __future__ import annotations
 
-import torch
-
 from fastopt._core import adagrad_
+from fastopt.torch import _arrays
 from fastopt.torch._optimizer import FusedOptimizer, new_step, scalar
 
 
@@ -31,12 +31,10 @@ class Adagrad(FusedOptimizer):
 
     def _new_state(self, p, group):
         # torch fills the sum from self.defaults, whatever the group says; the twin does the same.
-        return {"step": new_step(group),
-                "sum": torch.full_like(p, self.defaults["initial_accumulator_value"],
-                                       memory_format=torch.preserve_format)}
+        return {"step": new_step(group, p), "sum": _arrays.state_tensor(p, self.defaults["initial_accumulator_value"])}
 
     def _run(self, group, params, grads, states, step, grad_scale=1.0):
-        adagrad_(params, grads, self._views(states, "sum"), lr=scalar(group["lr"]),
+        adagrad_(params, grads, self._views(states, "sum"), lr=self._lr(group, params),
                  lr_decay=scalar(group["lr_decay"]), weight_decay=scalar(group["weight_decay"]),
                  eps=scalar(group["eps"]), maximize=bool(group["maximize"]), step=step, grad_scale=grad_scale)
 

@@ -1,14 +1,14 @@
 """fastopt.torch.Adam and AdamW: torch.optim.Adam / AdamW with fastopt's fused kernels.
 
-State per parameter, as torch 2.13 keeps it: `step` (0-d float tensor), `exp_avg`, `exp_avg_sq` and, with
-amsgrad, `max_exp_avg_sq`. Adam's `decoupled_weight_decay=True` is AdamW (fastopt.adamw_); AdamW always is.
+State per parameter, as torch 2.13 keeps it: `step` (0-d float tensor; on the parameter's device when
+capturable), `exp_avg`, `exp_avg_sq` and, with amsgrad, `max_exp_avg_sq` (float32 for float16/bfloat16
+parameters on CUDA). Adam's `decoupled_weight_decay=True` is AdamW (fastopt.adamw_); AdamW always is.
 """
 
 from __future__ import annotations
 
-import torch
-
 from fastopt._core import adam_, adamw_
+from fastopt.torch import _arrays
 from fastopt.torch._optimizer import FusedOptimizer, new_step, scalar
 
 
@@ -28,10 +28,7 @@ class Adam(FusedOptimizer):
         super().__init__(params, defaults)
 
     def _new_state(self, p, group):
-        state = {"step": new_step(group),
-                 "exp_avg": torch.zeros_like(p, memory_format=torch.preserve_format),
-                 "exp_avg_sq": torch.zeros_like(p, memory_format=torch.preserve_format)}
-        return state
+        return {"step": new_step(group, p), "exp_avg": _arrays.state_tensor(p), "exp_avg_sq": _arrays.state_tensor(p)}
 
     def _prepare(self, group, params, states):
         if group["amsgrad"]:
@@ -42,7 +39,7 @@ class Adam(FusedOptimizer):
         beta1, beta2 = group["betas"]
         kernel(params, grads, self._views(states, "exp_avg"), self._views(states, "exp_avg_sq"),
                self._views(states, "max_exp_avg_sq") if group["amsgrad"] else None,
-               lr=scalar(group["lr"]), beta1=scalar(beta1), beta2=scalar(beta2), eps=scalar(group["eps"]),
+               lr=self._lr(group, params), beta1=scalar(beta1), beta2=scalar(beta2), eps=scalar(group["eps"]),
                weight_decay=scalar(group["weight_decay"]), amsgrad=bool(group["amsgrad"]),
                maximize=bool(group["maximize"]), step=step, grad_scale=grad_scale)
 

@@ -1,14 +1,14 @@
 """fastopt.torch.RMSprop: torch.optim.RMSprop with fastopt's fused kernel.
 
 State per parameter, as torch keeps it: `step` (0-d float tensor, counted though the update does not use
-it), `square_avg`, `momentum_buffer` when momentum > 0 and `grad_avg` when centered.
+it; on the parameter's device when capturable), `square_avg`, `momentum_buffer` when momentum > 0 and
+`grad_avg` when centered (float32 for float16/bfloat16 parameters on CUDA).
 """
 
 from __future__ import annotations
 
-import torch
-
 from fastopt._core import rmsprop_
+from fastopt.torch import _arrays
 from fastopt.torch._optimizer import FusedOptimizer, new_step, scalar
 
 
@@ -24,10 +24,9 @@ class RMSprop(FusedOptimizer):
         super().__init__(params, defaults)
 
     def _new_state(self, p, group):
-        return {"step": new_step(group),
-                "square_avg": torch.zeros_like(p, memory_format=torch.preserve_format)}
+        return {"step": new_step(group, p), "square_avg": _arrays.state_tensor(p)}
 
-    def _bucket_key(self, state, group):
+    def _bucket_key(self, p, state, group):
         return None  # the update does not depend on the step number: one call per dtype
 
     def _check_key(self):
@@ -43,6 +42,6 @@ class RMSprop(FusedOptimizer):
         rmsprop_(params, grads, self._views(states, "square_avg"),
                  self._views(states, "momentum_buffer") if group["momentum"] > 0 else None,
                  self._views(states, "grad_avg") if group["centered"] else None,
-                 lr=scalar(group["lr"]), alpha=scalar(group["alpha"]), eps=scalar(group["eps"]),
+                 lr=self._lr(group, params), alpha=scalar(group["alpha"]), eps=scalar(group["eps"]),
                  weight_decay=scalar(group["weight_decay"]), momentum=scalar(group["momentum"]),
                  centered=bool(group["centered"]), maximize=bool(group["maximize"]), grad_scale=grad_scale)

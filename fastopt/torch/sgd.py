@@ -1,15 +1,15 @@
 """fastopt.torch.SGD: torch.optim.SGD with fastopt's fused kernel.
 
-State per parameter, as torch keeps it: `momentum_buffer`, only when momentum != 0, and no step count.
+State per parameter, as torch keeps it: `momentum_buffer`, only when momentum != 0 (float32 for
+float16/bfloat16 parameters on CUDA), and no step count.
 torch sets the buffer to the gradient when it has none; fastopt.sgd_ does that on step=1, so a parameter
 without a buffer is updated with step=1 and one with a buffer with step=2 (any later step is the same).
 """
 
 from __future__ import annotations
 
-import torch
-
 from fastopt._core import sgd_
+from fastopt.torch import _arrays
 from fastopt.torch._optimizer import FusedOptimizer, scalar
 
 
@@ -27,7 +27,7 @@ class SGD(FusedOptimizer):
     def _new_state(self, p, group):
         return {}  # the buffer is made by the first momentum step
 
-    def _bucket_key(self, state, group):
+    def _bucket_key(self, p, state, group):
         return 1 if not state or state.get("momentum_buffer") is None else 2
 
     def _prepare(self, group, params, states):
@@ -35,12 +35,12 @@ class SGD(FusedOptimizer):
             for state, p in zip(states, params):
                 if state.get("momentum_buffer") is None:
                     # Not read: the step=1 kernel call writes the gradient into it.
-                    state["momentum_buffer"] = torch.empty_like(p, memory_format=torch.preserve_format)
+                    state["momentum_buffer"] = _arrays.state_tensor(p, fill=None)
 
     def _run(self, group, params, grads, states, step, grad_scale=1.0):
         momentum = scalar(group["momentum"])
         sgd_(params, grads, self._views(states, "momentum_buffer") if momentum != 0 else None,
-             lr=scalar(group["lr"]), momentum=momentum, dampening=scalar(group["dampening"]),
+             lr=self._lr(group, params), momentum=momentum, dampening=scalar(group["dampening"]),
              weight_decay=scalar(group["weight_decay"]), nesterov=bool(group["nesterov"]),
              maximize=bool(group["maximize"]), step=step, grad_scale=grad_scale)
 
