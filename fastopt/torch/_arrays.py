@@ -20,8 +20,9 @@ keep the state in the parameter's dtype; see STATE_DTYPE.)
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from typing import List, Optional
+from typing import ContextManager, List, Optional
 
 import torch
 
@@ -107,6 +108,18 @@ def views(tensors: List[torch.Tensor]) -> list:
     if tensors and tensors[0].is_cuda:
         return [t.detach() if t.requires_grad else t for t in tensors]
     return [t.detach().numpy() for t in tensors]
+
+
+_NOTHING = contextlib.nullcontext()
+
+
+def device_of_call(p: torch.Tensor) -> ContextManager:
+    """Makes p's CUDA device the current one for a kernel call over its group: torch exports a CUDA tensor
+    through __dlpack__ only on the current device (and fastopt then queues on that device's current
+    stream). Nothing to do for CPU tensors or tensors on the current device already."""
+    if p.is_cpu or p.device.index == torch.cuda.current_device():
+        return _NOTHING
+    return torch.cuda.device(p.device)
 
 
 def mark_modified(tensors: List[torch.Tensor]) -> None:
