@@ -47,9 +47,11 @@ def test_console_script_runs_from_the_repository_root(tmp_path):
 
 
 def test_bench_writes_json_and_plot(tmp_path):
+    from fastopt.bench.backends import cuda_unavailable
+
     json_path, plot_path = tmp_path / "b.json", tmp_path / "b.png"
     out = run("bench", "--sizes", "1000", "4096", "--no-gpt2", "--shapes", "16x100", "--rounds", "2",
-              "--json", str(json_path), "--plot", str(plot_path))
+              "--cuda-size", "1M", "--cuda-shape", "64x1000", "--json", str(json_path), "--plot", str(plot_path))
     assert out.returncode == 0, out.stderr
     data = json.loads(json_path.read_text())
     rows = data["results"]
@@ -57,6 +59,13 @@ def test_bench_writes_json_and_plot(tmp_path):
     for optimizer in ("sgd", "adagrad", "rmsprop", "adam", "adamw", "cross_entropy"):
         assert any(case == optimizer and impl.startswith("fastopt") for case, impl in implementations), optimizer
     assert all(r["seconds"] > 0 for r in rows)
+    reason = cuda_unavailable()
+    cuda_rows = {(r["case"], r["impl"]) for r in rows if r.get("device") == "cuda"}
+    if reason is None:  # with a GPU: the CUDA rows, each with its copy probe
+        assert {("adamw", "fastopt-cuda"), ("cross_entropy", "fastopt-cuda")} <= cuda_rows, cuda_rows
+        assert all(r["probe_gb_per_s"] > 0 for r in rows if r.get("device") == "cuda")
+    else:
+        assert not cuda_rows and f"no GPU: CUDA rows skipped ({reason})" in out.stdout
     try:
         import matplotlib  # noqa: F401
     except ImportError:

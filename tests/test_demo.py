@@ -109,13 +109,24 @@ def test_demo_quick_writes_every_plot(tmp_path):
     for name in ("race.png", "train.png", "bench.png"):
         assert_png(tmp_path / name)
         assert str(tmp_path / name) in out
-    assert "no GPU backend" in out
+    from fastopt.cuda import is_compiled  # (a CUDA build's device row names its GPUs instead)
+
+    assert "no GPU backend" in out or is_compiled()
 
 
-def test_bench_says_there_is_no_gpu_column(tmp_path):
-    out = fastopt("bench", "--sizes", "1000", "--no-gpt2", "--shapes", "8x10", "--rounds", "1", "--no-torch",
-                  "--json", str(tmp_path / "b.json"))
-    assert "CUDA" in out and "Only CPU columns" in out
+def test_bench_says_whether_there_are_cuda_rows(tmp_path):
+    from fastopt.bench.backends import cuda_unavailable
+
+    args = ["bench", "--sizes", "1000", "--no-gpt2", "--shapes", "8x10", "--rounds", "1", "--no-torch",
+            "--cuda-size", "1M", "--cuda-shape", "64x1000", "--json", str(tmp_path / "b.json")]
+    reason = cuda_unavailable()
+    out = fastopt(*args)
+    if reason is None:  # a GPU: CUDA rows, unless left out
+        assert "then CUDA rows" in out and "== CUDA AdamW: 1,000,000 float32 elements ==" in out
+        out = fastopt(*args, "--no-cuda")
+        assert "Only CPU columns" in out and "CUDA rows left out (--no-cuda)" in out
+    else:
+        assert "CUDA" in out and "Only CPU columns" in out and f"no GPU: CUDA rows skipped ({reason})" in out
 
 
 @pytest.mark.parametrize("command", ["race", "train", "demo"])

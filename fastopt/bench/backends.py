@@ -2,8 +2,10 @@
 
 A backend turns a workload (workloads.py) into named zero-argument callables, each running one call
 (one optimizer update, one loss forward+backward) on its own copy of the data. It returns an empty
-dict for work it does not do, and leaves out variants its library refuses (torch has no fused
-RMSprop on some versions). Timing, tables, JSON and plots only ever see the names and callables.
+dict for work it does not do (work on another device included), and leaves out variants its library
+refuses (torch has no fused RMSprop on some versions). Timing, tables, JSON and plots only ever see the
+names and callables. The CUDA backends queue work on torch's current stream and return without waiting
+for it: their cases synchronise the device around each timed batch of calls (cases.py, timing.py).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Callable, Dict, Optional, Sequence
 import numpy as np
 
 import fastopt
+import fastopt.cuda
 from fastopt import reference
 from fastopt.bench.workloads import STATE_ARRAYS, LossWork, UpdateWork
 
@@ -29,6 +32,8 @@ class FastoptCPU:
     name = "fastopt"
 
     def update(self, work: UpdateWork) -> Impls:
+        if work.device != "cpu":
+            return {}
         kernel = getattr(fastopt, work.optimizer + "_")
         params = [p.copy() for p in work.params]
         states = [[np.zeros_like(p) for p in params] for _ in range(STATE_ARRAYS[work.optimizer])]
@@ -40,6 +45,8 @@ class FastoptCPU:
         return {"fastopt": lambda: kernel(*args, **kwargs)}
 
     def loss(self, work: LossWork) -> Impls:
+        if work.device != "cpu":
+            return {}
         logits, labels = work.logits, work.labels
         if work.op == "softmax":
             return {"fastopt": lambda: fastopt.softmax(logits)}
@@ -59,6 +66,8 @@ class NumpyReference:
     name = "numpy"
 
     def update(self, work: UpdateWork) -> Impls:
+        if work.device != "cpu":
+            return {}
         ref = getattr(reference, work.optimizer)
         params = [p.copy() for p in work.params]
         states = [[np.zeros_like(p) for p in params] for _ in range(STATE_ARRAYS[work.optimizer])]
@@ -70,6 +79,8 @@ class NumpyReference:
         return {"numpy": lambda: [ref(*a, **kwargs) for a in per_array]}
 
     def loss(self, work: LossWork) -> Impls:
+        if work.device != "cpu":
+            return {}
         logits, labels = work.logits, work.labels
         if work.op == "softmax":
             return {"numpy": lambda: reference.softmax(logits)}
@@ -82,6 +93,7 @@ class TorchCPU:
     arrays it only reads (gradients, softmax input) are shared with the NumPy workload."""
 
     name = "torch"
+    device = "cpu"
     _CLASSES = {"sgd": "SGD", "adagrad": "Adagrad", "rmsprop": "RMSprop", "adam": "Adam", "adamw": "AdamW"}
     _VARIANTS = (("torch-forloop", dict(foreach=False)), ("torch-foreach", dict(foreach=True)),
                  ("torch-fused", dict(fused=True)))
@@ -94,15 +106,26 @@ class TorchCPU:
             return False
         return True
 
+    @staticmethod
+    def _tensor(a, copy: bool):
+        """A workload array as a torch tensor: a copy (written by torch) or the array's own memory."""
+        import torch
+
+        if isinstance(a, torch.Tensor):
+            return a.clone() if copy else a
+        return torch.from_numpy(a.copy() if copy else a)
+
     def update(self, work: UpdateWork) -> Impls:
         import torch
 
+        if work.device != self.device:
+            return {}
         impls: Impls = {}
         for variant, flags in self._VARIANTS:
             params = []
             for p, g in zip(work.params, work.grads):
-                param = torch.nn.Parameter(torch.from_numpy(p.copy()))
-                param.grad = torch.from_numpy(g)
+                param = torch.nn.Parameter(self._tensor(p, copy=True))
+                param.grad = self._tensor(g, copy=False)
                 params.append(param)
             try:
                 opt = getattr(torch.optim, self._CLASSES[work.optimizer])(params, **work.hyper, **flags)
@@ -116,6 +139,8 @@ class TorchCPU:
         import torch
         import torch.nn.functional as F
 
+        if work.device != "cpu":
+            return {}
         if work.op == "softmax":
             x = torch.from_numpy(work.logits)
             return {"torch": lambda: torch.softmax(x, dim=-1)}
@@ -129,23 +154,90 @@ class TorchCPU:
         return {"torch": forward_backward}
 
 
-# Every backend, in table order; the first is the baseline of the "x fastopt" ratios.
-# The CUDA backend ("fastopt-cuda") is added here and only here: a class with the same update() and
-# loss() methods that copies the workload's arrays to the device once and returns callables that run
-# one call and synchronize the device before returning (so that the host-side timer is correct);
-# torch's CUDA variants would join it as a further class (tensors on "cuda").
-BACKENDS = (FastoptCPU(), NumpyReference(), TorchCPU())
+def cuda_unavailable() -> Optional[str]:
+    """Why the CUDA backends cannot run here (None when they can): they need fastopt's CUDA backend with a
+    usable device and torch with CUDA (the CUDA workloads are torch tensors)."""
+    if not fastopt.cuda.is_compiled():
+        return "fastopt was built without CUDA"
+    if fastopt.cuda.device_count() == 0:
+        return "fastopt's CUDA backend finds no usable device"
+    if not TorchCPU.available():
+        return "torch is not installed (the CUDA workloads are torch tensors)"
+    import torch
+
+    if not torch.cuda.is_available():
+        return "torch has no CUDA"
+    return None
 
 
-def select_backends(numpy: bool = True, torch: bool = True, names: Optional[Sequence[str]] = None):
-    """The backends to run: all of BACKENDS less those switched off or not importable."""
+class FastoptCUDA:
+    """fastopt's CUDA kernels on torch CUDA tensors (taken through DLPack, updated in place), queued on
+    torch's current stream: one call per update over the whole list, softmax_cross_entropy allocating
+    its gradient (a torch tensor) as F.cross_entropy's backward does."""
+
+    name = "fastopt-cuda"
+
+    def update(self, work: UpdateWork) -> Impls:
+        import torch
+
+        if work.device != "cuda":
+            return {}
+        kernel = getattr(fastopt, work.optimizer + "_")
+        params = [p.clone() for p in work.params]
+        states = [[torch.zeros_like(p) for p in params] for _ in range(STATE_ARRAYS[work.optimizer])]
+        args = (params, work.grads, *states)
+        kwargs = {**work.hyper, **_step_kwargs(work)}
+        return {"fastopt-cuda": lambda: kernel(*args, **kwargs)}
+
+    def loss(self, work: LossWork) -> Impls:
+        if work.device != "cuda" or work.op != "cross_entropy":
+            return {}
+        logits, labels = work.logits, work.labels
+        return {"fastopt-cuda": lambda: fastopt.softmax_cross_entropy(logits, labels)}
+
+
+class TorchCUDA(TorchCPU):
+    """torch on the same GPU: torch.optim's fused and foreach implementations, F.cross_entropy + backward
+    on a leaf sharing the workload's logits (its gradient released after each call, as fastopt's is)."""
+
+    name = "torch-cuda"
+    device = "cuda"
+    _VARIANTS = (("torch-cuda-fused", dict(fused=True)), ("torch-cuda-foreach", dict(foreach=True)))
+
+    def loss(self, work: LossWork) -> Impls:
+        import torch.nn.functional as F
+
+        if work.device != "cuda" or work.op != "cross_entropy":
+            return {}
+        t_logits = work.logits.detach().requires_grad_()  # a leaf over the same memory, only read
+        labels = work.labels
+
+        def forward_backward():
+            F.cross_entropy(t_logits, labels).backward()
+            t_logits.grad = None
+
+        return {"torch-cuda": forward_backward}
+
+
+# Every backend, in table order; the first of a case's implementations is the baseline of its "x fastopt"
+# ratios (fastopt's on the CPU, fastopt-cuda's on the GPU).
+BACKENDS = (FastoptCPU(), NumpyReference(), TorchCPU(), FastoptCUDA(), TorchCUDA())
+
+
+def select_backends(numpy: bool = True, torch: bool = True, names: Optional[Sequence[str]] = None,
+                    cuda: bool = True):
+    """The backends to run: all of BACKENDS less those switched off or not importable (the CUDA ones
+    also need cuda_unavailable() to be None)."""
+    gpu = cuda and cuda_unavailable() is None
     chosen = []
     for backend in BACKENDS:
         if names is not None and backend.name not in names:
             continue
         if backend.name == "numpy" and not numpy:
             continue
-        if backend.name == "torch" and (not torch or not TorchCPU.available()):
+        if backend.name in ("torch", "torch-cuda") and (not torch or not TorchCPU.available()):
+            continue
+        if backend.name in ("fastopt-cuda", "torch-cuda") and not gpu:
             continue
         chosen.append(backend)
     return chosen

@@ -2,6 +2,14 @@
 
 A case is built only when it is about to run (PendingCase.build) and dropped after, so that the big
 sizes (64M elements, GPT-2 small, 4096 x 32000 logits) never hold memory at the same time.
+
+CUDA cases (part "cuda", when a GPU is there): AdamW over 64M float32 elements and over GPT-2 small's list,
+cross-entropy forward+backward at 32768 x 50257, fastopt-cuda against torch on the same GPU. Their probe is
+a device-to-device copy (torch dst.copy_(src)) sized to move the bytes of the case's call: it reads and
+writes every byte once, so src and dst each hold half of them (at most COPY_BYTES_MAX in all). The device
+is synchronised before and after each timed batch of calls (Case.sync), and the loss case also records
+each implementation's peak extra memory (torch.cuda.max_memory_allocated over one call, less what was
+allocated before it).
 """
 
 from __future__ import annotations
@@ -12,14 +20,21 @@ from typing import Callable, Dict, Optional, Sequence, Tuple
 import numpy as np
 
 from fastopt import _core
+from fastopt.bench import workloads
 from fastopt.bench.workloads import (
     PROBE_TRAFFIC,
+    cuda_loss_work,
+    cuda_update_work,
     gpt2_small_shapes,
     loss_work,
     update_work,
 )
 
 PROBE = "probe (a += b)"
+COPY_PROBE = "probe (d2d copy)"
+COPY_BYTES_MAX = 4 << 30
+CUDA_ADAMW_SIZE = 64_000_000
+CUDA_LOSS_SHAPE = (32768, 50257)
 
 
 @dataclass
@@ -32,8 +47,13 @@ class Case:
     n: int       # elements per call
     bytes_moved: int
     impls: Dict[str, Callable[[], object]]
-    probe: Optional[Callable[[], object]] = None  # a += b on n float32 elements
+    probe: Optional[Callable[[], object]] = None  # a += b on n float32 elements (CUDA: a copy)
     shape: Optional[Tuple[int, ...]] = None
+    device: str = "cpu"
+    probe_name: str = PROBE
+    copy_bytes: Optional[int] = None         # bytes the CUDA copy probe moves
+    sync: Optional[Callable[[], None]] = None  # waits for the device (CUDA cases)
+    peak_extra: Dict[str, int] = field(default_factory=dict)  # impl -> bytes (the CUDA loss case)
 
     @property
     def baseline(self) -> str:
@@ -42,7 +62,7 @@ class Case:
 
     @property
     def probe_bytes(self) -> int:
-        return PROBE_TRAFFIC * self.n * 4
+        return self.copy_bytes if self.copy_bytes is not None else PROBE_TRAFFIC * self.n * 4
 
 
 @dataclass
@@ -105,6 +125,101 @@ def loss_case(op: str, n: int, c: int, backends: Sequence, probe: bool = True) -
     work = loss_work(op, n, c, np.float32)
     return Case("losses", op, loss_label(n, c), n * c, work.bytes_moved,
                 _collect(backends, "loss", work), make_probe(n * c) if probe else None, shape=(n, c))
+
+
+def make_copy_probe(nbytes: int) -> Tuple[Callable[[], object], int]:
+    """torch dst.copy_(src) on the GPU moving nbytes (read src, write dst: nbytes / 2 each, float32, at
+    most COPY_BYTES_MAX in all): the callable and the bytes it moves."""
+    import torch
+
+    elements = max(1, min(nbytes, COPY_BYTES_MAX) // 8)
+    src = torch.ones(elements, device=workloads.CUDA_DEVICE)
+    dst = torch.empty_like(src)
+    return (lambda: dst.copy_(src)), 8 * elements
+
+
+def _cuda_case(part: str, name: str, label: str, work, method: str, backends, probe: bool,
+               shape=None) -> Case:
+    import torch
+
+    impls = _collect(backends, method, work)
+    copy, copy_bytes = make_copy_probe(work.bytes_moved) if probe else (None, None)
+    return Case(part, name, label, work.n, work.bytes_moved, impls, copy, shape=shape, device="cuda",
+                probe_name=COPY_PROBE, copy_bytes=copy_bytes, sync=torch.cuda.synchronize)
+
+
+def cuda_label(what: str) -> str:
+    return f"CUDA {what}"
+
+
+def cuda_update_case(n: int, backends: Sequence, probe: bool = True) -> Case:
+    """AdamW over one float32 CUDA array of n elements."""
+    return _cuda_case("cuda", "adamw", cuda_label(f"AdamW: {n:,} float32 elements"),
+                      cuda_update_work("adamw", n), "update", backends, probe)
+
+
+def cuda_gpt2_case(backends: Sequence, probe: bool = True) -> Case:
+    """AdamW over GPT-2 small's 148 parameter tensors on the GPU, one call."""
+    work = cuda_update_work("adamw", [shape for _, shape in gpt2_small_shapes()])
+    return _cuda_case("cuda", "adamw", cuda_label(GPT2_LABEL), work, "update", backends, probe)
+
+
+def peak_extra_bytes(fn: Callable[[], object]) -> int:
+    """The most memory torch's allocator held during one call of fn beyond what it held before (what the
+    call allocates and frees again: its outputs and temporaries). Memory fastopt's CUDA backend allocates
+    itself (stream-ordered, outside torch's allocator) is not seen."""
+    import torch
+
+    fn()  # warm-up: lazy initialisation is not the call's memory
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    before = torch.cuda.memory_allocated()
+    fn()
+    torch.cuda.synchronize()
+    return torch.cuda.max_memory_allocated() - before
+
+
+def cuda_loss_case(n: int, c: int, backends: Sequence, probe: bool = True) -> Case:
+    """Cross-entropy forward + backward over (n, c) float32 CUDA logits, with each implementation's peak
+    extra memory (the gradient alone is n * c * 4 bytes)."""
+    case = _cuda_case("cuda", "cross_entropy", cuda_label(loss_label(n, c)), cuda_loss_work("cross_entropy", n, c),
+                      "loss", backends, probe, shape=(n, c))
+    case.peak_extra = {impl: peak_extra_bytes(fn) for impl, fn in case.impls.items()}
+    return case
+
+
+def cuda_loss_fits(n: int, c: int) -> Optional[str]:
+    """None when the loss case should fit in the GPU's free memory, else why not: the logits, torch's
+    forward+backward (log-probabilities, their gradient and the logits' gradient: three more n x c) and
+    the copy probe."""
+    import torch
+
+    free, _ = torch.cuda.mem_get_info()
+    need = 4 * n * c * 4 + min(3 * n * c * 4, COPY_BYTES_MAX)
+    if need > free:
+        return f"needs about {need / 1e9:.1f} GB, the GPU has {free / 1e9:.1f} GB free"
+    return None
+
+
+def plan_cuda_cases(adamw: bool, gpt2: bool, cross_entropy: bool, backends: Sequence,
+                    size: int = CUDA_ADAMW_SIZE, shape: Tuple[int, int] = CUDA_LOSS_SHAPE):
+    """The CUDA cases, in run order, and notes on cases left out."""
+    pending, notes = [], []
+    if adamw:
+        pending.append(PendingCase("cuda", "adamw", cuda_label(f"AdamW: {size:,} float32 elements"), size,
+                                   lambda: cuda_update_case(size, backends)))
+    if gpt2:
+        pending.append(PendingCase("cuda", "adamw", cuda_label(GPT2_LABEL), gpt2_elements(),
+                                   lambda: cuda_gpt2_case(backends)))
+    if cross_entropy:
+        n, c = shape
+        too_big = cuda_loss_fits(n, c)
+        if too_big:
+            notes.append(f"CUDA cross-entropy at {n} x {c} left out: {too_big}")
+        else:
+            pending.append(PendingCase("cuda", "cross_entropy", cuda_label(loss_label(n, c)), n * c,
+                                       lambda: cuda_loss_case(n, c, backends)))
+    return pending, notes
 
 
 def plan_cases(sizes: Sequence[int], optimizers: Sequence[str], gpt2: bool,

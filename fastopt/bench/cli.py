@@ -11,8 +11,8 @@ from typing import List, Optional
 
 import fastopt
 from fastopt.bench import plot as plotting
-from fastopt.bench.backends import select_backends
-from fastopt.bench.cases import plan_cases
+from fastopt.bench.backends import cuda_unavailable, select_backends
+from fastopt.bench.cases import CUDA_ADAMW_SIZE, CUDA_LOSS_SHAPE, plan_cases, plan_cuda_cases
 from fastopt.bench.progress import Progress
 from fastopt.bench.report import banner, load_warning, machine_info, write_json
 from fastopt.bench.suite import run
@@ -34,7 +34,13 @@ cross-entropy forward+backward and softmax against the NumPy reference and torch
 Times are medians of interleaved rounds. GB/s is effective bandwidth: the bytes an ideal fused pass
 moves (AdamW 28 B/element, SGD momentum/Adagrad/RMSprop 20 B, losses 12 B/logit) / time. "% probe"
 compares it with fastopt._core._probe_add (a += b, threaded like the kernels, 12 B/element) timed
-in the same rounds. "x fastopt" is time / fastopt's time: above 1, fastopt is faster."""
+in the same rounds. "x fastopt" is time / fastopt's time: above 1, fastopt is faster.
+
+With a GPU (fastopt built with CUDA, torch with CUDA) CUDA rows follow, fastopt-cuda against torch on the
+same device: AdamW over 64M float32 elements and over GPT-2 small's list (torch fused and foreach), and
+cross-entropy forward+backward at 32768 x 50257 (F.cross_entropy + backward) with each one's peak extra
+memory. Their probe is a device copy moving the same bytes; the device is synchronised around each timed
+batch of calls. Without a GPU they are skipped, and the run says so."""
 
 
 def parse_size(text: str) -> int:
@@ -79,6 +85,11 @@ def build_parser(prog: Optional[str] = None, part: str = "all") -> argparse.Argu
     parser.add_argument("--plot", metavar="PATH", help="write the PNG figure here (default: next to the JSON)")
     parser.add_argument("--no-torch", action="store_true", help="leave torch out even when installed")
     parser.add_argument("--no-numpy", action="store_true", help="leave the (slow) NumPy reference out")
+    parser.add_argument("--no-cuda", action="store_true", help="leave the CUDA rows out even when a GPU is there")
+    parser.add_argument("--cuda-size", type=parse_size, default=CUDA_ADAMW_SIZE, metavar="N",
+                        help="elements of the CUDA AdamW row (default 64M)")
+    parser.add_argument("--cuda-shape", type=parse_shape, default=CUDA_LOSS_SHAPE, metavar="NxC",
+                        help="logits of the CUDA cross-entropy row (default 32768x50257)")
     return parser
 
 
@@ -92,10 +103,19 @@ def main(argv: Optional[List[str]] = None, prog: Optional[str] = None, part: str
     shapes = args.shapes or [parse_shape(s) for s in DEFAULT_SHAPES]
     run_optimizers = args.part in ("all", "optimizers")
     run_losses = args.part in ("all", "losses")
-    backends = select_backends(numpy=not args.no_numpy, torch=not args.no_torch)
+    backends = select_backends(numpy=not args.no_numpy, torch=not args.no_torch, cuda=not args.no_cuda)
     pending = plan_cases(sizes if run_optimizers else [], args.optimizers if run_optimizers else [],
                          run_optimizers and not args.no_gpt2,
                          shapes if run_losses else [], args.losses if run_losses else [], backends)
+    no_gpu = None if args.no_cuda else cuda_unavailable()
+    cuda_rows = not args.no_cuda and no_gpu is None
+    cuda_notes = ["CUDA rows left out (--no-cuda)"] if args.no_cuda else []
+    if cuda_rows:
+        adamw = run_optimizers and "adamw" in args.optimizers
+        cuda_pending, cuda_notes = plan_cuda_cases(adamw, adamw and not args.no_gpt2,
+                                                   run_losses and "cross_entropy" in args.losses, backends,
+                                                   size=args.cuda_size, shape=args.cuda_shape)
+        pending += cuda_pending
 
     json_path = args.json
     if json_path is None and args.part == "all" and not args.quick:
@@ -110,6 +130,10 @@ def main(argv: Optional[List[str]] = None, prog: Optional[str] = None, part: str
         print(load_warning(machine))
     print(f"implementations: {', '.join(b.name for b in backends)}; "
           f"{'quick' if args.quick else 'full'} run, {len(pending)} cases", flush=True)
+    if no_gpu is not None:
+        print(f"no GPU: CUDA rows skipped ({no_gpu})", flush=True)
+    for note in cuda_notes:
+        print(note, flush=True)
     total = sum(args.rounds or plan_rounds(p.n, args.quick) for p in pending)
     progress = Progress(total)
     rows = run(pending, quick=args.quick, rounds=args.rounds, progress=progress)
@@ -118,7 +142,9 @@ def main(argv: Optional[List[str]] = None, prog: Optional[str] = None, part: str
     if json_path:
         settings = dict(part=args.part, quick=args.quick, rounds=args.rounds, sizes=sizes,
                         optimizers=args.optimizers, gpt2=not args.no_gpt2, shapes=[list(s) for s in shapes],
-                        losses=args.losses, backends=[b.name for b in backends], argv=sys.argv)
+                        losses=args.losses, backends=[b.name for b in backends], cuda_rows=cuda_rows,
+                        cuda_size=args.cuda_size, cuda_shape=list(args.cuda_shape),
+                        argv=sys.argv)
         print(f"\nwrote {write_json(json_path, rows, settings, machine)}")
     if plot_path:
         if plotting.plot(rows, plot_path) is None:

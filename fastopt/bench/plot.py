@@ -85,7 +85,8 @@ def plot(rows: List[dict], path: str) -> Optional[str]:
         ax_t.set_xscale("log")
         ax_t.set_xlabel("seconds per call (log)")
         ax_b.set_xlabel("effective GB/s (dashed: probe at the same size)")
-        parts = dict(gpt2="GPT-2 small AdamW (one call over 148 tensors)", losses="losses (float32 logits)")
+        parts = dict(gpt2="GPT-2 small AdamW (one call over 148 tensors)", losses="losses (float32 logits)",
+                     cuda="CUDA (dashed: a device copy of the same bytes)")
         ax_t.set_title(" and ".join(parts[p] for p in dict.fromkeys(r["part"] for r in others)), fontsize=10)
         for ax in (ax_t, ax_b):
             ax.grid(True, axis="x", alpha=0.3)

@@ -13,7 +13,7 @@ from typing import Dict, List, Optional
 import numpy as np
 
 import fastopt
-from fastopt.bench.cases import PROBE, Case
+from fastopt.bench.cases import Case
 
 COLUMNS = f"{'case':14s} {'implementation':22s} {'median':>11s} {'GB/s':>8s} {'% probe':>8s} {'x fastopt':>10s}"
 
@@ -26,17 +26,22 @@ def fmt_time(seconds: float) -> str:
     return f"{seconds:.3f} s"
 
 
+def fmt_bytes(n: int) -> str:
+    return f"{n / 1e9:.2f} GB" if n >= 1e9 else f"{n / 1e6:.1f} MB"
+
+
 def case_rows(case: Case, times: Dict[str, float], calls: Dict[str, int], rounds: int) -> List[dict]:
-    """One row per implementation: median time, effective GB/s, % of the probe, ratio to fastopt."""
-    probe_s = times.get(PROBE)
+    """One row per implementation: median time, effective GB/s, % of the probe, ratio to fastopt (and on
+    CUDA the probe's name and bytes, and the loss case's peak extra memory)."""
+    probe_s = times.get(case.probe_name)
     probe_gbs = case.probe_bytes / probe_s / 1e9 if probe_s else None
     base = times[case.baseline]
     rows = []
     for impl, t in times.items():
-        if impl == PROBE:
+        if impl == case.probe_name:
             continue
         gbs = case.bytes_moved / t / 1e9
-        rows.append(dict(
+        row = dict(
             part=case.part, case=case.name, label=case.label, n=case.n,
             shape=list(case.shape) if case.shape else None, dtype="float32", impl=impl,
             seconds=t, calls_per_round=calls.get(impl), rounds=rounds,
@@ -44,7 +49,11 @@ def case_rows(case: Case, times: Dict[str, float], calls: Dict[str, int], rounds
             probe_seconds=probe_s, probe_gb_per_s=probe_gbs,
             pct_of_probe=100 * gbs / probe_gbs if probe_gbs else None,
             ratio_to_fastopt=t / base,
-        ))
+        )
+        if case.device != "cpu":
+            row.update(device=case.device, probe=case.probe_name, probe_bytes=case.probe_bytes if probe_s else None,
+                       peak_extra_bytes=case.peak_extra.get(impl))
+        rows.append(row)
     return rows
 
 
@@ -54,9 +63,15 @@ def format_case(case: Case, rows: List[dict], times: Dict[str, float]) -> List[s
         pct = f"{row['pct_of_probe']:7.0f}%" if row["pct_of_probe"] is not None else f"{'-':>8s}"
         lines.append(f"{case.name:14s} {row['impl']:22s} {fmt_time(row['seconds']):>11s} "
                      f"{row['gb_per_s']:8.1f} {pct} {row['ratio_to_fastopt']:9.2f}x")
-    if PROBE in times:
-        gbs = case.probe_bytes / times[PROBE] / 1e9
-        lines.append(f"{case.name:14s} {PROBE:22s} {fmt_time(times[PROBE]):>11s} {gbs:8.1f} {100:7.0f}% {'-':>10s}")
+    probe = case.probe_name
+    if probe in times:
+        gbs = case.probe_bytes / times[probe] / 1e9
+        lines.append(f"{case.name:14s} {probe:22s} {fmt_time(times[probe]):>11s} {gbs:8.1f} {100:7.0f}% {'-':>10s}")
+    if case.peak_extra:
+        unit = case.n * 4  # one float32 (N, C) buffer: the gradient
+        peaks = [f"{impl} {fmt_bytes(b)} = {b / unit:.2f} x N*C*4" for impl, b in case.peak_extra.items()]
+        lines.append("peak extra memory in one call (torch.cuda.max_memory_allocated - allocated before): " +
+                     ", ".join(peaks))
     return lines
 
 
@@ -82,7 +97,10 @@ def torch_info() -> Optional[dict]:
         import torch
     except ImportError:
         return None
-    return {"version": torch.__version__, "num_threads": torch.get_num_threads()}
+    info = {"version": torch.__version__, "num_threads": torch.get_num_threads()}
+    if torch.cuda.is_available():
+        info.update(cuda=torch.version.cuda, gpu=torch.cuda.get_device_name())
+    return info
 
 
 def machine_info() -> dict:
@@ -107,6 +125,8 @@ def machine_info() -> dict:
 def banner(info: dict, machine: dict) -> str:
     t = machine["torch"]
     torch_text = f"torch {t['version']} ({t['num_threads']} threads)" if t else "torch not installed"
+    if t and t.get("gpu"):
+        torch_text += f", GPU {t['gpu']} (CUDA {t['cuda']})"
     return (f"fastopt {info['version']} ({info['cpu_isa']}, {info['num_threads']} threads), "
             f"numpy {machine['numpy']}, {torch_text}; {machine['cpu_count']} CPUs, {machine['platform']}")
 
@@ -133,6 +153,9 @@ def write_json(path: str, rows: List[dict], settings: dict, machine: dict) -> pa
                                         "Adagrad, RMSprop fp32: 20)",
             "loss_bytes_per_logit": "12 (read the logits twice, write the output once)",
             "probe": "fastopt._core._probe_add: a += b, float32, 12 bytes per element",
+            "cuda_probe": "torch dst.copy_(src) on the GPU, float32 buffers of half the case's bytes each (a copy "
+                          "reads and writes every byte: it moves the bytes of the case's call), at most 4 GiB",
+            "cuda_timing": "torch.cuda.synchronize() before and after each timed batch of calls",
         },
         "results": rows,
     }

@@ -5,7 +5,7 @@ from __future__ import annotations
 import gc
 from typing import List, Optional, Sequence
 
-from fastopt.bench.cases import PROBE, PendingCase
+from fastopt.bench.cases import PendingCase
 from fastopt.bench.progress import Progress
 from fastopt.bench.report import case_rows, format_case, group_header, per_call_lines
 from fastopt.bench.timing import ROUND_SECONDS, plan_rounds, time_all
@@ -26,7 +26,7 @@ def run(pending: Sequence[PendingCase], quick: bool = False, rounds: Optional[in
         case = p.build()
         fns = dict(case.impls)
         if case.probe is not None:
-            fns[PROBE] = case.probe
+            fns[case.probe_name] = case.probe
         progress.set_status(f"{where}: warm-up and calibration")
         done = [0]
 
@@ -35,7 +35,7 @@ def run(pending: Sequence[PendingCase], quick: bool = False, rounds: Optional[in
             progress.status = f"{where}: round {done[0]}/{n_rounds}"
             progress.advance()
 
-        times, calls = time_all(fns, n_rounds, round_seconds, progress=tick)
+        times, calls = time_all(fns, n_rounds, round_seconds, progress=tick, sync=case.sync)
         new_rows = case_rows(case, times, calls, n_rounds)
         rows.extend(new_rows)
         if (case.part, case.label) != group:

@@ -6,6 +6,10 @@ alike; the figure reported is the median over rounds of the seconds per call. Be
 function is called once (warm-up: first-touch page faults, lazy initialisation, torch's optimizer
 state) and the number of calls per round is calibrated per function, so that a round of a 3 us call
 lasts milliseconds while a round of a 100 ms call is one call.
+
+GPU work is timed the same way with `sync` (torch.cuda.synchronize for the CUDA cases): the device is
+synchronised before a batch of calls starts the clock and again before it stops it, so that the batch's
+time is the time its queued work took (host launch costs included when they are the bottleneck).
 """
 
 from __future__ import annotations
@@ -31,14 +35,24 @@ def plan_rounds(n: int, quick: bool = False) -> int:
     raise AssertionError("unreachable")
 
 
-def calibrate_calls(fn: Callable[[], object], round_seconds: float, max_calls: int = MAX_CALLS) -> int:
+def _batch_seconds(fn: Callable[[], object], count: int, sync: Optional[Callable[[], None]]) -> float:
+    """Seconds for `count` calls of fn (with sync: from an idle device to the end of their work)."""
+    if sync is not None:
+        sync()
+    start = time.perf_counter()
+    for _ in range(count):
+        fn()
+    if sync is not None:
+        sync()
+    return time.perf_counter() - start
+
+
+def calibrate_calls(fn: Callable[[], object], round_seconds: float, max_calls: int = MAX_CALLS,
+                    sync: Optional[Callable[[], None]] = None) -> int:
     """Calls per round so that one round of fn lasts at least round_seconds (fn already warmed up)."""
     calls = 1
     while True:
-        start = time.perf_counter()
-        for _ in range(calls):
-            fn()
-        elapsed = time.perf_counter() - start
+        elapsed = _batch_seconds(fn, calls, sync)
         # Measure over at least a tenth of the target (or the cap) before trusting the estimate.
         if elapsed >= round_seconds / 10 or calls >= max_calls:
             per_call = elapsed / calls
@@ -52,11 +66,11 @@ def calibrate_calls(fn: Callable[[], object], round_seconds: float, max_calls: i
 def interleaved_medians(fns: Dict[str, Callable[[], object]], rounds: int,
                         calls: Union[int, Mapping[str, int]] = 1,
                         progress: Optional[Callable[[], None]] = None,
-                        warmup: bool = True) -> Dict[str, float]:
+                        warmup: bool = True, sync: Optional[Callable[[], None]] = None) -> Dict[str, float]:
     """Median seconds per call of each function over `rounds` interleaved rounds.
 
     `calls` is the number of calls per round: one number for all, or one per function name.
-    `progress` is called after every round.
+    `progress` is called after every round. `sync` waits for the device around each batch (GPU work).
     """
     per_fn = {name: calls if isinstance(calls, int) else calls[name] for name in fns}
     samples = {name: [] for name in fns}
@@ -67,20 +81,17 @@ def interleaved_medians(fns: Dict[str, Callable[[], object]], rounds: int,
     for r in range(rounds):
         order = names[r % len(names):] + names[:r % len(names)]  # rotate who goes first
         for name in order:
-            fn, count = fns[name], per_fn[name]
-            start = time.perf_counter()
-            for _ in range(count):
-                fn()
-            samples[name].append((time.perf_counter() - start) / count)
+            count = per_fn[name]
+            samples[name].append(_batch_seconds(fns[name], count, sync) / count)
         if progress is not None:
             progress()
     return {name: statistics.median(s) for name, s in samples.items()}
 
 
 def time_all(fns: Dict[str, Callable[[], object]], rounds: int, round_seconds: float,
-             progress: Optional[Callable[[], None]] = None):
+             progress: Optional[Callable[[], None]] = None, sync: Optional[Callable[[], None]] = None):
     """Warm up, calibrate and time every function: ({name: median seconds}, {name: calls per round})."""
     for fn in fns.values():
         fn()
-    calls = {name: calibrate_calls(fn, round_seconds) for name, fn in fns.items()}
-    return interleaved_medians(fns, rounds, calls, progress=progress, warmup=False), calls
+    calls = {name: calibrate_calls(fn, round_seconds, sync=sync) for name, fn in fns.items()}
+    return interleaved_medians(fns, rounds, calls, progress=progress, warmup=False, sync=sync), calls

@@ -2,7 +2,8 @@
 
 A workload says what is computed, never by whom (that is backends.py): every implementation gets
 the same initial values and hyperparameters, and effective bandwidth is the bytes an ideal fused pass
-must move divided by the time of one call.
+must move divided by the time of one call. CPU workloads hold NumPy arrays; CUDA workloads (device
+"cuda") hold torch CUDA tensors drawn on the GPU, where the big sizes take milliseconds to make.
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ HYPER = {
 # The step number every timed call passes (RMSprop takes none). Not 1: SGD's first step only copies
 # the gradient into the momentum buffer, a lighter pass than the steady state torch runs.
 STEP = {"sgd": 10, "adagrad": 10, "rmsprop": None, "adam": 10, "adamw": 10}
+# The torch device of the CUDA workloads (and of their copy probe).
+CUDA_DEVICE = "cuda"
 
 
 def gpt2_small_shapes() -> List[Tuple[str, Tuple[int, ...]]]:
@@ -67,9 +70,10 @@ class UpdateWork:
     """One optimizer update over one array (single=True) or a list of arrays in one call."""
 
     optimizer: str
-    params: List[np.ndarray]  # initial values: every implementation updates its own copy
-    grads: List[np.ndarray]   # shared by all implementations (an update only reads them)
+    params: list   # initial values (NumPy arrays, or CUDA tensors): every implementation updates its own copy
+    grads: list    # shared by all implementations (an update only reads them)
     single: bool
+    device: str = "cpu"
 
     @property
     def hyper(self) -> dict:
@@ -81,7 +85,7 @@ class UpdateWork:
 
     @property
     def n(self) -> int:
-        return sum(p.size for p in self.params)
+        return sum(_elements(p) for p in self.params)
 
     @property
     def bytes_moved(self) -> int:
@@ -93,16 +97,21 @@ class LossWork:
     """A loss over (N, C) logits: "cross_entropy" (forward + backward) or "softmax" (forward)."""
 
     op: str
-    logits: np.ndarray
+    logits: np.ndarray  # (or a CUDA tensor)
     labels: np.ndarray
+    device: str = "cpu"
 
     @property
     def n(self) -> int:
-        return self.logits.size
+        return _elements(self.logits)
 
     @property
     def bytes_moved(self) -> int:
-        return LOSS_TRAFFIC * self.logits.size * self.logits.itemsize
+        return LOSS_TRAFFIC * self.n * self.logits.itemsize
+
+
+def _elements(a) -> int:
+    return int(np.prod(a.shape))
 
 
 def update_work(optimizer: str, shapes, dtype=np.float32, single: bool = True, seed: int = 0) -> UpdateWork:
@@ -132,3 +141,26 @@ def loss_work(op: str, n: int, c: int, dtype=np.float32, seed: int = 0) -> LossW
     logits *= 3
     labels = rng.integers(0, c, n)
     return LossWork(op, logits, labels)
+
+
+def cuda_update_work(optimizer: str, shapes, seed: int = 0) -> UpdateWork:
+    """update_work on the GPU: float32 CUDA tensors of the given shapes (a list of shapes, or one size)
+    from torch's CUDA generator, always passed as a list (single=False)."""
+    import torch
+
+    if isinstance(shapes, int):
+        shapes = [(shapes,)]
+    generator = torch.Generator(device=CUDA_DEVICE).manual_seed(seed)
+    params = [torch.randn(shape, generator=generator, device=CUDA_DEVICE) for shape in shapes]
+    grads = [torch.randn(shape, generator=generator, device=CUDA_DEVICE).mul_(1e-2) for shape in shapes]
+    return UpdateWork(optimizer, params, grads, single=False, device="cuda")
+
+
+def cuda_loss_work(op: str, n: int, c: int, seed: int = 0) -> LossWork:
+    """loss_work on the GPU: (n, c) float32 logits of scale 3 and int64 labels, CUDA tensors."""
+    import torch
+
+    generator = torch.Generator(device=CUDA_DEVICE).manual_seed(seed)
+    logits = torch.randn((n, c), generator=generator, device=CUDA_DEVICE).mul_(3)
+    labels = torch.randint(0, c, (n,), generator=generator, device=CUDA_DEVICE)
+    return LossWork(op, logits, labels, device="cuda")

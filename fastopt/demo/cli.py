@@ -21,8 +21,10 @@ fastopt at work. Commands (the default is demo):
 `fastopt COMMAND --help` lists each command's options."""
 
 DEFAULT_OUT = "fastopt-demo"
-DEMO_BENCH = ["--sizes", "1K", "1M", "--no-gpt2", "--shapes", "1024x1000", "--rounds", "5"]
-QUICK_BENCH = ["--sizes", "1K", "--no-gpt2", "--shapes", "64x100", "--rounds", "2", "--no-torch"]
+DEMO_BENCH = ["--sizes", "1K", "1M", "--no-gpt2", "--shapes", "1024x1000", "--rounds", "5",
+              "--cuda-size", "16M", "--cuda-shape", "4096x32000"]
+QUICK_BENCH = ["--sizes", "1K", "--no-gpt2", "--shapes", "64x100", "--rounds", "2", "--no-torch",
+               "--cuda-size", "1M", "--cuda-shape", "256x1000"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -139,13 +141,18 @@ def run_train(args) -> List[str]:
 
 
 def run_bench(argv: List[str]) -> int:
+    from fastopt.bench.backends import cuda_unavailable
     from fastopt.bench.cli import main as bench_main
     from fastopt.demo.info import device_lines
 
     print("devices:")
     for line in device_lines():
         print(line)
-    print("Only CPU columns below: a GPU column appears when fastopt is built with its CUDA backend.\n", flush=True)
+    if cuda_unavailable() is None and "--no-cuda" not in argv:
+        print("CPU tables first, then CUDA rows: fastopt-cuda against torch on the GPU.\n", flush=True)
+    else:
+        print("Only CPU columns below: CUDA rows appear when fastopt is built with its CUDA backend and torch "
+              "and the machine have a GPU.\n", flush=True)
     return bench_main(argv, prog="fastopt bench")
 
 
