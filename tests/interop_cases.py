@@ -67,3 +67,21 @@ def convert(args: Args, fn: Callable[[str, int, np.ndarray], object]) -> Args:
 
 def copy_args(args: Args) -> Args:
     return {name: [a.copy() for a in arrays] for name, arrays in args.items()}
+
+
+def run_reference(case: KernelCase, hyper: dict, args: Args, grads_per_step: Sequence[Sequence[np.ndarray]]) -> Args:
+    """fastopt.reference in float64 from `args` (NumPy), one step per entry of grads_per_step; returns
+    the final params and states."""
+    used = case.used_states(hyper)
+    kwargs = kernel_kwargs(case, hyper)
+    ref = {name: [a.astype(np.float64) for a in arrays] for name, arrays in args.items() if name != "grads"}
+    for t, grads in enumerate(grads_per_step, start=1):
+        step = {"step": t} if case.takes_step else {}
+        for i, g in enumerate(grads):
+            states = [ref[s][i] if s in used else None for s in case.states]
+            out = case.reference(ref["params"][i], g.astype(np.float64), *states, **kwargs, **step)
+            ref["params"][i] = out[0]
+            for s, new in zip(case.states, out[1:]):
+                if s in used:
+                    ref[s][i] = new
+    return ref
