@@ -518,6 +518,21 @@ def test_tensor_requiring_grad_is_refused_with_torchs_reason(arg):
         np.testing.assert_array_equal(t.detach().numpy(), old)
 
 
+@needs_torch
+def test_torch_view_of_a_numpy_argument_is_caught_sharing_memory():
+    # torch.from_numpy shares the NumPy array's memory: the overlap check sees through frameworks.
+    case, hyper, args = full_args()
+    args["grads"][1] = torch.from_numpy(args["exp_avgs"][1])
+    assert_refused(case, hyper, args, ValueError, r"(grads\[1\] shares memory with exp_avgs\[1\]|"
+                                                  r"exp_avgs\[1\] shares memory with grads\[1\])")
+    logits, labels, _ = loss_inputs(np.float64)
+    out = torch.from_numpy(logits)[1:]  # rows 1.. of logits: a partial overlap
+    before = logits.copy()
+    with pytest.raises(ValueError, match="out partly overlaps logits"):
+        fastopt.softmax_cross_entropy(logits[:-1], labels[:-1], out=out)
+    np.testing.assert_array_equal(logits, before)
+
+
 def test_array_on_another_device_is_a_value_error_naming_both():
     case, hyper, args = full_args()
     args["grads"][1] = ClaimsCuda()
