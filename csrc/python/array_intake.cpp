@@ -144,8 +144,9 @@ py::object call_dlpack(py::handle obj, const Device& device, const CallDevice& c
   if (device.kind == DeviceKind::CUDA) kwargs["stream"] = dlpack_stream(call.stream);
   try {
     try {
-      // DLPack 1.0: a versioned capsule (read-only flag), and copy=False: never a copy.
-      py::dict modern = kwargs;
+      // DLPack 1.0: a versioned capsule (read-only flag), and copy=False: never a copy. A copy of
+      // kwargs (py::dict's copy constructor shares the dict, so the retry below would pass these too).
+      py::dict modern(kwargs.attr("copy")());
       modern["max_version"] = py::make_tuple(1, 0);
       modern["copy"] = py::bool_(false);
       return method(**modern);
