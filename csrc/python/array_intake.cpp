@@ -416,6 +416,9 @@ void join_device(CallDevice& call, const Device& device, const std::string& wher
     }
     call.device = device;
     call.fixed_by = where;
+    // A CPU call does not use stream=, but a garbage one is refused all the same: the mistake would
+    // otherwise surface only when the code first meets a GPU.
+    if (device.kind == DeviceKind::CPU && !call.stream_arg.is_none()) parse_stream(call.stream_arg);
   } else if (*call.device != device) {
     throw py::value_error(where + " is on " + device_str(device) + " but " + call.fixed_by + " is on " +
                           device_str(*call.device) + "; all arrays of one call must be on one device");
