@@ -416,7 +416,54 @@ struct ProbeArgs {
   long long* found;  // set to 1 by any block that sees a non-finite gradient
 };
 
-#ifdef __CUDACC__
+// ---------------------------------------------------------------- host planning
+// The list was checked (list_problem) before: these cut it into batches and call
+// launch(args, blocks) for each, with the whole kernel argument. The GPU launchers below launch
+// the kernels; tests/cuda_host runs the chunk bodies thread by thread instead.
+
+template <typename Op, typename T, typename S, int N, typename Launch>
+void plan_updates(const DeviceTensorList<N>& list, const Op& op, const long long* found_inf, Launch&& launch) {
+  static_assert(N == Op::kOperands, "the op's operand count is the list's");
+  constexpr int K = tensors_per_batch<N>();
+  using Args = UpdateArgs<Op, K>;
+  static_assert(sizeof(Args) <= kKernelArgBytes, "update kernel arguments over 4 KB");
+  static_assert(std::is_trivially_copyable_v<Args>, "kernel arguments are copied bytewise");
+  int alignment[N];
+  for_operands<N>([&](auto J) {
+    alignment[decltype(J)::value] = vector_alignment<T, OperandType<T, S, decltype(J)::value>>();
+  });
+  plan_batches<N, K>(
+      list.sizes.size(), list.sizes.data(), [&](size_t k, int j) { return list.ptrs[k][j]; }, Op::kUsed, alignment,
+      [&](const TensorBatch<N, K>& batch, int64_t blocks) {
+        Args args;
+        args.batch = batch;
+        args.op = op;
+        args.found_inf = found_inf;
+        launch(static_cast<const Args&>(args), blocks);
+      });
+}
+
+// The pre-pass over operand `grad` of each tensor of a list.
+template <typename T, int N, typename Launch>
+void plan_probe(const DeviceTensorList<N>& list, int grad, double grad_scale, long long* found, Launch&& launch) {
+  constexpr int K = tensors_per_batch<1>();
+  using Args = ProbeArgs<T, K>;
+  static_assert(sizeof(Args) <= kKernelArgBytes, "probe kernel arguments over 4 KB");
+  static_assert(std::is_trivially_copyable_v<Args>, "kernel arguments are copied bytewise");
+  const int alignment[1] = {vector_alignment<T, T>()};
+  plan_batches<1, K>(
+      list.sizes.size(), list.sizes.data(), [&](size_t k, int) { return list.ptrs[k][grad]; }, 1u, alignment,
+      [&](const TensorBatch<1, K>& batch, int64_t blocks) {
+        Args args;
+        args.batch = batch;
+        args.grad_scale = MathOf<T>(grad_scale);
+        args.scaled = grad_scale != 1.0;
+        args.found = found;
+        launch(static_cast<const Args&>(args), blocks);
+      });
+}
+
+// ---------------------------------------------------------------- kernels
 
 template <typename Op, typename T, typename S, int K>
 __global__ void __launch_bounds__(kBlockThreads, blocks_per_sm<MathOf<T>>())
@@ -442,55 +489,26 @@ __global__ void __launch_bounds__(kBlockThreads, 2) probe_kernel(const __grid_co
   if (__syncthreads_or(bad != 0) && threadIdx.x == 0) *a.found = 1;
 }
 
-// ---------------------------------------------------------------- host launchers
-// The list was checked (list_problem) before: these only plan and launch.
+// ---------------------------------------------------------------- GPU launchers
 
 template <typename Op, typename T, typename S, int N>
 void launch_updates(const DeviceTensorList<N>& list, const Op& op, const long long* found_inf,
                     cudaStream_t stream, const char* name) {
-  static_assert(N == Op::kOperands, "the op's operand count is the list's");
-  constexpr int K = tensors_per_batch<N>();
-  using Args = UpdateArgs<Op, K>;
-  static_assert(sizeof(Args) <= kKernelArgBytes, "update kernel arguments over 4 KB");
-  static_assert(std::is_trivially_copyable_v<Args>, "kernel arguments are copied bytewise");
-  int alignment[N];
-  for_operands<N>([&](auto J) {
-    alignment[decltype(J)::value] = vector_alignment<T, OperandType<T, S, decltype(J)::value>>();
+  plan_updates<Op, T, S>(list, op, found_inf, [&](const auto& args, int64_t blocks) {
+    constexpr int K = std::decay_t<decltype(args.batch)>::kCapacity;
+    update_kernel<Op, T, S, K><<<dim3(unsigned(blocks)), dim3(kBlockThreads), 0, stream>>>(args);
+    check_launch(name);
   });
-  plan_batches<N, K>(
-      list.sizes.size(), list.sizes.data(), [&](size_t k, int j) { return list.ptrs[k][j]; }, Op::kUsed, alignment,
-      [&](const TensorBatch<N, K>& batch, int64_t blocks) {
-        Args args;
-        args.batch = batch;
-        args.op = op;
-        args.found_inf = found_inf;
-        update_kernel<Op, T, S, K><<<dim3(unsigned(blocks)), dim3(kBlockThreads), 0, stream>>>(args);
-        check_launch(name);
-      });
 }
 
-// The pre-pass over operand `grad` of each tensor of a list.
 template <typename T, int N>
 void launch_probe(const DeviceTensorList<N>& list, int grad, double grad_scale, long long* found,
                   cudaStream_t stream) {
-  constexpr int K = tensors_per_batch<1>();
-  using Args = ProbeArgs<T, K>;
-  static_assert(sizeof(Args) <= kKernelArgBytes, "probe kernel arguments over 4 KB");
-  static_assert(std::is_trivially_copyable_v<Args>, "kernel arguments are copied bytewise");
-  const int alignment[1] = {vector_alignment<T, T>()};
-  plan_batches<1, K>(
-      list.sizes.size(), list.sizes.data(), [&](size_t k, int) { return list.ptrs[k][grad]; }, 1u, alignment,
-      [&](const TensorBatch<1, K>& batch, int64_t blocks) {
-        Args args;
-        args.batch = batch;
-        args.grad_scale = MathOf<T>(grad_scale);
-        args.scaled = grad_scale != 1.0;
-        args.found = found;
-        probe_kernel<T, K><<<dim3(unsigned(blocks)), dim3(kBlockThreads), 0, stream>>>(args);
-        check_launch("nonfinite gradient pre-pass");
-      });
+  plan_probe<T>(list, grad, grad_scale, found, [&](const auto& args, int64_t blocks) {
+    constexpr int K = std::decay_t<decltype(args.batch)>::kCapacity;
+    probe_kernel<T, K><<<dim3(unsigned(blocks)), dim3(kBlockThreads), 0, stream>>>(args);
+    check_launch("nonfinite gradient pre-pass");
+  });
 }
-
-#endif  // __CUDACC__
 
 }  // namespace fastopt::cuda

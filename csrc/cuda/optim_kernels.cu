@@ -1,227 +1,83 @@
-// The optimizer half of backend.h: sgd, adagrad, rmsprop, adam and nonfinite on the GPU, as
-// multi-tensor launches (multi_tensor.cuh) of the ops in optim_ops.cuh.
-//
-// Every call: check the list and the dtypes (before anything is queued), make queue.device current,
-// compute the constants on the host (or leave them to the device when lr / step are device values),
-// then queue on queue.stream:
-//   without skip_nonfinite:  the update launches; return false without waiting.
-//   with skip_nonfinite:     the pre-pass (a flag raised by any non-finite unscaled gradient), the
-//                            update launches (each block returns at once when the flag is set), then
-//                            wait for the stream to read the flag: found_inf. Refused while the
-//                            stream is being captured (the host cannot wait inside a capture).
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
+// The optimizer half of backend.h: sgd, adagrad, rmsprop, adam and nonfinite on the GPU. The calls
+// themselves (checks, dtypes, constants, the skip_nonfinite path) are optim_backend.cuh's, run
+// here by a runner that launches the multi-tensor kernels (multi_tensor.cuh) on queue.stream.
 #include <cuda_runtime.h>
-
-#include <string>
 
 #include "cuda/backend.h"
 #include "cuda/check.cuh"
 #include "cuda/multi_tensor.cuh"
-#include "cuda/optim_ops.cuh"
+#include "cuda/optim_backend.cuh"
 
 namespace fastopt::cuda {
 
 namespace {
 
-template <typename T>
-struct Type {
-  using type = T;
+// Launches on the queue's stream, with the queue's device current for its lifetime.
+class GpuRunner {
+ public:
+  explicit GpuRunner(const Queue& queue) : queue_(queue), scope_(queue.device) {}
+
+  bool capturing() const { return is_capturing(queue_); }
+
+  // found_inf: a stream-ordered device flag; read() waits for the stream (not the device).
+  class Flag {
+   public:
+    explicit Flag(const GpuRunner& runner) : flag_(runner.queue_) {}
+    long long* get() const { return flag_.get(); }
+    bool read() const {
+      long long slots[2] = {0, 0};
+      flag_.read_and_wait(slots);
+      return slots[0] != 0;
+    }
+
+   private:
+    DeviceFlag flag_;
+  };
+
+  template <typename Op, typename T, typename S, int N>
+  void updates(const DeviceTensorList<N>& list, const Op& op, const long long* found_inf, const char* name) {
+    launch_updates<Op, T, S>(list, op, found_inf, stream_of(queue_), name);
+  }
+
+  template <typename T, int N>
+  void probe(const DeviceTensorList<N>& list, int grad, double grad_scale, long long* found) {
+    launch_probe<T>(list, grad, grad_scale, found, stream_of(queue_));
+  }
+
+ private:
+  Queue queue_;
+  DeviceScope scope_;
 };
-
-// f(Type<T>, Type<S>) for the supported (param, state) pairs.
-template <typename F>
-bool with_dtypes(const char* name, DType param, DType state, F&& f) {
-  if (param == DType::Float32 && state == DType::Float32) return f(Type<float>{}, Type<float>{});
-  if (param == DType::Float64 && state == DType::Float64) return f(Type<double>{}, Type<double>{});
-  if (param == DType::Float16 && state == DType::Float32) return f(Type<__half>{}, Type<float>{});
-  if (param == DType::BFloat16 && state == DType::Float32) return f(Type<__nv_bfloat16>{}, Type<float>{});
-  throw Error(std::string(name) + ": unsupported dtypes (param " + dtype_name(param) + ", state " +
-              dtype_name(state) + "); supported: float32/float32, float64/float64, float16/float32, "
-              "bfloat16/float32");
-}
-
-template <int N>
-void check_list(const char* name, const DeviceTensorList<N>& list, unsigned used) {
-  if (list.ptrs.size() != list.sizes.size()) {
-    throw Error(std::string(name) + ": the tensor list has " + std::to_string(list.ptrs.size()) +
-                " operand sets for " + std::to_string(list.sizes.size()) + " sizes");
-  }
-  const char* problem = list_problem<N>(
-      list.sizes.size(), list.sizes.data(), [&](size_t k, int j) { return list.ptrs[k][j]; }, used);
-  if (problem != nullptr) throw Error(std::string(name) + ": " + problem);
-}
-
-template <int N>
-bool has_elements(const DeviceTensorList<N>& list) {
-  for (int64_t n : list.sizes) {
-    if (n > 0) return true;
-  }
-  return false;
-}
-
-DeviceValues device_values(const char* name, const DeviceHyper& dh, bool uses_step) {
-  DeviceValues v;
-  if (dh.lr) {
-    if (dh.lr.dtype != DType::Float32 && dh.lr.dtype != DType::Float64) {
-      throw Error(std::string(name) + ": a device lr must be float32 or float64, not " + dtype_name(dh.lr.dtype));
-    }
-    v.lr = dh.lr.ptr;
-    v.lr_dtype = dh.lr.dtype;
-  }
-  if (dh.step && uses_step) {
-    if (dh.step.dtype == DType::Float16 || dh.step.dtype == DType::BFloat16) {
-      throw Error(std::string(name) + ": a device step must be int32, int64, float32 or float64, not " +
-                  dtype_name(dh.step.dtype));
-    }
-    v.step = dh.step.ptr;
-    v.step_dtype = dh.step.dtype;
-  }
-  return v;
-}
-
-// Fills the parts every op shares.
-template <typename Op, typename Hyper>
-void set_common(Op& op, const Hyper& hyper, const DeviceValues& device) {
-  using M = decltype(op.grad_scale);
-  op.device = device;
-  op.grad_scale = M(hyper.scaling.grad_scale);
-  op.scaled = hyper.scaling.grad_scale != 1.0;
-  op.hyper = hyper;
-  // (computed on the host even when the device recomputes them: harmless, and keeps the struct whole)
-  op.consts = Op::make_consts(hyper);
-}
-
-// Queues one update (and its pre-pass): the common path of the four optimizers.
-template <typename Op, typename T, typename S, int N>
-bool run_update(const char* name, const DeviceTensorList<N>& list, const Op& op, const GradScaling& scaling,
-                const Queue& queue) {
-  const cudaStream_t stream = stream_of(queue);
-  if (!scaling.skip_nonfinite) {
-    launch_updates<Op, T, S>(list, op, nullptr, stream, name);
-    return false;
-  }
-  DeviceFlag found(queue);
-  launch_probe<T>(list, 1, scaling.grad_scale, found.get(), stream);
-  launch_updates<Op, T, S>(list, op, found.get(), stream, name);
-  long long flags[2] = {0, 0};
-  found.read_and_wait(flags);
-  return flags[0] != 0;
-}
-
-// The checks and settings every optimizer call starts with. Returns false when there is nothing
-// to do (no elements), after the checks.
-template <int N>
-bool prologue(const char* name, const DeviceTensorList<N>& list, unsigned used, const GradScaling& scaling,
-              const Queue& queue) {
-  with_dtypes(name, list.param, list.state, [](auto, auto) { return true; });
-  check_list(name, list, used);
-  if (scaling.skip_nonfinite && is_capturing(queue)) {
-    throw Error(std::string(name) + ": skip_nonfinite cannot be used while the stream is being captured into a "
-                "CUDA graph (found_inf is read back on the host, which waits for the stream); check the "
-                "gradients with a separate call outside the capture, or capture without skip_nonfinite");
-  }
-  return has_elements(list);
-}
 
 }  // namespace
 
 bool sgd(const DeviceTensorList<3>& list, const SgdHyper& hyper, const DeviceHyper& device_hyper,
          const Queue& queue) {
-  const char* name = "sgd";
-  const bool momentum = hyper.momentum != 0.0;
-  DeviceScope scope(queue.device);
-  if (!prologue(name, list, momentum ? 0b111u : 0b011u, hyper.scaling, queue)) return false;
-  const DeviceValues device = device_values(name, device_hyper, true);
-  return with_dtypes(name, list.param, list.state, [&](auto t, auto s) {
-    using T = typename decltype(t)::type;
-    using S = typename decltype(s)::type;
-    using M = MathOf<T>;
-    auto run = [&](auto op) {
-      set_common(op, hyper, device);
-      op.nesterov = momentum && hyper.nesterov;
-      return run_update<decltype(op), T, S>(name, list, op, hyper.scaling, queue);
-    };
-    return momentum ? run(SgdOp<M, true>{}) : run(SgdOp<M, false>{});
-  });
+  GpuRunner runner(queue);
+  return run_sgd(runner, list, hyper, device_hyper);
 }
 
 bool adagrad(const DeviceTensorList<3>& list, const AdagradHyper& hyper, const DeviceHyper& device_hyper,
              const Queue& queue) {
-  const char* name = "adagrad";
-  DeviceScope scope(queue.device);
-  if (!prologue(name, list, 0b111u, hyper.scaling, queue)) return false;
-  const DeviceValues device = device_values(name, device_hyper, true);
-  return with_dtypes(name, list.param, list.state, [&](auto t, auto s) {
-    using T = typename decltype(t)::type;
-    using S = typename decltype(s)::type;
-    AdagradOp<MathOf<T>> op;
-    set_common(op, hyper, device);
-    return run_update<decltype(op), T, S>(name, list, op, hyper.scaling, queue);
-  });
+  GpuRunner runner(queue);
+  return run_adagrad(runner, list, hyper, device_hyper);
 }
 
 bool rmsprop(const DeviceTensorList<5>& list, const RmspropHyper& hyper, const DeviceHyper& device_hyper,
              const Queue& queue) {
-  const char* name = "rmsprop";
-  const bool centered = hyper.centered;
-  const bool momentum = hyper.momentum > 0.0;
-  DeviceScope scope(queue.device);
-  const unsigned used = 0b00111u | (momentum ? 0b01000u : 0u) | (centered ? 0b10000u : 0u);
-  if (!prologue(name, list, used, hyper.scaling, queue)) return false;
-  const DeviceValues device = device_values(name, device_hyper, false);
-  return with_dtypes(name, list.param, list.state, [&](auto t, auto s) {
-    using T = typename decltype(t)::type;
-    using S = typename decltype(s)::type;
-    using M = MathOf<T>;
-    auto run = [&](auto op) {
-      set_common(op, hyper, device);
-      return run_update<decltype(op), T, S>(name, list, op, hyper.scaling, queue);
-    };
-    if (centered) return momentum ? run(RmspropOp<M, true, true>{}) : run(RmspropOp<M, true, false>{});
-    return momentum ? run(RmspropOp<M, false, true>{}) : run(RmspropOp<M, false, false>{});
-  });
+  GpuRunner runner(queue);
+  return run_rmsprop(runner, list, hyper, device_hyper);
 }
 
 bool adam(const DeviceTensorList<5>& list, const AdamHyper& hyper, const DeviceHyper& device_hyper,
           const Queue& queue) {
-  const char* name = hyper.decoupled ? "adamw" : "adam";
-  DeviceScope scope(queue.device);
-  if (!prologue(name, list, hyper.amsgrad ? 0b11111u : 0b01111u, hyper.scaling, queue)) return false;
-  const DeviceValues device = device_values(name, device_hyper, true);
-  return with_dtypes(name, list.param, list.state, [&](auto t, auto s) {
-    using T = typename decltype(t)::type;
-    using S = typename decltype(s)::type;
-    using M = MathOf<T>;
-    auto run = [&](auto op) {
-      set_common(op, hyper, device);
-      op.decoupled = hyper.decoupled;
-      return run_update<decltype(op), T, S>(name, list, op, hyper.scaling, queue);
-    };
-    return hyper.amsgrad ? run(AdamOp<M, true>{}) : run(AdamOp<M, false>{});
-  });
+  GpuRunner runner(queue);
+  return run_adam(runner, list, hyper, device_hyper);
 }
 
 bool nonfinite(const DeviceTensorList<2>& list, double grad_scale, const Queue& queue) {
-  const char* name = "nonfinite";
-  DeviceScope scope(queue.device);
-  // Only the gradients' dtype matters here; the state dtype is not looked at.
-  const DType state = is_half(list.param) ? DType::Float32 : list.param;
-  with_dtypes(name, list.param, state, [](auto, auto) { return true; });
-  check_list(name, list, 0b10u);
-  if (is_capturing(queue)) {
-    throw Error("nonfinite: cannot run while the stream is being captured into a CUDA graph (found_inf is read "
-                "back on the host, which waits for the stream)");
-  }
-  if (!has_elements(list)) return false;
-  return with_dtypes(name, list.param, state, [&](auto t, auto) {
-    using T = typename decltype(t)::type;
-    DeviceFlag found(queue);
-    launch_probe<T>(list, 1, grad_scale, found.get(), stream_of(queue));
-    long long flags[2] = {0, 0};
-    found.read_and_wait(flags);
-    return flags[0] != 0;
-  });
+  GpuRunner runner(queue);
+  return run_nonfinite(runner, list, grad_scale);
 }
 
 }  // namespace fastopt::cuda
