@@ -3,13 +3,14 @@
 //
 // Pieces, kept apart:
 //   Storage<E>         how an element type is stored (raw bits) and converted to the math type
-//   load_vector/...    16-byte global loads and stores (explicit .global space), and single elements
+//   load_vector/...    vector loads and stores (one 8- or 16-byte access per operand), single elements
 //   update_chunk       one block's work over one chunk: the vector loop (every operand aligned)
 //                      then the scalar loop (misaligned tensors, tails); per element it calls
 //                      op.apply(), which calls the shared per-element rule (fastopt/*.h)
 //   probe_chunk        the non-finite gradient test over one chunk (skip_nonfinite's pre-pass)
+//   plan_*             host: cut a list into batches, each with its whole kernel argument
 //   *_kernel           the __global__ wrappers (thread/block indices, shared memory, the flag)
-//   launch_*           host: plan the batches and launch them on the queue's stream, error-checked
+//   launch_*           host: plan and launch on the queue's stream, each launch error-checked
 //
 // The chunk bodies are __host__ __device__ and take the thread index and count as arguments, so a
 // host program can run them thread by thread (tests/cuda_host) where no GPU is available.
