@@ -21,7 +21,12 @@ def empty(like: object, shape: Tuple[int, ...], dtype: str, device: int, stream:
     if module == "torch":
         import torch
 
-        return torch.empty(shape, dtype=getattr(torch, dtype), device="cpu" if device < 0 else f"cuda:{device}")
+        if device < 0:
+            return torch.empty(shape, dtype=getattr(torch, dtype))
+        # Allocated on the call's stream, so that the caching allocator reuses the memory only after
+        # the work queued there (allocating on another stream and freeing early could race).
+        with torch.cuda.device(device), torch.cuda.stream(_torch_stream(torch, device, stream)):
+            return torch.empty(shape, dtype=getattr(torch, dtype), device=f"cuda:{device}")
     if device < 0:
         import numpy
 
@@ -29,9 +34,16 @@ def empty(like: object, shape: Tuple[int, ...], dtype: str, device: int, stream:
     if module == "cupy":
         import cupy
 
-        with cupy.cuda.Device(device):
+        with cupy.cuda.Device(device), cupy.cuda.ExternalStream(stream):
             return cupy.empty(shape, dtype=dtype)
     return DeviceBuffer(shape, dtype, device, stream)
+
+
+def _torch_stream(torch, device: int, stream: int):
+    current = torch.cuda.current_stream(device)
+    if current.cuda_stream == stream:
+        return current
+    return torch.cuda.ExternalStream(stream, device=f"cuda:{device}")
 
 
 class DeviceBuffer:

@@ -144,8 +144,9 @@ py::object call_dlpack(py::handle obj, const Device& device, const CallDevice& c
   if (device.kind == DeviceKind::CUDA) kwargs["stream"] = dlpack_stream(call.stream);
   try {
     try {
-      // DLPack 1.0: a versioned capsule (read-only flag), and copy=False: never a copy.
-      py::dict modern = kwargs;
+      // DLPack 1.0: a versioned capsule (read-only flag), and copy=False: never a copy. A copy of
+      // kwargs (py::dict's copy constructor shares the dict, so the retry below would pass these too).
+      py::dict modern(kwargs.attr("copy")());
       modern["max_version"] = py::make_tuple(1, 0);
       modern["copy"] = py::bool_(false);
       return method(**modern);
@@ -194,6 +195,114 @@ ArrayRef from_dlpack(py::handle obj, const Device& device, const CallDevice& cal
   // A copy cannot take an in-place update: refuse it as written memory (checked by check_layout).
   r.writeable = !read_only && !copied && !immutable_producer(obj);
   r.keep = std::move(hold);
+  return r;
+}
+
+// ---------------------------------------------------------------- PyTorch tensors
+//
+// A torch.Tensor could go through __dlpack__ like any producer, but its export costs ~7 us in Python
+// (torch/_tensor.py), which a step over 150 parameters x 5 arrays pays 750 times. Reading the same facts
+// through the tensor's C-implemented methods costs well under 1 us, with the same rules: dense
+// (strided) tensors, a CPU or CUDA device, and no tensor that requires grad (an in-place write behind
+// autograd's back; detach() it, or use fastopt.torch's optimizers, which do and then bump the version).
+
+// torch's types, and the names read from a tensor as interned strings: an attribute looked up by a C
+// string would build and hash a new Python string every time.
+struct TorchTypes {
+  py::object tensor, strided;
+  py::object f16, bf16, f32, f64, i32, i64;
+  py::object layout, requires_grad, dtype, shape, data_ptr, is_contiguous, is_cuda, is_cpu, get_device;
+};
+
+py::object interned(const char* name) { return py::reinterpret_steal<py::object>(PyUnicode_InternFromString(name)); }
+
+// torch's types, once torch is imported by someone (fastopt never imports it here).
+const TorchTypes* torch_types() {
+  static TorchTypes* types = nullptr;  // lives as long as the process, like the torch module
+  if (types != nullptr) return types;
+  PyObject* torch = PyDict_GetItemString(PyImport_GetModuleDict(), "torch");  // borrowed
+  if (torch == nullptr) return nullptr;
+  const py::module_ t = py::reinterpret_borrow<py::module_>(torch);
+  if (!py::hasattr(t, "Tensor") || !py::hasattr(t, "bfloat16")) return nullptr;  // torch half imported
+  types = new TorchTypes{t.attr("Tensor"), t.attr("strided"), t.attr("float16"), t.attr("bfloat16"),
+                         t.attr("float32"), t.attr("float64"), t.attr("int32"), t.attr("int64"),
+                         interned("layout"), interned("requires_grad"), interned("dtype"), interned("shape"),
+                         interned("data_ptr"), interned("is_contiguous"), interned("is_cuda"), interned("is_cpu"),
+                         interned("get_device")};
+  return types;
+}
+
+py::object get(py::handle obj, const py::object& name) {
+  PyObject* value = PyObject_GetAttr(obj.ptr(), name.ptr());
+  if (value == nullptr) throw py::error_already_set();
+  return py::reinterpret_steal<py::object>(value);
+}
+
+py::object call(py::handle obj, const py::object& name) {
+  PyObject* value = PyObject_CallMethodNoArgs(obj.ptr(), name.ptr());
+  if (value == nullptr) throw py::error_already_set();
+  return py::reinterpret_steal<py::object>(value);
+}
+
+bool truth(const py::object& value) { return value.ptr() == Py_True; }
+
+bool is_torch_tensor(py::handle obj) {
+  const TorchTypes* torch = torch_types();
+  return torch != nullptr && PyObject_IsInstance(obj.ptr(), torch->tensor.ptr()) == 1;
+}
+
+std::optional<DType> torch_dtype(const TorchTypes& torch, py::handle dtype) {
+  if (dtype.is(torch.f32)) return DType::Float32;
+  if (dtype.is(torch.f64)) return DType::Float64;
+  if (dtype.is(torch.f16)) return DType::Float16;
+  if (dtype.is(torch.bf16)) return DType::BFloat16;
+  if (dtype.is(torch.i64)) return DType::Int64;
+  if (dtype.is(torch.i32)) return DType::Int32;
+  return std::nullopt;
+}
+
+// (is_cuda / is_cpu / get_device() rather than .device.type: a tenth of the cost.)
+Device torch_device(py::handle obj, const std::string& where) {
+  const TorchTypes& torch = *torch_types();
+  if (truth(get(obj, torch.is_cuda))) return Device{DeviceKind::CUDA, call(obj, torch.get_device).cast<int>()};
+  if (truth(get(obj, torch.is_cpu))) return Device{DeviceKind::CPU, 0};
+  const std::string type = py::str(obj.attr("device").attr("type"));
+  throw py::type_error(where + " is a tensor on '" + type + "'; fastopt takes CPU and CUDA tensors");
+}
+
+ArrayRef from_torch(py::handle obj, const Device& device, const std::string& where) {
+  const TorchTypes& torch = *torch_types();
+  const py::object layout = get(obj, torch.layout);
+  if (layout.ptr() != torch.strided.ptr()) {
+    throw py::type_error(where + " is a " + std::string(py::str(layout)) + " tensor; fastopt's kernels take dense tensors");
+  }
+  if (truth(get(obj, torch.requires_grad))) {
+    throw py::type_error(where + " requires grad; pass it detached (p.detach(): the same memory), or use "
+                         "fastopt.torch's optimizers");
+  }
+  ArrayRef r;
+  r.object = py::reinterpret_borrow<py::object>(obj);
+  const py::object dtype = get(obj, torch.dtype);
+  r.dtype = torch_dtype(torch, dtype);
+  if (!r.dtype) r.dtype_text = py::str(dtype);
+  const py::object shape_obj = get(obj, torch.shape);  // a torch.Size: a tuple
+  if (!PyTuple_Check(shape_obj.ptr())) throw py::type_error(where + ".shape is not a tuple");
+  auto shape = std::make_shared<std::vector<int64_t>>(size_t(PyTuple_GET_SIZE(shape_obj.ptr())));
+  r.size = 1;
+  for (size_t d = 0; d < shape->size(); ++d) {
+    (*shape)[d] = PyLong_AsLongLong(PyTuple_GET_ITEM(shape_obj.ptr(), py::ssize_t(d)));
+    r.size *= (*shape)[d];
+  }
+  r.ndim = int(shape->size());
+  r.shape = shape->data();
+  r.keep = std::move(shape);
+  r.data = reinterpret_cast<void*>(PyLong_AsUnsignedLongLong(call(obj, torch.data_ptr).ptr()));
+  if (PyErr_Occurred()) throw py::error_already_set();
+  r.device = device;
+  r.contiguous = truth(call(obj, torch.is_contiguous));
+  const int item = r.dtype ? dtype_size(*r.dtype) : 1;
+  r.aligned = reinterpret_cast<uintptr_t>(r.data) % uintptr_t(item) == 0;
+  r.writeable = true;
   return r;
 }
 
@@ -307,6 +416,9 @@ void join_device(CallDevice& call, const Device& device, const std::string& wher
     }
     call.device = device;
     call.fixed_by = where;
+    // A CPU call does not use stream=, but a garbage one is refused all the same: the mistake would
+    // otherwise surface only when the code first meets a GPU.
+    if (device.kind == DeviceKind::CPU && !call.stream_arg.is_none()) parse_stream(call.stream_arg);
   } else if (*call.device != device) {
     throw py::value_error(where + " is on " + device_str(device) + " but " + call.fixed_by + " is on " +
                           device_str(*call.device) + "; all arrays of one call must be on one device");
@@ -320,6 +432,11 @@ ArrayRef take_array(py::handle obj, const std::string& where, CallDevice& call) 
   if (py::isinstance<py::array>(obj)) {
     join_device(call, Device{}, where, obj);
     return from_numpy(obj);
+  }
+  if (is_torch_tensor(obj)) {
+    const Device device = torch_device(obj, where);
+    join_device(call, device, where, obj);
+    return from_torch(obj, device, where);
   }
   if (py::hasattr(obj, "__dlpack__") && py::hasattr(obj, "__dlpack_device__")) {
     const Device device = device_from_dlpack(obj, where);

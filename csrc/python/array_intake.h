@@ -6,6 +6,7 @@
 // (PyTorch, CuPy, JAX, NumPy...) or __cuda_array_interface__ (CuPy, Numba...), on the CPU or a CUDA
 // device, taken without a copy. All arrays of one call sit on one device; for a CUDA call the stream
 // is resolved once (CallDevice) and every DLPack export is ordered on it, as the protocol defines.
+// torch.Tensor objects are read through their own methods (same rules, a tenth of the cost).
 #pragma once
 
 #include <pybind11/numpy.h>

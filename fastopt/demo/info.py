@@ -23,20 +23,24 @@ def _cpu_model() -> str:
 
 
 def devices() -> List[dict]:
-    """Every device kind fastopt knows of, found or not. The one place a GPU backend joins: when
-    build_info()["cuda"]["compiled"] turns True, this row lists the GPUs fastopt will run on, and
-    the bench backends (fastopt/bench/backends.py) gain their "fastopt-cuda" column."""
+    """Every device kind fastopt knows of, found or not: the CPU, the CUDA backend (compiled or not, and
+    the GPUs it can use), and torch when installed."""
     info = fastopt.build_info()
     rows = [dict(kind="CPU", available=True,
                  detail=f"{_cpu_model()}, {os.cpu_count()} logical CPUs; kernels: {info['cpu_isa']} "
                         f"(supported: {', '.join(info['cpu_isas_supported'])}), {info['num_threads']} threads, "
                         f"OpenMP {'yes' if info.get('openmp') else 'no'}")]
     cuda = info.get("cuda") or {}
-    if cuda.get("compiled"):
-        rows.append(dict(kind="CUDA", available=True, detail=f"built for {cuda.get('architectures')}"))
-    else:
+    if not cuda.get("compiled"):
         rows.append(dict(kind="CUDA", available=False,
                          detail="not built: this build of fastopt has no GPU backend (CPU kernels only)"))
+    elif fastopt.cuda.device_count() == 0:
+        rows.append(dict(kind="CUDA", available=False,
+                         detail=f"built for {', '.join(cuda.get('architectures', []))}; no usable GPU here"))
+    else:
+        names = ", ".join(fastopt.cuda.device_name(i) for i in range(fastopt.cuda.device_count()))
+        rows.append(dict(kind="CUDA", available=True,
+                         detail=f"{names}; built for {', '.join(cuda.get('architectures', []))}"))
     if importlib.util.find_spec("torch") is not None:
         import torch
 
@@ -44,7 +48,7 @@ def devices() -> List[dict]:
         names = ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())) if gpu else ""
         rows.append(dict(kind="torch", available=True,
                          detail=f"{torch.__version__}; torch.cuda.is_available() = {gpu}"
-                                + (f" ({names}; fastopt cannot use it yet)" if gpu else "")))
+                                + (f" ({names})" if gpu else "")))
     else:
         rows.append(dict(kind="torch", available=False, detail="not installed (optional)"))
     return rows

@@ -19,7 +19,8 @@
 
 namespace fastopt {
 
-// Per-call constants (host, double, rounded to the math type M).
+// Per-call constants (computed in double, rounded to the math type M). Host and device: the CUDA
+// cross-entropy computes them on the device once the "mean" denominator and W have been summed there.
 template <typename M>
 struct CrossEntropyScalars {
   M one_minus_eps;    // 1 - label_smoothing
@@ -31,9 +32,9 @@ struct CrossEntropyScalars {
 };
 
 template <typename M>
-FASTOPT_HOST CrossEntropyScalars<M> cross_entropy_scalars(double label_smoothing, double z_loss,
-                                                          double weight_sum, long long classes,
-                                                          double scale) {
+FASTOPT_HD CrossEntropyScalars<M> cross_entropy_scalars(double label_smoothing, double z_loss,
+                                                        double weight_sum, long long classes,
+                                                        double scale) {
   return {M(1.0 - label_smoothing), M(label_smoothing / double(classes)), M(z_loss), M(weight_sum),
           M(scale), label_smoothing > 0.0};
 }

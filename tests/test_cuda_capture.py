@@ -1,0 +1,255 @@
+"""Device scalars, CUDA graphs and streams (PyTorch).
+
+- lr (float32/float64) and step (int32/int64/float32/float64) given as one-element CUDA tensors are
+  read on the device and give the bits of the same call with host numbers; bad device scalars are
+  refused before anything is written.
+- adam_/adamw_ captured in a CUDA graph (torch.cuda.graph) with device lr and step, replayed with new
+  values in those tensors and new gradients in the static grads, equal eager calls with host values;
+  skip_nonfinite (which must read found_inf back) is refused inside a capture.
+- Work is queued on the caller's stream: stream= as a torch.cuda.Stream, as an int handle, or None (the
+  framework's current stream). Inputs are produced on a side stream behind a long GPU sleep and the
+  results read on that stream: work put on any other stream would run before its inputs exist.
+
+Skipped without a GPU and a CUDA build of fastopt, or without torch with CUDA (cuda_support.py).
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+
+import fastopt
+from cuda_support import CUDA_MARKS, args_to_cuda, assert_bits_equal, clone_all, to_cuda, torch_with_cuda
+from interop_cases import FULL, FULL_IDS, array_names, call_case, copy_args, hyper_of, make_numpy_args, new_grads
+from kernel_cases import CASES_BY_NAME
+
+pytestmark = CUDA_MARKS
+
+SIZES = [3, 1023, 1, 4099]
+
+
+@pytest.fixture(scope="module")
+def torch():
+    return torch_with_cuda()
+
+
+def f32(x: float) -> float:
+    """x rounded to float32: a value a float32 device lr holds exactly."""
+    return float(np.float32(x))
+
+
+def written(case, hyper):
+    return [n for n in array_names(case, hyper) if n != "grads"]
+
+
+# ------------------------------------------------------------------------------- device scalars
+
+# (lr dtype, step dtype, shape of both): 0-d and one-element 1-d tensors.
+SCALARS = [("float32", "int64", ()), ("float64", "int32", (1,)), ("float32", "float32", (1,)),
+           ("float64", "float64", ())]
+SCALAR_IDS = [f"lr_{lr}-step_{step}-{'0d' if not shape else '1d'}" for lr, step, shape in SCALARS]
+
+
+@pytest.mark.parametrize("lr_dtype,step_dtype,shape", SCALARS, ids=SCALAR_IDS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("case,config", FULL, ids=FULL_IDS)
+def test_device_lr_and_step_give_the_bits_of_host_values(torch, case, config, dtype, lr_dtype, step_dtype, shape):
+    hyper = hyper_of(case, config, seed=700)
+    base = make_numpy_args(case, hyper, SIZES, dtype, seed=701)
+    host = args_to_cuda(torch, base)
+    device = args_to_cuda(torch, base)
+    for t in range(1, 4):
+        lr = f32(hyper["lr"] * (1.0 - 0.2 * t))  # a schedule: a new lr every step
+        grads = [to_cuda(torch, g) for g in new_grads(SIZES, dtype, seed=710 + t)]
+        host["grads"] = device["grads"] = grads
+        call_case(case, {**hyper, "lr": lr}, host, step=t)
+        lr_dev = torch.tensor(lr, dtype=getattr(torch, lr_dtype), device="cuda").reshape(shape)
+        step_dev = torch.tensor(t, dtype=getattr(torch, step_dtype), device="cuda").reshape(shape)
+        assert call_case(case, {**hyper, "lr": lr_dev}, device, step=step_dev) is False
+    torch.cuda.synchronize()
+    assert_bits_equal(torch, device, host, written(case, hyper))
+    assert not torch.equal(device["params"][2], to_cuda(torch, base["params"][2]))
+
+
+BAD_SCALARS = [
+    ("lr", "int32", (), TypeError, "lr has dtype int32; a device lr is float32 or float64"),
+    ("lr", "float16", (), TypeError, "lr has dtype float16; a device lr is float32 or float64"),
+    ("lr", "float32", (2,), ValueError, "lr must be a number or a one-element device array, got shape (2,)"),
+    ("step", "float16", (), TypeError, "step has dtype float16; a device step is int32, int64, float32 or float64"),
+    ("step", "int64", (1, 2), ValueError, "step must be a number or a one-element device array, got shape (1, 2)"),
+]
+
+
+@pytest.mark.parametrize("which,dtype,shape,error,message", BAD_SCALARS,
+                         ids=[f"{w}-{d}-{len(s)}d" for w, d, s, _, _ in BAD_SCALARS])
+def test_bad_device_scalars_are_refused(torch, which, dtype, shape, error, message):
+    case = CASES_BY_NAME["adam"]
+    hyper = hyper_of(case, "amsgrad", seed=720)
+    args = args_to_cuda(torch, make_numpy_args(case, hyper, SIZES, np.float32, seed=721))
+    call_case(case, hyper, args, step=1)  # non-zero state
+    before = clone_all(args)
+    bad = torch.ones(shape, dtype=getattr(torch, dtype), device="cuda")
+    with pytest.raises(error, match=re.escape(message)):
+        if which == "lr":
+            call_case(case, {**hyper, "lr": bad}, args, step=2)
+        else:
+            call_case(case, hyper, args, step=bad)
+    torch.cuda.synchronize()
+    assert_bits_equal(torch, args, before)
+
+
+def test_device_lr_beside_cpu_arrays_is_refused(torch):
+    p, g = np.ones(4), np.ones(4)
+    with pytest.raises(ValueError, match=re.escape("lr is on cuda:0 but params is on cpu")):
+        fastopt.sgd_(p, g, lr=torch.tensor(0.5, dtype=torch.float64, device="cuda"))
+    np.testing.assert_array_equal(p, np.ones(4))
+
+
+# ----------------------------------------------------------------------------------- CUDA graphs
+
+GRAPH_CASES = [("adam", "plain"), ("adam", "amsgrad"), ("adamw", "decay"), ("adamw", "amsgrad")]
+
+
+@pytest.mark.parametrize("name,config", GRAPH_CASES, ids=[f"{n}-{c}" for n, c in GRAPH_CASES])
+def test_captured_update_replays_with_new_lr_and_step(torch, name, config):
+    case = CASES_BY_NAME[name]
+    hyper = hyper_of(case, config, seed=800)
+    base = make_numpy_args(case, hyper, SIZES, np.float32, seed=801)
+    static = args_to_cuda(torch, base)  # the graph's tensors: updated in place by every replay
+    eager = args_to_cuda(torch, base)
+    lr_dev = torch.full((), f32(hyper["lr"]), dtype=torch.float32, device="cuda")
+    step_dev = torch.ones((), dtype=torch.int64, device="cuda")
+
+    # Warm up on a side stream (as torch asks before a capture), on scratch copies.
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        call_case(case, {**hyper, "lr": lr_dev}, clone_all(static), step=step_dev)
+    torch.cuda.current_stream().wait_stream(side)
+
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        call_case(case, {**hyper, "lr": lr_dev}, static, step=step_dev)
+    torch.cuda.synchronize()
+    assert_bits_equal(torch, static, base)  # capturing ran nothing
+
+    for t in range(1, 6):
+        lr = f32(hyper["lr"] * (1.0 - 0.15 * t))
+        grads = new_grads(SIZES, np.float32, seed=810 + t)
+        for g, new in zip(static["grads"], grads):
+            g.copy_(torch.from_numpy(new))
+        lr_dev.fill_(lr)
+        step_dev.fill_(t)
+        graph.replay()
+        eager["grads"] = [to_cuda(torch, g) for g in grads]
+        call_case(case, {**hyper, "lr": lr}, eager, step=t)
+        torch.cuda.synchronize()
+        assert_bits_equal(torch, static, eager, written(case, hyper), f"replay {t}: ")
+    assert not torch.equal(static["params"][1], to_cuda(torch, base["params"][1]))
+
+
+def test_skip_nonfinite_is_refused_inside_a_capture(torch):
+    case = CASES_BY_NAME["adam"]
+    hyper = hyper_of(case, "plain", seed=820)
+    base = make_numpy_args(case, hyper, SIZES, np.float32, seed=821)
+    args = args_to_cuda(torch, base)
+    call_case(case, hyper, clone_all(args), step=1, skip_nonfinite=True)  # warm-up
+    torch.cuda.synchronize()
+    marker = torch.zeros(4, device="cuda")
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        marker.add_(1.0)  # so that the graph is not empty, and its replay shows
+        with pytest.raises((RuntimeError, ValueError), match="(?i)captur"):
+            call_case(case, hyper, args, step=1, skip_nonfinite=True)
+    graph.replay()
+    torch.cuda.synchronize()
+    assert marker.tolist() == [1.0] * 4
+    assert_bits_equal(torch, args, base)  # neither the refused call nor the replay wrote anything
+    # Outside a capture the same call works, with the CPU's bits.
+    assert call_case(case, hyper, args, step=1, skip_nonfinite=True) is False
+    cpu = copy_args(base)
+    call_case(case, hyper, cpu, step=1, skip_nonfinite=True)
+    torch.cuda.synchronize()
+    assert_bits_equal(torch, args, cpu, written(case, hyper))
+
+
+# --------------------------------------------------------------------------------------- streams
+
+
+def gpu_sleep(torch):
+    """Keeps the current stream busy for a while (tens of milliseconds), so that work queued behind it
+    on that stream is still pending when the host moves on. Not a timing assertion: only the order of
+    work on streams matters to the tests."""
+    sleep = getattr(torch.cuda, "_sleep", None)
+    if sleep is not None:
+        sleep(50_000_000)
+
+
+@pytest.mark.parametrize("how", ["stream_object", "int_handle", "current_stream"])
+def test_update_is_queued_on_the_callers_stream(torch, how):
+    case = CASES_BY_NAME["adam"]
+    hyper = hyper_of(case, "amsgrad", seed=830)
+    sizes = [1 << 16, 5]
+    base = make_numpy_args(case, hyper, sizes, np.float32, seed=831)
+    grads = new_grads(sizes, np.float32, seed=832)
+    cpu = copy_args(base)
+    cpu["grads"] = grads
+    call_case(case, hyper, cpu, step=1)
+
+    made = args_to_cuda(torch, base)
+    made["grads"] = [to_cuda(torch, g) for g in grads]
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        gpu_sleep(torch)
+        args = clone_all(made)  # the inputs exist only once the sleep is over
+        if how == "current_stream":
+            call_case(case, hyper, args, step=1)  # stream=None: torch's current stream, `side`
+    if how == "stream_object":
+        call_case(case, hyper, args, step=1, stream=side)
+    elif how == "int_handle":
+        call_case(case, hyper, args, step=1, stream=side.cuda_stream)
+    with torch.cuda.stream(side):
+        results = clone_all(args)  # read on the same stream
+    side.synchronize()
+    assert_bits_equal(torch, results, cpu, written(case, hyper))
+
+
+def test_default_stream_call_sees_earlier_torch_work(torch):
+    # Everything on torch's current (default) stream: inputs made by torch ops right before the call.
+    x = torch.linspace(-2, 2, 5000, device="cuda")
+    p = torch.sin(x) * 3
+    g = torch.cos(x)
+    fastopt.sgd_(p, g, lr=0.25, stream=torch.cuda.current_stream())
+    # fastopt on the CPU from torch's own inputs (torch's sin/cos need not match NumPy's bits).
+    start = (torch.sin(x) * 3).cpu().numpy()
+    want = start.copy()
+    fastopt.sgd_(want, g.cpu().numpy(), lr=0.25)
+    got = p.cpu().numpy()
+    np.testing.assert_array_equal(got, want)
+    assert not np.array_equal(got, start)
+
+
+@pytest.mark.parametrize("how", ["stream_object", "current_stream"])
+def test_loss_is_queued_on_the_callers_stream(torch, how):
+    rng = np.random.default_rng(840)
+    logits = rng.standard_normal((512, 100)).astype(np.float32)
+    labels = rng.integers(0, 100, 512)
+    want_loss, want_grad = fastopt.softmax_cross_entropy(logits, labels, label_smoothing=0.1)
+    made, made_labels = to_cuda(torch, logits), to_cuda(torch, labels)
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        gpu_sleep(torch)
+        x, y = made.clone(), made_labels.clone()
+        if how == "current_stream":
+            loss, grad = fastopt.softmax_cross_entropy(x, y, label_smoothing=0.1)
+    if how == "stream_object":
+        loss, grad = fastopt.softmax_cross_entropy(x, y, label_smoothing=0.1, stream=side)
+    with torch.cuda.stream(side):
+        loss_copy, grad_copy = loss.clone(), grad.clone()
+    side.synchronize()
+    np.testing.assert_allclose(loss_copy.item(), want_loss, rtol=1e-5)
+    np.testing.assert_allclose(grad_copy.cpu().numpy(), want_grad, rtol=1e-5, atol=1e-7)
