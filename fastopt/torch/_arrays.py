@@ -3,11 +3,12 @@
 This is the one place that knows how a tensor reaches a kernel:
 
 - a CPU tensor becomes a zero-copy NumPy view of its own memory, so the in-place update lands in the
-  tensor. ``Tensor.numpy()`` rather than DLPack: both hand over the same memory without a copy
-  (tests/test_torch_twins.py checks the addresses), and ``numpy()`` costs about half as much per tensor,
-  which matters when a step converts four arrays for each of a hundred parameters;
-- a CUDA tensor goes to the kernels as it is (detached: torch refuses to export a tensor that requires
-  grad through ``__dlpack__``), and fastopt queues the work on torch's current stream of its device.
+  tensor (tests/test_torch_twins.py checks the addresses). The kernels also take the tensor itself (read
+  through its own methods) at about the same cost per array, and __dlpack__ at about twice it, which
+  matters when a step passes four arrays for each of a hundred parameters;
+- a CUDA tensor goes to the kernels as it is (detached: fastopt refuses a tensor that requires grad, whose
+  in-place update autograd would not see; the twins bump the version counters themselves), and fastopt
+  queues the work on torch's current stream of its device.
 
 Everything the kernels cannot take (other devices, sparse or non-contiguous tensors, half precision on
 the CPU, CUDA tensors when fastopt has no CUDA backend) is refused here with an error naming the
@@ -15,14 +16,13 @@ parameter, before any kernel runs.
 
 On CUDA, float16 and bfloat16 parameters (and their gradients) are updated with float32 optimizer state:
 fastopt's kernels do the math in float32 and round only the parameter. (torch's own fused optimizers
-keep the state in the parameter's dtype; see STATE_DTYPE.)
+keep the state in the parameter's dtype; see state_dtype.)
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
-from typing import ContextManager, List, Optional
+from typing import List, Optional
 
 import torch
 
@@ -104,22 +104,10 @@ def views(tensors: List[torch.Tensor]) -> list:
     """What the kernels get for tensors of one device (each already passed check_tensor): for CPU tensors
     writeable NumPy arrays over the tensors' own memory (Tensor.numpy() always shares it; an update into a
     copy would be lost without a word, so the tests check the addresses and that the update lands in the
-    tensor); for CUDA tensors the tensors themselves, detached (same memory, taken through __dlpack__)."""
+    tensor); for CUDA tensors the tensors themselves, detached (the same memory)."""
     if tensors and tensors[0].is_cuda:
         return [t.detach() if t.requires_grad else t for t in tensors]
     return [t.detach().numpy() for t in tensors]
-
-
-_NOTHING = contextlib.nullcontext()
-
-
-def device_of_call(p: torch.Tensor) -> ContextManager:
-    """Makes p's CUDA device the current one for a kernel call over its group: torch exports a CUDA tensor
-    through __dlpack__ only on the current device (and fastopt then queues on that device's current
-    stream). Nothing to do for CPU tensors or tensors on the current device already."""
-    if p.is_cpu or p.device.index == torch.cuda.current_device():
-        return _NOTHING
-    return torch.cuda.device(p.device)
 
 
 def mark_modified(tensors: List[torch.Tensor]) -> None:

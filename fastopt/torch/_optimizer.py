@@ -255,9 +255,8 @@ class FusedOptimizer(torch.optim.Optimizer):
             self._prepare(group, params, states)
             # A count on the device is read there: the kernel gets this update's number as a tensor.
             step = states[0]["step"] + 1 if is_device_key(key) else key
-            with _arrays.device_of_call(params[0]):
-                self._run(group, _arrays.views(params), _arrays.views([p.grad for p in params]), states, step,
-                          grad_scale=grad_scale)
+            self._run(group, _arrays.views(params), _arrays.views([p.grad for p in params]), states, step,
+                      grad_scale=grad_scale)
             # The update happened: commit the new states and count the step.
             for p, state in zip(params, states):
                 if state:  # torch keeps no entry for a parameter without state (SGD without momentum)
