@@ -144,16 +144,17 @@ constexpr int vector_alignment() {
 // non-coherent read-only path (__ldg, LDG.CONSTANT). No other cache hints: every byte is touched
 // once per call, and the .ca/.wb intrinsics come out as STRONG.SM accesses.
 
-template <bool READ_ONLY, typename V>
-FASTOPT_HD V load_word(const V* p) {
+// One element or one vector word (uint2/uint4).
+template <bool READ_ONLY, typename R>
+FASTOPT_HD R load_raw(const R* p) {
 #ifdef __CUDA_ARCH__
   if constexpr (READ_ONLY) return __ldg(p);
 #endif
   return *p;
 }
 
-template <typename V>
-FASTOPT_HD void store_word(V* p, V v) {
+template <typename R>
+FASTOPT_HD void store_raw(R* p, R v) {
   *p = v;
 }
 
@@ -172,19 +173,6 @@ struct VectorWord<16> {
   static FASTOPT_HD void split(uint4 v, uint32_t* w) { w[0] = v.x, w[1] = v.y, w[2] = v.z, w[3] = v.w; }
   static FASTOPT_HD uint4 join(const uint32_t* w) { return make_uint4(w[0], w[1], w[2], w[3]); }
 };
-
-template <bool READ_ONLY, typename R>
-FASTOPT_HD R load_raw(const R* p) {
-#ifdef __CUDA_ARCH__
-  if constexpr (READ_ONLY) return __ldg(p);
-#endif
-  return *p;
-}
-
-template <typename R>
-FASTOPT_HD void store_raw(R* p, R v) {
-  *p = v;
-}
 
 // 16-byte words <-> lanes of raw element bits (little-endian, as on every CUDA device and host).
 template <typename R>
@@ -218,7 +206,7 @@ FASTOPT_HD void load_vector(const E* src, MathOf<E> (&out)[ILP]) {
   using S = Storage<E>;
   using W = VectorWord<int(ILP * sizeof(E))>;
   uint32_t words[ILP * sizeof(E) / 4];
-  W::split(load_word<READ_ONLY>(reinterpret_cast<const typename W::type*>(src)), words);
+  W::split(load_raw<READ_ONLY>(reinterpret_cast<const typename W::type*>(src)), words);
   FASTOPT_UNROLL
   for (int i = 0; i < ILP; ++i) out[i] = S::to_math(S::from_raw(lane_of<typename S::Raw>(words, i)));
 }
@@ -230,7 +218,7 @@ FASTOPT_HD void store_vector(E* dst, const MathOf<E> (&in)[ILP]) {
   uint32_t words[ILP * sizeof(E) / 4] = {};
   FASTOPT_UNROLL
   for (int i = 0; i < ILP; ++i) set_lane<typename S::Raw>(words, i, S::to_raw(S::from_math(in[i])));
-  store_word(reinterpret_cast<typename W::type*>(dst), W::join(words));
+  store_raw(reinterpret_cast<typename W::type*>(dst), W::join(words));
 }
 
 template <typename E, bool READ_ONLY>
