@@ -53,15 +53,27 @@ static_assert(sizeof(py::ssize_t) == sizeof(int64_t), "NumPy extents are read as
 // reading a double through a misaligned pointer is undefined behaviour in C++.
 constexpr int kAligned = py::detail::npy_api::NPY_ARRAY_ALIGNED_;
 
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+constexpr char kNativeOrder = '>';
+#else
+constexpr char kNativeOrder = '<';
+#endif
+
+// From the dtype's type character and byte order, read straight off the descriptor: isinstance with
+// py::array_t<T> would build a descriptor for T and compare the two, on every array of every call.
 std::optional<DType> numpy_dtype(const py::array& a) {
-  // The common cases first: isinstance<array_t<T>> is NumPy's own type equivalence (native order).
-  if (py::isinstance<py::array_t<float>>(a)) return DType::Float32;
-  if (py::isinstance<py::array_t<double>>(a)) return DType::Float64;
-  if (py::isinstance<py::array_t<int64_t>>(a)) return DType::Int64;
-  if (py::isinstance<py::array_t<int32_t>>(a)) return DType::Int32;
-  const py::dtype dt = a.dtype();
-  if (dt.kind() == 'f' && dt.itemsize() == 2 && dt.byteorder() != '>') return DType::Float16;
-  return std::nullopt;
+  const auto* descr = py::detail::array_descriptor_proxy(py::detail::array_proxy(a.ptr())->descr);
+  const char order = descr->byteorder;  // '=' native, '|' not applicable, '<' / '>' explicit
+  if (order != '=' && order != '|' && order != kNativeOrder) return std::nullopt;
+  switch (descr->type) {
+    case 'f': return DType::Float32;
+    case 'd': return DType::Float64;
+    case 'e': return DType::Float16;
+    case 'i': return sizeof(int) == 4 ? std::optional<DType>(DType::Int32) : std::nullopt;
+    case 'l': return sizeof(long) == 8 ? DType::Int64 : DType::Int32;
+    case 'q': return sizeof(long long) == 8 ? std::optional<DType>(DType::Int64) : std::nullopt;
+    default: return std::nullopt;
+  }
 }
 
 ArrayRef from_numpy(py::handle obj) {
@@ -556,7 +568,9 @@ CallTypes check_arrays(const ArrayArg& params, const std::vector<const ArrayArg*
   for (size_t i = 0; i < n; ++i) {
     const ArrayRef& p = params.arrays[i];
     if (i == 0) {
-      types.param = check_param_dtype(p, label(params, i));
+      // (The label is built only to explain a refusal: this runs on every call.)
+      const bool cpu_ok = p.dtype == DType::Float32 || p.dtype == DType::Float64;
+      types.param = cpu_ok ? *p.dtype : check_param_dtype(p, label(params, i));
       types.state = is_half(types.param) ? DType::Float32 : types.param;
       types.device = p.device;
     } else if (p.dtype != types.param) {
