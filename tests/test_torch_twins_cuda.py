@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import copy
 
-import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
 import fastopt.cuda  # noqa: E402
 import fastopt.torch as ft  # noqa: E402
+from test_torch_twins import fresh_seed, groups  # noqa: E402  (the CPU twin tests' helpers)
 from torch_mlp import loss_of, make_batches, make_mlp  # noqa: E402
 
 pytestmark = [
@@ -51,19 +51,6 @@ CASES = [
 IDS = [f"{name}-{i}" for i, (name, _) in enumerate(CASES)]
 TOLERANCE = {torch.float64: dict(rtol=1e-9, atol=1e-11), torch.float32: dict(rtol=1e-5, atol=1e-6)}
 STATE_TOLERANCE = {torch.float64: TOLERANCE[torch.float64], torch.float32: dict(rtol=5e-4, atol=1e-5)}
-
-
-def fresh_seed() -> int:
-    seed = int(np.random.SeedSequence().entropy % (2**31))
-    print(f"seed={seed}")
-    return seed
-
-
-def groups(model, lr):
-    """Two param groups: weights at lr, biases at lr/2 (as the CPU tests)."""
-    weights = [p for n, p in model.named_parameters() if n.endswith("weight")]
-    biases = [p for n, p in model.named_parameters() if n.endswith("bias")]
-    return [{"params": weights}, {"params": biases, "lr": lr / 2}]
 
 
 def torch_optimizer(name, params, **hyper):
