@@ -18,6 +18,7 @@ import pytest
 
 import fastopt
 from cuda_support import CUDA_MARKS, to_cuda, to_numpy, torch_with_cuda
+from test_losses import torch_ce_tensors
 
 pytestmark = CUDA_MARKS
 
@@ -85,28 +86,9 @@ def cuda_kwargs(torch, kwargs):
     return {k: (to_cuda(torch, v) if isinstance(v, np.ndarray) else v) for k, v in kwargs.items()}
 
 
-def torch_cross_entropy(torch, logits, labels, *, weight=None, ignore_index=-100, label_smoothing=0.0,
-                        reduction="mean", z_loss=0.0):
-    """F.cross_entropy on CUDA (+ z_loss * logsumexp^2 per counted row, over the same denominator) and
-    its autograd gradient."""
-    F = torch.nn.functional
-    x = logits.detach().clone().requires_grad_(True)
-    y = labels.long()
-    loss = F.cross_entropy(x, y, weight=weight, ignore_index=ignore_index, label_smoothing=label_smoothing,
-                           reduction=reduction)
-    if z_loss:
-        counted = (y != ignore_index).to(x.dtype)
-        rows = z_loss * torch.logsumexp(x, dim=1) ** 2 * counted
-        if reduction == "none":
-            loss = loss + rows
-        elif reduction == "sum":
-            loss = loss + rows.sum()
-        else:
-            safe = torch.where(counted > 0, y, torch.zeros_like(y))
-            row_weight = counted if weight is None else weight[safe] * counted
-            loss = loss + rows.sum() / row_weight.sum()
-    loss.sum().backward()
-    return loss.detach(), x.grad
+def torch_cross_entropy(torch, logits, labels, **options):
+    """F.cross_entropy on CUDA (+ z_loss, as the CPU tests define it) and its autograd gradient."""
+    return torch_ce_tensors(logits.detach().clone().requires_grad_(True), labels.long(), **options)
 
 
 @pytest.mark.parametrize("reduction", REDUCTIONS)

@@ -196,14 +196,11 @@ def test_cross_entropy_really_depends_on_every_option(rng):
 # ----------------------------------------------------------------------- cross-entropy vs torch
 
 
-def torch_ce(logits, labels, *, weight=None, ignore_index=-100, label_smoothing=0.0, reduction="mean",
-             z_loss=0.0):
-    """F.cross_entropy (+ z_loss * lse^2 per counted row, same denominator) and its autograd gradient."""
+def torch_ce_tensors(x, y, *, weight=None, ignore_index=-100, label_smoothing=0.0, reduction="mean", z_loss=0.0):
+    """F.cross_entropy (+ z_loss * lse^2 per counted row, same denominator) of tensors x (a leaf that
+    requires grad) and int64 y, on any device; returns the loss and x's autograd gradient, as tensors."""
     F = torch.nn.functional
-    x = torch.tensor(logits, requires_grad=True)
-    y = torch.tensor(labels.astype(np.int64))
-    w = None if weight is None else torch.tensor(weight)
-    loss = F.cross_entropy(x, y, weight=w, ignore_index=ignore_index, label_smoothing=label_smoothing,
+    loss = F.cross_entropy(x, y, weight=weight, ignore_index=ignore_index, label_smoothing=label_smoothing,
                            reduction=reduction)
     if z_loss:
         counted = (y != ignore_index).to(x.dtype)
@@ -213,11 +210,20 @@ def torch_ce(logits, labels, *, weight=None, ignore_index=-100, label_smoothing=
         elif reduction == "sum":
             loss = loss + rows.sum()
         else:
-            row_weight = counted if w is None else w[torch.where(counted > 0, y, 0)] * counted
+            row_weight = counted if weight is None else weight[torch.where(counted > 0, y, 0)] * counted
             loss = loss + rows.sum() / row_weight.sum()
     loss.sum().backward()
-    value = loss.detach().numpy()
-    return (float(value) if reduction != "none" else value), x.grad.numpy()
+    return loss.detach(), x.grad
+
+
+def torch_ce(logits, labels, *, weight=None, **options):
+    """torch_ce_tensors on NumPy inputs (CPU), with NumPy results (a float unless reduction is 'none')."""
+    x = torch.tensor(logits, requires_grad=True)
+    y = torch.tensor(labels.astype(np.int64))
+    w = None if weight is None else torch.tensor(weight)
+    loss, grad = torch_ce_tensors(x, y, weight=w, **options)
+    value = loss.numpy()
+    return (float(value) if options.get("reduction", "mean") != "none" else value), grad.numpy()
 
 
 TORCH_SIZES = [(0, 3), (1, 1), (1, 5), (7, 5), (64, 33)]
