@@ -9,9 +9,11 @@ Other CUDA inputs (JAX, Numba, anything with only ``__cuda_array_interface__``) 
 
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Optional, Tuple
 
 from fastopt import _core
+
+_DL_CUDA = 2  # DLPack's device type of CUDA device memory
 
 
 def empty(like: object, shape: Tuple[int, ...], dtype: str, device: int, stream: int) -> object:
@@ -47,11 +49,13 @@ def _torch_stream(torch, device: int, stream: int):
 
 
 class DeviceBuffer:
-    """Device memory owned by fastopt, exposed through ``__cuda_array_interface__`` (version 3).
+    """Device memory owned by fastopt, exposed through ``__cuda_array_interface__`` (version 3) and
+    DLPack (``__dlpack__``), so that CuPy, Numba, PyTorch and JAX (``jax.dlpack.from_dlpack``) take it
+    without a copy.
 
     Allocated with cudaMallocAsync on the stream of the call that made it and freed with cudaFreeAsync
-    on that stream when the last reference goes; work on other streams must be ordered after that
-    stream by the user, as for any stream-ordered allocation.
+    on that stream when the last reference goes (a DLPack consumer's array holds one); work on other
+    streams must be ordered after that stream by the user, as for any stream-ordered allocation.
     """
 
     _TYPESTR = {"float16": "<f2", "float32": "<f4", "float64": "<f8", "int32": "<i4", "int64": "<i8"}
@@ -79,6 +83,28 @@ class DeviceBuffer:
             # The producer's stream in the interface's terms: 1 stands for the legacy default stream.
             "stream": self._stream if self._stream != 0 else 1,
         }
+
+    def __dlpack_device__(self) -> Tuple[int, int]:
+        return (_DL_CUDA, self.device)
+
+    def __dlpack__(self, *, stream: Optional[int] = None, max_version: Optional[Tuple[int, int]] = None,
+                   dl_device: Optional[Tuple[int, int]] = None, copy: Optional[bool] = None) -> object:
+        """A DLPack capsule of this memory (the Python array API's protocol). `stream` is the consumer's
+        CUDA stream in the protocol's terms (None or 1: the legacy default stream, 2: the per-thread
+        default stream, -1: no ordering, else a handle); it is made to wait for the work that wrote this
+        buffer, without a host wait. A versioned capsule (DLPack 1.0) when `max_version` allows it."""
+        if dl_device is not None and tuple(dl_device) != self.__dlpack_device__():
+            raise BufferError(f"a DeviceBuffer on cuda:{self.device} cannot be exported to device {tuple(dl_device)}")
+        if copy:
+            raise BufferError("a DeviceBuffer is exported without a copy only (copy=True was asked)")
+        if stream is None:
+            stream = 1
+        if isinstance(stream, bool) or not isinstance(stream, int) or stream == 0 or stream < -1:
+            raise ValueError(f"stream must be None, -1, 1, 2 or a CUDA stream handle, got {stream!r}")
+        if stream != -1:
+            _core._cuda_order_after(self.device, self._stream, 0 if stream == 1 else stream)
+        versioned = max_version is not None and int(max_version[0]) >= 1
+        return _core._dlpack_export(self, self._ptr, self.shape, self.dtype, _DL_CUDA, self.device, versioned)
 
     def __del__(self) -> None:
         if getattr(self, "_ptr", 0):

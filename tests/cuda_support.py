@@ -81,3 +81,12 @@ def assert_bits_equal(torch, got: Args, want: Args, names=None, what: str = "") 
             else:
                 assert g.dtype == w.dtype, f"{what}{name}[{i}] dtype"
                 assert torch.equal(g, w), f"{what}{name}[{i}] differs"
+
+
+def gpu_sleep(torch):
+    """Keeps the current stream busy for a while (tens of milliseconds), so that work queued behind it
+    on that stream is still pending when the host moves on. Not a timing assertion: only the order of
+    work on streams matters to the tests."""
+    sleep = getattr(torch.cuda, "_sleep", None)
+    if sleep is not None:
+        sleep(50_000_000)

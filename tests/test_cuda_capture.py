@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 import fastopt
-from cuda_support import CUDA_MARKS, args_to_cuda, assert_bits_equal, clone_all, to_cuda, torch_with_cuda
+from cuda_support import CUDA_MARKS, args_to_cuda, assert_bits_equal, clone_all, gpu_sleep, to_cuda, torch_with_cuda
 from interop_cases import FULL, FULL_IDS, array_names, call_case, copy_args, hyper_of, make_numpy_args, new_grads
 from kernel_cases import CASES_BY_NAME
 
@@ -208,15 +208,6 @@ def test_skip_nonfinite_is_refused_inside_a_capture(torch):
 
 
 # --------------------------------------------------------------------------------------- streams
-
-
-def gpu_sleep(torch):
-    """Keeps the current stream busy for a while (tens of milliseconds), so that work queued behind it
-    on that stream is still pending when the host moves on. Not a timing assertion: only the order of
-    work on streams matters to the tests."""
-    sleep = getattr(torch.cuda, "_sleep", None)
-    if sleep is not None:
-        sleep(50_000_000)
 
 
 @pytest.mark.parametrize("how", ["stream_object", "int_handle", "current_stream"])

@@ -4,8 +4,9 @@
   __cuda_array_interface__, through every optimizer: the CPU's bits; a read-only interface is refused
   as a written array; cupy streams (the current one, or stream=) order the work; a cupy lr is a device
   scalar; the losses return CuPy arrays, and fastopt's own DeviceBuffer for interface-only input.
-- JAX arrays are immutable: accepted as grads (and as loss inputs, whose outputs are DeviceBuffers),
-  refused as params.
+- JAX arrays are immutable: accepted as grads (and as loss inputs, whose outputs are DeviceBuffers, which
+  JAX takes back through DLPack), refused as params.
+- DeviceBuffer's DLPack export orders the consumer's stream after the writer's.
 - fastopt.cuda on a GPU: available, the devices and names torch sees, an architecture this GPU runs.
 
 Each framework's tests skip when it (or its GPU support) is missing; all skip without a GPU and a CUDA
@@ -21,7 +22,7 @@ import numpy as np
 import pytest
 
 import fastopt
-from cuda_support import CUDA_MARKS, args_to_cuda, assert_bits_equal, torch_with_cuda
+from cuda_support import CUDA_MARKS, args_to_cuda, assert_bits_equal, gpu_sleep, torch_with_cuda
 from interop_cases import FULL, FULL_IDS, array_names, call_case, convert, copy_args, hyper_of, make_numpy_args
 from interop_cases import new_grads
 from kernel_cases import CASES_BY_NAME
@@ -89,7 +90,7 @@ def cupy_numpy(cp, x) -> np.ndarray:
 
 
 def spin(cp):
-    """Keeps cupy's current stream busy for a while (see test_cuda_capture.gpu_sleep); no timing is
+    """Keeps cupy's current stream busy for a while (see cuda_support.gpu_sleep); no timing is
     asserted. Compiled with NVRTC; skipped quietly where that is not available."""
     try:
         kernel = cp.RawKernel(r'''
@@ -241,6 +242,40 @@ def test_jax_loss_inputs_give_device_buffers(jax_gpu, torch):
     assert loss_t.shape == () and grad_t.shape == (40, 9)
     np.testing.assert_allclose(loss_t.item(), want_loss, rtol=1e-5)
     np.testing.assert_allclose(grad_t.cpu().numpy(), want_grad, rtol=1e-5, atol=1e-7)
+    # Back into JAX without a copy, through DeviceBuffer.__dlpack__.
+    loss_j, grad_j = jax.dlpack.from_dlpack(loss), jax.dlpack.from_dlpack(grad)
+    assert loss_j.shape == () and grad_j.shape == (40, 9) and grad_j.dtype == np.float32
+    np.testing.assert_allclose(float(loss_j), want_loss, rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(grad_j), want_grad, rtol=1e-5, atol=1e-7)
+
+
+def test_device_buffers_export_through_dlpack_in_stream_order(torch):
+    """A DeviceBuffer written on a busy side stream, taken by torch.from_dlpack on another stream: the
+    consumer's stream is made to wait for the writer's (the DLPack stream protocol), with no host wait."""
+    rng = np.random.default_rng(2100)
+    logits = (3 * rng.standard_normal((64, 1000))).astype(np.float32)
+    want = fastopt.softmax(logits)
+    x = torch.as_tensor(logits, device="cuda")
+    torch.cuda.synchronize()
+    writer, reader = torch.cuda.Stream(), torch.cuda.Stream()
+    with torch.cuda.stream(writer):
+        gpu_sleep(torch)  # the softmax queued behind this is still pending when the reader takes it
+        out = fastopt.softmax(InterfaceOnly(x), stream=writer)
+    assert type(out).__name__ == "DeviceBuffer"
+    with torch.cuda.stream(reader):
+        taken = torch.from_dlpack(out)
+        copy = taken.clone()
+    torch.cuda.synchronize()
+    assert taken.data_ptr() == out.__cuda_array_interface__["data"][0]
+    np.testing.assert_allclose(copy.cpu().numpy(), want, rtol=1e-5, atol=1e-7)
+
+    with pytest.raises(BufferError, match="without a copy"):
+        out.__dlpack__(copy=True)
+    with pytest.raises(BufferError, match="cannot be exported to device"):
+        out.__dlpack__(dl_device=(1, 0))
+    with pytest.raises(ValueError, match="stream must be"):
+        out.__dlpack__(stream=0)
+    assert out.__dlpack_device__() == (2, x.device.index or 0)
 
 
 # ---------------------------------------------------------------------------------- the runtime

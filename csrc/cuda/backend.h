@@ -47,6 +47,10 @@ bool is_capturing(const Queue& queue);    // the stream is being captured into a
 // Stream-ordered device memory, for outputs fastopt allocates itself (cudaMallocAsync / cudaFreeAsync).
 void* allocate(size_t bytes, const Queue& queue);
 void release(void* ptr, const Queue& queue);
+// Makes `consumer_stream` (of the same device) wait for the work queued so far on queue.stream: an event
+// recorded there and waited for on the consumer's side; nothing waits on the host. Used when memory
+// fastopt wrote is handed to a consumer on another stream (DeviceBuffer.__dlpack__).
+void order_after(const Queue& queue, void* consumer_stream);
 
 // ---------------------------------------------------------------- optimizer updates
 

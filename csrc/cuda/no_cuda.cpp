@@ -24,6 +24,7 @@ int pointer_device(const void*) { return -1; }
 bool is_capturing(const Queue&) { return false; }
 void* allocate(size_t, const Queue&) { unavailable(); }
 void release(void*, const Queue&) { unavailable(); }
+void order_after(const Queue&, void*) { unavailable(); }
 
 bool sgd(const DeviceTensorList<3>&, const SgdHyper&, const DeviceHyper&, const Queue&) { unavailable(); }
 bool adagrad(const DeviceTensorList<3>&, const AdagradHyper&, const DeviceHyper&, const Queue&) { unavailable(); }

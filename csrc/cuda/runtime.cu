@@ -90,4 +90,19 @@ void release(void* ptr, const Queue& queue) {
   check(cudaFreeAsync(ptr, stream_of(queue)), "cudaFreeAsync");
 }
 
+void order_after(const Queue& queue, void* consumer_stream) {
+  if (consumer_stream == queue.stream) return;
+  DeviceScope scope(queue.device);
+  cudaEvent_t event = nullptr;
+  check(cudaEventCreateWithFlags(&event, cudaEventDisableTiming), "cudaEventCreateWithFlags");
+  // The event may be destroyed at once: a wait queued on it stays valid (CUDA releases it when done).
+  const cudaError_t recorded = cudaEventRecord(event, stream_of(queue));
+  const cudaError_t waited = recorded == cudaSuccess
+                                 ? cudaStreamWaitEvent(static_cast<cudaStream_t>(consumer_stream), event, 0)
+                                 : recorded;
+  cudaEventDestroy(event);
+  check(recorded, "cudaEventRecord");
+  check(waited, "cudaStreamWaitEvent");
+}
+
 }  // namespace fastopt::cuda

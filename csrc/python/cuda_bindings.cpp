@@ -1,5 +1,5 @@
-// The CUDA runtime as fastopt.cuda shows it (devices, names), and the stream-ordered allocation
-// behind fastopt._device.DeviceBuffer. All of it works in a build without CUDA: no devices.
+// The CUDA runtime as fastopt.cuda shows it (devices, names), and the stream-ordered allocation and
+// stream ordering behind fastopt._device.DeviceBuffer. All of it works in a build without CUDA: no devices.
 #include <pybind11/pybind11.h>
 
 #include <cstdint>
@@ -49,6 +49,14 @@ void bind_cuda(py::module_& m) {
         cuda::release(reinterpret_cast<void*>(ptr), queue(device, stream));
       },
       py::arg("ptr"), py::arg("device"), py::arg("stream"), "Frees _cuda_allocate's memory on its stream.");
+  m.def(
+      "_cuda_order_after",
+      [](int device, uintptr_t producer, uintptr_t consumer) {
+        check_device(device);
+        cuda::order_after(queue(device, producer), reinterpret_cast<void*>(consumer));
+      },
+      py::arg("device"), py::arg("producer"), py::arg("consumer"),
+      "Makes stream `consumer` wait for the work queued so far on stream `producer` (no host wait).");
 }
 
 }  // namespace fastopt::bindings

@@ -6,6 +6,7 @@ void bind_optimizers(pybind11::module_& m);
 void bind_build_info(pybind11::module_& m);
 void bind_losses(pybind11::module_& m);
 void bind_cuda(pybind11::module_& m);
+void bind_dlpack_export(pybind11::module_& m);
 }  // namespace fastopt::bindings
 
 PYBIND11_MODULE(_core, m) {
@@ -14,4 +15,5 @@ PYBIND11_MODULE(_core, m) {
   fastopt::bindings::bind_build_info(m);
   fastopt::bindings::bind_losses(m);
   fastopt::bindings::bind_cuda(m);
+  fastopt::bindings::bind_dlpack_export(m);
 }
