@@ -5,7 +5,8 @@
   refused before anything is written.
 - adam_/adamw_ captured in a CUDA graph (torch.cuda.graph) with device lr and step, replayed with new
   values in those tensors and new gradients in the static grads, equal eager calls with host values;
-  skip_nonfinite (which must read found_inf back) is refused inside a capture.
+  skip_nonfinite (which must read found_inf back) is refused inside a capture, and so are the losses
+  that check their labels (the check reads its answer back).
 - Work is queued on the caller's stream: stream= as a torch.cuda.Stream, as an int handle, or None (the
   framework's current stream). Inputs are produced on a side stream behind a long GPU sleep and the
   results read on that stream: work put on any other stream would run before its inputs exist.
@@ -205,6 +206,30 @@ def test_skip_nonfinite_is_refused_inside_a_capture(torch):
     call_case(case, hyper, cpu, step=1, skip_nonfinite=True)
     torch.cuda.synchronize()
     assert_bits_equal(torch, args, cpu, written(case, hyper))
+
+
+def test_loss_label_check_is_refused_inside_a_capture(torch):
+    # The labels are checked on the device and the answer read back on the host: inside a capture that
+    # copy and wait would fail and invalidate the capture. The call must refuse first, and the capture
+    # (with the work queued before it) stay usable.
+    rng = np.random.default_rng(850)
+    logits = rng.standard_normal((64, 10)).astype(np.float32)
+    labels = rng.integers(0, 10, 64)
+    x, y = to_cuda(torch, logits), to_cuda(torch, labels)
+    fastopt.softmax_cross_entropy(x, y)  # warm-up
+    torch.cuda.synchronize()
+    marker = torch.zeros(4, device="cuda")
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        marker.add_(1.0)
+        with pytest.raises(RuntimeError, match="(?i)captur"):
+            fastopt.softmax_cross_entropy(x, y, out=x)
+        with pytest.raises(RuntimeError, match="(?i)captur"):
+            fastopt.multiclass_svm_loss(x, y)
+    graph.replay()
+    torch.cuda.synchronize()
+    assert marker.tolist() == [1.0] * 4
+    np.testing.assert_array_equal(x.cpu().numpy(), logits)
 
 
 # --------------------------------------------------------------------------------------- streams

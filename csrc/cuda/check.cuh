@@ -47,9 +47,11 @@ class DeviceFlag {
  public:
   explicit DeviceFlag(const Queue& queue) : stream_(stream_of(queue)) {
     check(cudaMallocAsync(reinterpret_cast<void**>(&flag_), sizeof(long long) * 2, stream_), "cudaMallocAsync");
-    check(cudaMemsetAsync(flag_, 0, sizeof(long long) * 2, stream_), "cudaMemsetAsync");
+    const cudaError_t zeroed = cudaMemsetAsync(flag_, 0, sizeof(long long) * 2, stream_);
+    if (zeroed != cudaSuccess) release();  // a throwing constructor runs no destructor
+    check(zeroed, "cudaMemsetAsync");
   }
-  ~DeviceFlag() { cudaFreeAsync(flag_, stream_); }
+  ~DeviceFlag() { release(); }
   DeviceFlag(const DeviceFlag&) = delete;
   DeviceFlag& operator=(const DeviceFlag&) = delete;
 
@@ -62,6 +64,13 @@ class DeviceFlag {
   }
 
  private:
+  // Errors here would be the stream's, already reported (or being reported): clear them, so that
+  // the next call's check_launch does not pick them up as its own; never throw.
+  void release() {
+    if (flag_ && cudaFreeAsync(flag_, stream_) != cudaSuccess) cudaGetLastError();
+    flag_ = nullptr;
+  }
+
   cudaStream_t stream_;
   long long* flag_ = nullptr;
 };

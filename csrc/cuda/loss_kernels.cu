@@ -28,7 +28,9 @@
 // weights and smoothing, W = sum of the class weights, then calls cross_entropy_scalars on the
 // device, so the row kernel knows scale = 1 / denominator before it writes any gradient. Otherwise
 // the host computes the scalars and passes them by value. All scratch memory is one stream-ordered
-// allocation (cudaMallocAsync / cudaFreeAsync on queue.stream), so CUDA-graph capture works.
+// allocation (cudaMallocAsync / cudaFreeAsync on queue.stream), so these launches can be captured in a
+// CUDA graph; the label check that the bindings run first (find_bad_label) waits for the stream and
+// refuses inside a capture.
 //
 // In place (dlogits == logits, or dscores == scores): every element is read before it is written, by
 // the thread that writes it. The cross-entropy needs the label's own score z_y only in the loss,
@@ -815,6 +817,14 @@ BadLabel find_bad_label(const void* labels, DType label_dtype, int64_t n, int64_
   BadLabel bad;
   if (n == 0) return bad;
   DeviceScope scope(queue.device);
+  // The answer is copied to the host and the stream waited for, which a stream being captured into a
+  // CUDA graph does not allow: the copy would fail and invalidate the caller's capture. Refuse first,
+  // before anything is queued, so that the capture stays usable.
+  if (is_capturing(queue)) {
+    throw Error("fastopt: the labels of a loss are checked on the device and the result read back on the host, "
+                "which waits for the stream; that cannot happen while the stream is being captured into a CUDA "
+                "graph. Call the loss outside the capture");
+  }
   const cudaStream_t stream = stream_of(queue);
   DeviceFlag flag(queue);
   with_label(label_dtype, "find_bad_label", [&](auto l) {

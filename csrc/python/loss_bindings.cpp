@@ -378,7 +378,8 @@ void bind_losses(py::module_& m) {
         "Inputs may be CUDA arrays (PyTorch, CuPy, anything with __dlpack__ or __cuda_array_interface__):\n"
         "then the loss is a 0-d array on the device (nothing waits for the GPU to finish), new outputs are\n"
         "arrays of the logits' framework, and the work is queued on `stream` (None: the framework's current\n"
-        "stream). The labels are checked on the device first; that check waits for the stream.");
+        "stream). The labels are checked on the device first; that check waits for the stream (so the call\n"
+        "is refused inside a CUDA-graph capture).");
   m.def("softmax", [](py::handle x, py::handle stream) { return softmax_impl(x, false, stream); }, arg("x"),
         py::kw_only(), arg("stream") = py::none(),
         "Numerically stable softmax over the last axis (a new array, of x's framework on CUDA).");

@@ -16,6 +16,12 @@ using namespace fastopt;
 namespace ref = fastopt::cpu::ref;
 
 static int failures = 0, checks = 0;
+
+// runtime.cu's is_capturing, which this build leaves out: a switch for the capture test.
+static bool emu_capturing = false;
+namespace fastopt::cuda {
+bool is_capturing(const Queue&) { return emu_capturing; }
+}  // namespace fastopt::cuda
 static std::mt19937_64 rng(12345);
 
 template <typename T>
@@ -190,6 +196,26 @@ void test_bad_label(int64_t n, int64_t c, bool has_ignore, int bad_count) {
   }
 }
 
+// Inside a CUDA-graph capture the label check (which reads its answer back on the host) must refuse
+// before it queues anything: a device-to-host copy or a stream wait would invalidate the capture.
+void test_bad_label_refused_in_capture() {
+  std::vector<int32_t> labels(100, 3);
+  const long launches = emu_launches;
+  emu_capturing = true;
+  bool threw = false;
+  try {
+    cuda::find_bad_label(labels.data(), DType::Int32, 100, 10, true, -100, cuda::Queue{});
+  } catch (const cuda::Error&) {
+    threw = true;
+  }
+  emu_capturing = false;
+  ++checks;
+  if (!threw || emu_launches != launches) {
+    ++failures;
+    std::printf("FAIL bad label check in a capture: threw=%d, %ld launches\n", int(threw), emu_launches - launches);
+  }
+}
+
 template <typename T, typename L>
 void ce_suite(const std::vector<int64_t>& cs, const std::vector<int64_t>& ns) {
   for (int64_t c : cs) {
@@ -258,6 +284,7 @@ int main(int argc, char** argv) {
       test_bad_label<int64_t>(n, 1000, bad == 1, bad);
     }
   }
+  test_bad_label_refused_in_capture();
   std::printf("%d checks, %d failures, %ld launches\n", checks, failures, long(emu_launches));
   return failures ? 1 : 0;
 }
