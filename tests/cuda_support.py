@@ -35,7 +35,7 @@ def to_cuda(torch, a: np.ndarray, offset: int = 0, dtype=None):
     """A CUDA tensor with a's values (cast to `dtype`, a torch dtype, when given). offset=1 gives a view
     that starts one element into a larger buffer: aligned to its element size only, so that vector
     loads cannot be used for it (the kernels' scalar path)."""
-    t = torch.from_numpy(np.ascontiguousarray(a))
+    t = torch.from_numpy(np.asarray(a, order="C"))  # (not np.ascontiguousarray: it makes 0-d arrays 1-d)
     if dtype is not None:
         t = t.to(dtype)
     buf = torch.empty(t.numel() + offset, dtype=t.dtype, device="cuda")

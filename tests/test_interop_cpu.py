@@ -211,6 +211,15 @@ def test_a_minimal_dlpack_producer_works(case, config, producer):
     assert moved(args, base)
 
 
+def test_empty_dlpack_export_with_any_strides_is_contiguous():
+    # An empty array is C-contiguous whatever its strides (NumPy says so, and takes it directly): through
+    # __dlpack__ too. Only the trailing extent is non-empty, so a row-by-row stride check would refuse it.
+    p = np.empty((4, 6), np.float32)[:0, ::2]
+    assert p.shape == (0, 3) and p.flags.c_contiguous
+    for producer in (DLPackArray, LegacyDLPackArray):
+        assert fastopt.sgd_(producer(p), producer(p.copy()), lr=0.1) is False
+
+
 @needs_torch
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
 def test_single_torch_tensors_and_cpu_scalar_tensors(dtype):

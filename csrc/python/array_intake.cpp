@@ -126,12 +126,15 @@ std::string dlpack_dtype_text(const dlpack::DataType& t) {
 }
 
 // C-contiguous: every extent > 1 has the stride of the extents after it (extents of 1 may carry any
-// stride, as PyTorch gives them).
+// stride, as PyTorch gives them). An empty array is contiguous whatever its strides, as NumPy and the
+// __cuda_array_interface__ path below count it.
 bool dlpack_contiguous(const dlpack::Tensor& t) {
   if (t.strides == nullptr) return true;
+  for (int d = 0; d < t.ndim; ++d) {
+    if (t.shape[d] == 0) return true;
+  }
   int64_t expected = 1;
   for (int d = t.ndim - 1; d >= 0; --d) {
-    if (t.shape[d] == 0) return true;
     if (t.shape[d] != 1 && t.strides[d] != expected) return false;
     expected *= t.shape[d];
   }

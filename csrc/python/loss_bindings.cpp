@@ -244,9 +244,11 @@ py::object softmax_impl(py::handle x_obj, bool log, py::handle stream) {
   const int64_t c = x.shape[x.ndim - 1];
   const int64_t rows = c == 0 ? 0 : x.size / c;
   if (call.on_cuda()) {
-    py::gil_scoped_release no_gil;
-    cuda::softmax(x.data, out.data, dtype, rows, c, log, queue_of(call));
-    return out.object;
+    {
+      py::gil_scoped_release no_gil;
+      cuda::softmax(x.data, out.data, dtype, rows, c, log, queue_of(call));
+    }
+    return out.object;  // (a new reference: only with the GIL held)
   }
   with_float(dtype, [&](auto t) {
     using T = decltype(t);
@@ -310,9 +312,11 @@ py::object penalty(py::handle w_obj, double l1, double l2, py::handle out_grad_o
   void* grad_ptr = grad ? grad->data : nullptr;
   if (call.on_cuda()) {
     const ArrayRef value = new_array(w, {}, dtype, call, "value");
-    py::gil_scoped_release no_gil;
-    cuda::penalty(w.data, grad_ptr, dtype, w.size, l1, l2, value.data, queue_of(call));
-    return value.object;
+    {
+      py::gil_scoped_release no_gil;
+      cuda::penalty(w.data, grad_ptr, dtype, w.size, l1, l2, value.data, queue_of(call));
+    }
+    return value.object;  // (a new reference: only with the GIL held)
   }
   double value = 0.0;
   with_float(dtype, [&](auto t) {
