@@ -6,7 +6,8 @@
   scalar; the losses return CuPy arrays, and fastopt's own DeviceBuffer for interface-only input.
 - JAX arrays are immutable: accepted as grads (and as loss inputs, whose outputs are DeviceBuffers, which
   JAX takes back through DLPack), refused as params.
-- DeviceBuffer's DLPack export orders the consumer's stream after the writer's.
+- DeviceBuffer's DLPack export orders the consumer's stream after the writer's; an interface's "stream"
+  is waited for by a call on another stream.
 - fastopt.cuda on a GPU: available, the devices and names torch sees, an architecture this GPU runs.
 
 Each framework's tests skip when it (or its GPU support) is missing; all skip without a GPU and a CUDA
@@ -168,6 +169,34 @@ def test_cupy_streams_order_the_work(cupy, how):
     for name in array_names(case, hyper)[2:] + ["params"]:
         for i, (got, want) in enumerate(zip(results[name], cpu[name])):
             np.testing.assert_array_equal(cupy.asnumpy(got), want, err_msg=f"{name}[{i}]")
+
+
+class WrittenOn:
+    """__cuda_array_interface__ as read once while the array's writer stream was current (CuPy reports
+    the current stream as the interface's "stream")."""
+
+    def __init__(self, array):
+        self.__cuda_array_interface__ = dict(array.__cuda_array_interface__)
+
+
+def test_the_interfaces_stream_is_waited_for(cupy):
+    """Gradients still being written on a busy stream, named in their interface, and an update queued on
+    another stream: the update waits for the writer (CUDA array interface v3), without a host wait."""
+    rng = np.random.default_rng(1650)
+    p, g = rng.standard_normal(1 << 16).astype(np.float32), rng.standard_normal(1 << 16).astype(np.float32)
+    want = p.copy()
+    fastopt.sgd_(want, g, lr=0.25)
+    got, grad = cupy_array(cupy, p), cupy.zeros(g.shape, np.float32)
+    cupy.cuda.Device().synchronize()
+    writer, reader = cupy.cuda.Stream(non_blocking=True), cupy.cuda.Stream(non_blocking=True)
+    with writer:
+        spin(cupy)
+        grad[...] = cupy.asarray(g)
+        interface = WrittenOn(grad)
+    assert interface.__cuda_array_interface__["stream"] == writer.ptr
+    fastopt.sgd_(got, interface, lr=0.25, stream=reader)
+    reader.synchronize()
+    np.testing.assert_array_equal(cupy.asnumpy(got), want)
 
 
 def test_cupy_lr_is_a_device_scalar(cupy):

@@ -369,6 +369,22 @@ ArrayRef from_cuda_interface(py::handle obj, const py::dict& cai, const std::str
 
 // ---------------------------------------------------------------- devices and streams
 
+// __cuda_array_interface__ v3: "stream" names the stream the producer wrote the data on (1: the legacy
+// default stream, 2: the per-thread default stream, else a handle; absent or None: nothing to wait
+// for), and the consumer must order its work after it. When that is not the call's own stream, the
+// call's stream is made to wait for it (an event; the host does not wait).
+void wait_for_interface_stream(const py::dict& cai, const Device& device, const CallDevice& call,
+                               const std::string& where) {
+  if (!cai.contains("stream") || cai["stream"].is_none()) return;
+  const long long value = py::cast<long long>(cai["stream"]);
+  if (value == 0 || value < 0) {
+    throw py::value_error(where + ": its __cuda_array_interface__ stream must be None, 1, 2 or a stream handle, got " +
+                          std::to_string(value));
+  }
+  void* written_on = value == 1 ? nullptr : reinterpret_cast<void*>(intptr_t(value));
+  if (written_on != call.stream) cuda::order_after(cuda::Queue{device.id, written_on}, call.stream);
+}
+
 Device device_from_dlpack(py::handle obj, const std::string& where) {
   const py::tuple dev = obj.attr("__dlpack_device__")();
   const int32_t type = dev[0].cast<int32_t>();
@@ -463,7 +479,9 @@ ArrayRef take_array(py::handle obj, const std::string& where, CallDevice& call) 
     const py::tuple data = cai["data"];
     const Device device = device_from_pointer(reinterpret_cast<void*>(data[0].cast<uintptr_t>()), where);
     join_device(call, device, where, obj);
-    return from_cuda_interface(obj, cai, where);
+    ArrayRef r = from_cuda_interface(obj, cai, where);
+    wait_for_interface_stream(cai, device, call, where);
+    return r;
   }
   throw py::type_error(where + " must be an array (a numpy.ndarray, or an object with __dlpack__ or "
                        "__cuda_array_interface__), got " + type_name(obj));
