@@ -134,6 +134,7 @@ def test_half_params_with_float32_state_follow_the_float32_math(torch, case, con
     base = make_numpy_args(case, hyper, sizes, np.float32, seed=301)
     offsets = alternating_offsets(names, len(sizes))
     gpu = args_to_cuda(torch, base, offsets, dtypes={"params": half_dtype, "grads": half_dtype})
+    start = [to_numpy(p) for p in gpu["params"]]
     for t in range(1, STEPS + 1):
         grads = new_grads(sizes, np.float32, seed=310 + t)
         gpu["grads"] = [to_cuda(torch, g, off, half_dtype) for g, off in zip(grads, offsets["grads"])]
@@ -156,9 +157,12 @@ def test_half_params_with_float32_state_follow_the_float32_math(torch, case, con
                 assert got.dtype == torch.float32, f"{name}[{i}] must stay float32"
                 np.testing.assert_allclose(to_numpy(got), want, rtol=1e-5, atol=1e-7 * max(1.0, np.abs(want).max()),
                                            err_msg=f"step {t} {name}[{i}]")
-    # The float32 state changed from its start, so a kernel that did nothing would have failed above.
-    state = names[2]
-    assert any(np.any(to_numpy(s) != s0) for s, s0 in zip(gpu[state], base[state]))
+    # The params and the float32 state (where there is one: plain SGD has none) changed from their start,
+    # so a kernel that did nothing would have failed here (an update below half a half-type spacing
+    # would pass the comparison above unchanged).
+    assert any(np.any(to_numpy(p) != p0) for p, p0 in zip(gpu["params"], start))
+    for state in names[2:3]:
+        assert any(np.any(to_numpy(s) != s0) for s, s0 in zip(gpu[state], base[state]))
 
 
 def test_half_params_need_float32_state(torch):
