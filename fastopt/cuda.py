@@ -30,8 +30,14 @@ def device_count() -> int:
 
 
 def is_available() -> bool:
-    """True when CUDA is compiled in and at least one device can run its kernels."""
-    return is_compiled() and device_count() > 0
+    """True when CUDA is compiled in and at least one device can run its kernels (a GPU older than every
+    compiled architecture, e.g. sm_70 with the default build, cannot: see architectures())."""
+    return is_compiled() and any(runs_kernels(device) for device in range(device_count()))
+
+
+def runs_kernels(device: int = 0) -> bool:
+    """Whether this build has machine code or PTX for CUDA device `device` (False for no such device)."""
+    return bool(_core._cuda_runs_kernels(device))
 
 
 def architectures() -> List[str]:
@@ -44,4 +50,4 @@ def device_name(device: int = 0) -> str:
     return str(_core._cuda_device_name(device))
 
 
-__all__ = ["architectures", "device_count", "device_name", "is_available", "is_compiled"]
+__all__ = ["architectures", "device_count", "device_name", "is_available", "is_compiled", "runs_kernels"]

@@ -316,6 +316,7 @@ def test_fastopt_cuda_on_a_gpu(torch):
     assert count == torch.cuda.device_count() >= 1
     for device in range(count):
         assert fastopt.cuda.device_name(device) == torch.cuda.get_device_name(device)
+    assert fastopt.cuda.runs_kernels(0) and not fastopt.cuda.runs_kernels(count)
     with pytest.raises(ValueError, match=re.escape(f"device must be in [0, {count})")):
         fastopt.cuda.device_name(count)
     info = fastopt.build_info()["cuda"]

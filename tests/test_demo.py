@@ -114,7 +114,7 @@ def test_demo_quick_writes_every_plot(tmp_path):
 
     if not fo.cuda.is_compiled():
         assert "no GPU backend" in out
-    elif not fo.cuda.is_available():
+    elif fo.cuda.device_count() == 0:
         assert "no usable GPU here" in out
     else:
         assert fo.cuda.device_name(0) in out

@@ -39,6 +39,10 @@ std::vector<std::string> architectures(); // the compiled targets: "sm_75", ...,
 int runtime_version();                    // e.g. 13000; 0 without CUDA
 int driver_version();                     // 0 without a driver
 std::string device_name(int device);
+// Whether this build's kernels can run on `device`: machine code for its architecture or PTX the driver
+// can compile for it (a GPU older than every compiled target, or a driver older than the PTX, cannot).
+// Never throws.
+bool runs_kernels(int device);
 // The device ordinal owning a pointer (device or managed memory), or -1 for host memory or a pointer
 // CUDA does not know.
 int pointer_device(const void* ptr);

@@ -20,6 +20,7 @@ std::vector<std::string> architectures() { return {}; }
 int runtime_version() { return 0; }
 int driver_version() { return 0; }
 std::string device_name(int) { unavailable(); }
+bool runs_kernels(int) { return false; }
 int pointer_device(const void*) { return -1; }
 bool is_capturing(const Queue&) { return false; }
 void* allocate(size_t, const Queue&) { unavailable(); }

@@ -60,6 +60,28 @@ std::string device_name(int device) {
   return prop.name;
 }
 
+namespace {
+// Compiled for the same targets as every kernel of the backend, so its image stands for theirs.
+__global__ void probe_kernel() {}
+}  // namespace
+
+bool runs_kernels(int device) {
+  if (device < 0 || device >= device_count()) return false;
+  try {
+    DeviceScope scope(device);
+    cudaFuncAttributes attributes;
+    // Loads the module for the device: cudaErrorNoKernelImageForDevice (or an unsupported-PTX error)
+    // when nothing compiled fits it.
+    if (cudaFuncGetAttributes(&attributes, probe_kernel) != cudaSuccess) {
+      cudaGetLastError();
+      return false;
+    }
+    return true;
+  } catch (const Error&) {
+    return false;
+  }
+}
+
 int pointer_device(const void* ptr) {
   cudaPointerAttributes attributes;
   if (cudaPointerGetAttributes(&attributes, ptr) != cudaSuccess) {

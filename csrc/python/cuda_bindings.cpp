@@ -34,6 +34,8 @@ void bind_cuda(py::module_& m) {
         return cuda::device_name(device);
       },
       py::arg("device"));
+  m.def("_cuda_runs_kernels", &cuda::runs_kernels, py::arg("device"),
+        "Whether this build's kernels have an image (machine code or PTX) for CUDA device `device`.");
   m.def(
       "_cuda_allocate",
       [](int64_t nbytes, int device, uintptr_t stream) {

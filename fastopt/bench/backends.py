@@ -161,6 +161,8 @@ def cuda_unavailable() -> Optional[str]:
         return "fastopt was built without CUDA"
     if fastopt.cuda.device_count() == 0:
         return "fastopt's CUDA backend finds no usable device"
+    if not fastopt.cuda.runs_kernels(0):
+        return f"this build has no kernels for {fastopt.cuda.device_name(0)} (built for {', '.join(fastopt.cuda.architectures())})"
     if not TorchCPU.available():
         return "torch is not installed (the CUDA workloads are torch tensors)"
     import torch
