@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Optional, Tuple
 
-from fastopt import _core
+from fastopt import _core, _streams
 
 _DL_CUDA = 2  # DLPack's device type of CUDA device memory
 
@@ -80,8 +80,8 @@ class DeviceBuffer:
             "data": (self._ptr, False),
             "strides": None,
             "version": 3,
-            # The producer's stream in the interface's terms: 1 stands for the legacy default stream.
-            "stream": self._stream if self._stream != 0 else 1,
+            # The producer's stream, in the interface's terms.
+            "stream": _streams.protocol_of(self._stream),
         }
 
     def __dlpack_device__(self) -> Tuple[int, int]:
@@ -102,7 +102,7 @@ class DeviceBuffer:
         if isinstance(stream, bool) or not isinstance(stream, int) or stream == 0 or stream < -1:
             raise ValueError(f"stream must be None, -1, 1, 2 or a CUDA stream handle, got {stream!r}")
         if stream != -1:
-            _core._cuda_order_after(self.device, self._stream, 0 if stream == 1 else stream)
+            _core._cuda_order_after(self.device, self._stream, _streams.handle_of(stream))
         versioned = max_version is not None and int(max_version[0]) >= 1
         return _core._dlpack_export(self, self._ptr, self.shape, self.dtype, _DL_CUDA, self.device, versioned)
 

@@ -8,6 +8,17 @@ CUDA array and its device ordinal; returns a cudaStream_t handle as an int (0: t
 from __future__ import annotations
 
 
+def handle_of(protocol_stream: int) -> int:
+    """A stream as the DLPack and CUDA array interface protocols name it (1: the legacy default stream,
+    2: the per-thread default stream, else a handle) as a cudaStream_t handle (0: the legacy default)."""
+    return 0 if protocol_stream == 1 else protocol_stream
+
+
+def protocol_of(handle: int) -> int:
+    """The inverse of handle_of: the protocols reserve 0, and name the legacy default stream 1."""
+    return 1 if handle == 0 else handle
+
+
 def current_stream(array: object, device: int) -> int:
     module = type(array).__module__.split(".")[0]
     if module == "torch":
@@ -23,7 +34,6 @@ def current_stream(array: object, device: int) -> int:
     # legacy default stream (handle 0), 2 the per-thread default stream (its handle is 2 as well).
     interface = getattr(array, "__cuda_array_interface__", None)
     if isinstance(interface, dict) and interface.get("stream") is not None:
-        stream = int(interface["stream"])
-        return 0 if stream == 1 else stream
+        return handle_of(int(interface["stream"]))
     # JAX and others: the legacy default stream, which waits for the other blocking streams' work.
     return 0

@@ -36,7 +36,8 @@ def is_available() -> bool:
 
 
 def runs_kernels(device: int = 0) -> bool:
-    """Whether this build has machine code or PTX for CUDA device `device` (False for no such device)."""
+    """Whether this build has machine code or PTX for CUDA device `device` (False for no such device).
+    Asks the driver to load the kernels for that device, which starts CUDA there as any first use does."""
     return bool(_core._cuda_runs_kernels(device))
 
 

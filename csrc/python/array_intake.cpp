@@ -377,7 +377,7 @@ void wait_for_interface_stream(const py::dict& cai, const Device& device, const 
                                const std::string& where) {
   if (!cai.contains("stream") || cai["stream"].is_none()) return;
   const long long value = py::cast<long long>(cai["stream"]);
-  if (value == 0 || value < 0) {
+  if (value <= 0) {
     throw py::value_error(where + ": its __cuda_array_interface__ stream must be None, 1, 2 or a stream handle, got " +
                           std::to_string(value));
   }

@@ -38,9 +38,9 @@ def devices() -> List[dict]:
         rows.append(dict(kind="CUDA", available=False,
                          detail=f"built for {', '.join(cuda.get('architectures', []))}; no usable GPU here"))
     else:
-        names = ", ".join(fastopt.cuda.device_name(i) + ("" if fastopt.cuda.runs_kernels(i) else " (no kernels for it)")
-                          for i in range(fastopt.cuda.device_count()))
-        rows.append(dict(kind="CUDA", available=fastopt.cuda.is_available(),
+        runs = [fastopt.cuda.runs_kernels(i) for i in range(fastopt.cuda.device_count())]
+        names = ", ".join(fastopt.cuda.device_name(i) + ("" if ok else " (no kernels for it)") for i, ok in enumerate(runs))
+        rows.append(dict(kind="CUDA", available=any(runs),
                          detail=f"{names}; built for {', '.join(cuda.get('architectures', []))}"))
     if importlib.util.find_spec("torch") is not None:
         import torch
