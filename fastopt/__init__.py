@@ -24,11 +24,9 @@ try:
         softmax_cross_entropy,
     )
 except ImportError as error:  # pragma: no cover - only when the source tree shadows the install
-    raise ImportError(
-        "fastopt's compiled module (fastopt._core) is missing. Install the package with "
-        "`pip install .`, and run Python or `pytest` from a place where the source folder "
-        "fastopt/ does not shadow the installed one (`python -m pytest` in the repository root does)."
-    ) from error
+    from fastopt._shadow import missing_core_message
+
+    raise ImportError(missing_core_message(__file__)) from error
 
 from fastopt import capi, cuda, init, optim, reference, schedules
 from fastopt._environment import apply_environment

@@ -7,7 +7,8 @@ Arrays = Union[np.ndarray, Sequence[np.ndarray]]
 
 def sgd_(params: Arrays, grads: Arrays, momentum_buffers: Optional[Arrays] = None, *, lr: float,
          momentum: float = 0.0, dampening: float = 0.0, weight_decay: float = 0.0, nesterov: bool = False,
-         maximize: bool = False, step: int = 1, grad_scale: float = 1.0, skip_nonfinite: bool = False) -> bool: ...
+         maximize: bool = False, step: Optional[int] = None, grad_scale: float = 1.0,
+         skip_nonfinite: bool = False) -> bool: ...  # step: required when momentum != 0
 def adagrad_(params: Arrays, grads: Arrays, state_sums: Arrays, *, lr: float = 1e-2, lr_decay: float = 0.0,
              weight_decay: float = 0.0, eps: float = 1e-10, maximize: bool = False, step: int,
              grad_scale: float = 1.0, skip_nonfinite: bool = False) -> bool: ...

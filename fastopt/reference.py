@@ -43,12 +43,13 @@ def sgd(
     weight_decay: float = 0.0,
     nesterov: bool = False,
     maximize: bool = False,
-    step: int = 1,
+    step: Optional[int] = None,
 ) -> Tuple[np.ndarray, Optional[np.ndarray]]:
     """SGD with optional momentum, dampening, Nesterov momentum and L2 weight decay.
 
     Returns ``(new_param, new_momentum_buffer)``; when ``momentum == 0`` the buffer is returned
-    unchanged (usually None).
+    unchanged (usually None). The first step with momentum starts the buffer from the gradient: the
+    step where ``momentum_buffer`` is None (as torch keeps it), or ``step == 1`` when a step is given.
     """
     if nesterov and (momentum <= 0 or dampening != 0):
         raise ValueError("Nesterov momentum requires a momentum and zero dampening")
@@ -59,7 +60,8 @@ def sgd(
 
     buf = momentum_buffer
     if momentum != 0:
-        if step == 1 or momentum_buffer is None:
+        first_step = momentum_buffer is None if step is None else step == 1
+        if first_step:
             buf = dx.copy()  # first step: the velocity starts as the gradient itself
         else:
             buf = momentum * momentum_buffer + (1 - dampening) * dx  # v = mu * v + (1 - damp) * dx

@@ -19,7 +19,7 @@ import fastopt
 SIGNATURES = {
     "sgd_": (["params", "grads", "momentum_buffers"],
              dict(lr=inspect.Parameter.empty, momentum=0.0, dampening=0.0, weight_decay=0.0,
-                  nesterov=False, maximize=False, step=1, grad_scale=1.0, skip_nonfinite=False, stream=None)),
+                  nesterov=False, maximize=False, step=None, grad_scale=1.0, skip_nonfinite=False, stream=None)),
     "adagrad_": (["params", "grads", "state_sums"],
                  dict(lr=1e-2, lr_decay=0.0, weight_decay=0.0, eps=1e-10, maximize=False,
                       step=inspect.Parameter.empty, grad_scale=1.0, skip_nonfinite=False, stream=None)),
@@ -141,3 +141,30 @@ def test_step_beyond_64_bits_is_a_value_error():
     p, g, m, v = arrays_for("adam_", seed=4)
     with pytest.raises(ValueError, match="step"):
         fastopt.adam_(p, g, m, v, step=2**70)
+
+
+def test_sgd_with_momentum_requires_step_and_changes_nothing_without_it():
+    # A default step would restart the momentum buffer on every call: five calls would give torch's
+    # first step five times over (0.4999999 where torch.optim.SGD reaches -0.3144), without a word.
+    p, g, buf = np.ones(4), np.full(4, 0.1), np.zeros(4)
+    before = (p.copy(), buf.copy())
+    with pytest.raises(TypeError, match=r"sgd_\(\) needs step when momentum != 0"):
+        fastopt.sgd_(p, g, buf, lr=0.1, momentum=0.9)
+    assert np.array_equal(p, before[0]) and np.array_equal(buf, before[1])
+
+
+def test_sgd_momentum_over_steps_follows_the_reference():
+    rng = np.random.default_rng(5)
+    p = rng.standard_normal(9)
+    want, buf, want_buf = p.copy(), np.zeros(9), None
+    for t in range(1, 6):
+        g = rng.standard_normal(9)
+        fastopt.sgd_(p, g, buf, lr=0.1, momentum=0.9, step=t)
+        want, want_buf = fastopt.reference.sgd(want, g, want_buf, lr=0.1, momentum=0.9)
+    np.testing.assert_allclose(p, want, rtol=1e-12, atol=0)
+
+
+def test_sgd_without_momentum_needs_no_step():
+    p = np.ones(3)
+    fastopt.sgd_(p, np.ones(3), lr=0.5)
+    assert np.array_equal(p, np.full(3, 0.5))

@@ -170,3 +170,14 @@ def test_nesterov_requires_momentum_and_zero_dampening(momentum, dampening):
     with pytest.raises(ValueError):
         torch.optim.SGD([torch.nn.Parameter(torch.zeros(4))], lr=0.1, momentum=momentum,
                         dampening=dampening, nesterov=True)
+
+
+def test_reference_sgd_momentum_without_step_continues_the_buffer():
+    # The reference, like torch, starts the buffer on the step where there is none, and accumulates
+    # into a given one: leaving step out never restarts it.
+    p, g = np.ones(3), np.full(3, 0.5)
+    p1, buf = reference.sgd(p, g, None, lr=0.1, momentum=0.9)
+    p2, buf2 = reference.sgd(p1, g, buf, lr=0.1, momentum=0.9)
+    np.testing.assert_array_equal(buf, g)
+    np.testing.assert_allclose(buf2, 0.9 * g + g)
+    np.testing.assert_allclose(p2, p1 - 0.1 * buf2)

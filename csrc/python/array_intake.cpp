@@ -285,6 +285,22 @@ Device torch_device(py::handle obj, const std::string& where) {
   throw py::type_error(where + " is a tensor on '" + type + "'; fastopt takes CPU and CUDA tensors");
 }
 
+// What to do about a tensor that requires grad, by the argument's role: a loss's inputs (scores and
+// their gradient's destination) are used with autograd by detaching them and handing the returned
+// gradient back; an optimizer's operands are what fastopt.torch's optimizers take.
+static std::string requires_grad_advice(const std::string& where) {
+  static const char* const loss_inputs[] = {"logits", "scores", "x", "out", "w"};
+  for (const char* name : loss_inputs) {
+    if (where == name) {
+      return "; fastopt's losses are not recorded by autograd: call them on " + where +
+             ".detach() (the same memory) and hand the gradient they return to autograd, e.g. "
+             "logits.backward(dlogits) (or wrap the pair in a torch.autograd.Function)";
+    }
+  }
+  return "; pass it detached (p.detach(): the same memory), or use fastopt.torch's optimizers, which "
+         "update torch parameters in place";
+}
+
 ArrayRef from_torch(py::handle obj, const Device& device, const std::string& where) {
   const TorchTypes& torch = *torch_types();
   const py::object layout = get(obj, torch.layout);
@@ -292,8 +308,7 @@ ArrayRef from_torch(py::handle obj, const Device& device, const std::string& whe
     throw py::type_error(where + " is a " + std::string(py::str(layout)) + " tensor; fastopt's kernels take dense tensors");
   }
   if (truth(get(obj, torch.requires_grad))) {
-    throw py::type_error(where + " requires grad; pass it detached (p.detach(): the same memory), or use "
-                         "fastopt.torch's optimizers");
+    throw py::type_error(where + " requires grad" + requires_grad_advice(where));
   }
   ArrayRef r;
   r.object = py::reinterpret_borrow<py::object>(obj);
@@ -513,10 +528,27 @@ ArrayArg take_arrays(py::handle obj, const char* name, bool written, CallDevice&
 
 // ---------------------------------------------------------------- checks
 
+// A NumPy dtype string of a float in the other byte order ('>f4' on a little-endian machine): a dtype
+// error then names the byte order, not the width, as what is wrong.
+static bool is_byte_swapped_float(const std::string& dtype) {
+  const char swapped = PY_BIG_ENDIAN ? '<' : '>';
+  return dtype.size() == 3 && dtype[0] == swapped && dtype[1] == 'f' &&
+         (dtype[2] == '2' || dtype[2] == '4' || dtype[2] == '8');
+}
+
+static std::string byte_order_advice() {
+  return " (" + std::string(PY_BIG_ENDIAN ? "little" : "big") +
+         "-endian): fastopt takes native byte order; convert the array once, before training, "
+         "with a.astype(a.dtype.newbyteorder('=')), and keep the converted array (an update of a "
+         "temporary copy would be lost)";
+}
+
 // float32 / float64, or an error naming the array.
 DType float_dtype_of(const ArrayRef& a, const std::string& where) {
   if (a.dtype == DType::Float32 || a.dtype == DType::Float64) return *a.dtype;
-  throw py::type_error(where + " has dtype " + a.dtype_name() +
+  const std::string name = a.dtype_name();
+  if (is_byte_swapped_float(name)) throw py::type_error(where + " has dtype " + name + byte_order_advice());
+  throw py::type_error(where + " has dtype " + name +
                        "; fastopt takes float32 or float64 arrays in native byte order and never converts them");
 }
 
@@ -547,7 +579,9 @@ DType check_param_dtype(const ArrayRef& p, const std::string& where) {
                          "; float16 and bfloat16 are updated on CUDA devices only (the CPU kernels take "
                          "float32 or float64)");
   }
-  throw py::type_error(where + " has dtype " + p.dtype_name() +
+  const std::string name = p.dtype_name();
+  if (is_byte_swapped_float(name)) throw py::type_error(where + " has dtype " + name + byte_order_advice());
+  throw py::type_error(where + " has dtype " + name +
                        "; fastopt updates float32 or float64 arrays (and float16/bfloat16 ones on CUDA) "
                        "and never converts them");
 }

@@ -182,6 +182,21 @@ GradScaling next_scaling(BoundArgs& a) {
   return take_scaling(grad_scale, skip_nonfinite);
 }
 
+// SGD's step matters only with momentum, where step 1 starts the buffer from the gradient; there a
+// default (step 1 on every call) would restart the buffer each time and give wrong numbers without a
+// word, so it must be given. Without momentum it may be left out.
+Scalar next_sgd_step(BoundArgs& a, double momentum) {
+  if (!a.peek().is_none()) return next_step(a);
+  a.next();
+  if (momentum != 0.0) {
+    throw py::type_error(
+        "sgd_() needs step when momentum != 0: pass step=t, the 1-based number of this update (step=1 "
+        "starts momentum_buffers from the gradient, as torch.optim.SGD's first step does; later steps "
+        "accumulate into them)");
+  }
+  return Scalar{0.0, 1, {}};
+}
+
 PyObject* sgd_call(PyObject*, PyObject* const* args, Py_ssize_t nargsf, PyObject* kwnames) {
   return guarded([&] {
     BoundArgs a = sgd_signature->bind(args, size_t(nargsf), kwnames);
@@ -190,7 +205,7 @@ PyObject* sgd_call(PyObject*, PyObject* const* args, Py_ssize_t nargsf, PyObject
     const double momentum = a.next_real(), dampening = a.next_real();
     const double weight_decay = a.next_real();
     const bool nesterov = a.next_bool(), maximize = a.next_bool();
-    const Scalar step = next_step(a);
+    const Scalar step = next_sgd_step(a, momentum);
     const GradScaling scaling = next_scaling(a);
     CallDevice call(a.next());
     return boolean(sgd_(params, grads, buffers, lr, momentum, dampening, weight_decay, nesterov, maximize, step,
@@ -327,13 +342,13 @@ void bind_optimizers(py::module_& m) {
   sgd_signature = new Signature("sgd_", 3,
       {P{"params", {}}, P{"grads", {}}, P{"momentum_buffers", none_}, P{"lr", {}}, P{"momentum", real(0.0)},
        P{"dampening", real(0.0)}, P{"weight_decay", real(0.0)}, P{"nesterov", no}, P{"maximize", no},
-       P{"step", py::int_(1)}, P{"grad_scale", real(1.0)}, P{"skip_nonfinite", no}, P{"stream", none_}});
+       P{"step", none_}, P{"grad_scale", real(1.0)}, P{"skip_nonfinite", no}, P{"stream", none_}});
   def_fast(m, *sgd_signature, sgd_call,
            std::string("Fused SGD step (torch.optim.SGD semantics), in place.\n\n"
                        "momentum_buffers is required when momentum != 0; on step 1 it is overwritten\n"
                        "with the gradient (torch's first-step buffer), later steps accumulate into it.\n"
-                       "With momentum, pass step=t in a loop: at the default step=1 every call restarts\n"
-                       "the buffer.\n\n") +
+                       "step (the 1-based number of this update) is required when momentum != 0 and\n"
+                       "unused without momentum.\n\n") +
                kListNote);
 
   adagrad_signature = new Signature("adagrad_", 3,

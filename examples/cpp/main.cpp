@@ -106,7 +106,8 @@ int main() {
   const double nan = std::numeric_limits<double>::quiet_NaN();
   const int32_t status =
       fastopt_adamw_f32(K, b.data(), db.data(), m_b.data(), v_b.data(), nullptr, nan, 0.9, 0.999, 1e-8, 0.0, 0, 0, 1);
-  std::printf("lr = NaN -> %s: %s\n", fastopt_status_name(status), fastopt_last_error());
+  std::printf("error handling, as expected: lr = NaN is refused with %s (\"%s\"), nothing written\n",
+              fastopt_status_name(status), fastopt_last_error());
 
   const bool learned = loss < 0.5 * first_loss && accuracy > 0.8 && status == FASTOPT_ERROR_HYPERPARAMETER;
   if (!learned) std::fprintf(stderr, "the classifier did not learn\n");
