@@ -6,7 +6,13 @@ from __future__ import annotations
 
 import os
 import sys
+from importlib.machinery import EXTENSION_SUFFIXES
 from typing import Optional
+
+
+def has_compiled_core(folder: str) -> bool:
+    """Whether a fastopt folder holds the compiled module (_core.<abi>.so / .pyd, not the .pyi stub)."""
+    return any(os.path.exists(os.path.join(folder, "_core" + suffix)) for suffix in EXTENSION_SUFFIXES)
 
 
 def installed_elsewhere(source_init: str) -> Optional[str]:
@@ -16,7 +22,7 @@ def installed_elsewhere(source_init: str) -> Optional[str]:
         candidate = os.path.join(entry or os.getcwd(), "fastopt")
         if os.path.realpath(candidate) == source_dir or not os.path.isdir(candidate):
             continue
-        if any(name.startswith("_core.") for name in os.listdir(candidate)):
+        if has_compiled_core(candidate):
             return candidate
     return None
 
