@@ -1,10 +1,53 @@
 #include "cpu/cpu_info.h"
 
+#include <atomic>
+
 #ifdef _OPENMP
 #include <omp.h>
 #endif
 
+#if defined(__unix__) || defined(__APPLE__)
+#include <pthread.h>
+#define FASTOPT_HAVE_FORK 1
+#endif
+
 namespace fastopt::cpu {
+
+namespace {
+
+int clamp_threads(long long threads) {
+  if (threads < 1) return 1;
+  if (threads > kMaxThreads) return kMaxThreads;
+  return int(threads);
+}
+
+// OpenMP's default count, read once when the library loads (OMP_NUM_THREADS is parsed by libgomp
+// before that), capped.
+int initial_threads() {
+#ifdef _OPENMP
+  return clamp_threads(omp_get_max_threads());
+#else
+  return 1;
+#endif
+}
+
+std::atomic<int> g_threads{initial_threads()};
+// A team of more than one thread has been started in this process (libgomp then holds a pool of
+// threads that a forked child does not have).
+std::atomic<bool> g_team_started{false};
+// This process is a child forked after a team had started: no OpenMP region may run here.
+std::atomic<bool> g_forked_after_team{false};
+
+#ifdef FASTOPT_HAVE_FORK
+// Runs in the child right after fork(), with only the forking thread alive.
+void on_fork_child() {
+  if (g_team_started.load(std::memory_order_relaxed)) g_forked_after_team.store(true, std::memory_order_relaxed);
+}
+
+[[maybe_unused]] const bool g_fork_handler_registered = pthread_atfork(nullptr, nullptr, on_fork_child) == 0;
+#endif
+
+}  // namespace
 
 bool has_openmp() {
 #ifdef _OPENMP
@@ -16,18 +59,21 @@ bool has_openmp() {
 
 int max_threads() {
 #ifdef _OPENMP
-  return omp_get_max_threads();
+  if (g_forked_after_team.load(std::memory_order_relaxed)) return 1;
+  return g_threads.load(std::memory_order_relaxed);
 #else
   return 1;
 #endif
 }
 
-void set_num_threads(int threads) {
-#ifdef _OPENMP
-  omp_set_num_threads(threads);
-#else
-  (void)threads;
-#endif
+void set_num_threads(int threads) { g_threads.store(clamp_threads(threads), std::memory_order_relaxed); }
+
+int team_size(int64_t tasks) {
+  int team = max_threads();
+  if (tasks < team) team = tasks < 1 ? 1 : int(tasks);
+  // (seq_cst: the flag is visible to any fork that happens once the team's threads exist)
+  if (team > 1 && !g_team_started.load(std::memory_order_relaxed)) g_team_started.store(true);
+  return team;
 }
 
 }  // namespace fastopt::cpu
