@@ -32,17 +32,12 @@ int initial_threads() {
 }
 
 std::atomic<int> g_threads{initial_threads()};
-// A team of more than one thread has been started in this process (libgomp then holds a pool of
-// threads that a forked child does not have).
-std::atomic<bool> g_team_started{false};
-// This process is a child forked after a team had started: no OpenMP region may run here.
-std::atomic<bool> g_forked_after_team{false};
+// This process is a forked child: no OpenMP region may run here (see cpu_info.h).
+std::atomic<bool> g_forked{false};
 
 #ifdef FASTOPT_HAVE_FORK
 // Runs in the child right after fork(), with only the forking thread alive.
-void on_fork_child() {
-  if (g_team_started.load(std::memory_order_relaxed)) g_forked_after_team.store(true, std::memory_order_relaxed);
-}
+void on_fork_child() { g_forked.store(true, std::memory_order_relaxed); }
 
 [[maybe_unused]] const bool g_fork_handler_registered = pthread_atfork(nullptr, nullptr, on_fork_child) == 0;
 #endif
@@ -59,7 +54,7 @@ bool has_openmp() {
 
 int max_threads() {
 #ifdef _OPENMP
-  if (g_forked_after_team.load(std::memory_order_relaxed)) return 1;
+  if (g_forked.load(std::memory_order_relaxed)) return 1;
   return g_threads.load(std::memory_order_relaxed);
 #else
   return 1;
@@ -71,8 +66,6 @@ void set_num_threads(int threads) { g_threads.store(clamp_threads(threads), std:
 int team_size(int64_t tasks) {
   int team = max_threads();
   if (tasks < team) team = tasks < 1 ? 1 : int(tasks);
-  // (seq_cst: the flag is visible to any fork that happens once the team's threads exist)
-  if (team > 1 && !g_team_started.load(std::memory_order_relaxed)) g_team_started.store(true);
   return team;
 }
 

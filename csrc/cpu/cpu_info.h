@@ -7,9 +7,11 @@
 // kMaxThreads like set_num_threads: libgomp crashes on absurd counts (OMP_NUM_THREADS=100000).
 //
 // libgomp's worker threads do not survive fork(): a forked child that enters a parallel region
-// waits forever for threads that only existed in the parent. Once fastopt has started a team, a
-// child forked from this process runs every kernel on its calling thread (the results are the same
-// bits: they never depend on the thread count), as torch's own CPU ops do after fork.
+// waits forever for threads that only existed in the parent. The pool may have been started by
+// anyone sharing libgomp (torch ships and loads the same libgomp.so.1), so a child forked from this
+// process runs every kernel on its calling thread (the same bits: results never depend on the
+// thread count), as torch's own CPU ops do after fork. (Threaded children: multiprocessing's
+// 'spawn' or 'forkserver' start methods.)
 #pragma once
 
 #include <cstdint>
@@ -21,8 +23,8 @@ constexpr int kMaxThreads = 1024;
 
 // Whether OpenMP threading is compiled in.
 bool has_openmp();
-// The thread count large updates and losses use now: the setting, or 1 in a child forked after
-// fastopt's threads had started (and 1 without OpenMP).
+// The thread count large updates and losses use now: the setting, or 1 in a forked child (and 1
+// without OpenMP).
 int max_threads();
 // Sets the process-wide thread count (clamped to [1, kMaxThreads]; the binding refuses values
 // outside it). No effect without OpenMP.
@@ -30,7 +32,6 @@ void set_num_threads(int threads);
 
 // The team for a parallel region over `tasks` independent pieces of work: max_threads(), but never
 // more threads than tasks. 1 means "run on the calling thread, without entering OpenMP at all".
-// A result above 1 records that a team is about to start (see the fork note above).
 int team_size(int64_t tasks);
 
 }  // namespace fastopt::cpu

@@ -85,9 +85,9 @@ void bind_build_info(py::module_& m) {
         "import; without it the count starts at OpenMP's default (OMP_NUM_THREADS, else the CPUs this\n"
         "process may use), capped at 1024.");
   m.def("get_num_threads", &cpu::max_threads,
-        "The thread count large updates and losses use now: set_num_threads' value, or 1 in a process\n"
-        "forked after fastopt's threads had started (their threads do not survive fork, so such a child\n"
-        "runs every kernel on its calling thread), and 1 without OpenMP.");
+        "The thread count large updates and losses use now: set_num_threads' value, or 1 in a forked\n"
+        "child process (OpenMP's threads do not survive fork, so a child runs every kernel on its calling\n"
+        "thread; use multiprocessing's 'spawn' or 'forkserver' for threaded workers), and 1 without OpenMP.");
   m.attr("_MAX_NUM_THREADS") = cpu::kMaxThreads;
 }
 
