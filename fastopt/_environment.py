@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
+import warnings
 
-from fastopt._core import set_cpu_isa, set_num_threads
+from fastopt._core import _MAX_NUM_THREADS, set_cpu_isa, set_num_threads
 
 
 def apply_environment() -> None:
@@ -18,6 +19,14 @@ def apply_environment() -> None:
     if threads:
         try:
             count = int(threads)
-            set_num_threads(count)
         except ValueError:
-            raise ImportError(f"FASTOPT_NUM_THREADS must be an integer >= 1, got {threads!r}") from None
+            count = 0
+        if count < 1:
+            raise ImportError(f"FASTOPT_NUM_THREADS must be an integer >= 1, got {threads!r}")
+        if count > _MAX_NUM_THREADS:
+            # Capped as OMP_NUM_THREADS is (the native side caps that one): an environment setting
+            # is often shared with other programs, and an import failure would be harsher than a cap.
+            warnings.warn(f"FASTOPT_NUM_THREADS={count} is above fastopt's cap; using {_MAX_NUM_THREADS} threads",
+                          RuntimeWarning, stacklevel=2)
+            count = _MAX_NUM_THREADS
+        set_num_threads(count)

@@ -12,6 +12,7 @@
 #include <cstdio>
 #include <exception>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "common/hyper_rules.h"
@@ -60,6 +61,12 @@ std::string show(double value) {
 
 void require(const rules::Check& check) {
   if (check) throw CError{FASTOPT_ERROR_HYPERPARAMETER, rules::describe(*check, show)};
+}
+
+// The range of the arithmetic the kernels of element type T compute in (rules::check_range).
+template <typename T>
+rules::MathRange range_of() {
+  return rules::math_range(std::is_same_v<T, double>);
 }
 
 // One operand of an update: its name in messages (plural for lists), its pointer array, whether
@@ -144,6 +151,7 @@ int32_t sgd(int64_t count, const int64_t* sizes, T* const* params, const T* cons
             const SgdHyper& h, bool single) {
   return guard([&] {
     require(rules::check(h));
+    require(rules::check_range(h, range_of<T>()));
     const auto list = take_list<T, 3>(count, sizes,
                                       {{{single ? "param" : "params", params, true},
                                         {single ? "grad" : "grads", mut(grads), true},
@@ -158,6 +166,7 @@ int32_t adagrad(int64_t count, const int64_t* sizes, T* const* params, const T* 
                 const AdagradHyper& h, bool single) {
   return guard([&] {
     require(rules::check(h));
+    require(rules::check_range(h, range_of<T>()));
     const auto list = take_list<T, 3>(count, sizes,
                                       {{{single ? "param" : "params", params, true},
                                         {single ? "grad" : "grads", mut(grads), true},
@@ -172,6 +181,7 @@ int32_t rmsprop(int64_t count, const int64_t* sizes, T* const* params, const T* 
                 T* const* bufs, T* const* gas, const RmspropHyper& h, bool single) {
   return guard([&] {
     require(rules::check(h));
+    require(rules::check_range(h, range_of<T>()));
     const auto list = take_list<T, 5>(count, sizes,
                                       {{{single ? "param" : "params", params, true},
                                         {single ? "grad" : "grads", mut(grads), true},
@@ -188,6 +198,7 @@ int32_t adam(int64_t count, const int64_t* sizes, T* const* params, const T* con
              T* const* vs, T* const* vmaxs, const AdamHyper& h, bool single) {
   return guard([&] {
     require(rules::check(h));
+    require(rules::check_range(h, range_of<T>()));
     const auto list = take_list<T, 5>(count, sizes,
                                       {{{single ? "param" : "params", params, true},
                                         {single ? "grad" : "grads", mut(grads), true},
@@ -205,6 +216,7 @@ int32_t cross_entropy(const T* logits, const int64_t* labels, const T* weight, i
                       T* dlogits, T* row_losses, double* loss) {
   return guard([&] {
     require(rules::check_cross_entropy(label_smoothing, z_loss));
+    require(rules::check_cross_entropy_range(z_loss, range_of<T>()));
     cpu::Reduction red;
     switch (reduction) {
       case FASTOPT_REDUCTION_MEAN: red = cpu::Reduction::Mean; break;

@@ -27,9 +27,7 @@ constexpr int64_t kBlock = 1024;
 // body(row) for every row, in parallel when the work (rows x row length) is large enough.
 template <typename Body>
 void for_each_row(int64_t rows, int64_t row_length, Body&& body) {
-  const bool parallel = rows > 1 && rows * row_length >= kParallelThreshold;
-#pragma omp parallel for schedule(static) if (parallel)
-  for (int64_t i = 0; i < rows; ++i) body(i);
+  parallel_for(rows, rows > 1 && rows * row_length >= kParallelThreshold, body);
 }
 
 // Sums per-row losses in row order (double), then applies the reduction's divisor.
@@ -264,8 +262,7 @@ double penalty(const T* w, T* grad, int64_t n, double l1, double l2) {
   const int64_t blocks = (n + kChunkElements - 1) / kChunkElements;
   std::vector<double> partial(size_t(blocks), 0.0);
   const T l1_t = T(l1), l2_t = T(l2);
-#pragma omp parallel for schedule(static) if (n >= kParallelThreshold)
-  for (int64_t b = 0; b < blocks; ++b) {
+  parallel_for(blocks, n >= kParallelThreshold, [&](int64_t b) {
     const int64_t begin = b * kChunkElements;
     const int64_t end = begin + kChunkElements < n ? begin + kChunkElements : n;
     double sum = 0.0;
@@ -274,7 +271,7 @@ double penalty(const T* w, T* grad, int64_t n, double l1, double l2) {
       if (grad) grad[i] += penalty_grad(w[i], l1_t, l2_t);
     }
     partial[size_t(b)] = sum;
-  }
+  });
   double total = 0.0;
   for (double v : partial) total += v;
   return total;

@@ -1,17 +1,33 @@
 // Splits the elements of a tensor list into fixed-size chunks and runs a body over each chunk,
 // on OpenMP threads when there is enough work. The updates are element-wise, so every element
 // sees the same arithmetic whatever the thread count: results are bit-identical for any count.
+//
+// Every parallel region of the CPU backend is one of the loops below. Each asks cpu_info.h for its
+// team (the process-wide count, fork-safe) and passes it as num_threads(...), so that neither
+// libgomp's per-thread setting nor OMP_NUM_THREADS decides it; a team of 1 runs the loop on the
+// calling thread without entering OpenMP at all (which is what keeps a forked child alive).
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
 #include <vector>
 
-#ifdef _OPENMP
-#include <omp.h>
-#endif
+#include "cpu/cpu_info.h"
 
 namespace fastopt::cpu {
+
+// body(i) for i in [0, count), on a team of team_size(count) threads when `worth_threads`, else on
+// the calling thread. Iterations must be independent (each writes its own outputs).
+template <typename Body>
+void parallel_for(int64_t count, bool worth_threads, Body&& body) {
+  const int team = worth_threads ? team_size(count) : 1;
+  if (team <= 1) {
+    for (int64_t i = 0; i < count; ++i) body(i);
+    return;
+  }
+#pragma omp parallel for schedule(static) num_threads(team)
+  for (int64_t i = 0; i < count; ++i) body(i);
+}
 
 // 64K elements (256 KiB of float32 per operand) keeps a chunk well inside L2 and the
 // per-chunk overhead negligible; below two chunks of work, threads cost more than they save.
@@ -54,11 +70,8 @@ void for_each_chunk(const std::vector<int64_t>& sizes, Body&& body) {
     return;
   }
   const std::vector<Chunk> chunks = make_chunks(sizes, total);
-  const int64_t count = int64_t(chunks.size());
-#pragma omp parallel for schedule(static)
-  for (int64_t c = 0; c < count; ++c) {
-    body(chunks[c].tensor, chunks[c].begin, chunks[c].end);
-  }
+  parallel_for(int64_t(chunks.size()), true,
+               [&](int64_t c) { body(chunks[size_t(c)].tensor, chunks[size_t(c)].begin, chunks[size_t(c)].end); });
 }
 
 // True when test(tensor_index, begin, end) is true for any chunk: the same chunks and threads as
@@ -74,13 +87,16 @@ bool any_chunk(const std::vector<int64_t>& sizes, Test&& test) {
     return false;
   }
   const std::vector<Chunk> chunks = make_chunks(sizes, total);
-  const int64_t count = int64_t(chunks.size());
-  int found = 0;
-#pragma omp parallel for schedule(static) reduction(| : found)
-  for (int64_t c = 0; c < count; ++c) {
-    found |= test(chunks[c].tensor, chunks[c].begin, chunks[c].end) ? 1 : 0;
+  // One flag per chunk (no shared accumulator), ORed in order afterwards.
+  std::vector<char> found(chunks.size(), 0);
+  parallel_for(int64_t(chunks.size()), true, [&](int64_t c) {
+    const Chunk& k = chunks[size_t(c)];
+    found[size_t(c)] = test(k.tensor, k.begin, k.end) ? 1 : 0;
+  });
+  for (char f : found) {
+    if (f) return true;
   }
-  return found != 0;
+  return false;
 }
 
 }  // namespace fastopt::cpu

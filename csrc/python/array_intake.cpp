@@ -219,7 +219,8 @@ ArrayRef from_dlpack(py::handle obj, const Device& device, const CallDevice& cal
 // (torch/_tensor.py), which a step over 150 parameters x 5 arrays pays 750 times. Reading the same facts
 // through the tensor's C-implemented methods costs well under 1 us, with the same rules: dense
 // (strided) tensors, a CPU or CUDA device, and no tensor that requires grad (an in-place write behind
-// autograd's back; detach() it, or use fastopt.torch's optimizers, which do and then bump the version).
+// autograd's back; detach() it, or use fastopt.torch's optimizers). The bindings bump the version of every
+// torch tensor they write (torch_tensor below; python/torch_versions.h).
 
 // torch's types, and the names read from a tensor as interned strings: an attribute looked up by a C
 // string would build and hash a new Python string every time.
@@ -333,6 +334,7 @@ ArrayRef from_torch(py::handle obj, const Device& device, const std::string& whe
   const int item = r.dtype ? dtype_size(*r.dtype) : 1;
   r.aligned = reinterpret_cast<uintptr_t>(r.data) % uintptr_t(item) == 0;
   r.writeable = true;
+  r.torch_tensor = true;
   return r;
 }
 

@@ -48,6 +48,7 @@ struct ArrayRef {
   bool writeable = true;               // false: read-only NumPy, JAX, a read-only export
   bool contiguous = true;              // C-contiguous (extents of 1 ignored)
   bool aligned = true;                 // data is a multiple of the element size
+  bool torch_tensor = false;           // a torch.Tensor read through its own methods (torch_versions.h)
   std::shared_ptr<void> keep;          // a DLPack export or the shape storage of an interface dict
 
   int64_t nbytes() const { return dtype ? size * dtype_size(*dtype) : 0; }

@@ -57,13 +57,11 @@ std::string set_cpu_isa(const std::string& name) {
   }
 }
 
-// An upper bound, so that a typo cannot ask OpenMP for a million threads: libgomp aborts the whole
-// process when it fails to create them.
-constexpr int kMaxThreads = 1024;
-
+// cpu::kMaxThreads is an upper bound, so that a typo cannot ask OpenMP for a million threads:
+// libgomp crashes the whole process when it fails to create them.
 void set_num_threads(int threads) {
-  if (threads < 1 || threads > kMaxThreads) {
-    throw py::value_error("threads must be in [1, " + std::to_string(kMaxThreads) + "], got " +
+  if (threads < 1 || threads > cpu::kMaxThreads) {
+    throw py::value_error("threads must be in [1, " + std::to_string(cpu::kMaxThreads) + "], got " +
                           std::to_string(threads));
   }
   cpu::set_num_threads(threads);
@@ -81,9 +79,16 @@ void bind_build_info(py::module_& m) {
         "'baseline'); returns the one chosen. The environment variable FASTOPT_CPU_ISA does the same\n"
         "at import. Results are bit-identical across instruction sets.");
   m.def("set_num_threads", &set_num_threads, py::arg("threads"),
-        "Threads used by large updates and losses (small ones stay on the calling thread); results\n"
-        "are bit-identical for any count. The environment variable FASTOPT_NUM_THREADS does the same\n"
-        "at import (OMP_NUM_THREADS is honoured too).");
+        "Threads used by large updates and losses (small ones stay on the calling thread), for the\n"
+        "whole process: calls from every Python thread use it. 1 <= threads <= 1024; results are\n"
+        "bit-identical for any count. The environment variable FASTOPT_NUM_THREADS does the same at\n"
+        "import; without it the count starts at OpenMP's default (OMP_NUM_THREADS, else the CPUs this\n"
+        "process may use), capped at 1024.");
+  m.def("get_num_threads", &cpu::max_threads,
+        "The thread count large updates and losses use now: set_num_threads' value, or 1 in a forked\n"
+        "child process (OpenMP's threads do not survive fork, so a child runs every kernel on its calling\n"
+        "thread; use multiprocessing's 'spawn' or 'forkserver' for threaded workers), and 1 without OpenMP.");
+  m.attr("_MAX_NUM_THREADS") = cpu::kMaxThreads;
 }
 
 }  // namespace fastopt::bindings

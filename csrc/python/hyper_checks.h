@@ -26,13 +26,7 @@ inline void require_nonnegative(const char* name, double value) { require(rules:
 // Strictly positive (eps, grad_scale): see rules::positive.
 inline void require_positive(const char* name, double value) { require(rules::positive(name, value)); }
 
-// grad_scale: the loss scale the gradients are divided by; finite and > 0, and (checked once the
-// dtype is known) still finite and > 0 when rounded to float32.
-inline void require_grad_scale_fits(double value, bool float32) {
-  const double rounded = float32 ? double(float(value)) : value;
-  if (!(std::isfinite(rounded) && rounded > 0.0)) {
-    throw pybind11::value_error("grad_scale " + show(value) + " is out of the float32 range of the arrays");
-  }
-}
+// Once the arrays' dtype is known, the hyperparameters are checked against the range of the
+// kernels' arithmetic too: rules::check_range and rules::fits / positive_fits (grad_scale).
 
 }  // namespace fastopt::bindings

@@ -12,6 +12,7 @@
 #include "cuda/backend.h"
 #include "python/array_intake.h"
 #include "python/hyper_checks.h"
+#include "python/torch_versions.h"
 
 namespace fastopt::bindings {
 
@@ -194,6 +195,7 @@ py::tuple softmax_cross_entropy(py::handle logits_obj, py::handle labels_obj, py
   const int64_t n = logits.shape[0], c = logits.shape[1];
   const Reduction reduction = parse_reduction(reduction_name);
   require(rules::check_cross_entropy(label_smoothing, z_loss));
+  require(rules::check_cross_entropy_range(z_loss, rules::math_range(dtype == DType::Float64)));
   const ArrayRef labels = take_array(labels_obj, "labels", call);
   std::optional<ArrayRef> weight;
   if (!weight_obj.is_none()) {
@@ -211,6 +213,7 @@ py::tuple softmax_cross_entropy(py::handle logits_obj, py::handle labels_obj, py
   const ArrayRef out = take_out(out_obj, logits, "logits", {{"labels", &labels}, {"weight", weight ? &*weight : nullptr}},
                                 call);
   LossOutputs outputs(logits, reduction, call);
+  mark_written(out);
 
   if (call.on_cuda()) {
     const cuda::CrossEntropyCall args{logits.data, dtype, labels.data, label_type, weight ? weight->data : nullptr,
@@ -266,6 +269,7 @@ py::tuple multiclass_svm_loss(py::handle scores_obj, py::handle labels_obj, doub
   const int64_t n = scores.shape[0], c = scores.shape[1];
   const Reduction reduction = parse_reduction(reduction_name);
   require_finite("margin", margin);
+  require(rules::fits("margin", margin, rules::math_range(dtype == DType::Float64)));
   const ArrayRef labels = take_array(labels_obj, "labels", call);
   const DType label_type = take_labels(labels, n, c, nullptr, call);
   const ArrayRef dscores = take_out(py::none(), scores, "scores", {}, call);
@@ -297,6 +301,8 @@ py::object penalty(py::handle w_obj, double l1, double l2, py::handle out_grad_o
   check_layout(w, "w", false);
   require_nonnegative("l1", l1);
   require_nonnegative("l2", l2);
+  require(rules::first({rules::fits("l1", l1, rules::math_range(dtype == DType::Float64)),
+                        rules::fits("l2", l2, rules::math_range(dtype == DType::Float64))}));
   std::optional<ArrayRef> grad;
   if (!out_grad_obj.is_none()) {
     grad = take_array(out_grad_obj, "out_grad", call);
@@ -310,6 +316,7 @@ py::object penalty(py::handle w_obj, double l1, double l2, py::handle out_grad_o
     if (shares_memory(*grad, w)) throw py::value_error("out_grad shares memory with w");
   }
   void* grad_ptr = grad ? grad->data : nullptr;
+  if (grad) mark_written(*grad);
   if (call.on_cuda()) {
     const ArrayRef value = new_array(w, {}, dtype, call, "value");
     {

@@ -14,6 +14,7 @@
 #include "python/device_scalar.h"
 #include "python/fast_call.h"
 #include "python/hyper_checks.h"
+#include "python/torch_versions.h"
 
 namespace fastopt::bindings {
 
@@ -45,19 +46,21 @@ GradScaling take_scaling(double grad_scale, bool skip_nonfinite) {
   return GradScaling{grad_scale, skip_nonfinite};
 }
 
-// Checks all arrays, builds the pointer list for the call's device and dtype, and runs it with the
-// GIL released: on the CPU, cpu_launch(const cpu::TensorList<T, N>&); on a CUDA device,
-// cuda_launch(const cuda::DeviceTensorList<N>&, const cuda::Queue&). Returns found_inf.
-template <size_t N, typename CpuLaunch, typename CudaLaunch>
-bool run_update(const ArrayArg& params, const std::array<const ArrayArg*, N - 1>& others,
-                const GradScaling& scaling, const CallDevice& call, CpuLaunch&& cpu_launch,
-                CudaLaunch&& cuda_launch) {
+// Checks all arrays, then the hyperparameters against the range of the arithmetic the params' dtype
+// selects (rules::check_range), bumps the versions of the torch tensors written, builds the pointer
+// list for the call's device and dtype, and runs it with the GIL released: on the CPU,
+// cpu_launch(const cpu::TensorList<T, N>&); on a CUDA device, cuda_launch(const
+// cuda::DeviceTensorList<N>&, const cuda::Queue&). Returns found_inf.
+template <size_t N, typename Hyper, typename CpuLaunch, typename CudaLaunch>
+bool run_update(const ArrayArg& params, const std::array<const ArrayArg*, N - 1>& others, const Hyper& hyper,
+                const CallDevice& call, CpuLaunch&& cpu_launch, CudaLaunch&& cuda_launch) {
   std::vector<const ArrayArg*> present;
   for (const ArrayArg* a : others) {
     if (a != nullptr) present.push_back(a);
   }
   const CallTypes types = check_arrays(params, present);
-  require_grad_scale_fits(scaling.grad_scale, types.param != DType::Float64);
+  require(rules::check_range(hyper, rules::math_range(types.param == DType::Float64)));
+  mark_written(params, present);
   const size_t count = params.arrays.size();
   bool found_inf = false;
   if (types.device.kind == DeviceKind::CUDA) {
@@ -111,7 +114,7 @@ bool sgd_(py::handle params, py::handle grads, py::handle momentum_buffers, cons
   const auto b = take_state(momentum_buffers, "momentum_buffers", momentum != 0.0, "momentum != 0", call);
   const DeviceScalars device{lr, step, call};
   return run_update<3>(
-      p, {&g, ptr(b)}, scaling, call, [&](const auto& list) { return kernels_for(list).sgd(list, hyper); },
+      p, {&g, ptr(b)}, hyper, call, [&](const auto& list) { return kernels_for(list).sgd(list, hyper); },
       [&](const auto& list, const cuda::Queue& queue) { return cuda::sgd(list, hyper, device.hyper, queue); });
 }
 
@@ -125,7 +128,7 @@ bool adagrad_(py::handle params, py::handle grads, py::handle state_sums, const 
   const ArrayArg s = take_arrays(state_sums, "state_sums", true, call);
   const DeviceScalars device{lr, step, call};
   return run_update<3>(
-      p, {&g, &s}, scaling, call, [&](const auto& list) { return kernels_for(list).adagrad(list, hyper); },
+      p, {&g, &s}, hyper, call, [&](const auto& list) { return kernels_for(list).adagrad(list, hyper); },
       [&](const auto& list, const cuda::Queue& queue) { return cuda::adagrad(list, hyper, device.hyper, queue); });
 }
 
@@ -141,7 +144,7 @@ bool rmsprop_(py::handle params, py::handle grads, py::handle square_avgs, py::h
   const auto ga = take_state(grad_avgs, "grad_avgs", centered, "centered=True", call);
   const DeviceScalars device{lr, Scalar{}, call};
   return run_update<5>(
-      p, {&g, &sq, ptr(b), ptr(ga)}, scaling, call,
+      p, {&g, &sq, ptr(b), ptr(ga)}, hyper, call,
       [&](const auto& list) { return kernels_for(list).rmsprop(list, hyper); },
       [&](const auto& list, const cuda::Queue& queue) { return cuda::rmsprop(list, hyper, device.hyper, queue); });
 }
@@ -160,7 +163,7 @@ bool adam_(bool decoupled, py::handle params, py::handle grads, py::handle exp_a
   const auto vmax = take_state(max_exp_avg_sqs, "max_exp_avg_sqs", amsgrad, "amsgrad=True", call);
   const DeviceScalars device{lr, step, call};
   return run_update<5>(
-      p, {&g, &m, &v, ptr(vmax)}, scaling, call, [&](const auto& list) { return kernels_for(list).adam(list, hyper); },
+      p, {&g, &m, &v, ptr(vmax)}, hyper, call, [&](const auto& list) { return kernels_for(list).adam(list, hyper); },
       [&](const auto& list, const cuda::Queue& queue) { return cuda::adam(list, hyper, device.hyper, queue); });
 }
 
@@ -283,12 +286,12 @@ bool found_nonfinite(py::handle grads, double grad_scale, py::handle stream) {
         throw py::type_error(where + " has dtype " + a.dtype_name() + " but grads[0] has " +
                              g.arrays[0].dtype_name() + "; on a CUDA device one call checks one dtype");
       }
-      require_grad_scale_fits(grad_scale, *a.dtype != DType::Float64);
+      require(rules::positive_fits("grad_scale", grad_scale, rules::math_range(*a.dtype == DType::Float64)));
       on_device.add({nullptr, a.data}, a.size);
       continue;
     }
     const DType dtype = float_dtype_of(a, where);
-    require_grad_scale_fits(grad_scale, dtype == DType::Float32);
+    require(rules::positive_fits("grad_scale", grad_scale, rules::math_range(dtype == DType::Float64)));
     if (dtype == DType::Float32) {
       f32.add({nullptr, data_of<float>(&g, i)}, a.size);
     } else {

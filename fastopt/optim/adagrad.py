@@ -23,6 +23,14 @@ class Adagrad(Optimizer):
                                       initial_accumulator_value=initial_accumulator_value, eps=eps,
                                       maximize=maximize))
 
+    def _check_group(self, group):
+        # The sum starts at initial_accumulator_value in the params' dtype: an inf there would freeze them.
+        value, largest = group["initial_accumulator_value"], float(np.finfo(np.float32).max)
+        if not value <= largest and any(getattr(p, "dtype", None) == np.float32 for p in group["params"]):
+            raise ValueError(f"initial_accumulator_value must be at most {largest} (the largest float32) for float32 "
+                             f"parameters, got {value}")
+        super()._check_group(group)
+
     def _init_state(self, state, param, group):
         state["step"] = 0
         state["sum"] = np.full_like(param, group["initial_accumulator_value"])

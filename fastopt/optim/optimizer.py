@@ -48,10 +48,11 @@ def _check_grad_scale(grad_scale: Any, params: List[np.ndarray]) -> float:
     if not (math.isfinite(value) and value > 0):
         raise ValueError(f"grad_scale must be > 0, got {value}")
     if any(p.dtype == np.float32 for p in params):
-        with np.errstate(over="ignore", under="ignore"):
-            rounded = float(np.float32(value))
-        if not (math.isfinite(rounded) and rounded > 0):
-            raise ValueError(f"grad_scale {value} is out of the float32 range of the parameters")
+        # The kernels' rule for float32 arithmetic (hyper_rules.h): a normal float32 number.
+        float32 = np.finfo(np.float32)
+        if not float(float32.tiny) <= value <= float(float32.max):
+            raise ValueError(f"grad_scale must be between {float32.tiny} and {float32.max} (a normal float32) "
+                             f"for float32 parameters, got {value}")
     return value
 
 
@@ -114,9 +115,17 @@ class Optimizer:
         return dict(group, lr=float(value))
 
     def _check_group(self, group: Dict[str, Any]) -> None:
-        """Checks a group's hyperparameters by running its kernel on an empty list (the kernel's
-        own checks, so they exist in one place)."""
-        self._update(group, [], [], [], self._check_key())
+        """Checks a group's hyperparameters by running its kernel on empty arrays, one call per dtype
+        among the group's params (the kernel's own checks, so they exist in one place: with a dtype
+        they include the range of its arithmetic, which refuses eps=1e-50 for float32 params, say);
+        on an empty list when the group has no params."""
+        dtypes = {p.dtype for p in group["params"] if isinstance(p, np.ndarray) and p.dtype in _FLOAT_DTYPES}
+        if not dtypes:
+            self._update(group, [], [], [], self._check_key())
+        for dtype in sorted(dtypes, key=str):
+            probe, state = np.empty(0, dtype), {}
+            self._init_state(state, probe, group)
+            self._update(group, [probe], [np.empty(0, dtype)], [state], self._check_key())
 
     # ------------------------------------------------------------------ stepping
     def step(self, grads: Sequence[Optional[np.ndarray]], *, grad_scale: float = 1.0,

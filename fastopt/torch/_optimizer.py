@@ -122,7 +122,7 @@ class FusedOptimizer(torch.optim.Optimizer):
         # Check the options and hyperparameters now, as torch does in its constructors: the kernel
         # validates them itself when called on an empty list, so the rules live in one place.
         self._check_options(group, len(self.param_groups) - 1)
-        self._run(group, [], [], [], self._check_key())
+        self._check_hyper(group, [p.dtype for p in group["params"]])
 
     @property
     def _step_tokens(self) -> StepTokens:
@@ -245,8 +245,8 @@ class FusedOptimizer(torch.optim.Optimizer):
         if len(calls) > 1:
             # The kernels check each call before writing; across several calls the step is checked here
             # first, so that a late refusal cannot leave the earlier groups updated.
-            for group, _, _ in calls:
-                self._run(group, [], [], [], self._check_key())
+            for group, _, members in calls:
+                self._check_hyper(group, [members[0][1].dtype], grad_scale)
             self._check_no_overlap(calls)
 
         for group, key, members in calls:
@@ -328,6 +328,25 @@ class FusedOptimizer(torch.optim.Optimizer):
             calls += [(group, key, members) for (_, key), members in buckets.items()]
             index += len(group["params"])
         return calls
+
+    def _check_hyper(self, group: Dict[str, Any], dtypes: List[torch.dtype], grad_scale: float = 1.0) -> None:
+        """Checks the group's hyperparameters with its kernel (the rules live there) on empty CPU tensors, one
+        call per arithmetic among `dtypes`: float64, or float32 for float32/float16/bfloat16 parameters; the
+        kernel then also checks them against that type's range (eps=1e-50 is 0 in float32, lr=1e39 is inf).
+        Without a float dtype, on an empty list. A CUDA lr is not read (the kernel checks a placeholder for
+        a device value)."""
+        lr = group.get("lr")
+        if isinstance(lr, torch.Tensor) and lr.is_cuda:
+            group = dict(group, lr=0.0)
+        maths = {torch.float64 if d == torch.float64 else torch.float32 for d in dtypes if d.is_floating_point}
+        if not maths:
+            self._run(group, [], [], [], self._check_key(), grad_scale=grad_scale)
+        for dtype in sorted(maths, key=str):
+            probe = torch.empty(0, dtype=dtype)
+            states = [self._new_state(probe, group)]
+            self._prepare(group, [probe], states)
+            self._run(group, _arrays.views([probe]), _arrays.views([torch.empty(0, dtype=dtype)]), states,
+                      self._check_key(), grad_scale=grad_scale)
 
     def _check_no_overlap(self, calls) -> None:
         """No two tensors written or read in one step may share memory (each kernel call checks its own

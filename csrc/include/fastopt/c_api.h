@@ -44,7 +44,7 @@ enum fastopt_status {
   FASTOPT_OK = 0,
   FASTOPT_ERROR_NULL_POINTER = 1,   /* a required pointer is NULL */
   FASTOPT_ERROR_SIZE = 2,           /* a negative size or count, or an empty class axis */
-  FASTOPT_ERROR_HYPERPARAMETER = 3, /* a scalar argument outside its range (NaN lr, beta1 = 1 ...) */
+  FASTOPT_ERROR_HYPERPARAMETER = 3, /* a scalar outside its range (NaN lr, beta1 = 1, float eps 1e-50) */
   FASTOPT_ERROR_OVERLAP = 4,        /* two arrays of the call share memory */
   FASTOPT_ERROR_LABEL = 5,          /* a label outside [0, c) that is not ignore_index */
   FASTOPT_ERROR_INTERNAL = 6        /* anything else (out of memory): see fastopt_last_error() */
