@@ -66,9 +66,9 @@ class BoundArgs {
 
   py::handle next();          // the object itself (arrays, or None for an absent optional state)
   py::handle peek() const { return values_[cursor_]; }  // the next object, without moving on
-  double next_real();         // a float, an int or anything with __float__ / __index__ (NumPy scalars)
-  bool next_bool();           // True / False or a NumPy bool
-  int64_t next_int();         // an int or anything with __index__; not a float
+  double next_real();         // real_arg of the next argument
+  bool next_bool();           // bool_arg of the next argument
+  int64_t next_int();         // int_arg of the next argument
 
  private:
   friend class Signature;
@@ -78,6 +78,15 @@ class BoundArgs {
   PyObject* values_[kMaxParams] = {};
   size_t cursor_ = 0;
 };
+
+// Python numbers as the native code takes them; each error names the argument `name` (TypeError for a
+// wrong kind, ValueError out of range). An exception raised by the object's own __float__ / __index__
+// is kept as __cause__; a BaseException that is not an Exception (KeyboardInterrupt, SystemExit) goes
+// through untouched. Shared by BoundArgs and the bindings that use pybind11's dispatcher (whose own
+// casters would swallow a KeyboardInterrupt and take a NumPy complex through its __float__).
+double real_arg(PyObject* obj, const char* name);  // float, int, __float__ / __index__; never complex
+bool bool_arg(PyObject* obj, const char* name);    // True / False or a NumPy bool
+int64_t int_arg(PyObject* obj, const char* name);  // an int or anything with __index__; not a float
 
 using FastFunction = PyObject* (*)(PyObject* self, PyObject* const* args, Py_ssize_t nargsf, PyObject* kwnames);
 
