@@ -81,14 +81,14 @@ CudaInterface read_cuda_interface(py::handle obj, py::handle value, const std::s
   if (!PyTuple_Check(data.ptr()) || PyTuple_GET_SIZE(data.ptr()) != 2) {
     throw py::type_error(prefix + "'s data must be (pointer, read_only), got " + kind_of(data));
   }
-  const uintptr_t pointer = address_value(PyTuple_GET_ITEM(data.ptr(), 0), where, std::string(kInterface) + "'s data pointer");
+  const uintptr_t pointer = address_value(PyTuple_GET_ITEM(data.ptr(), 0), where, "its __cuda_array_interface__'s data pointer");
   PyObject* read_only = PyTuple_GET_ITEM(data.ptr(), 1);
   if (!PyBool_Check(read_only)) {
     throw py::type_error(prefix + "'s read-only flag (data[1]) must be a bool, got " + kind_of(read_only));
   }
 
   auto shape = std::make_shared<std::vector<int64_t>>(
-      int_sequence(require("shape"), size_t(kMaxDims), where, std::string(kInterface) + "'s shape"));
+      int_sequence(require("shape"), size_t(kMaxDims), where, "its __cuda_array_interface__'s shape"));
   r.ndim = int(shape->size());
   r.shape = shape->data();
   r.size = count_elements(r.shape, r.ndim, where, kInterface);
@@ -102,7 +102,7 @@ CudaInterface read_cuda_interface(py::handle obj, py::handle value, const std::s
   const py::object strides_obj = item_of(cai, "strides");
   if (strides_obj && !strides_obj.is_none()) {
     const std::vector<int64_t> strides =
-        int_sequence(strides_obj, size_t(kMaxDims), where, std::string(kInterface) + "'s strides");
+        int_sequence(strides_obj, size_t(kMaxDims), where, "its __cuda_array_interface__'s strides");
     if (strides.size() != shape->size()) {
       throw py::value_error(prefix + " has " + std::to_string(strides.size()) + " strides for " +
                             std::to_string(shape->size()) + " axes");
@@ -118,7 +118,7 @@ CudaInterface read_cuda_interface(py::handle obj, py::handle value, const std::s
 
   const py::object stream = item_of(cai, "stream");
   if (stream && !stream.is_none()) {
-    out.stream = int_in_range(stream, 1, INT64_MAX, where, std::string(kInterface) + "'s stream (None, 1, 2 or a handle)");
+    out.stream = int_in_range(stream, 1, INT64_MAX, where, "its __cuda_array_interface__'s stream (None, 1, 2 or a handle)");
   }
   return out;
 }

@@ -109,9 +109,9 @@ Device dlpack_device_of(py::handle obj, const std::string& where) {
                          kind_of(answer));
   }
   const int64_t type = int_in_range(PyTuple_GET_ITEM(answer.ptr(), 0), INT32_MIN, INT32_MAX, where,
-                                    what + "'s device_type");
+                                    "__dlpack_device__()'s device_type");
   const int64_t id = int_in_range(PyTuple_GET_ITEM(answer.ptr(), 1), INT32_MIN, INT32_MAX, where,
-                                  what + "'s device_id");
+                                  "__dlpack_device__()'s device_id");
   const std::optional<Device> device = device_of_pair(type, id);
   if (!device) {
     throw py::type_error(where + " (" + type_name(obj) + ") lives on DLPack device type " + std::to_string(type) +

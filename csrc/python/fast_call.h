@@ -88,6 +88,18 @@ double real_arg(PyObject* obj, const char* name);  // float, int, __float__ / __
 bool bool_arg(PyObject* obj, const char* name);    // True / False or a NumPy bool
 int64_t int_arg(PyObject* obj, const char* name);  // an int or anything with __index__; not a float
 
+// A number argument of a binding that uses pybind11's dispatcher: the object as the caller passed it, for
+// real_arg / int_arg to convert in the body (help() shows the type as float / int). pybind11's own casters
+// would take a NumPy complex through its __float__ and swallow a KeyboardInterrupt raised by __float__.
+struct RealObject {
+  py::handle obj;
+  double get(const char* name) const { return real_arg(obj.ptr(), name); }
+};
+struct IntObject {
+  py::handle obj;
+  int64_t get(const char* name) const { return int_arg(obj.ptr(), name); }
+};
+
 using FastFunction = PyObject* (*)(PyObject* self, PyObject* const* args, Py_ssize_t nargsf, PyObject* kwnames);
 
 // Adds `function` to module m as signature.function(), with the signature and doc as its docstring.
@@ -113,3 +125,27 @@ PyObject* guarded(Body&& body) noexcept {
 }
 
 }  // namespace fastopt::bindings
+
+namespace pybind11::detail {
+
+template <>
+struct type_caster<fastopt::bindings::RealObject> {
+  PYBIND11_TYPE_CASTER(fastopt::bindings::RealObject, const_name("float"));
+  bool load(handle src, bool) {
+    value.obj = src;
+    return true;
+  }
+  static handle cast(const fastopt::bindings::RealObject& v, return_value_policy, handle) { return v.obj.inc_ref(); }
+};
+
+template <>
+struct type_caster<fastopt::bindings::IntObject> {
+  PYBIND11_TYPE_CASTER(fastopt::bindings::IntObject, const_name("int"));
+  bool load(handle src, bool) {
+    value.obj = src;
+    return true;
+  }
+  static handle cast(const fastopt::bindings::IntObject& v, return_value_policy, handle) { return v.obj.inc_ref(); }
+};
+
+}  // namespace pybind11::detail

@@ -192,12 +192,12 @@ struct LossOutputs {
 };
 
 py::tuple softmax_cross_entropy(py::handle logits_obj, py::handle labels_obj, py::handle weight_obj,
-                                py::handle ignore_index_obj, py::handle label_smoothing_obj,
-                                const std::string& reduction_name, py::handle z_loss_obj, py::handle out_obj,
+                                IntObject ignore_index_obj, RealObject label_smoothing_obj,
+                                const std::string& reduction_name, RealObject z_loss_obj, py::handle out_obj,
                                 py::handle stream) {
-  const int64_t ignore_index = int_arg(ignore_index_obj.ptr(), "ignore_index");
-  const double label_smoothing = real_arg(label_smoothing_obj.ptr(), "label_smoothing");
-  const double z_loss = real_arg(z_loss_obj.ptr(), "z_loss");
+  const int64_t ignore_index = ignore_index_obj.get("ignore_index");
+  const double label_smoothing = label_smoothing_obj.get("label_smoothing");
+  const double z_loss = z_loss_obj.get("z_loss");
   CallDevice call(stream);
   const ArrayRef logits = take_scores(logits_obj, "logits", call);
   const DType dtype = *logits.dtype;
@@ -269,9 +269,9 @@ py::object softmax_impl(py::handle x_obj, bool log, py::handle stream) {
   return out.object;
 }
 
-py::tuple multiclass_svm_loss(py::handle scores_obj, py::handle labels_obj, py::handle margin_obj,
+py::tuple multiclass_svm_loss(py::handle scores_obj, py::handle labels_obj, RealObject margin_obj,
                               const std::string& reduction_name, py::handle stream) {
-  const double margin = real_arg(margin_obj.ptr(), "margin");
+  const double margin = margin_obj.get("margin");
   CallDevice call(stream);
   const ArrayRef scores = take_scores(scores_obj, "scores", call);
   const DType dtype = *scores.dtype;
@@ -303,9 +303,9 @@ py::tuple multiclass_svm_loss(py::handle scores_obj, py::handle labels_obj, py::
   return outputs.result(dscores);
 }
 
-py::object penalty(py::handle w_obj, py::handle l1_obj, py::handle l2_obj, py::handle out_grad_obj,
+py::object penalty(py::handle w_obj, RealObject l1_obj, RealObject l2_obj, py::handle out_grad_obj,
                    py::handle stream) {
-  const double l1 = real_arg(l1_obj.ptr(), "l1"), l2 = real_arg(l2_obj.ptr(), "l2");
+  const double l1 = l1_obj.get("l1"), l2 = l2_obj.get("l2");
   CallDevice call(stream);
   const ArrayRef w = take_array(w_obj, "w", call);
   const DType dtype = float_dtype_of(w, "w");

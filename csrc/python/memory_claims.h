@@ -18,9 +18,9 @@ namespace fastopt::bindings {
 constexpr int64_t kMaxDims = 64;
 
 // ndim in [0, kMaxDims], with a shape array when ndim > 0.
-inline int check_ndim(int64_t ndim, bool have_shape, const std::string& where, const std::string& source) {
+inline int check_ndim(int64_t ndim, bool have_shape, const std::string& where, const char* source) {
   if (ndim < 0 || ndim > kMaxDims) {
-    throw pybind11::value_error(where + " has ndim " + std::to_string(ndim) + " in " + source +
+    throw pybind11::value_error(where + " has ndim " + std::to_string(ndim) + " in " + std::string(source) +
                                 "; an array has 0 to " + std::to_string(kMaxDims) + " axes");
   }
   if (ndim > 0 && !have_shape) {
@@ -30,7 +30,7 @@ inline int check_ndim(int64_t ndim, bool have_shape, const std::string& where, c
 }
 
 // The product of ndim extents, each >= 0, without overflowing int64.
-inline int64_t count_elements(const int64_t* shape, int ndim, const std::string& where, const std::string& source) {
+inline int64_t count_elements(const int64_t* shape, int ndim, const std::string& where, const char* source) {
   int64_t count = 1;
   bool overflow = false;
   for (int d = 0; d < ndim; ++d) {
@@ -53,7 +53,7 @@ inline int64_t count_elements(const int64_t* shape, int ndim, const std::string&
 // [data, data + elements * item_bytes) is a range of the address space, and data is not NULL unless the
 // array is empty.
 inline void check_data_range(uintptr_t data, int64_t elements, int64_t item_bytes, const std::string& where,
-                             const std::string& source) {
+                             const char* source) {
   if (elements == 0) return;
   int64_t bytes = 0;
   if (__builtin_mul_overflow(elements, item_bytes, &bytes)) {

@@ -69,7 +69,7 @@ std::string kind_of(py::handle value) {
   return type_name(value);
 }
 
-int64_t int_in_range(py::handle value, int64_t low, int64_t high, const std::string& where, const std::string& what) {
+int64_t int_in_range(py::handle value, int64_t low, int64_t high, const std::string& where, const char* what) {
   if (!PyLong_Check(value.ptr()) || PyBool_Check(value.ptr())) {
     throw py::type_error(where + ": " + what + " must be an int, got " + kind_of(value));
   }
@@ -85,7 +85,7 @@ int64_t int_in_range(py::handle value, int64_t low, int64_t high, const std::str
   return int64_t(v);
 }
 
-uintptr_t address_value(py::handle value, const std::string& where, const std::string& what) {
+uintptr_t address_value(py::handle value, const std::string& where, const char* what) {
   if (!PyLong_Check(value.ptr()) || PyBool_Check(value.ptr())) {
     throw py::type_error(where + ": " + what + " must be an int (an address), got " + kind_of(value));
   }
@@ -103,7 +103,7 @@ uintptr_t address_value(py::handle value, const std::string& where, const std::s
 }
 
 std::vector<int64_t> int_sequence(py::handle value, size_t max_count, const std::string& where,
-                                  const std::string& what) {
+                                  const char* what) {
   if (!PyTuple_Check(value.ptr()) && !PyList_Check(value.ptr())) {
     throw py::type_error(where + ": " + what + " must be a tuple of ints, got " + kind_of(value));
   }
@@ -128,7 +128,7 @@ std::vector<int64_t> int_sequence(py::handle value, size_t max_count, const std:
         continue;
       }
     }
-    int_in_range(item, INT64_MIN, INT64_MAX, where, what + "[" + std::to_string(i) + "]");  // throws
+    int_in_range(item, INT64_MIN, INT64_MAX, where, (what + ("[" + std::to_string(i) + "]")).c_str());  // throws
   }
   return out;
 }

@@ -44,13 +44,13 @@ std::string kind_of(py::handle value);
 
 // A Python int (not a bool; an int subclass such as IntEnum is fine) in [low, high]: TypeError naming
 // `where` and `what` for anything else, ValueError out of the range. Runs no Python code.
-int64_t int_in_range(py::handle value, int64_t low, int64_t high, const std::string& where, const std::string& what);
+int64_t int_in_range(py::handle value, int64_t low, int64_t high, const std::string& where, const char* what);
 // The same for an address: a Python int in [0, 2**64).
-uintptr_t address_value(py::handle value, const std::string& where, const std::string& what);
+uintptr_t address_value(py::handle value, const std::string& where, const char* what);
 
 // A tuple or list of at most max_count ints (each in int64's range), copied: TypeError / ValueError naming
 // where and what.
 std::vector<int64_t> int_sequence(py::handle value, size_t max_count, const std::string& where,
-                                  const std::string& what);
+                                  const char* what);
 
 }  // namespace fastopt::bindings

@@ -25,16 +25,49 @@ namespace fastopt::bindings {
 
 namespace {
 
-// torch's types, and the names read from a tensor as interned strings: an attribute looked up by a C
-// string would build and hash a new Python string every time.
+// One attribute or method of torch.Tensor (or torch.UntypedStorage) as the class defines it. When that is
+// a C descriptor (torch._C.TensorBase's, as in every torch 2.x), it is applied to the object directly:
+// no lookup of the name in the instance's __dict__ and the class's MRO on every read (most of a read's
+// cost), and no Python override of a subclass in between (the C function still honours
+// __torch_function__). Otherwise (a torch that defines the name in Python) it is looked up as usual.
+class Member {
+ public:
+  Member(py::handle cls, const char* name, bool method)
+      : name_(py::reinterpret_steal<py::object>(PyUnicode_InternFromString(name))), method_(method) {
+    PyObject* descr = PyObject_GetAttr(cls.ptr(), name_.ptr());
+    if (descr == nullptr) throw py::error_already_set();
+    descr_ = py::reinterpret_steal<py::object>(descr);
+    direct_ = method ? Py_IS_TYPE(descr, &PyMethodDescr_Type) : Py_IS_TYPE(descr, &PyGetSetDescr_Type);
+  }
+
+  // The attribute's value, or the method called without arguments.
+  py::object operator()(py::handle obj) const {
+    PyObject* value;
+    if (direct_ && method_) {
+      PyObject* args[1] = {obj.ptr()};
+      value = PyObject_Vectorcall(descr_.ptr(), args, 1, nullptr);
+    } else if (direct_) {
+      value = Py_TYPE(descr_.ptr())->tp_descr_get(descr_.ptr(), obj.ptr(), reinterpret_cast<PyObject*>(Py_TYPE(obj.ptr())));
+    } else {
+      value = method_ ? PyObject_CallMethodNoArgs(obj.ptr(), name_.ptr()) : PyObject_GetAttr(obj.ptr(), name_.ptr());
+    }
+    if (value == nullptr) throw py::error_already_set();
+    return py::reinterpret_steal<py::object>(value);
+  }
+
+ private:
+  py::object name_, descr_;
+  bool method_, direct_ = false;
+};
+
+// torch's types and the members read from a tensor and its storage.
 struct TorchTypes {
   py::object tensor, strided;
   py::object f16, bf16, f32, f64, i32, i64;
-  py::object layout, requires_grad, dtype, shape, data_ptr, is_contiguous, is_cuda, is_cpu, get_device;
-  py::object is_neg, untyped_storage, nbytes, is_nested;
+  Member layout, requires_grad, dtype, shape, data_ptr, is_contiguous, is_cuda, is_cpu, get_device, is_neg,
+      untyped_storage, is_nested;
+  Member storage_data_ptr, storage_nbytes;
 };
-
-py::object interned(const char* name) { return py::reinterpret_steal<py::object>(PyUnicode_InternFromString(name)); }
 
 // torch's types, once torch is imported by someone (fastopt never imports it here).
 const TorchTypes* torch_types() {
@@ -43,26 +76,19 @@ const TorchTypes* torch_types() {
   PyObject* torch = PyDict_GetItemString(PyImport_GetModuleDict(), "torch");  // borrowed
   if (torch == nullptr) return nullptr;
   const py::module_ t = py::reinterpret_borrow<py::module_>(torch);
-  if (!py::hasattr(t, "Tensor") || !py::hasattr(t, "bfloat16")) return nullptr;  // torch half imported
-  types = new TorchTypes{t.attr("Tensor"), t.attr("strided"), t.attr("float16"), t.attr("bfloat16"),
-                         t.attr("float32"), t.attr("float64"), t.attr("int32"), t.attr("int64"),
-                         interned("layout"), interned("requires_grad"), interned("dtype"), interned("shape"),
-                         interned("data_ptr"), interned("is_contiguous"), interned("is_cuda"), interned("is_cpu"),
-                         interned("get_device"), interned("is_neg"), interned("untyped_storage"),
-                         interned("nbytes"), interned("is_nested")};
+  // (torch half imported: not yet)
+  if (!py::hasattr(t, "Tensor") || !py::hasattr(t, "bfloat16") || !py::hasattr(t, "UntypedStorage")) return nullptr;
+  const py::object tensor = t.attr("Tensor"), storage = t.attr("UntypedStorage");
+  types = new TorchTypes{tensor, t.attr("strided"), t.attr("float16"), t.attr("bfloat16"), t.attr("float32"),
+                         t.attr("float64"), t.attr("int32"), t.attr("int64"),
+                         Member(tensor, "layout", false), Member(tensor, "requires_grad", false),
+                         Member(tensor, "dtype", false), Member(tensor, "shape", false),
+                         Member(tensor, "data_ptr", true), Member(tensor, "is_contiguous", true),
+                         Member(tensor, "is_cuda", false), Member(tensor, "is_cpu", false),
+                         Member(tensor, "get_device", true), Member(tensor, "is_neg", true),
+                         Member(tensor, "untyped_storage", true), Member(tensor, "is_nested", false),
+                         Member(storage, "data_ptr", true), Member(storage, "nbytes", true)};
   return types;
-}
-
-py::object get(py::handle obj, const py::object& name) {
-  PyObject* value = PyObject_GetAttr(obj.ptr(), name.ptr());
-  if (value == nullptr) throw py::error_already_set();
-  return py::reinterpret_steal<py::object>(value);
-}
-
-py::object call(py::handle obj, const py::object& name) {
-  PyObject* value = PyObject_CallMethodNoArgs(obj.ptr(), name.ptr());
-  if (value == nullptr) throw py::error_already_set();
-  return py::reinterpret_steal<py::object>(value);
 }
 
 bool truth(const py::object& value) { return value.ptr() == Py_True; }
@@ -88,13 +114,12 @@ struct TorchHold {
 [[noreturn]] void unreadable(py::error_already_set& error, py::handle obj, const std::string& where) {
   if (!error.matches(PyExc_Exception)) throw error;
   // (Asked only now: a nested tensor's sizes raise "Internal error: NestedTensorImpl doesn't support sizes".)
-  PyObject* nested = PyObject_GetAttr(obj.ptr(), torch_types()->is_nested.ptr());
-  const bool is_nested = nested == Py_True;
-  if (nested == nullptr) {
-    if (!PyErr_ExceptionMatches(PyExc_Exception)) throw py::error_already_set();
-    PyErr_Clear();
+  bool is_nested = false;
+  try {
+    is_nested = truth(torch_types()->is_nested(obj));
+  } catch (py::error_already_set& again) {
+    if (!again.matches(PyExc_Exception)) throw;
   }
-  Py_XDECREF(nested);
   if (is_nested) {
     error.restore();
     py::raise_from(PyExc_TypeError, (where + " is a nested tensor; fastopt's kernels take dense tensors, each one "
@@ -116,10 +141,10 @@ bool is_torch_tensor(py::handle obj, const std::string& where) {
 Device torch_device(py::handle obj, const std::string& where) {
   const TorchTypes& torch = *torch_types();
   try {
-    if (truth(get(obj, torch.is_cuda))) {
-      return Device{DeviceKind::CUDA, int(int_in_range(call(obj, torch.get_device), 0, INT32_MAX, where, "get_device()"))};
+    if (truth(torch.is_cuda(obj))) {
+      return Device{DeviceKind::CUDA, int(int_in_range(torch.get_device(obj), 0, INT32_MAX, where, "get_device()"))};
     }
-    if (truth(get(obj, torch.is_cpu))) return Device{DeviceKind::CPU, 0};
+    if (truth(torch.is_cpu(obj))) return Device{DeviceKind::CPU, 0};
     const std::string type = py::str(obj.attr("device").attr("type"));
     throw py::type_error(where + " is a tensor on '" + type + "'; fastopt takes CPU and CUDA tensors");
   } catch (py::error_already_set& error) {
@@ -135,29 +160,29 @@ ArrayRef from_torch(py::handle obj, const Device& device, const std::string& whe
   uintptr_t data = 0, storage_begin = 0;
   int64_t storage_bytes = 0;
   try {
-    const py::object layout = get(obj, torch.layout);
+    const py::object layout = torch.layout(obj);
     if (layout.ptr() != torch.strided.ptr()) {
       throw py::type_error(where + " is a " + std::string(py::str(layout)) +
                            " tensor; fastopt's kernels take dense tensors");
     }
-    if (truth(get(obj, torch.requires_grad))) {
+    if (truth(torch.requires_grad(obj))) {
       throw py::type_error(where + " requires grad; pass it detached (p.detach(): the same memory), or use "
                            "fastopt.torch's optimizers");
     }
-    if (truth(call(obj, torch.is_neg))) {
+    if (truth(torch.is_neg(obj))) {
       throw py::type_error(where + " has its negative bit set (a lazily negated view, such as x.conj().imag): "
                            "its memory holds the values negated. Pass t.resolve_neg(), a copy (which an in-place "
                            "update would not reach)");
     }
-    const py::object dtype = get(obj, torch.dtype);
+    const py::object dtype = torch.dtype(obj);
     r.dtype = torch_dtype(torch, dtype);
     if (!r.dtype) r.dtype_text = py::str(dtype);
-    hold->shape = int_sequence(get(obj, torch.shape), size_t(kMaxDims), where, "its shape");
-    r.contiguous = truth(call(obj, torch.is_contiguous));
-    const py::object storage = call(obj, torch.untyped_storage);
-    storage_begin = address_value(call(storage, torch.data_ptr), where, "its storage's data_ptr()");
-    storage_bytes = int_in_range(call(storage, torch.nbytes), 0, INT64_MAX, where, "its storage's nbytes()");
-    data = address_value(call(obj, torch.data_ptr), where, "its data_ptr()");
+    hold->shape = int_sequence(torch.shape(obj), size_t(kMaxDims), where, "its shape");
+    r.contiguous = truth(torch.is_contiguous(obj));
+    const py::object storage = torch.untyped_storage(obj);
+    storage_begin = address_value(torch.storage_data_ptr(storage), where, "its storage's data_ptr()");
+    storage_bytes = int_in_range(torch.storage_nbytes(storage), 0, INT64_MAX, where, "its storage's nbytes()");
+    data = address_value(torch.data_ptr(obj), where, "its data_ptr()");
     hold->storage = storage;
   } catch (py::error_already_set& error) {
     unreadable(error, obj, where);
