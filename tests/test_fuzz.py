@@ -8,6 +8,11 @@ scalars, and arrays of odd dtypes, shapes and strides (non-contiguous, read-only
 zero-stride, 0-d, empty). A call either succeeds or raises TypeError, ValueError, IndexError or
 OverflowError; anything else fails the test, and a crash would end the run.
 
+The native entry points also get objects that speak the array protocols badly (hostile_objects.py):
+DLPack exports with absurd extents, ndim, dtypes, devices, versions and NULL data, __cuda_array_interface__
+values of every wrong shape, __dlpack_device__ answers that are not (type, id), protocol methods that
+raise. A refused native call must leave every array it was given bit-identical.
+
 Together the tests below draw well over 2,000 examples (see EXAMPLES), in a few seconds.
 fastopt.reference and fastopt.gradcheck are pure NumPy/Python (no native memory access) and are
 not fuzzed here.
@@ -24,6 +29,7 @@ from hypothesis import strategies as st
 
 import fastopt
 from fastopt import optim
+from hostile_objects import DL_CPU, DL_CUDA, FLOAT, INT, DeviceClaim, FakeDLPack, Interface, Raising
 
 ALLOWED = (TypeError, ValueError, IndexError, OverflowError)
 EXAMPLES = 500  # per test; 6 tests below -> 3,000 examples
@@ -111,6 +117,114 @@ garbage = st.recursive(
 )
 
 
+# ------------------------------------------------------------------------------------ protocol objects
+
+# A GPU would take a host buffer that claims to be CUDA memory through DLPack (nothing can tell it is not),
+# so CUDA claims are drawn only where there is no CUDA device to reach.
+_NO_GPU = fastopt.cuda.device_count() == 0
+_ABSURD_EXTENTS = [-1, -(1 << 62), 1 << 40, 1 << 62]
+
+
+@st.composite
+def fake_dlpack(draw, shape=None, dtype=None):
+    """A DLPack export that is absurd somewhere, or else describes memory its own buffer holds; half of
+    the time of `shape` and `dtype` (a NumPy float dtype) when they are given, so that a call can take it."""
+    if shape is None or draw(st.booleans()):
+        shape = draw(st.lists(st.one_of(st.integers(0, 5), st.sampled_from(_ABSURD_EXTENTS)), max_size=4))
+    kinds = [(FLOAT, 64, 1), (FLOAT, 32, 1), (FLOAT, 16, 1), (INT, 64, 1), (INT, 32, 1), (FLOAT, 64, 2),
+             (FLOAT, 0, 1), (9, 8, 1)]
+    if dtype is not None:
+        kinds = [(FLOAT, 8 * np.dtype(dtype).itemsize, 1)] * 4 + kinds
+    code, bits, lanes = draw(st.sampled_from(kinds))
+    # Only an ndim that is refused before the extents are read may differ from len(shape): the capsule's
+    # shape array has len(shape) entries.
+    ndim = draw(st.sampled_from([None, None, None, -1, 65, 1 << 20]))
+    sane = all(0 <= n <= 5 for n in shape)
+    absurd = st.sampled_from([(1 << 64) - 8, 1 << 63])
+    elements = int(np.prod(shape)) if sane and shape else 1
+    devices = [(DL_CPU, 0), (3, 0), (7, 0)] + ([(DL_CUDA, 0), (DL_CUDA, -1)] if _NO_GPU else [])
+    device = draw(st.sampled_from(devices))
+    return FakeDLPack(
+        shape, ndim=ndim, dtype=(code, bits, lanes), data=draw(st.sampled_from(["buffer", "buffer", "buffer", None])),
+        device=device, claimed=draw(st.sampled_from([device, device, (DL_CPU, 0)] + ([(DL_CUDA, 0)] if _NO_GPU else []))),
+        versioned=draw(st.booleans()), version=draw(st.sampled_from([(1, 0), (1, 0), (1, 3), (2, 0), (0, 9)])),
+        flags=draw(st.sampled_from([0, 0, 1, 2])), null_shape=draw(st.integers(0, 9)) == 0,
+        strides=draw(st.sampled_from([None, [1] * len(shape), [-1] * len(shape)])),
+        byte_offset=draw(absurd) if draw(st.integers(0, 5)) == 0 else 0,
+        buffer_elements=elements * max(1, bits * lanes // 64 + 1))
+
+
+_INTERFACE_VALUES = {
+    "shape": [(3,), (2, 3), (), (-1,), (1 << 62, 4), "3", (3, "x"), [3], None, (1,) * 65],
+    "typestr": ["<f8", "<f4", "|b1", ">f8", 8, None, ""],
+    "data": [(4096, False), (0, False), (None, False), (4096,), (1 << 70, False), (-1, False), (4096, "no"), "x",
+             None],
+    "strides": [None, (8,), (8, 8), "8", (None,)],
+    "stream": [None, 1, 2, 0, -1, "default", 1 << 70, 1.5],
+    "mask": [None, np.zeros(3, bool)],
+    "version": [3, 2, None],
+}
+
+
+@st.composite
+def cuda_interfaces(draw):
+    """An object whose __cuda_array_interface__ is a dict with any subset of the keys, each of any value,
+    or not a dict at all, or raises. (Nothing reads its pointer: without a GPU every one is refused, and
+    on a GPU the pointer is no device memory.)"""
+    if draw(st.integers(0, 5)) == 0:
+        return Interface(draw(st.sampled_from([[1, 2], (("data", 0),), "cai", None, 3, Boom("interface")])))
+    keys = draw(st.lists(st.sampled_from(sorted(_INTERFACE_VALUES)), unique=True))
+    return Interface({k: draw(st.sampled_from(_INTERFACE_VALUES[k])) for k in keys})
+
+
+@st.composite
+def device_claims(draw):
+    """__dlpack_device__ answers that are not (device_type, device_id), and some that are; __dlpack__
+    exports a real float64 array (taken, when the rest of the call is fine)."""
+    answer = draw(st.sampled_from([(1,), ("cpu", 0), None, 5, "cpu", (1, 2 ** 70), (2 ** 40, 0), (1, "0"),
+                                   (1.0, 0), [1, 0], (1, 0, 0), (13, -7), (7, 0), (True, 0), (1, 0), (3, 0),
+                                   Boom("device")] + ([(2, 0), (2, -1)] if _NO_GPU else [])))
+    return DeviceClaim(answer, np.ones(draw(st.integers(0, 4))))
+
+
+protocol_objects = st.one_of(
+    fake_dlpack(), cuda_interfaces(), device_claims(),
+    st.builds(Raising, st.just(Boom("protocol")),
+              st.sampled_from(["__dlpack__", "__dlpack_device__", "__cuda_array_interface__", "attribute",
+                               "__float__", "__index__", "cuda_stream"])),
+)
+# Garbage for the native entry points: the leaves above, and protocol objects.
+native_garbage = st.recursive(
+    st.one_of(scalars, odd_arrays(), protocol_objects),
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.tuples(inner, inner),
+                            st.builds(LyingList, st.lists(inner, max_size=2)),
+                            st.builds(ShortTuple, st.lists(inner, max_size=2))),
+    max_leaves=6,
+)
+
+
+def arrays_in(value) -> list:
+    """Every NumPy array an argument can reach (through lists, tuples, dicts and the protocol objects), for
+    the check that a refused call wrote none of them. (A list subclass's own __iter__ is not called.)"""
+    found, stack = [], [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, np.ndarray):
+            if v.dtype != object:
+                found.append(v)
+        elif isinstance(v, list):
+            stack.extend(list.__iter__(v))
+        elif isinstance(v, tuple):
+            stack.extend(tuple.__iter__(v))
+        elif isinstance(v, dict):
+            stack.extend(dict.values(v))
+        elif isinstance(v, FakeDLPack):
+            found.append(v.buffer)
+        elif isinstance(v, DeviceClaim):
+            found.append(v.array)
+    return found
+
+
 @st.composite
 def near_valid_arrays(draw, shape, dtype):
     """One array or a list of arrays of the call's shape and dtype: valid most of the time."""
@@ -122,11 +236,25 @@ def near_valid_arrays(draw, shape, dtype):
     return [make() for _ in range(count)]
 
 
-def call_and_check(fn, args, kwargs, allowed=ALLOWED):
+@st.composite
+def lists_with_a_protocol_object(draw, shape, dtype):
+    """Near-valid arrays with a protocol object among them (often one of the call's shape and dtype)."""
+    arrays = draw(near_valid_arrays(shape, dtype))
+    arrays = list(arrays) if isinstance(arrays, list) else [arrays]
+    hostile = draw(st.one_of(fake_dlpack(shape, dtype), protocol_objects))
+    arrays.insert(draw(st.integers(0, len(arrays))), hostile)
+    return arrays
+
+
+def call_and_check(fn, args, kwargs, allowed=ALLOWED, unchanged=False):
+    """fn(*args, **kwargs) succeeds or raises one of `allowed`; with `unchanged`, a refused call must have
+    left every array it could reach bit-identical."""
+    watched = [(a, a.tobytes()) for a in arrays_in([args, kwargs])] if unchanged else []
     try:
         fn(*args, **kwargs)
     except allowed:
-        pass
+        for a, before in watched:
+            assert a.tobytes() == before, f"a refused call of {getattr(fn, '__name__', fn)} wrote an array"
 
 
 # The optimizer classes are Python: iterating the caller's own object (list(params)) lets an
@@ -155,10 +283,10 @@ def update_calls(draw):
     for p in params:
         if p.kind is p.POSITIONAL_OR_KEYWORD:
             value = draw(st.one_of(near_valid_arrays(shape, dtype), near_valid_arrays(shape, dtype),
-                                   st.none(), garbage))
+                                   lists_with_a_protocol_object(shape, dtype), st.none(), native_garbage))
             args.append(value)
         elif draw(st.integers(0, 3)) == 0:
-            kwargs[p.name] = draw(garbage)
+            kwargs[p.name] = draw(native_garbage)
         elif p.name in ("step",):
             kwargs[p.name] = draw(st.integers(-2, 5))
         elif p.name in ("nesterov", "maximize", "amsgrad", "centered", "skip_nonfinite"):
@@ -171,14 +299,14 @@ def update_calls(draw):
     if draw(st.integers(0, 4)) == 0:
         args = args[:cut]
     if draw(st.integers(0, 9)) == 0:
-        kwargs[draw(st.text(min_size=1, max_size=5))] = draw(garbage)
+        kwargs[draw(st.text(min_size=1, max_size=5))] = draw(native_garbage)
     return fn, args, kwargs
 
 
 @SETTINGS
 @given(update_calls())
 def test_updates_never_crash(call):
-    call_and_check(*call)
+    call_and_check(*call, unchanged=True)
 
 
 @st.composite
@@ -191,7 +319,7 @@ def loss_calls(draw):
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
     scores = rng.standard_normal((n, c)).astype(dtype)
     labels = rng.integers(-1, c + 1, n).astype(draw(st.sampled_from([np.int32, np.int64])))
-    pick = lambda valid: draw(st.one_of(st.just(valid), garbage)) if draw(st.booleans()) else valid  # noqa: E731
+    pick = lambda valid: draw(st.one_of(st.just(valid), native_garbage)) if draw(st.booleans()) else valid  # noqa: E731
     if name == "softmax_cross_entropy":
         args = [pick(scores), pick(labels)]
         kwargs = dict(weight=pick(None), ignore_index=pick(-100), label_smoothing=pick(0.1), reduction=pick("mean"),
@@ -214,7 +342,7 @@ def loss_calls(draw):
 @SETTINGS
 @given(loss_calls())
 def test_losses_and_helpers_never_crash(call):
-    call_and_check(*call)
+    call_and_check(*call, unchanged=True)
 
 
 @SETTINGS

@@ -1,5 +1,5 @@
 // Arguments of the CPU loss loops. The binding has checked every array and every label before a
-// loop runs.
+// loop runs; the loops still never index with a label out of range (another thread may change one).
 #pragma once
 
 #include <cstdint>

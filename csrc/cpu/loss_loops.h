@@ -10,6 +10,7 @@
 #pragma once
 
 #include <cmath>
+#include <limits>
 #include <vector>
 
 #include "cpu/loss_args.h"
@@ -154,13 +155,37 @@ T cross_entropy_row_grad(const T* __restrict z, T* __restrict out, const T* __re
   return smooth;
 }
 
+// Labels as the loops use them. The binding checks every label before the loops run, but another thread
+// may change one while they run (the GIL is released): each label is read once, with a volatile read (the
+// compiler may not read it again), and one outside [0, c) is never used as an index. Such a row counts
+// nothing, gets a zero gradient and a NaN loss, so that the result shows it.
+constexpr int64_t kIgnoredRow = -1;
+constexpr int64_t kBrokenRow = -2;  // a label out of range when the loop read it
+
+template <typename L>
+int64_t read_label(const L* labels, int64_t i) {
+  return int64_t(static_cast<const volatile L*>(labels)[i]);
+}
+
+// The class of every row (or kIgnoredRow / kBrokenRow), read once: the denominator and the rows agree.
+template <typename L>
+std::vector<int64_t> row_classes(const L* labels, int64_t n, int64_t c, const int64_t* ignore_index) {
+  std::vector<int64_t> classes(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t y = read_label(labels, i);
+    classes[size_t(i)] = ignore_index && y == *ignore_index ? kIgnoredRow : (y >= 0 && y < c ? y : kBrokenRow);
+  }
+  return classes;
+}
+
 template <typename T, typename L>
 double softmax_cross_entropy(const CrossEntropyArgs<T, L>& a) {
+  const std::vector<int64_t> classes = row_classes(a.labels, a.n, a.c, &a.ignore_index);
   // The "mean" denominator: summed weights of the rows that count (torch's weighted mean).
   double denominator = 0.0;
   for (int64_t i = 0; i < a.n; ++i) {
-    const int64_t y = int64_t(a.labels[i]);
-    if (y != a.ignore_index) denominator += a.weight ? double(a.weight[y]) : 1.0;
+    const int64_t y = classes[size_t(i)];
+    if (y >= 0) denominator += a.weight ? double(a.weight[y]) : 1.0;
   }
   double weight_sum = double(a.c);
   if (a.weight) {
@@ -178,9 +203,10 @@ double softmax_cross_entropy(const CrossEntropyArgs<T, L>& a) {
           const T* z = a.logits + i * a.c;
           T* out = a.dlogits + i * a.c;
           std::vector<T> block_max;  // per-block running max of pass 1 (no-smoothing path)
-          const int64_t y = int64_t(a.labels[i]);
-          if (y == a.ignore_index) {
+          const int64_t y = classes[size_t(i)];
+          if (y < 0) {  // ignored, or a label changed out of range after the binding checked it
             for (int64_t j = 0; j < a.c; ++j) out[j] = T(0);
+            if (y == kBrokenRow) losses[size_t(i)] = std::numeric_limits<double>::quiet_NaN();
             return;
           }
           const T z_label = z[y];  // before an in-place pass overwrites it
@@ -237,7 +263,12 @@ double multiclass_svm_loss(const HingeArgs<T, L>& a) {
   for_each_row(a.n, a.c, [&](int64_t i) {
     const T* s = a.scores + i * a.c;
     T* d = a.dscores + i * a.c;  // may alias s
-    const int64_t y = int64_t(a.labels[i]);
+    const int64_t y = read_label(a.labels, i);
+    if (y < 0 || y >= a.c) {  // changed out of range after the binding checked it: see read_label
+      for (int64_t j = 0; j < a.c; ++j) d[j] = T(0);
+      losses[size_t(i)] = std::numeric_limits<double>::quiet_NaN();
+      return;
+    }
     const T s_label = s[y];
     T loss = 0;
     int64_t violations = 0;

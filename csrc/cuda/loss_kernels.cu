@@ -363,11 +363,16 @@ struct CePrepArgs {
   int64_t class_parts;   // chunk sums of W after them (0: summed directly)
 };
 
-// Row i's share of the "mean" denominator: w_y (1 without weights), 0 when ignored.
+// Labels. The bindings check every label first (find_bad_label), but other work on the device may change
+// one before a kernel reads it: a label outside [0, c) is never used as an index. Its row counts nothing,
+// gets a zero gradient and a NaN loss (as on the CPU), so that the result shows it.
+__device__ __forceinline__ bool label_in_range(int64_t y, int64_t c) { return y >= 0 && y < c; }
+
+// Row i's share of the "mean" denominator: w_y (1 without weights), 0 when ignored or out of range.
 template <typename T, typename L>
 __device__ __forceinline__ double counted_weight(const CePrepArgs<T, L>& a, int64_t i) {
   const int64_t y = int64_t(a.labels[i]);
-  if (y == a.ignore_index) return 0.0;
+  if (y == a.ignore_index || !label_in_range(y, a.c)) return 0.0;
   return a.weight ? double(a.weight[y]) : 1.0;
 }
 
@@ -437,8 +442,10 @@ __global__ void __launch_bounds__(G::kThreads) cross_entropy_rows(CeRowsArgs<T, 
        first += int64_t(gridDim.x) * G::kRowsPerBlock) {
     const int64_t i = first + G::row_in_block();
     const bool active = i < a.n;
-    const int64_t y = active ? int64_t(a.labels[i]) : a.ignore_index;
-    const bool counted = active && y != a.ignore_index;
+    const int64_t label = active ? int64_t(a.labels[i]) : a.ignore_index;
+    const bool broken = active && label != a.ignore_index && !label_in_range(label, a.c);
+    const bool counted = active && label != a.ignore_index && !broken;
+    const int64_t y = counted ? label : -1;  // (-1: no element is the label's)
     const int64_t len = active ? a.c : 0;
     const T* z = a.logits + (active ? i : 0) * a.c;
     T* out = a.dlogits + (active ? i : 0) * a.c;
@@ -472,7 +479,7 @@ __global__ void __launch_bounds__(G::kThreads) cross_entropy_rows(CeRowsArgs<T, 
     if (s.smoothing) smooth = G::reduce(smooth, Add{}, T(0));
     const int owner = counted ? int(y % size) : 0;
     if (active && lane == owner) {
-      const T loss = counted ? cross_entropy_row_loss(r, z_label, w_label, smooth, s) : T(0);
+      const T loss = counted ? cross_entropy_row_loss(r, z_label, w_label, smooth, s) : (broken ? T(NAN) : T(0));
       if (a.row_losses) {
         a.row_losses[i] = loss;
       } else {
@@ -618,8 +625,10 @@ __global__ void __launch_bounds__(G::kThreads) hinge_rows(HingeRowsArgs<T, L> a)
     const int64_t len = active ? a.c : 0;
     const T* s = a.scores + (active ? i : 0) * a.c;
     T* d = a.dscores + (active ? i : 0) * a.c;
-    const int64_t y = active ? int64_t(a.labels[i]) : 0;
-    const T s_label = active ? s[y] : T(0);
+    const int64_t label = active ? int64_t(a.labels[i]) : 0;
+    const bool valid = label_in_range(label, a.c);  // (out of range: see label_in_range)
+    const int64_t y = valid ? label : -1;
+    const T s_label = active && valid ? s[y] : T(0);
     HingeAcc<T> acc{T(0), 0};
     for (int64_t base = 0; base < len; base += size * kUnroll) {
       T v[kUnroll];
@@ -632,7 +641,7 @@ __global__ void __launch_bounds__(G::kThreads) hinge_rows(HingeRowsArgs<T, L> a)
       for (int k = 0; k < kUnroll; ++k) {
         const int64_t j = base + k * size + lane;
         if (j >= len || j == y) continue;
-        const T term = hinge_term(v[k], s_label, a.margin);
+        const T term = valid ? hinge_term(v[k], s_label, a.margin) : T(0);
         acc.loss = acc.loss + term;
         acc.count += term > T(0) ? 1 : 0;
         d[j] = term > T(0) ? a.scale : T(0);
@@ -640,11 +649,12 @@ __global__ void __launch_bounds__(G::kThreads) hinge_rows(HingeRowsArgs<T, L> a)
     }
     acc = G::reduce(acc, AddHinge{}, HingeAcc<T>{T(0), 0});
     if (active && lane == 0) {
-      d[y] = T(0) - T(acc.count) * a.scale;  // (0 - 0 gives +0, not -0, for a row without violations)
+      if (valid) d[y] = T(0) - T(acc.count) * a.scale;  // (0 - 0 gives +0, not -0, for a row without violations)
+      const T loss = valid ? acc.loss : T(NAN);
       if (a.row_losses) {
-        a.row_losses[i] = acc.loss;
+        a.row_losses[i] = loss;
       } else {
-        a.rows[i] = double(acc.loss);
+        a.rows[i] = double(loss);
       }
     }
   }

@@ -5,7 +5,8 @@
 #include <sstream>
 
 #include "cuda/backend.h"
-#include "python/dlpack.h"
+#include "python/array_producers.h"
+#include "python/protocol_values.h"
 
 namespace fastopt::bindings {
 
@@ -14,8 +15,6 @@ namespace {
 std::string label(const ArrayArg& arg, size_t i) {
   return std::string(arg.name) + "[" + std::to_string(i) + "]";
 }
-
-std::string type_name(py::handle obj) { return Py_TYPE(obj.ptr())->tp_name; }
 
 }  // namespace
 
@@ -93,294 +92,33 @@ ArrayRef from_numpy(py::handle obj) {
   return r;
 }
 
-// ---------------------------------------------------------------- DLPack
+bool is_exact_ndarray(py::handle obj) {
+  return Py_TYPE(obj.ptr()) == reinterpret_cast<PyTypeObject*>(py::detail::npy_api::get().PyArray_Type_);
+}
 
-// A consumed export: the deleter runs when the last ArrayRef copy holding it goes (with the GIL
-// held: the bindings drop their arrays after re-acquiring it).
-struct DlpackHold {
-  dlpack::ManagedTensor* legacy = nullptr;
-  dlpack::ManagedTensorVersioned* versioned = nullptr;
-  ~DlpackHold() {
-    if (versioned && versioned->deleter) versioned->deleter(versioned);
-    if (legacy && legacy->deleter) legacy->deleter(legacy);
+// numpy.ma.MaskedArray (or a subclass): its raw memory holds the masked entries too, which an update
+// would change like any other. (numpy.ma not imported: no masked array exists.)
+bool is_masked_array(py::handle obj) {
+  PyObject* ma = PyDict_GetItemString(PyImport_GetModuleDict(), "numpy.ma");  // borrowed
+  if (ma == nullptr) return false;
+  const py::object type = py::reinterpret_steal<py::object>(PyObject_GetAttrString(ma, "MaskedArray"));
+  if (!type || !PyType_Check(type.ptr())) {
+    PyErr_Clear();
+    return false;
   }
-};
-
-std::optional<DType> dlpack_dtype(const dlpack::DataType& t) {
-  if (t.lanes != 1) return std::nullopt;
-  if (t.code == dlpack::kFloat && t.bits == 16) return DType::Float16;
-  if (t.code == dlpack::kFloat && t.bits == 32) return DType::Float32;
-  if (t.code == dlpack::kFloat && t.bits == 64) return DType::Float64;
-  if (t.code == dlpack::kBfloat && t.bits == 16) return DType::BFloat16;
-  if (t.code == dlpack::kInt && t.bits == 32) return DType::Int32;
-  if (t.code == dlpack::kInt && t.bits == 64) return DType::Int64;
-  return std::nullopt;
+  return PyType_IsSubtype(Py_TYPE(obj.ptr()), reinterpret_cast<PyTypeObject*>(type.ptr())) != 0;
 }
 
-std::string dlpack_dtype_text(const dlpack::DataType& t) {
-  static const char* const codes[] = {"int", "uint", "float", "opaque", "bfloat", "complex", "bool"};
-  std::string name = t.code < 7 ? codes[t.code] : "code" + std::to_string(t.code);
-  name += std::to_string(t.bits);
-  if (t.lanes != 1) name += "x" + std::to_string(t.lanes);
-  return name;
-}
-
-// C-contiguous: every extent > 1 has the stride of the extents after it (extents of 1 may carry any
-// stride, as PyTorch gives them). An empty array is contiguous whatever its strides, as NumPy and the
-// __cuda_array_interface__ path below count it.
-bool dlpack_contiguous(const dlpack::Tensor& t) {
-  if (t.strides == nullptr) return true;
-  for (int d = 0; d < t.ndim; ++d) {
-    if (t.shape[d] == 0) return true;
+// A NumPy array (any ndarray subclass but a masked one), with its data pointer checked.
+ArrayRef from_numpy_checked(py::handle obj, const std::string& where) {
+  if (!is_exact_ndarray(obj) && is_masked_array(obj)) {
+    throw py::type_error(where + " is a NumPy masked array; fastopt would update its masked entries too. Pass "
+                         "its .data (every entry) or a filled copy");
   }
-  int64_t expected = 1;
-  for (int d = t.ndim - 1; d >= 0; --d) {
-    if (t.shape[d] != 1 && t.strides[d] != expected) return false;
-    expected *= t.shape[d];
+  ArrayRef r = from_numpy(obj);
+  if (r.data == nullptr && r.size > 0) {
+    throw py::value_error(where + " has a NULL data pointer for " + std::to_string(r.size) + " elements");
   }
-  return true;
-}
-
-// The `stream` argument of __dlpack__ for a CUDA consumer: the stream's handle, except that the
-// legacy default stream is 1 (0 is reserved by the protocol).
-py::int_ dlpack_stream(void* stream) {
-  return py::int_(stream == nullptr ? intptr_t(1) : reinterpret_cast<intptr_t>(stream));
-}
-
-// Producers that cannot write into their arrays: JAX arrays are immutable.
-bool immutable_producer(py::handle obj) {
-  const std::string module = py::str(py::type::handle_of(obj).attr("__module__"));
-  return module.rfind("jax", 0) == 0;
-}
-
-py::object call_dlpack(py::handle obj, const Device& device, const CallDevice& call, const std::string& where) {
-  const py::object method = obj.attr("__dlpack__");
-  py::dict kwargs;
-  if (device.kind == DeviceKind::CUDA) kwargs["stream"] = dlpack_stream(call.stream);
-  try {
-    try {
-      // DLPack 1.0: a versioned capsule (read-only flag), and copy=False: never a copy. A copy of
-      // kwargs (py::dict's copy constructor shares the dict, so the retry below would pass these too).
-      py::dict modern(kwargs.attr("copy")());
-      modern["max_version"] = py::make_tuple(1, 0);
-      modern["copy"] = py::bool_(false);
-      return method(**modern);
-    } catch (py::error_already_set& error) {
-      if (!error.matches(PyExc_TypeError)) throw;  // an older producer: no max_version / copy
-      return method(**kwargs);
-    }
-  } catch (py::error_already_set& error) {
-    const std::string reason = std::string(py::str(error.type().attr("__name__"))) + ": " + std::string(py::str(error.value()));
-    throw py::type_error(where + " (" + type_name(obj) + ") could not be shared through __dlpack__: " + reason);
-  }
-}
-
-ArrayRef from_dlpack(py::handle obj, const Device& device, const CallDevice& call, const std::string& where) {
-  const py::object capsule = call_dlpack(obj, device, call, where);
-  PyObject* cap = capsule.ptr();
-  auto hold = std::make_shared<DlpackHold>();
-  const dlpack::Tensor* t = nullptr;
-  bool read_only = false, copied = false;
-  if (PyCapsule_IsValid(cap, "dltensor_versioned")) {
-    hold->versioned = static_cast<dlpack::ManagedTensorVersioned*>(PyCapsule_GetPointer(cap, "dltensor_versioned"));
-    PyCapsule_SetName(cap, "used_dltensor_versioned");
-    t = &hold->versioned->dl_tensor;
-    read_only = (hold->versioned->flags & dlpack::kFlagReadOnly) != 0;
-    copied = (hold->versioned->flags & dlpack::kFlagIsCopied) != 0;
-  } else if (PyCapsule_IsValid(cap, "dltensor")) {
-    hold->legacy = static_cast<dlpack::ManagedTensor*>(PyCapsule_GetPointer(cap, "dltensor"));
-    PyCapsule_SetName(cap, "used_dltensor");
-    t = &hold->legacy->dl_tensor;
-  } else {
-    throw py::type_error(where + ".__dlpack__() did not return a DLPack capsule");
-  }
-  ArrayRef r;
-  r.object = py::reinterpret_borrow<py::object>(obj);
-  r.dtype = dlpack_dtype(t->dtype);
-  if (!r.dtype) r.dtype_text = dlpack_dtype_text(t->dtype);
-  r.data = static_cast<char*>(t->data) + t->byte_offset;
-  r.ndim = t->ndim;
-  r.shape = t->shape;
-  r.size = 1;
-  for (int d = 0; d < t->ndim; ++d) r.size *= t->shape[d];
-  r.device = device;
-  r.contiguous = dlpack_contiguous(*t);
-  const int item = r.dtype ? dtype_size(*r.dtype) : 1;
-  r.aligned = reinterpret_cast<uintptr_t>(r.data) % uintptr_t(item) == 0;
-  // A copy cannot take an in-place update: refuse it as written memory (checked by check_layout).
-  r.writeable = !read_only && !copied && !immutable_producer(obj);
-  r.keep = std::move(hold);
-  return r;
-}
-
-// ---------------------------------------------------------------- PyTorch tensors
-//
-// A torch.Tensor could go through __dlpack__ like any producer, but its export costs ~7 us in Python
-// (torch/_tensor.py), which a step over 150 parameters x 5 arrays pays 750 times. Reading the same facts
-// through the tensor's C-implemented methods costs well under 1 us, with the same rules: dense
-// (strided) tensors, a CPU or CUDA device, and no tensor that requires grad (an in-place write behind
-// autograd's back; detach() it, or use fastopt.torch's optimizers). The bindings bump the version of every
-// torch tensor they write (torch_tensor below; python/torch_versions.h).
-
-// torch's types, and the names read from a tensor as interned strings: an attribute looked up by a C
-// string would build and hash a new Python string every time.
-struct TorchTypes {
-  py::object tensor, strided;
-  py::object f16, bf16, f32, f64, i32, i64;
-  py::object layout, requires_grad, dtype, shape, data_ptr, is_contiguous, is_cuda, is_cpu, get_device;
-};
-
-py::object interned(const char* name) { return py::reinterpret_steal<py::object>(PyUnicode_InternFromString(name)); }
-
-// torch's types, once torch is imported by someone (fastopt never imports it here).
-const TorchTypes* torch_types() {
-  static TorchTypes* types = nullptr;  // lives as long as the process, like the torch module
-  if (types != nullptr) return types;
-  PyObject* torch = PyDict_GetItemString(PyImport_GetModuleDict(), "torch");  // borrowed
-  if (torch == nullptr) return nullptr;
-  const py::module_ t = py::reinterpret_borrow<py::module_>(torch);
-  if (!py::hasattr(t, "Tensor") || !py::hasattr(t, "bfloat16")) return nullptr;  // torch half imported
-  types = new TorchTypes{t.attr("Tensor"), t.attr("strided"), t.attr("float16"), t.attr("bfloat16"),
-                         t.attr("float32"), t.attr("float64"), t.attr("int32"), t.attr("int64"),
-                         interned("layout"), interned("requires_grad"), interned("dtype"), interned("shape"),
-                         interned("data_ptr"), interned("is_contiguous"), interned("is_cuda"), interned("is_cpu"),
-                         interned("get_device")};
-  return types;
-}
-
-py::object get(py::handle obj, const py::object& name) {
-  PyObject* value = PyObject_GetAttr(obj.ptr(), name.ptr());
-  if (value == nullptr) throw py::error_already_set();
-  return py::reinterpret_steal<py::object>(value);
-}
-
-py::object call(py::handle obj, const py::object& name) {
-  PyObject* value = PyObject_CallMethodNoArgs(obj.ptr(), name.ptr());
-  if (value == nullptr) throw py::error_already_set();
-  return py::reinterpret_steal<py::object>(value);
-}
-
-bool truth(const py::object& value) { return value.ptr() == Py_True; }
-
-bool is_torch_tensor(py::handle obj) {
-  const TorchTypes* torch = torch_types();
-  return torch != nullptr && PyObject_IsInstance(obj.ptr(), torch->tensor.ptr()) == 1;
-}
-
-std::optional<DType> torch_dtype(const TorchTypes& torch, py::handle dtype) {
-  if (dtype.is(torch.f32)) return DType::Float32;
-  if (dtype.is(torch.f64)) return DType::Float64;
-  if (dtype.is(torch.f16)) return DType::Float16;
-  if (dtype.is(torch.bf16)) return DType::BFloat16;
-  if (dtype.is(torch.i64)) return DType::Int64;
-  if (dtype.is(torch.i32)) return DType::Int32;
-  return std::nullopt;
-}
-
-// (is_cuda / is_cpu / get_device() rather than .device.type: a tenth of the cost.)
-Device torch_device(py::handle obj, const std::string& where) {
-  const TorchTypes& torch = *torch_types();
-  if (truth(get(obj, torch.is_cuda))) return Device{DeviceKind::CUDA, call(obj, torch.get_device).cast<int>()};
-  if (truth(get(obj, torch.is_cpu))) return Device{DeviceKind::CPU, 0};
-  const std::string type = py::str(obj.attr("device").attr("type"));
-  throw py::type_error(where + " is a tensor on '" + type + "'; fastopt takes CPU and CUDA tensors");
-}
-
-// What to do about a tensor that requires grad, by the argument's role: a loss's inputs (scores and
-// their gradient's destination) are used with autograd by detaching them and handing the returned
-// gradient back; an optimizer's operands are what fastopt.torch's optimizers take.
-static std::string requires_grad_advice(const std::string& where) {
-  static const char* const loss_inputs[] = {"logits", "scores", "x", "out", "w"};
-  for (const char* name : loss_inputs) {
-    if (where == name) {
-      return "; fastopt's losses are not recorded by autograd: call them on " + where +
-             ".detach() (the same memory) and hand the gradient they return to autograd, e.g. "
-             "logits.backward(dlogits) (or wrap the pair in a torch.autograd.Function)";
-    }
-  }
-  return "; pass it detached (p.detach(): the same memory), or use fastopt.torch's optimizers, which "
-         "update torch parameters in place";
-}
-
-ArrayRef from_torch(py::handle obj, const Device& device, const std::string& where) {
-  const TorchTypes& torch = *torch_types();
-  const py::object layout = get(obj, torch.layout);
-  if (layout.ptr() != torch.strided.ptr()) {
-    throw py::type_error(where + " is a " + std::string(py::str(layout)) + " tensor; fastopt's kernels take dense tensors");
-  }
-  if (truth(get(obj, torch.requires_grad))) {
-    throw py::type_error(where + " requires grad" + requires_grad_advice(where));
-  }
-  ArrayRef r;
-  r.object = py::reinterpret_borrow<py::object>(obj);
-  const py::object dtype = get(obj, torch.dtype);
-  r.dtype = torch_dtype(torch, dtype);
-  if (!r.dtype) r.dtype_text = py::str(dtype);
-  const py::object shape_obj = get(obj, torch.shape);  // a torch.Size: a tuple
-  if (!PyTuple_Check(shape_obj.ptr())) throw py::type_error(where + ".shape is not a tuple");
-  auto shape = std::make_shared<std::vector<int64_t>>(size_t(PyTuple_GET_SIZE(shape_obj.ptr())));
-  r.size = 1;
-  for (size_t d = 0; d < shape->size(); ++d) {
-    (*shape)[d] = PyLong_AsLongLong(PyTuple_GET_ITEM(shape_obj.ptr(), py::ssize_t(d)));
-    r.size *= (*shape)[d];
-  }
-  r.ndim = int(shape->size());
-  r.shape = shape->data();
-  r.keep = std::move(shape);
-  r.data = reinterpret_cast<void*>(PyLong_AsUnsignedLongLong(call(obj, torch.data_ptr).ptr()));
-  if (PyErr_Occurred()) throw py::error_already_set();
-  r.device = device;
-  r.contiguous = truth(call(obj, torch.is_contiguous));
-  const int item = r.dtype ? dtype_size(*r.dtype) : 1;
-  r.aligned = reinterpret_cast<uintptr_t>(r.data) % uintptr_t(item) == 0;
-  r.writeable = true;
-  r.torch_tensor = true;
-  return r;
-}
-
-// ---------------------------------------------------------------- __cuda_array_interface__
-
-std::optional<DType> typestr_dtype(const std::string& typestr) {
-  if (typestr.size() < 3 || typestr[0] == '>') return std::nullopt;
-  const std::string kind = typestr.substr(1);
-  if (kind == "f2") return DType::Float16;
-  if (kind == "f4") return DType::Float32;
-  if (kind == "f8") return DType::Float64;
-  if (kind == "i4") return DType::Int32;
-  if (kind == "i8") return DType::Int64;
-  return std::nullopt;
-}
-
-ArrayRef from_cuda_interface(py::handle obj, const py::dict& cai, const std::string& where) {
-  if (cai.contains("mask") && !cai["mask"].is_none()) {
-    throw py::type_error(where + " has a mask in its __cuda_array_interface__; masked arrays are not supported");
-  }
-  ArrayRef r;
-  r.object = py::reinterpret_borrow<py::object>(obj);
-  const std::string typestr = py::str(cai["typestr"]);
-  r.dtype = typestr_dtype(typestr);
-  if (!r.dtype) r.dtype_text = typestr;
-  const py::tuple data = cai["data"];
-  r.data = reinterpret_cast<void*>(data[0].cast<uintptr_t>());
-  r.writeable = !data[1].cast<bool>() && !immutable_producer(obj);
-  auto shape = std::make_shared<std::vector<int64_t>>();
-  for (py::handle extent : py::tuple(cai["shape"])) shape->push_back(extent.cast<int64_t>());
-  r.ndim = int(shape->size());
-  r.shape = shape->data();
-  r.size = 1;
-  for (int64_t extent : *shape) r.size *= extent;
-  r.keep = shape;
-  const int item = r.dtype ? dtype_size(*r.dtype) : 1;
-  r.contiguous = true;
-  if (cai.contains("strides") && !cai["strides"].is_none() && r.size > 0) {
-    const py::tuple strides = cai["strides"];
-    int64_t expected = item;
-    for (int d = r.ndim - 1; d >= 0; --d) {
-      if ((*shape)[size_t(d)] != 1 && strides[size_t(d)].cast<int64_t>() != expected) r.contiguous = false;
-      expected *= (*shape)[size_t(d)];
-    }
-  }
-  r.aligned = reinterpret_cast<uintptr_t>(r.data) % uintptr_t(item) == 0;
   return r;
 }
 
@@ -390,30 +128,17 @@ ArrayRef from_cuda_interface(py::handle obj, const py::dict& cai, const std::str
 // default stream, 2: the per-thread default stream, else a handle; absent or None: nothing to wait
 // for), and the consumer must order its work after it. When that is not the call's own stream, the
 // call's stream is made to wait for it (an event; the host does not wait).
-void wait_for_interface_stream(const py::dict& cai, const Device& device, const CallDevice& call,
-                               const std::string& where) {
-  if (!cai.contains("stream") || cai["stream"].is_none()) return;
-  const long long value = py::cast<long long>(cai["stream"]);
-  if (value <= 0) {
-    throw py::value_error(where + ": its __cuda_array_interface__ stream must be None, 1, 2 or a stream handle, got " +
-                          std::to_string(value));
-  }
+void wait_for_interface_stream(int64_t value, const Device& device, const CallDevice& call) {
   void* written_on = value == 1 ? nullptr : reinterpret_cast<void*>(intptr_t(value));
   if (written_on != call.stream) cuda::order_after(cuda::Queue{device.id, written_on}, call.stream);
 }
 
-Device device_from_dlpack(py::handle obj, const std::string& where) {
-  const py::tuple dev = obj.attr("__dlpack_device__")();
-  const int32_t type = dev[0].cast<int32_t>();
-  const int id = dev[1].cast<int>();
-  if (type == dlpack::kCPU || type == dlpack::kCUDAHost) return Device{DeviceKind::CPU, 0};
-  if (type == dlpack::kCUDA || type == dlpack::kCUDAManaged) return Device{DeviceKind::CUDA, id};
-  throw py::type_error(where + " (" + type_name(obj) + ") lives on DLPack device type " + std::to_string(type) +
-                       "; fastopt takes CPU and CUDA arrays");
-}
-
 Device device_from_pointer(const void* ptr, const std::string& where) {
-  if (!cuda::compiled()) return Device{DeviceKind::CUDA, 0};  // refused just below, with the reason
+  if (!cuda::compiled()) return Device{DeviceKind::CUDA, 0};  // refused by join_device, with the reason
+  if (cuda::device_count() == 0) {
+    throw py::value_error(where + " is a CUDA array (it has a __cuda_array_interface__), but fastopt finds no "
+                          "CUDA device on this machine");
+  }
   const int id = ptr == nullptr ? 0 : cuda::pointer_device(ptr);
   if (id < 0) {
     throw py::value_error(where + ": its __cuda_array_interface__ pointer is not CUDA device memory");
@@ -424,44 +149,65 @@ Device device_from_pointer(const void* ptr, const std::string& where) {
 // stream=: an int (a cudaStream_t handle; 0 the legacy default stream), or a stream object with
 // .cuda_stream (PyTorch) or .ptr (CuPy).
 void* parse_stream(py::handle stream) {
-  py::handle handle = stream;
-  py::object attribute;
+  const std::string name = "stream";
+  py::object handle = py::reinterpret_borrow<py::object>(stream);
   if (!PyLong_Check(stream.ptr())) {
-    if (py::hasattr(stream, "cuda_stream")) {
-      attribute = stream.attr("cuda_stream");
-    } else if (py::hasattr(stream, "ptr")) {
-      attribute = stream.attr("ptr");
-    } else {
+    handle = attr_or_null(stream, "cuda_stream", name);
+    if (!handle) handle = attr_or_null(stream, "ptr", name);
+    if (!handle) {
       throw py::type_error("stream must be an int (a cudaStream_t handle) or a stream object with .cuda_stream "
                            "or .ptr, got " + type_name(stream));
     }
-    handle = attribute;
+    if (!PyLong_Check(handle.ptr())) throw py::type_error("stream's handle must be an int, got " + kind_of(handle));
   }
-  if (!PyLong_Check(handle.ptr())) throw py::type_error("stream's handle must be an int, got " + type_name(handle));
-  const long long value = PyLong_AsLongLong(handle.ptr());
+  int overflow = 0;
+  const long long value = PyLong_AsLongLongAndOverflow(handle.ptr(), &overflow);
   if (value == -1 && PyErr_Occurred()) throw py::error_already_set();
-  if (value < 0) throw py::value_error("stream must be a cudaStream_t handle (>= 0), got " + std::to_string(value));
+  if (overflow != 0 || value < 0) {
+    throw py::value_error("stream must be a cudaStream_t handle (an int from 0 to 2**63 - 1), got " +
+                          (overflow != 0 ? std::string(overflow > 0 ? "an int of more than 64 bits" : "an int below -2**63")
+                                         : std::to_string(value)));
+  }
   return reinterpret_cast<void*>(intptr_t(value));
 }
 
-void resolve_stream(CallDevice& call, py::handle producer) {
+void resolve_stream(CallDevice& call, py::handle producer, const std::string& where) {
   if (call.stream_arg.is_none()) {
     // The producer's current stream, in its framework's terms (fastopt/_streams.py).
     const py::object current = py::module_::import("fastopt._streams").attr("current_stream");
-    call.stream = parse_stream(current(producer, call.device->id));
+    py::object handle;
+    try {
+      handle = current(producer, call.device->id);
+    } catch (py::error_already_set& error) {
+      protocol_failed(error, where, producer, "has no current CUDA stream fastopt could find");
+    }
+    call.stream = parse_stream(handle);
   } else {
     call.stream = parse_stream(call.stream_arg);
   }
   call.stream_resolved = true;
 }
 
+// A CUDA device this process can use: the build has CUDA and the machine has the device. (Without
+// this, a call on a machine without a GPU would fail deep inside, in cudaGetDevice, without the name.)
+void check_cuda_device(const Device& device, const std::string& where) {
+  if (!cuda::compiled()) {
+    throw py::value_error(where + " is on " + device_str(device) + ", but this fastopt was built without CUDA "
+                          "(FASTOPT_CUDA=OFF, or no CUDA compiler was found at install time)");
+  }
+  const int count = cuda::device_count();
+  if (device.id < 0 || device.id >= count) {
+    throw py::value_error(where + " is on " + device_str(device) + ", but fastopt finds " +
+                          (count == 0 ? std::string("no CUDA device on this machine")
+                                      : std::to_string(count) + " CUDA device(s)") +
+                          " (fastopt.cuda.device_count())");
+  }
+}
+
 // Fixes the call's device with the first array, or checks a later one against it.
 void join_device(CallDevice& call, const Device& device, const std::string& where, py::handle obj) {
   if (!call.device) {
-    if (device.kind == DeviceKind::CUDA && !cuda::compiled()) {
-      throw py::value_error(where + " is on " + device_str(device) + ", but this fastopt was built without CUDA "
-                            "(FASTOPT_CUDA=OFF, or no CUDA compiler was found at install time)");
-    }
+    if (device.kind == DeviceKind::CUDA) check_cuda_device(device, where);
     call.device = device;
     call.fixed_by = where;
     // A CPU call does not use stream=, but a garbage one is refused all the same: the mistake would
@@ -471,59 +217,77 @@ void join_device(CallDevice& call, const Device& device, const std::string& wher
     throw py::value_error(where + " is on " + device_str(device) + " but " + call.fixed_by + " is on " +
                           device_str(*call.device) + "; all arrays of one call must be on one device");
   }
-  if (device.kind == DeviceKind::CUDA && !call.stream_resolved) resolve_stream(call, obj);
+  if (device.kind == DeviceKind::CUDA && !call.stream_resolved) resolve_stream(call, obj, where);
 }
 
-}  // namespace
-
-ArrayRef take_array(py::handle obj, const std::string& where, CallDevice& call) {
+// take_array; `alone`: the whole argument is this one object (so a list or tuple was possible too).
+ArrayRef take_one(py::handle obj, const std::string& where, CallDevice& call, bool alone) {
   if (py::isinstance<py::array>(obj)) {
     join_device(call, Device{}, where, obj);
-    return from_numpy(obj);
+    return from_numpy_checked(obj, where);
   }
-  if (is_torch_tensor(obj)) {
+  if (is_torch_tensor(obj, where)) {
     const Device device = torch_device(obj, where);
     join_device(call, device, where, obj);
     return from_torch(obj, device, where);
   }
-  if (py::hasattr(obj, "__dlpack__") && py::hasattr(obj, "__dlpack_device__")) {
-    const Device device = device_from_dlpack(obj, where);
+  const py::object dlpack = attr_or_null(obj, "__dlpack__", where);
+  if (dlpack && attr_or_null(obj, "__dlpack_device__", where)) {
+    const Device device = dlpack_device_of(obj, where);
     join_device(call, device, where, obj);
-    return from_dlpack(obj, device, call, where);
+    return from_dlpack(obj, dlpack, device, call, where);
   }
-  if (py::hasattr(obj, "__cuda_array_interface__")) {
-    const py::dict cai = obj.attr("__cuda_array_interface__");
-    const py::tuple data = cai["data"];
-    const Device device = device_from_pointer(reinterpret_cast<void*>(data[0].cast<uintptr_t>()), where);
+  const py::object interface = attr_or_null(obj, "__cuda_array_interface__", where);
+  if (interface) {
+    CudaInterface cai = read_cuda_interface(obj, interface, where);
+    const Device device = device_from_pointer(cai.array.data, where);
     join_device(call, device, where, obj);
-    ArrayRef r = from_cuda_interface(obj, cai, where);
-    wait_for_interface_stream(cai, device, call, where);
-    return r;
+    cai.array.device = device;
+    if (cai.stream) wait_for_interface_stream(*cai.stream, device, call);
+    return cai.array;
+  }
+  if (alone) {
+    throw py::type_error(where + " must be an array or a list/tuple of arrays, got " + type_name(obj));
   }
   throw py::type_error(where + " must be an array (a numpy.ndarray, or an object with __dlpack__ or "
                        "__cuda_array_interface__), got " + type_name(obj));
 }
 
+}  // namespace
+
+ArrayRef take_array(py::handle obj, const std::string& where, CallDevice& call) {
+  return take_one(obj, where, call, false);
+}
+
+bool immutable_producer(py::handle obj, const std::string& where) {
+  // JAX arrays are immutable. (The module's name is compared as a str, without printing it.)
+  const py::object module = attr_or_null(py::type::handle_of(obj), "__module__", where);
+  return module && PyUnicode_Check(module.ptr()) &&
+         PyUnicode_Tailmatch(module.ptr(), py::str("jax").ptr(), 0, 3, -1) == 1;
+}
+
 ArrayArg take_arrays(py::handle obj, const char* name, bool written, CallDevice& call) {
   ArrayArg arg{name, written, {}};
-  if (py::isinstance<py::list>(obj) || py::isinstance<py::tuple>(obj)) {
-    // The list's or tuple's own length, never len(obj): a subclass may override __len__, and the
-    // items are read with PySequence_Fast_GET_ITEM, which trusts the index.
-    const size_t count = size_t(PyList_Check(obj.ptr()) ? PyList_GET_SIZE(obj.ptr()) : PyTuple_GET_SIZE(obj.ptr()));
-    arg.arrays.reserve(count);
-    for (size_t i = 0; i < count; ++i) {
-      py::handle item = PySequence_Fast_GET_ITEM(obj.ptr(), py::ssize_t(i));  // a list or tuple
-      if (py::isinstance<py::array>(item) && call.device && call.device->kind == DeviceKind::CPU) {
-        arg.arrays.push_back(from_numpy(item));  // the common case, without building a label
-      } else {
-        arg.arrays.push_back(take_array(item, label(arg, i), call));
-      }
+  if (!PyList_Check(obj.ptr()) && !PyTuple_Check(obj.ptr())) {
+    arg.arrays.push_back(take_one(obj, name, call, true));
+    return arg;
+  }
+  // A snapshot that owns the items: their protocol methods are the caller's code, which may change the
+  // list (even empty it, freeing the items) while it is read. A tuple cannot change. (Copied at the C
+  // level: a list subclass's own __len__ / __iter__ are never called.)
+  const py::object items = PyTuple_Check(obj.ptr()) ? py::reinterpret_borrow<py::object>(obj)
+                                                    : py::reinterpret_steal<py::object>(PyList_AsTuple(obj.ptr()));
+  if (!items) throw py::error_already_set();
+  const size_t count = size_t(PyTuple_GET_SIZE(items.ptr()));
+  arg.arrays.reserve(count);
+  for (size_t i = 0; i < count; ++i) {
+    py::handle item = PyTuple_GET_ITEM(items.ptr(), py::ssize_t(i));
+    if (is_exact_ndarray(item) && call.device && call.device->kind == DeviceKind::CPU) {
+      arg.arrays.push_back(from_numpy(item));  // the common case, without building a label
+      if (arg.arrays.back().data == nullptr && arg.arrays.back().size > 0) from_numpy_checked(item, label(arg, i));
+    } else {
+      arg.arrays.push_back(take_one(item, label(arg, i), call, false));
     }
-  } else if (py::isinstance<py::array>(obj) || py::hasattr(obj, "__dlpack__") ||
-             py::hasattr(obj, "__cuda_array_interface__")) {
-    arg.arrays.push_back(take_array(obj, name, call));
-  } else {
-    throw py::type_error(std::string(name) + " must be an array or a list/tuple of arrays, got " + type_name(obj));
   }
   return arg;
 }

@@ -11,8 +11,9 @@
 
 #include "cuda/backend.h"
 #include "python/array_intake.h"
-#include "python/dlpack.h"
+#include "python/array_producers.h"
 #include "python/fast_call.h"
+#include "python/protocol_values.h"
 
 namespace fastopt::bindings {
 
@@ -29,22 +30,22 @@ struct Scalar {
 };
 
 // True for an array on a CUDA device (not for Python numbers, NumPy arrays or CPU tensors, which are
-// read as host numbers through __float__ / __index__).
-inline bool is_device_array(py::handle obj) {
+// read as host numbers through __float__ / __index__). What the object answers is checked as for any
+// array argument (array_producers.h), errors naming `name`.
+inline bool is_device_array(py::handle obj, const char* name) {
   if (PyFloat_Check(obj.ptr()) || PyLong_Check(obj.ptr()) || py::isinstance<py::array>(obj)) return false;
-  if (py::hasattr(obj, "__cuda_array_interface__")) return true;
-  if (!py::hasattr(obj, "__dlpack_device__")) return false;
-  const int32_t type = py::tuple(obj.attr("__dlpack_device__")())[0].cast<int32_t>();
-  return type == dlpack::kCUDA || type == dlpack::kCUDAManaged;
+  if (attr_or_null(obj, "__cuda_array_interface__", name)) return true;
+  if (!attr_or_null(obj, "__dlpack_device__", name)) return false;
+  return dlpack_device_of(obj, name).kind == DeviceKind::CUDA;
 }
 
 inline Scalar next_lr(BoundArgs& a) {
-  if (is_device_array(a.peek())) return Scalar{0.0, 1, a.next()};
+  if (is_device_array(a.peek(), "lr")) return Scalar{0.0, 1, a.next()};
   return Scalar{a.next_real(), 1, {}};
 }
 
 inline Scalar next_step(BoundArgs& a) {
-  if (is_device_array(a.peek())) return Scalar{0.0, 1, a.next()};
+  if (is_device_array(a.peek(), "step")) return Scalar{0.0, 1, a.next()};
   return Scalar{0.0, a.next_int(), {}};
 }
 

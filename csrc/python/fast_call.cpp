@@ -85,52 +85,89 @@ std::string Signature::text_signature() const {
 py::handle BoundArgs::next() { return values_[cursor_++]; }
 
 double BoundArgs::next_real() {
-  PyObject* obj = values_[cursor_];
-  double value;
-  if (PyFloat_CheckExact(obj)) {
-    value = PyFloat_AS_DOUBLE(obj);
-  } else {
-    value = PyFloat_AsDouble(obj);  // ints, float subclasses, __float__ / __index__ (NumPy scalars)
-    if (value == -1.0 && PyErr_Occurred()) {
-      // TypeError naming the argument, whatever __float__ raised (kept as __cause__); a
-      // KeyboardInterrupt or SystemExit (not an Exception) goes through untouched.
-      if (!PyErr_ExceptionMatches(PyExc_Exception)) throw py::error_already_set();
-      py::raise_from(PyExc_TypeError, (std::string(current_name()) + " must be a real number, got " +
-                                       type_name(obj)).c_str());
-      throw py::error_already_set();
-    }
-  }
+  const double value = real_arg(values_[cursor_], current_name());
   ++cursor_;
   return value;
 }
 
 bool BoundArgs::next_bool() {
-  PyObject* obj = values_[cursor_];
-  if (obj != Py_True && obj != Py_False && !is_numpy_bool(obj)) {
-    throw py::type_error(std::string(current_name()) + " must be a bool, got " + type_name(obj));
-  }
+  const bool value = bool_arg(values_[cursor_], current_name());
   ++cursor_;
-  return PyObject_IsTrue(obj) == 1;
+  return value;
 }
 
 int64_t BoundArgs::next_int() {
-  PyObject* obj = values_[cursor_];
+  const int64_t value = int_arg(values_[cursor_], current_name());
+  ++cursor_;
+  return value;
+}
+
+namespace {
+
+// The pending error as a TypeError naming `name` (the original kept as __cause__), unless it is a
+// BaseException that is not an Exception, which goes through untouched.
+[[noreturn]] void rethrow_as_type_error(const std::string& message) {
+  if (!PyErr_ExceptionMatches(PyExc_Exception)) throw py::error_already_set();
+  py::raise_from(PyExc_TypeError, message.c_str());
+  throw py::error_already_set();
+}
+
+// A complex number, which __float__ would silently make real: Python's complex (and NumPy's complex128,
+// its subclass), and NumPy's other complex scalars (complex64, clongdouble), whose __float__ drops the
+// imaginary part with only a ComplexWarning. They all register as numbers.Complex but not numbers.Real.
+bool is_complex_number(PyObject* obj) {
+  if (PyComplex_Check(obj)) return true;
+  static PyObject* complex_abc = nullptr;
+  static PyObject* real_abc = nullptr;  // (both live as long as the process, like the numbers module)
+  if (complex_abc == nullptr) {
+    py::module_ numbers = py::module_::import("numbers");
+    complex_abc = py::object(numbers.attr("Complex")).release().ptr();
+    real_abc = py::object(numbers.attr("Real")).release().ptr();
+  }
+  const int complex = PyObject_IsInstance(obj, complex_abc);
+  if (complex < 0) throw py::error_already_set();
+  if (complex == 0) return false;
+  const int real = PyObject_IsInstance(obj, real_abc);
+  if (real < 0) throw py::error_already_set();
+  return real == 0;
+}
+
+}  // namespace
+
+double real_arg(PyObject* obj, const char* name) {
+  if (PyFloat_CheckExact(obj)) return PyFloat_AS_DOUBLE(obj);
+  if (!PyFloat_Check(obj) && !PyLong_Check(obj) && is_complex_number(obj)) {
+    throw py::type_error(std::string(name) + " must be a real number, got " + type_name(obj) +
+                         " (a complex number; its imaginary part would be dropped)");
+  }
+  const double value = PyFloat_AsDouble(obj);  // ints, float subclasses, __float__ / __index__ (NumPy scalars)
+  if (value == -1.0 && PyErr_Occurred()) {
+    rethrow_as_type_error(std::string(name) + " must be a real number, got " + type_name(obj));
+  }
+  return value;
+}
+
+bool bool_arg(PyObject* obj, const char* name) {
+  if (obj != Py_True && obj != Py_False && !is_numpy_bool(obj)) {
+    throw py::type_error(std::string(name) + " must be a bool, got " + type_name(obj));
+  }
+  const int truth = PyObject_IsTrue(obj);
+  if (truth < 0) rethrow_as_type_error(std::string(name) + " must be a bool, got " + type_name(obj));
+  return truth == 1;
+}
+
+int64_t int_arg(PyObject* obj, const char* name) {
   if (PyFloat_Check(obj) || !PyIndex_Check(obj)) {
-    throw py::type_error(std::string(current_name()) + " must be an int, got " + type_name(obj));
+    throw py::type_error(std::string(name) + " must be an int, got " + type_name(obj));
   }
-  int overflow = 0;
   py::object index = py::reinterpret_steal<py::object>(PyNumber_Index(obj));
-  if (!index) {  // __index__ raised: TypeError naming the argument, the original kept as __cause__
-    if (!PyErr_ExceptionMatches(PyExc_Exception)) throw py::error_already_set();
-    py::raise_from(PyExc_TypeError, (std::string(current_name()) + " must be an int, got " + type_name(obj)).c_str());
-    throw py::error_already_set();
-  }
+  if (!index) rethrow_as_type_error(std::string(name) + " must be an int, got " + type_name(obj));
+  int overflow = 0;
   const long long value = PyLong_AsLongLongAndOverflow(index.ptr(), &overflow);
   if (overflow != 0) {
-    throw py::value_error(std::string(current_name()) + " is out of the 64-bit integer range");
+    throw py::value_error(std::string(name) + " is out of the 64-bit integer range");
   }
   if (value == -1 && PyErr_Occurred()) throw py::error_already_set();
-  ++cursor_;
   return int64_t(value);
 }
 

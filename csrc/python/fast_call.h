@@ -66,9 +66,9 @@ class BoundArgs {
 
   py::handle next();          // the object itself (arrays, or None for an absent optional state)
   py::handle peek() const { return values_[cursor_]; }  // the next object, without moving on
-  double next_real();         // a float, an int or anything with __float__ / __index__ (NumPy scalars)
-  bool next_bool();           // True / False or a NumPy bool
-  int64_t next_int();         // an int or anything with __index__; not a float
+  double next_real();         // real_arg of the next argument
+  bool next_bool();           // bool_arg of the next argument
+  int64_t next_int();         // int_arg of the next argument
 
  private:
   friend class Signature;
@@ -77,6 +77,27 @@ class BoundArgs {
   const Signature& signature_;
   PyObject* values_[kMaxParams] = {};
   size_t cursor_ = 0;
+};
+
+// Python numbers as the native code takes them; each error names the argument `name` (TypeError for a
+// wrong kind, ValueError out of range). An exception raised by the object's own __float__ / __index__
+// is kept as __cause__; a BaseException that is not an Exception (KeyboardInterrupt, SystemExit) goes
+// through untouched. Shared by BoundArgs and the bindings that use pybind11's dispatcher (whose own
+// casters would swallow a KeyboardInterrupt and take a NumPy complex through its __float__).
+double real_arg(PyObject* obj, const char* name);  // float, int, __float__ / __index__; never complex
+bool bool_arg(PyObject* obj, const char* name);    // True / False or a NumPy bool
+int64_t int_arg(PyObject* obj, const char* name);  // an int or anything with __index__; not a float
+
+// A number argument of a binding that uses pybind11's dispatcher: the object as the caller passed it, for
+// real_arg / int_arg to convert in the body (help() shows the type as float / int). pybind11's own casters
+// would take a NumPy complex through its __float__ and swallow a KeyboardInterrupt raised by __float__.
+struct RealObject {
+  py::handle obj;
+  double get(const char* name) const { return real_arg(obj.ptr(), name); }
+};
+struct IntObject {
+  py::handle obj;
+  int64_t get(const char* name) const { return int_arg(obj.ptr(), name); }
 };
 
 using FastFunction = PyObject* (*)(PyObject* self, PyObject* const* args, Py_ssize_t nargsf, PyObject* kwnames);
@@ -104,3 +125,27 @@ PyObject* guarded(Body&& body) noexcept {
 }
 
 }  // namespace fastopt::bindings
+
+namespace pybind11::detail {
+
+template <>
+struct type_caster<fastopt::bindings::RealObject> {
+  PYBIND11_TYPE_CASTER(fastopt::bindings::RealObject, const_name("float"));
+  bool load(handle src, bool) {
+    value.obj = src;
+    return true;
+  }
+  static handle cast(const fastopt::bindings::RealObject& v, return_value_policy, handle) { return v.obj.inc_ref(); }
+};
+
+template <>
+struct type_caster<fastopt::bindings::IntObject> {
+  PYBIND11_TYPE_CASTER(fastopt::bindings::IntObject, const_name("int"));
+  bool load(handle src, bool) {
+    value.obj = src;
+    return true;
+  }
+  static handle cast(const fastopt::bindings::IntObject& v, return_value_policy, handle) { return v.obj.inc_ref(); }
+};
+
+}  // namespace pybind11::detail

@@ -11,6 +11,7 @@
 #include "cpu/kernel_table.h"
 #include "cuda/backend.h"
 #include "python/array_intake.h"
+#include "python/fast_call.h"
 #include "python/hyper_checks.h"
 #include "python/torch_versions.h"
 
@@ -41,20 +42,26 @@ ArrayRef take_scores(py::handle obj, const char* name, CallDevice& call) {
   return a;
 }
 
-// (N,) integer labels, every value in [0, C) or equal to ignore_index (when one is given). On a
-// CUDA device a kernel looks for a bad label and the call waits for its stream to hear the answer,
-// so that a bad label raises here, before anything is written.
-DType take_labels(const ArrayRef& labels, int64_t n, int64_t c, const int64_t* ignore_index,
-                  const CallDevice& call) {
+// (N,) integer labels: their dtype, shape and layout (their values are checked last, by check_label_values).
+DType check_label_array(const ArrayRef& labels, int64_t n) {
   if (labels.dtype != DType::Int32 && labels.dtype != DType::Int64) {
     throw py::type_error("labels must be an int32 or int64 array, got dtype " + labels.dtype_name());
   }
-  const DType type = *labels.dtype;
   if (labels.ndim != 1 || labels.shape[0] != n) {
     throw py::value_error("labels has shape " + shape_str(labels) + " but there are " + std::to_string(n) +
                           " rows of scores");
   }
   check_layout(labels, "labels", false);
+  return *labels.dtype;
+}
+
+// Every label in [0, C) or equal to ignore_index (when one is given). Run after every argument was taken,
+// so that no code of the caller's (a protocol method of a later argument) runs between this check and the
+// kernels; a label another thread changes meanwhile is guarded against in the kernels themselves (never
+// used as an index; its row's loss is NaN). On a CUDA device a kernel looks for a bad label and the call
+// waits for its stream to hear the answer, so that a bad label raises here, before anything is written.
+void check_label_values(const ArrayRef& labels, DType type, int64_t n, int64_t c, const int64_t* ignore_index,
+                        const CallDevice& call) {
   auto complain = [&](int64_t i, int64_t v) {
     std::string msg = "labels[" + std::to_string(i) + "] = " + std::to_string(v) + " is out of range for " +
                       std::to_string(c) + " classes";
@@ -69,7 +76,7 @@ DType take_labels(const ArrayRef& labels, int64_t n, int64_t c, const int64_t* i
                                  ignore_index ? *ignore_index : 0, queue_of(call));
     }
     if (bad.index >= 0) complain(bad.index, bad.value);
-    return type;
+    return;
   }
   auto check = [&](const auto* values) {
     for (int64_t i = 0; i < n; ++i) {
@@ -83,7 +90,6 @@ DType take_labels(const ArrayRef& labels, int64_t n, int64_t c, const int64_t* i
   } else {
     check(static_cast<const int64_t*>(labels.data));
   }
-  return type;
 }
 
 // A new C-contiguous array on the call's device, of the framework of `like` (fastopt/_device.py):
@@ -187,8 +193,12 @@ struct LossOutputs {
 };
 
 py::tuple softmax_cross_entropy(py::handle logits_obj, py::handle labels_obj, py::handle weight_obj,
-                                int64_t ignore_index, double label_smoothing, const std::string& reduction_name,
-                                double z_loss, py::handle out_obj, py::handle stream) {
+                                IntObject ignore_index_obj, RealObject label_smoothing_obj,
+                                const std::string& reduction_name, RealObject z_loss_obj, py::handle out_obj,
+                                py::handle stream) {
+  const int64_t ignore_index = ignore_index_obj.get("ignore_index");
+  const double label_smoothing = label_smoothing_obj.get("label_smoothing");
+  const double z_loss = z_loss_obj.get("z_loss");
   CallDevice call(stream);
   const ArrayRef logits = take_scores(logits_obj, "logits", call);
   const DType dtype = *logits.dtype;
@@ -197,6 +207,7 @@ py::tuple softmax_cross_entropy(py::handle logits_obj, py::handle labels_obj, py
   require(rules::check_cross_entropy(label_smoothing, z_loss));
   require(rules::check_cross_entropy_range(z_loss, rules::math_range(dtype == DType::Float64)));
   const ArrayRef labels = take_array(labels_obj, "labels", call);
+  const DType label_type = check_label_array(labels, n);
   std::optional<ArrayRef> weight;
   if (!weight_obj.is_none()) {
     weight = take_array(weight_obj, "weight", call);
@@ -209,10 +220,10 @@ py::tuple softmax_cross_entropy(py::handle logits_obj, py::handle labels_obj, py
     }
     check_layout(*weight, "weight", false);
   }
-  const DType label_type = take_labels(labels, n, c, &ignore_index, call);
   const ArrayRef out = take_out(out_obj, logits, "logits", {{"labels", &labels}, {"weight", weight ? &*weight : nullptr}},
                                 call);
   LossOutputs outputs(logits, reduction, call);
+  check_label_values(labels, label_type, n, c, &ignore_index, call);  // last: see there
   mark_written(out);
 
   if (call.on_cuda()) {
@@ -261,8 +272,9 @@ py::object softmax_impl(py::handle x_obj, bool log, py::handle stream) {
   return out.object;
 }
 
-py::tuple multiclass_svm_loss(py::handle scores_obj, py::handle labels_obj, double margin,
+py::tuple multiclass_svm_loss(py::handle scores_obj, py::handle labels_obj, RealObject margin_obj,
                               const std::string& reduction_name, py::handle stream) {
+  const double margin = margin_obj.get("margin");
   CallDevice call(stream);
   const ArrayRef scores = take_scores(scores_obj, "scores", call);
   const DType dtype = *scores.dtype;
@@ -271,9 +283,10 @@ py::tuple multiclass_svm_loss(py::handle scores_obj, py::handle labels_obj, doub
   require_finite("margin", margin);
   require(rules::fits("margin", margin, rules::math_range(dtype == DType::Float64)));
   const ArrayRef labels = take_array(labels_obj, "labels", call);
-  const DType label_type = take_labels(labels, n, c, nullptr, call);
+  const DType label_type = check_label_array(labels, n);
   const ArrayRef dscores = take_out(py::none(), scores, "scores", {}, call);
   LossOutputs outputs(scores, reduction, call);
+  check_label_values(labels, label_type, n, c, nullptr, call);  // last: see there
 
   if (call.on_cuda()) {
     const cuda::HingeCall args{scores.data, dtype, labels.data, label_type, dscores.data, outputs.row_ptr(),
@@ -294,7 +307,9 @@ py::tuple multiclass_svm_loss(py::handle scores_obj, py::handle labels_obj, doub
   return outputs.result(dscores);
 }
 
-py::object penalty(py::handle w_obj, double l1, double l2, py::handle out_grad_obj, py::handle stream) {
+py::object penalty(py::handle w_obj, RealObject l1_obj, RealObject l2_obj, py::handle out_grad_obj,
+                   py::handle stream) {
+  const double l1 = l1_obj.get("l1"), l2 = l2_obj.get("l2");
   CallDevice call(stream);
   const ArrayRef w = take_array(w_obj, "w", call);
   const DType dtype = float_dtype_of(w, "w");

@@ -268,7 +268,8 @@ PyObject* adam_call(PyObject*, PyObject* const* args, Py_ssize_t nargsf, PyObjec
 
 // found_inf of a whole optimizer step, before any of its kernel calls (fastopt.optim): any
 // grad / grad_scale NaN or Inf among arrays of either float dtype (on the CPU) or of one device.
-bool found_nonfinite(py::handle grads, double grad_scale, py::handle stream) {
+bool found_nonfinite(py::handle grads, RealObject grad_scale_obj, py::handle stream) {
+  const double grad_scale = grad_scale_obj.get("grad_scale");
   require_positive("grad_scale", grad_scale);
   CallDevice call(stream);
   const ArrayArg g = take_arrays(grads, "grads", false, call);

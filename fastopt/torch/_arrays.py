@@ -76,7 +76,12 @@ def check_tensor(t: torch.Tensor, name: str, like: torch.Tensor = None, state: b
     if not t.is_contiguous():
         raise ValueError(f"{name} is not contiguous; fastopt updates contiguous tensors in place and never "
                          "copies (call .contiguous() on the parameter before building the optimizer)")
-    # (A real tensor cannot carry a conjugate bit; a negative bit makes .numpy() below refuse.)
+    # Checked here, with every tensor of the step, before any group is updated (the kernels refuse it too,
+    # but only in their own group's call). A real tensor cannot carry a conjugate bit.
+    if t.is_neg():
+        raise TypeError(f"{name} has its negative bit set (a lazily negated view, such as x.conj().imag): its "
+                        "memory holds the values negated. Pass t.resolve_neg(), a copy (which an in-place update "
+                        "would not reach)")
 
 
 def _check_kind(t: torch.Tensor, name: str) -> None:
