@@ -14,14 +14,19 @@ class Adagrad(Optimizer):
     State per parameter: ``step`` and ``sum`` (starting at initial_accumulator_value).
     """
 
+    _state_keys = ("step", "sum")
 
     def __init__(self, params, lr=1e-2, lr_decay=0.0, weight_decay=0.0, initial_accumulator_value=0.0,
                  eps=1e-10, maximize=False):
-        if not initial_accumulator_value >= 0:
-            raise ValueError(f"initial_accumulator_value must be >= 0, got {initial_accumulator_value}")
         super().__init__(params, dict(lr=lr, lr_decay=lr_decay, weight_decay=weight_decay,
                                       initial_accumulator_value=initial_accumulator_value, eps=eps,
                                       maximize=maximize))
+
+    def _check_group(self, group):
+        super()._check_group(group)
+        # (a group's own value: fastopt.optim fills each group's sums from it, where torch uses the default)
+        if not group["initial_accumulator_value"] >= 0:
+            raise ValueError(f"initial_accumulator_value must be >= 0, got {group['initial_accumulator_value']}")
 
     def _init_state(self, state, param, group):
         state["step"] = 0

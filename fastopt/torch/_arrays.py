@@ -76,7 +76,11 @@ def check_tensor(t: torch.Tensor, name: str, like: torch.Tensor = None, state: b
     if not t.is_contiguous():
         raise ValueError(f"{name} is not contiguous; fastopt updates contiguous tensors in place and never "
                          "copies (call .contiguous() on the parameter before building the optimizer)")
-    # (A real tensor cannot carry a conjugate bit; a negative bit makes .numpy() below refuse.)
+    # A lazily negated view (torch's negative bit, e.g. `.conj().imag`): its memory holds the values'
+    # negation, which a kernel would read and write as they are. (A real tensor carries no conjugate bit.)
+    if t.is_neg():
+        raise ValueError(f"{name} is a lazily negated view (torch's negative bit is set); fastopt reads and "
+                         "writes raw memory: call .resolve_neg() first")
 
 
 def _check_kind(t: torch.Tensor, name: str) -> None:
