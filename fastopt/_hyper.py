@@ -67,14 +67,13 @@ def real(value: Any, name: str) -> float:
 
 def _is_complex_tensor(value: Any) -> bool:
     """True for a tensor-like object of a complex dtype (torch's is_complex(), or a NumPy-like dtype)."""
-    is_complex = getattr(value, "is_complex", None)
-    if callable(is_complex):
-        try:
+    try:  # (a hostile object's attributes may raise anything: then it is not a complex tensor)
+        is_complex = getattr(value, "is_complex", None)
+        if callable(is_complex):
             return bool(is_complex())
-        except Exception:
-            return False
-    dtype = getattr(value, "dtype", None)
-    return getattr(dtype, "kind", None) == "c"
+        return getattr(getattr(value, "dtype", None), "kind", None) == "c"
+    except Exception:
+        return False
 
 
 def flag(value: Any, name: str) -> None:

@@ -177,6 +177,19 @@ def test_pickle_file_is_not_loaded_and_no_advice_is_given(tmp_path):
     assert "allow_pickle" not in str(info.value)
 
 
+@pytest.mark.parametrize("member", ["meta", "state/0/exp_avg", "notes.txt"])
+def test_a_member_that_is_not_an_array(tmp_path, member):
+    """np.load hands a zip member without .npy data over as bytes: named, not an AttributeError."""
+    import zipfile
+
+    path = saved(tmp_path)
+    if member.startswith("state/") or member == "meta":
+        rewrite(path, lambda m: m.pop(member))
+    with zipfile.ZipFile(path, "a") as z:
+        z.writestr(member, b"plain bytes")
+    refused_naming_the_file(path, f"member {member!r} is not a NumPy array")
+
+
 def test_empty_file(tmp_path):
     path = tmp_path / "c.npz"
     path.write_bytes(b"")

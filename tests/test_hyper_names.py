@@ -91,6 +91,23 @@ def test_optim_edited_group_names_the_group_and_hyperparameter_at_step(cls_name,
     assert (p == 1).all() and opt.state == {}
 
 
+@pytest.mark.parametrize("params", [5, 1.5, None])
+def test_optim_params_that_are_not_iterable_are_named(params):
+    with pytest.raises(TypeError, match="params must be an array, a list of arrays or a list of param group"):
+        optim.Adam(params)
+
+
+def test_optim_names_the_twin_for_torch_tensors():
+    """issue 15, item 7: fastopt.optim.Adam([torch tensors]) says which optimizer takes torch tensors."""
+    torch = pytest.importorskip("torch")
+    for params in ([torch.ones(3)], torch.ones(3), torch.nn.Linear(2, 2), torch.nn.Linear(2, 2).parameters()):
+        with pytest.raises(TypeError, match="for torch tensors use fastopt.torch.AdamW"):
+            optim.AdamW(params)
+    opt = optim.SGD([np.ones(3)])
+    with pytest.raises(TypeError, match=re.escape("grads[0] must be a numpy.ndarray") + ".*fastopt.torch.SGD"):
+        opt.step([torch.ones(3)])
+
+
 def test_optim_schedule_returning_a_complex_number_is_refused():
     with pytest.raises(TypeError, match="the lr schedule returned complex128"):
         optim.SGD([np.ones(2)], lr=lambda k: np.complex128(0.1 + 1j))

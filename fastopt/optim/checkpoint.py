@@ -117,12 +117,11 @@ def _read(path: str) -> Dict[str, np.ndarray]:
         raise ValueError(f"{path} is not a fastopt checkpoint: not an .npz archive (opt.save writes a zip "
                          "file; this one starts with other bytes)")
     name = None
+    contents: Dict[str, Any] = {}
     try:
         with np.load(path, allow_pickle=False) as archive:
-            contents = {}
             for name in archive.files:
                 contents[name] = archive[name]
-            return contents
     except Exception as error:  # BadZipFile, EOFError, ValueError, zlib.error, OSError ...
         if name is not None and isinstance(error, ValueError) and "allow_pickle" in str(error):
             # (NumPy's advice to load it with allow_pickle=True is not passed on: a checkpoint holds
@@ -131,6 +130,10 @@ def _read(path: str) -> Dict[str, np.ndarray]:
                              "(pickled data), which fastopt never writes and does not load") from None
         raise ValueError(f"{path} is not a readable fastopt checkpoint (truncated or corrupted?): "
                          f"{type(error).__name__}: {error}") from error
+    for name, value in contents.items():
+        if not isinstance(value, np.ndarray):  # (np.load gives a member that is not .npy data as bytes)
+            raise ValueError(f"{path} is not a fastopt checkpoint: its member {name!r} is not a NumPy array")
+    return contents
 
 
 def load_checkpoint(optimizer, path) -> None:

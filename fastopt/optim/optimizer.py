@@ -93,7 +93,11 @@ class Optimizer:
             # (a tensor or a module: list() would iterate its rows or fail without saying why)
             raise TypeError(f"params must be NumPy arrays, got {type(params).__name__}"
                             f"{_foreign_hint(params, type(self).__name__)}")
-        params = list(params)
+        try:
+            params = list(params)
+        except TypeError:
+            raise TypeError(f"params must be an array, a list of arrays or a list of param group dicts, got "
+                            f"{type(params).__name__}") from None
         if params and isinstance(params[0], dict):
             for group in params:
                 self.add_param_group(group)
