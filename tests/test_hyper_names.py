@@ -91,10 +91,15 @@ def test_optim_edited_group_names_the_group_and_hyperparameter_at_step(cls_name,
     assert (p == 1).all() and opt.state == {}
 
 
-@pytest.mark.parametrize("params", [5, 1.5, None])
-def test_optim_params_that_are_not_iterable_are_named(params):
+@pytest.mark.parametrize("value", [5, 1.5, None])
+def test_optim_params_and_grads_that_are_not_iterable_are_named(value):
     with pytest.raises(TypeError, match="params must be an array, a list of arrays or a list of param group"):
-        optim.Adam(params)
+        optim.Adam(value)
+    with pytest.raises(TypeError, match="param group 1: params must be an array or a list of arrays"):
+        optim.Adam([{"params": [np.ones(2)]}, {"params": value}])
+    opt = optim.Adam([np.ones(2)])
+    with pytest.raises(TypeError, match="grads must be a list of arrays"):
+        opt.step(value)
 
 
 def test_optim_names_the_twin_for_torch_tensors():

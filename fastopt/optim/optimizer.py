@@ -112,7 +112,11 @@ class Optimizer:
         k = len(self.param_groups)
         group = dict(group)
         params = group["params"]
-        params = [params] if isinstance(params, np.ndarray) else list(params)
+        try:
+            params = [params] if isinstance(params, np.ndarray) else list(params)
+        except TypeError:
+            raise TypeError(f"param group {k}: params must be an array or a list of arrays, got "
+                            f"{type(params).__name__}") from None
         first = sum(len(g["params"]) for g in self.param_groups)
         seen = {id(p) for g in self.param_groups for p in g["params"]}
         for j, p in enumerate(params):
@@ -167,7 +171,11 @@ class Optimizer:
         else False (always False without skip_nonfinite)."""
         if isinstance(grads, np.ndarray):
             grads = [grads]
-        grads = list(grads)
+        try:
+            grads = list(grads)
+        except TypeError:
+            raise TypeError(f"grads must be a list of arrays (None for a parameter without one), got "
+                            f"{type(grads).__name__}") from None
         params = self._all_params()
         if len(grads) != len(params):
             raise ValueError(f"grads holds {len(grads)} arrays but the optimizer has {len(params)} parameters")
