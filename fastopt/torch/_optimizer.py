@@ -8,8 +8,11 @@ on CUDA: float16/bfloat16 parameters get float32 state (fastopt's kernels requir
 optimizers keep the parameter's dtype), and load_state_dict gives them float32 state whatever was saved;
 without capturable, `step` stays a CPU tensor even under fused=True (torch would put it on the device).
 
-A step checks every parameter, gradient and state tensor of every group before any kernel runs, so a refused
-step leaves the parameters, the state and the step counts exactly as they were.
+A step checks every parameter, gradient, hyperparameter, state entry and step count of every group before any
+kernel runs (a step of several calls also runs each CPU call on empty stand-ins of its dtype first), works on
+copies of the states and counts a step only after its call, so a refused step leaves the parameters, the state
+and the step counts exactly as they were. load_state_dict refuses, before anything is replaced, what would
+load but could not step (another optimizer's state, a step count out of range, a bad hyperparameter).
 
 capturable=True (Adam, AdamW, RMSprop, as torch): `step` is a tensor on the parameter's device, advanced there
 (`step += 1`, a torch op on the current stream) and read there by the kernel, and a CUDA tensor `lr` is read
