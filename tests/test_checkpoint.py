@@ -139,9 +139,9 @@ def test_not_a_checkpoint(tmp_path):
     np.savez(path, x=np.arange(3))
     assert_refused(path, "not a fastopt checkpoint")
     np.save(tmp_path / "a.npy", np.arange(3))
-    assert_refused(tmp_path / "a.npy", "not a readable")
+    assert_refused(tmp_path / "a.npy", "not a fastopt checkpoint: it is a single .npy array")
     (tmp_path / "t.npz").write_text("hello")
-    assert_refused(tmp_path / "t.npz", "not a readable")
+    assert_refused(tmp_path / "t.npz", "not a fastopt checkpoint: not an .npz archive")
 
 
 def test_pickled_content_is_not_loaded(tmp_path):
@@ -149,7 +149,7 @@ def test_pickled_content_is_not_loaded(tmp_path):
     with zipfile.ZipFile(path, "a") as z:
         with z.open("state/0/evil.npy", "w") as f:
             np.lib.format.write_array(f, np.array([{"a": 1}], dtype=object), allow_pickle=True)
-    assert_refused(path, "not a readable")
+    assert_refused(path, "holds Python objects")
 
 
 def test_wrong_optimizer_type(tmp_path):

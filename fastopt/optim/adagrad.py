@@ -14,22 +14,24 @@ class Adagrad(Optimizer):
     State per parameter: ``step`` and ``sum`` (starting at initial_accumulator_value).
     """
 
+    _state_keys = ("step", "sum")
 
     def __init__(self, params, lr=1e-2, lr_decay=0.0, weight_decay=0.0, initial_accumulator_value=0.0,
                  eps=1e-10, maximize=False):
-        if not initial_accumulator_value >= 0:
-            raise ValueError(f"initial_accumulator_value must be >= 0, got {initial_accumulator_value}")
         super().__init__(params, dict(lr=lr, lr_decay=lr_decay, weight_decay=weight_decay,
                                       initial_accumulator_value=initial_accumulator_value, eps=eps,
                                       maximize=maximize))
 
     def _check_group(self, group):
-        # The sum starts at initial_accumulator_value in the params' dtype: an inf there would freeze them.
+        super()._check_group(group)
+        # (a group's own value: fastopt.optim fills each group's sums from it, where torch uses the default)
         value, largest = group["initial_accumulator_value"], float(np.finfo(np.float32).max)
+        if not value >= 0:
+            raise ValueError(f"initial_accumulator_value must be >= 0, got {value}")
+        # The sum starts at initial_accumulator_value in the params' dtype: an inf there would freeze them.
         if not value <= largest and any(getattr(p, "dtype", None) == np.float32 for p in group["params"]):
             raise ValueError(f"initial_accumulator_value must be at most {largest} (the largest float32) for float32 "
                              f"parameters, got {value}")
-        super()._check_group(group)
 
     def _init_state(self, state, param, group):
         state["step"] = 0

@@ -9,6 +9,14 @@ from fastopt._core import adam_, adamw_
 from fastopt.optim.optimizer import Optimizer
 
 
+def _as_tuple(betas):
+    """betas as the tuple torch keeps; anything that is not a sequence of values is left for the
+    hyperparameter check to name."""
+    if isinstance(betas, (tuple, list, np.ndarray)):
+        return tuple(betas)
+    return betas
+
+
 class Adam(Optimizer):
     """``Adam(params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, amsgrad=False, maximize=False)``
 
@@ -16,18 +24,13 @@ class Adam(Optimizer):
     """
 
     _kernel = staticmethod(adam_)
+    _state_keys = ("step", "exp_avg", "exp_avg_sq")
     _lazy_state = ("max_exp_avg_sq",)
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False,
                  maximize=False):
-        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
+        super().__init__(params, dict(lr=lr, betas=_as_tuple(betas), eps=eps, weight_decay=weight_decay,
                                       amsgrad=amsgrad, maximize=maximize))
-
-    def _check_group(self, group):
-        betas = group["betas"]
-        if not (isinstance(betas, (tuple, list)) and len(betas) == 2):
-            raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}")
-        super()._check_group(group)
 
     def _init_state(self, state, param, group):
         state["step"] = 0

@@ -22,11 +22,14 @@ saving never leaves a half-written checkpoint under the target's name.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 from typing import Any, Dict, List
 
 import numpy as np
+
+from fastopt._hyper import MAX_STEP_COUNT
 
 FORMAT_VERSION = 1
 _STATE_PREFIX = "state/"
@@ -74,9 +77,19 @@ def save_checkpoint(optimizer, path) -> None:
             "state": scalars}
 
     path = os.fspath(path)
+    folder = os.path.dirname(path) or "."
+    if os.path.isdir(path):
+        raise IsADirectoryError(errno.EISDIR, "cannot save a checkpoint over a folder", path)
     temporary = f"{path}.tmp-{os.getpid()}"
     try:
-        with open(temporary, "wb") as f:
+        try:
+            f = open(temporary, "wb")
+        except OSError as error:
+            # Named as the caller gave it, not as the temporary file beside it.
+            reason = (f"the folder {folder!r} does not exist" if not os.path.isdir(folder)
+                      else error.strerror or str(error))
+            raise type(error)(error.errno, f"cannot save the checkpoint: {reason}", path) from None
+        with f:
             np.savez(f, fastopt_checkpoint=np.array(FORMAT_VERSION),
                      optimizer=np.array(type(optimizer).__name__), meta=np.array(json.dumps(meta)), **arrays)
             f.flush()
@@ -87,18 +100,40 @@ def save_checkpoint(optimizer, path) -> None:
             os.remove(temporary)
 
 
+_ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # a member, or the end of an empty archive
+_NPY_MAGIC = b"\x93NUMPY"
+
+
 def _read(path: str) -> Dict[str, np.ndarray]:
     """Every member of the archive, read in full (so zip's CRC-32 of each member is verified)."""
+    with open(path, "rb") as f:  # (a missing file, a folder, no permission: the OSError as it is)
+        head = f.read(6)
+    if not head:
+        raise ValueError(f"{path} is not a readable fastopt checkpoint: the file is empty (truncated?)")
+    if head.startswith(_NPY_MAGIC):
+        raise ValueError(f"{path} is not a fastopt checkpoint: it is a single .npy array, not the .npz "
+                         "archive opt.save writes")
+    if not head.startswith(_ZIP_MAGIC):
+        raise ValueError(f"{path} is not a fastopt checkpoint: not an .npz archive (opt.save writes a zip "
+                         "file; this one starts with other bytes)")
+    name = None
+    contents: Dict[str, Any] = {}
     try:
         with np.load(path, allow_pickle=False) as archive:
-            if not hasattr(archive, "files"):
-                raise ValueError("a single .npy array, not an .npz archive")
-            return {name: archive[name] for name in archive.files}
-    except (FileNotFoundError, IsADirectoryError, PermissionError):
-        raise
+            for name in archive.files:
+                contents[name] = archive[name]
     except Exception as error:  # BadZipFile, EOFError, ValueError, zlib.error, OSError ...
+        if name is not None and isinstance(error, ValueError) and "allow_pickle" in str(error):
+            # (NumPy's advice to load it with allow_pickle=True is not passed on: a checkpoint holds
+            # no Python objects, and loading one would run code from the file.)
+            raise ValueError(f"{path} is not a fastopt checkpoint: its member {name!r} holds Python objects "
+                             "(pickled data), which fastopt never writes and does not load") from None
         raise ValueError(f"{path} is not a readable fastopt checkpoint (truncated or corrupted?): "
                          f"{type(error).__name__}: {error}") from error
+    for name, value in contents.items():
+        if not isinstance(value, np.ndarray):  # (np.load gives a member that is not .npy data as bytes)
+            raise ValueError(f"{path} is not a fastopt checkpoint: its member {name!r} is not a NumPy array")
+    return contents
 
 
 def load_checkpoint(optimizer, path) -> None:
@@ -108,6 +143,20 @@ def load_checkpoint(optimizer, path) -> None:
     path = os.fspath(path)
     contents = _read(path)
     what = f"checkpoint {path}"
+    try:
+        groups, state, schedule_steps = _restore(optimizer, contents, what)
+    except RecursionError:  # (a hostile file: JSON nested deeper than any checkpoint's)
+        raise ValueError(f"{what}: the metadata is nested too deeply to be a fastopt checkpoint's") from None
+    # Everything checked: now replace.
+    for group, hyper in zip(optimizer.param_groups, groups):
+        group.update(hyper)
+    optimizer.state = state
+    optimizer.schedule_steps = schedule_steps
+
+
+def _restore(optimizer, contents: Dict[str, np.ndarray], what: str):
+    """The groups' hyperparameters, the state and the schedule counts that `contents` (the archive's
+    members) restore into `optimizer`, all checked; ValueError naming the file and the fault otherwise."""
 
     def fail(message: str):
         raise ValueError(f"{what}: {message}")
@@ -115,27 +164,18 @@ def load_checkpoint(optimizer, path) -> None:
     for required in ("fastopt_checkpoint", "optimizer", "meta"):
         if required not in contents:
             fail(f"has no '{required}' entry; not a fastopt checkpoint")
-    try:
-        version = int(contents["fastopt_checkpoint"])
-        name = str(contents["optimizer"])
-        meta = json.loads(str(contents["meta"]))
-    except (TypeError, ValueError) as error:
-        raise ValueError(f"{what}: unreadable header: {error}") from error
+    version = _header(contents, "fastopt_checkpoint", "iu", "an integer", fail)
+    name = _header(contents, "optimizer", "U", "a string", fail)
+    text = _header(contents, "meta", "U", "a JSON string", fail)
     if version != FORMAT_VERSION:
         fail(f"format version {version}; this fastopt reads version {FORMAT_VERSION}")
     if name != type(optimizer).__name__:
         fail(f"holds a {name} optimizer, not a {type(optimizer).__name__}")
     try:
-        saved_groups = meta["param_groups"]
-        saved_params = meta["params"]
-        saved_scalars = meta["state"]
-        counts = [int(g["params"]) for g in saved_groups]
-        hypers = [dict(g["hyper"]) for g in saved_groups]
-        shapes = [(tuple(int(d) for d in p["shape"]), np.dtype(p["dtype"])) for p in saved_params]
-        scalars = {int(i): dict(s) for i, s in saved_scalars.items()}
-        schedule_steps = [int(k) for k in meta.get("schedule_steps", [0] * len(saved_groups))]
-    except (KeyError, TypeError, ValueError, AttributeError) as error:
-        raise ValueError(f"{what}: malformed metadata: {error!r}") from error
+        meta = json.loads(text)
+    except ValueError as error:
+        fail(f"unreadable header: 'meta' is not JSON: {error}")
+    counts, hypers, shapes, scalars, schedule_steps = _parse_meta(meta, fail)
 
     # The parameters: count, grouping, shapes, dtypes.
     params = optimizer._all_params()
@@ -149,6 +189,8 @@ def load_checkpoint(optimizer, path) -> None:
     for i, ((shape, dtype), p) in enumerate(zip(shapes, params)):
         if shape != p.shape or dtype != p.dtype:
             fail(f"params[{i}] was {dtype} {shape}, the optimizer's is {p.dtype} {p.shape}")
+    if len(schedule_steps) != len(hypers):
+        fail(f"schedule_steps {schedule_steps!r} do not give one count per param group")
 
     # The hyperparameters: the same names, and values the kernels accept.
     new_groups: List[Dict[str, Any]] = []
@@ -156,59 +198,116 @@ def load_checkpoint(optimizer, path) -> None:
         expected = set(group) - {"params"}
         if set(hyper) != expected:
             fail(f"param group {k} has hyperparameters {sorted(hyper)}, expected {sorted(expected)}")
-        restored = {key: (tuple(value) if isinstance(group[key], tuple) and isinstance(value, list) else value)
-                    for key, value in hyper.items()}
+        restored = {}
         for key, value in hyper.items():
             if isinstance(value, dict):  # a schedule: the optimizer must have one described alike
                 ours = group[key]
-                if not callable(ours) or value.get("schedule") != repr(ours):
-                    fail(f"param group {k}'s {key} was the schedule {value.get('schedule')}, the "
-                         f"optimizer's is {ours!r}")
-                restored[key] = ours
-        if len(schedule_steps) != len(hypers) or schedule_steps[k] < 0:
-            fail(f"schedule_steps {schedule_steps!r} do not give one count >= 0 per param group")
-        trial = optimizer._effective(dict(restored, params=group["params"]), schedule_steps[k])
+                described = value.get("schedule")
+                if set(value) != {"schedule"} or not isinstance(described, str):
+                    fail(f"param group {k}'s {key} is {_short(value)}, neither a value nor a schedule's description")
+                if not callable(ours) or described != repr(ours):
+                    fail(f"param group {k}'s {key} was the schedule {described}, the optimizer's is {ours!r}")
+                value = ours
+            elif isinstance(group[key], tuple) and isinstance(value, list):
+                value = tuple(value)
+            restored[key] = value
         try:
-            optimizer._check_group(trial)
+            optimizer._check_group(optimizer._effective(dict(restored, params=group["params"]), schedule_steps[k]))
         except (TypeError, ValueError) as error:
             raise ValueError(f"{what}: param group {k}: {error}") from error
         new_groups.append(restored)
 
-    # The state: every array of its parameter's shape and dtype, the keys the optimizer uses.
+    # The state: the scalars of the metadata and the arrays of the archive, per parameter.
     new_state: Dict[int, Dict[str, Any]] = {i: dict(s) for i, s in scalars.items()}
     for entry, array in contents.items():
         if entry in ("fastopt_checkpoint", "optimizer", "meta"):
             continue
         parts = entry.split("/")
-        if len(parts) != 3 or parts[0] + "/" != _STATE_PREFIX or not parts[1].isdigit():
+        if len(parts) != 3 or parts[0] + "/" != _STATE_PREFIX or _index(parts[1]) is None or not parts[2]:
             fail(f"unexpected entry '{entry}'")
-        new_state.setdefault(int(parts[1]), {})[parts[2]] = array
-    starts = optimizer._group_starts() + [len(params)]
+        state = new_state.setdefault(_index(parts[1]), {})
+        if parts[2] in state:
+            fail(f"state[{parts[1]}][{parts[2]!r}] is both in the metadata and an array")
+        state[parts[2]] = np.ascontiguousarray(array)  # np.load gives a fresh, writeable array
     for i, state in new_state.items():
         if not 0 <= i < len(params):
             fail(f"has state for parameter {i}, the optimizer has {len(params)} parameters")
-        group = optimizer.param_groups[max(k for k in range(len(starts) - 1) if starts[k] <= i)]
-        fresh: Dict[str, Any] = {}
-        optimizer._init_state(fresh, params[i], group)
-        allowed = set(fresh) | set(optimizer._lazy_state)
-        if state and not set(fresh) <= set(state):
-            fail(f"state of params[{i}] lacks {sorted(set(fresh) - set(state))}")
-        for key, value in state.items():
-            if key not in allowed:
-                fail(f"state of params[{i}] has an unknown entry '{key}'")
-            if isinstance(value, np.ndarray):
-                if value.shape != params[i].shape or value.dtype != params[i].dtype:
-                    fail(f"state[{i}][{key!r}] is {value.dtype} {value.shape}, but params[{i}] is "
-                         f"{params[i].dtype} {params[i].shape}")
-                state[key] = np.ascontiguousarray(value)  # np.load gives a fresh, writeable array
-            elif key == "step":
-                if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                    fail(f"state[{i}]['step'] is {value!r}, not a count >= 0")
-            elif value is not None or isinstance(fresh.get(key), np.ndarray):
-                fail(f"state[{i}][{key!r}] is {value!r}, expected an array")
+        if state:
+            try:
+                optimizer._check_state(i, params[i], state)
+            except (TypeError, ValueError) as error:
+                raise ValueError(f"{what}: {error}") from error
+    return new_groups, new_state, schedule_steps
 
-    # Everything checked: now replace.
-    for group, hyper in zip(optimizer.param_groups, new_groups):
-        group.update(hyper)
-    optimizer.state = new_state
-    optimizer.schedule_steps = schedule_steps
+
+def _header(contents, key: str, kinds: str, expected: str, fail) -> Any:
+    """A header member: a 0-d array of one of the dtype `kinds`, as a Python value."""
+    value = contents[key]
+    if value.shape != () or value.dtype.kind not in kinds:
+        fail(f"unreadable header: '{key}' is a {value.dtype} array of shape {value.shape}, not {expected}")
+    return value.item()
+
+
+def _index(text: Any) -> Any:
+    """A parameter index written as decimal digits ("0", "12"), or None."""
+    if isinstance(text, str) and text.isascii() and text.isdigit() and (text == "0" or not text.startswith("0")):
+        return int(text)
+    return None
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _parse_meta(meta: Any, fail):
+    """The metadata's parts, each of the type the format gives it, or `fail` saying which is not."""
+
+    def field(owner: Any, key: str, kind, where: str, default: Any = None):
+        if not isinstance(owner, dict):
+            fail(f"malformed metadata: {where} is {_short(owner)}, not a JSON object")
+        if key not in owner:
+            if default is not None:
+                return default
+            fail(f"malformed metadata: {where} has no '{key}'")
+        value = owner[key]
+        if not isinstance(value, kind):
+            fail(f"malformed metadata: {where}['{key}'] is {_short(value)}, not a JSON "
+                 f"{'object' if kind is dict else 'list'}")
+        return value
+
+    def count(value: Any, where: str) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            fail(f"malformed metadata: {where} is {_short(value)}, not a count >= 0")
+        return value
+
+    groups = field(meta, "param_groups", list, "meta")
+    counts, hypers = [], []
+    for k, g in enumerate(groups):
+        hypers.append(field(g, "hyper", dict, f"param_groups[{k}]"))
+        counts.append(count(g.get("params"), f"param_groups[{k}]['params']"))
+    shapes = []
+    for i, p in enumerate(field(meta, "params", list, "meta")):
+        dims = field(p, "shape", list, f"params[{i}]")
+        shape = tuple(count(d, f"params[{i}]['shape']") for d in dims)
+        dtype = p.get("dtype")
+        try:
+            if not isinstance(dtype, str):
+                raise TypeError
+            dtype = np.dtype(dtype)
+        except (TypeError, ValueError):
+            fail(f"malformed metadata: params[{i}]['dtype'] is {_short(dtype)}, not a NumPy dtype")
+        shapes.append((shape, dtype))
+    scalars = {}
+    for key, entries in field(meta, "state", dict, "meta").items():
+        i = _index(key)
+        if i is None:
+            fail(f"malformed metadata: the state key {_short(key)} is not a parameter index")
+        if not isinstance(entries, dict):
+            fail(f"malformed metadata: state[{i}] is {_short(entries)}, not a JSON object")
+        scalars[i] = entries
+    schedule_steps = field(meta, "schedule_steps", list, "meta", default=[0] * len(groups))
+    for k, value in enumerate(schedule_steps):
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_STEP_COUNT:
+            fail(f"malformed metadata: schedule_steps[{k}] is {_short(value)}, not a step count in [0, 2**63 - 2]")
+    return counts, hypers, shapes, scalars, schedule_steps

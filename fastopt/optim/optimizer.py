@@ -19,6 +19,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from fastopt import _hyper
 from fastopt._core import _found_nonfinite
 from fastopt._overlap import check_disjoint
 from fastopt.optim.checkpoint import load_checkpoint, save_checkpoint
@@ -26,9 +27,20 @@ from fastopt.optim.checkpoint import load_checkpoint, save_checkpoint
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
-def _check_param(p: Any, where: str) -> None:
+def _foreign_hint(value: Any, owner: str) -> str:
+    """For a torch tensor where a NumPy array belongs: where the optimizer that takes it is."""
+    if type(value).__module__.split(".")[0] == "torch":
+        return (f" (fastopt.optim takes NumPy arrays; for torch tensors use fastopt.torch.{owner}, the twin of "
+                f"torch.optim.{owner}, which updates them in place)")
+    return ""
+
+
+def _check_param(p: Any, where: str, owner: str = "Adam") -> None:
     if not isinstance(p, np.ndarray):
-        raise TypeError(f"{where} must be a numpy.ndarray, got {type(p).__name__}")
+        raise TypeError(f"{where} must be a numpy.ndarray, got {type(p).__name__}{_foreign_hint(p, owner)}")
+    if isinstance(p, np.ma.MaskedArray):
+        raise TypeError(f"{where} is a numpy masked array: its masked entries would be updated too (pass a "
+                        "plain array)")
     if p.dtype not in _FLOAT_DTYPES:
         raise TypeError(f"{where} has dtype {p.dtype}; fastopt optimizes float32 or float64 arrays")
     if not p.flags.c_contiguous:
@@ -39,12 +51,9 @@ def _check_param(p: Any, where: str) -> None:
 
 def _check_grad_scale(grad_scale: Any, params: List[np.ndarray]) -> float:
     """grad_scale as a float: finite and > 0, also in float32 when a parameter is float32."""
-    if isinstance(grad_scale, (bool, np.bool_, str, bytes)):  # (float() would parse a string)
-        raise TypeError(f"grad_scale must be a real number, got {type(grad_scale).__name__}")
-    try:
-        value = float(grad_scale)
-    except Exception as error:
-        raise TypeError(f"grad_scale must be a real number, got {type(grad_scale).__name__}") from error
+    if grad_scale == 1.0 and type(grad_scale) is float:  # the default: valid in every dtype
+        return 1.0
+    value = _hyper.real(grad_scale, "grad_scale")
     if not (math.isfinite(value) and value > 0):
         raise ValueError(f"grad_scale must be > 0, got {value}")
     if any(p.dtype == np.float32 for p in params):
@@ -56,20 +65,40 @@ def _check_grad_scale(grad_scale: Any, params: List[np.ndarray]) -> float:
     return value
 
 
+def _lr_or_schedule(value: Any, name: str) -> None:
+    """A group's lr: a real number, or a schedule (any callable of the step)."""
+    if not callable(value):
+        _hyper.real(value, name)
+
+
 class Optimizer:
     """Common machinery; subclasses define the hyperparameters, the state and the kernel call."""
 
-    # State entries created later than _init_state, when first needed (checkpoints accept them).
+    # State entries: those every parameter's state holds once it exists (_init_state makes them) ...
+    _state_keys: Tuple[str, ...] = ()
+    # ... those created later, when first needed (checkpoints accept them) ...
     _lazy_state: Tuple[str, ...] = ()
+    # ... and those of them that may be None (SGD's momentum buffer before its first momentum step).
+    _nullable_state: Tuple[str, ...] = ()
 
     def __init__(self, params: Iterable, defaults: Dict[str, Any]):
+        # The constructor's own arguments are checked first, so their errors name just the argument.
+        self._check_group(self._effective(dict(defaults), 0))
         self.defaults = dict(defaults)
         self.param_groups: List[Dict[str, Any]] = []
         self.state: Dict[int, Dict[str, Any]] = {}
         self.schedule_steps: List[int] = []  # per group: steps taken, the argument of a schedule lr
         if isinstance(params, np.ndarray):
             params = [params]
-        params = list(params)
+        elif type(params).__module__.split(".")[0] == "torch" and not isinstance(params, (list, tuple)):
+            # (a tensor or a module: list() would iterate its rows or fail without saying why)
+            raise TypeError(f"params must be NumPy arrays, got {type(params).__name__}"
+                            f"{_foreign_hint(params, type(self).__name__)}")
+        try:
+            params = list(params)
+        except TypeError:
+            raise TypeError(f"params must be an array, a list of arrays or a list of param group dicts, got "
+                            f"{type(params).__name__}") from None
         if params and isinstance(params[0], dict):
             for group in params:
                 self.add_param_group(group)
@@ -81,23 +110,30 @@ class Optimizer:
         """Adds a group of parameters with its own hyperparameters (defaults fill the rest)."""
         if not isinstance(group, dict) or "params" not in group:
             raise TypeError("a param group must be a dict with a 'params' entry")
+        k = len(self.param_groups)
         group = dict(group)
         params = group["params"]
-        params = [params] if isinstance(params, np.ndarray) else list(params)
+        try:
+            params = [params] if isinstance(params, np.ndarray) else list(params)
+        except TypeError:
+            raise TypeError(f"param group {k}: params must be an array or a list of arrays, got "
+                            f"{type(params).__name__}") from None
         first = sum(len(g["params"]) for g in self.param_groups)
         seen = {id(p) for g in self.param_groups for p in g["params"]}
         for j, p in enumerate(params):
-            _check_param(p, f"params[{first + j}]")
+            _check_param(p, f"params[{first + j}]", type(self).__name__)
             if id(p) in seen:
                 raise ValueError(f"params[{first + j}] appears more than once in the optimizer")
             seen.add(id(p))
         unknown = set(group) - set(self.defaults) - {"params"}
         if unknown:
-            raise ValueError(f"unknown hyperparameter(s) {sorted(unknown)} for {type(self).__name__}")
+            raise ValueError(f"param group {k}: unknown hyperparameter(s) {sorted(unknown, key=repr)} for "
+                             f"{type(self).__name__}")
         for key, value in self.defaults.items():
             group.setdefault(key, value)
         group["params"] = params
-        self._check_group(self._effective(group, 0))
+        with _hyper.named(f"param group {k}"):
+            self._check_group(self._effective(group, 0))
         self.param_groups.append(group)
         self.schedule_steps.append(0)
 
@@ -107,18 +143,20 @@ class Optimizer:
         if not callable(lr):
             return group
         value = lr(schedule_step)
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            try:
-                value = float(value)  # NumPy scalars
-            except (TypeError, ValueError):
-                raise TypeError(f"the lr schedule returned {value!r} at step {schedule_step}, not a number") from None
-        return dict(group, lr=float(value))
+        try:
+            value = _hyper.real(value, "lr")
+        except TypeError:
+            raise TypeError(f"the lr schedule returned {_hyper.describe(value)} at step {schedule_step}, not a "
+                            "number") from None
+        return dict(group, lr=value)
 
     def _check_group(self, group: Dict[str, Any]) -> None:
-        """Checks a group's hyperparameters by running its kernel on empty arrays, one call per dtype
-        among the group's params (the kernel's own checks, so they exist in one place: with a dtype
-        they include the range of its arithmetic, which refuses eps=1e-50 for float32 params, say);
-        on an empty list when the group has no params."""
+        """Checks a group's hyperparameters: the kind of each here (a real number, a bool ...), each
+        naming its hyperparameter, then their values by running the kernel on empty arrays, one call per
+        dtype among the group's params (the kernel's own rules, so they exist in one place: with a dtype
+        they include the range of its arithmetic, which refuses eps=1e-50 for float32 params, say); on an
+        empty list when the group has no params."""
+        _hyper.check_hyperparameters(group, lr=_lr_or_schedule)
         dtypes = {p.dtype for p in group["params"] if isinstance(p, np.ndarray) and p.dtype in _FLOAT_DTYPES}
         if not dtypes:
             self._update(group, [], [], [], self._check_key())
@@ -142,56 +180,148 @@ class Optimizer:
         else False (always False without skip_nonfinite)."""
         if isinstance(grads, np.ndarray):
             grads = [grads]
-        grads = list(grads)
+        try:
+            grads = list(grads)
+        except TypeError:
+            raise TypeError(f"grads must be a list of arrays (None for a parameter without one), got "
+                            f"{type(grads).__name__}") from None
         params = self._all_params()
         if len(grads) != len(params):
             raise ValueError(f"grads holds {len(grads)} arrays but the optimizer has {len(params)} parameters")
+        # The parameters too: param_groups is the caller's to edit (an array appended to a group's list
+        # is checked here, under its index in the whole optimizer).
+        for i, p in enumerate(params):
+            _check_param(p, f"params[{i}]", type(self).__name__)
         self._check_grads(params, grads)
-        self._check_no_shared_memory(params, grads)
         # Hyperparameters may have been edited since the last step; schedules are evaluated here.
-        groups = [self._effective(g, k) for g, k in zip(self.param_groups, self.schedule_steps)]
-        for group in groups:
-            self._check_group(group)
+        groups = []
+        for k, (group, count) in enumerate(zip(self.param_groups, self.schedule_steps)):
+            try:
+                effective = self._effective(group, count)
+                self._check_group(effective)
+            except (TypeError, ValueError) as error:
+                raise _hyper.prefixed(error, f"param group {k}")
+            groups.append(effective)
         grad_scale = _check_grad_scale(grad_scale, params)
         if not isinstance(skip_nonfinite, (bool, np.bool_)):
             raise TypeError(f"skip_nonfinite must be a bool, got {type(skip_nonfinite).__name__}")
+        calls = self._plan(groups, grads)
+        self._check_no_shared_memory(params, grads)
+        if len(calls) > 1:
+            self._rehearse(calls, params, grad_scale)
         # One pre-pass over every gradient of the step, before any of its kernel calls (there may be
         # several: one per group and dtype), so that a skipped step writes nothing at all.
         if skip_nonfinite and _found_nonfinite([g for g in grads if g is not None], grad_scale=grad_scale):
             return True
 
+        for k, group, key, members, states in calls:
+            self._update(group, [params[i] for i in members], [grads[i] for i in members], states, key,
+                         grad_scale=grad_scale)
+            # The update happened: count it and keep the states (new ones, and entries made by _update).
+            for i, state in zip(members, states):
+                self._count(state, key)
+                if self.state.get(i):
+                    self.state[i].update(state)
+                else:
+                    self.state[i] = state
+        self.schedule_steps = [k + 1 for k in self.schedule_steps]
+        return False
+
+    def _plan(self, groups: List[Dict[str, Any]], grads: List[Optional[np.ndarray]]) -> list:
+        """Checks the state of every parameter that has a gradient and groups those parameters into
+        kernel calls: [(group index, group, step key, [param index ...], [state ...])], in group order.
+        The states are copies (fresh ones for parameters without state): nothing is counted or stored
+        before the call that uses them succeeded."""
+        calls = []
         index = 0
-        for group in groups:
-            buckets: Dict[Any, List[int]] = {}
+        for k, group in enumerate(groups):
+            buckets: Dict[Any, Tuple[List[int], List[Dict[str, Any]]]] = {}
             for i, p in enumerate(group["params"], start=index):
                 if grads[i] is None:
                     continue
-                state = self.state.setdefault(i, {})
-                if not state:
+                state = self.state.get(i)
+                if state:
+                    self._check_state(i, p, state)
+                    state = dict(state)
+                else:
+                    state = {}
                     self._init_state(state, p, group)
-                key = (p.dtype.char, self._advance(state))
-                buckets.setdefault(key, []).append(i)
-            for (_, step_key), members in buckets.items():
-                self._update(group, [params[i] for i in members], [grads[i] for i in members],
-                             [self.state[i] for i in members], step_key, grad_scale=grad_scale)
+                key = self._next_key(state)
+                members, states = buckets.setdefault((p.dtype.char, key), ([], []))
+                members.append(i)
+                states.append(state)
+            calls += [(k, group, key, members, states) for (_, key), (members, states) in buckets.items()]
             index += len(group["params"])
-        self.schedule_steps = [k + 1 for k in self.schedule_steps]
-        return False
+        return calls
+
+    def _rehearse(self, calls: list, params: List[np.ndarray], grad_scale: float) -> None:
+        """Runs each kernel call of a step of several calls on empty stand-ins of its dtype first: the
+        kernels' rules that depend on the dtype (a hyperparameter or grad_scale out of float32's
+        range) refuse here, before the first call writes anything."""
+        for k, group, key, members, _ in calls:
+            dtype = params[members[0]].dtype
+            stand_in: Dict[str, Any] = {}
+            self._init_state(stand_in, np.empty(0, dtype), group)
+            with _hyper.named(f"param group {k}"):
+                self._update(group, [np.empty(0, dtype)], [np.empty(0, dtype)], [stand_in], key,
+                             grad_scale=grad_scale)
 
     def _check_grads(self, params: List[np.ndarray], grads: List[Optional[np.ndarray]]) -> None:
         for i, (p, g) in enumerate(zip(params, grads)):
             if g is None:
                 continue
             if not isinstance(g, np.ndarray):
-                raise TypeError(f"grads[{i}] must be a numpy.ndarray or None, got {type(g).__name__}")
+                raise TypeError(f"grads[{i}] must be a numpy.ndarray or None, got {type(g).__name__}"
+                                f"{_foreign_hint(g, type(self).__name__)}")
+            if isinstance(g, np.ma.MaskedArray):
+                raise TypeError(f"grads[{i}] is a numpy masked array; pass a plain array")
             if g.dtype != p.dtype:
                 raise TypeError(f"grads[{i}] has dtype {g.dtype} but params[{i}] has {p.dtype}")
             if g.shape != p.shape:
                 raise ValueError(f"grads[{i}] has shape {g.shape} but params[{i}] has shape {p.shape}")
             if not g.flags.c_contiguous:
                 raise ValueError(f"grads[{i}] is not C-contiguous")
-            if not (p.flags.writeable and p.flags.c_contiguous):
-                raise ValueError(f"params[{i}] is no longer a writeable C-contiguous array")
+
+    def _check_state(self, i: int, p: np.ndarray, state: Any) -> None:
+        """Raises TypeError / ValueError naming the entry unless `state` (params[i]'s) is one this
+        optimizer's kernels can continue from: its entries (no others), arrays of the parameter's dtype
+        and shape, writeable and C-contiguous, and a step count the kernels can advance.
+        (Run for every parameter of every step: the common case makes no call and builds no message.)"""
+        if type(state) is not dict:
+            if not isinstance(state, dict):
+                raise TypeError(f"state[{i}] must be a dict, got {type(state).__name__}")
+        for key in self._state_keys:
+            if key not in state:
+                missing = [key for key in self._state_keys if key not in state]
+                raise ValueError(f"state of params[{i}] lacks {missing}: {type(self).__name__} keeps "
+                                 f"{list(self._state_keys + self._lazy_state)}")
+        dtype, shape = p.dtype, p.shape
+        for key, value in state.items():
+            if type(value) is np.ndarray:
+                if value.dtype == dtype and value.shape == shape and value.flags.c_contiguous \
+                        and value.flags.writeable and (key in self._state_keys or key in self._lazy_state):
+                    continue
+            elif key == "step" and type(value) is int and 0 <= value <= _hyper.MAX_STEP_COUNT:
+                continue
+            self._check_entry(i, p, key, value)
+
+    def _check_entry(self, i: int, p: np.ndarray, key: Any, value: Any) -> None:
+        """_check_state's refusal of one entry (which the fast path did not accept), or nothing."""
+        known = self._state_keys + self._lazy_state
+        if key not in known:
+            raise ValueError(f"state of params[{i}] has an unknown entry {key!r}: {type(self).__name__} "
+                             f"keeps {list(known)}")
+        where = f"state[{i}][{key!r}]"
+        if key == "step":
+            _hyper.step_count(value, where)
+        elif value is None and key in self._nullable_state:
+            return
+        elif not isinstance(value, np.ndarray) or isinstance(value, np.ma.MaskedArray):
+            raise TypeError(f"{where} must be a numpy.ndarray, got {type(value).__name__}")
+        elif value.dtype != p.dtype or value.shape != p.shape:
+            raise ValueError(f"{where} is {value.dtype} {value.shape}, but params[{i}] is {p.dtype} {p.shape}")
+        elif not (value.flags.c_contiguous and value.flags.writeable):
+            raise ValueError(f"{where} is not a writeable C-contiguous array")
 
     def _check_no_shared_memory(self, params: List[np.ndarray], grads: List[Optional[np.ndarray]]) -> None:
         """The kernels refuse arrays that share memory, but one step may make several kernel calls
@@ -202,7 +332,7 @@ class Optimizer:
             named = [(p, f"params[{i}]")]
             if g is not None:
                 named.append((g, f"grads[{i}]"))
-                named += [(a, f"state[{i}]['{k}']") for k, a in self.state.get(i, {}).items()
+                named += [(a, f"state[{i}]['{k}']") for k, a in (self.state.get(i) or {}).items()
                           if isinstance(a, np.ndarray)]
             for array, name in named:
                 if array.nbytes:
@@ -224,14 +354,17 @@ class Optimizer:
     def _init_state(self, state: Dict[str, Any], param: np.ndarray, group: Dict[str, Any]) -> None:
         raise NotImplementedError
 
-    def _advance(self, state: Dict[str, Any]) -> Any:
-        """Counts this step in `state`; returns what the kernel call needs to know of it (the step
-        number), which also buckets parameters that can share one call."""
-        state["step"] = state.get("step", 0) + 1
-        return state["step"]
+    def _next_key(self, state: Dict[str, Any]) -> Any:
+        """What the kernel call of this step needs to know of a (checked) state: the number of this
+        update. It also buckets parameters that can share one call. Changes nothing."""
+        return int(state["step"]) + 1
+
+    def _count(self, state: Dict[str, Any], key: Any) -> None:
+        """Records in `state` the update `key` that just happened."""
+        state["step"] = key
 
     def _check_key(self) -> Any:
-        """A valid `_advance` result, used to validate hyperparameters without any parameter."""
+        """A valid `_next_key` result, used to validate hyperparameters without any parameter."""
         return 1
 
     def _update(self, group, params, grads, states, step_key, grad_scale=1.0) -> None:
@@ -251,43 +384,84 @@ class Optimizer:
         return {"state": state, "param_groups": groups, "schedule_steps": list(self.schedule_steps)}
 
     def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
-        """Restores a state_dict() of an optimizer over parameters of the same shapes and dtypes;
-        training then continues bit-identically."""
-        groups = state_dict["param_groups"]
+        """Restores a state_dict() of an optimizer of the same class over parameters of the same shapes
+        and dtypes; training then continues bit-identically. Everything is checked first (the groups,
+        the hyperparameters' names and values, every state entry and step count); a state_dict that does
+        not fit raises ValueError saying what is wrong, and the optimizer stays as it was. A group's
+        hyperparameter the state_dict lacks keeps the optimizer's value."""
+        if not isinstance(state_dict, dict):
+            raise TypeError(f"state_dict must be a dict (from state_dict()), got {type(state_dict).__name__}")
+        name = type(self).__name__
+        groups = state_dict.get("param_groups")
+        saved_state = state_dict.get("state")
+        if not (isinstance(groups, (list, tuple)) and all(isinstance(g, dict) for g in groups)):
+            raise ValueError("state_dict['param_groups'] must be a list of dicts")
+        if not isinstance(saved_state, dict):
+            raise ValueError("state_dict['state'] must be a dict")
         if len(groups) != len(self.param_groups):
             raise ValueError(f"state_dict has {len(groups)} param groups, the optimizer has "
                              f"{len(self.param_groups)}")
         for k, (saved, group) in enumerate(zip(groups, self.param_groups)):
-            if len(saved["params"]) != len(group["params"]):
-                raise ValueError(f"param group {k} has {len(saved['params'])} params in the "
+            ids = saved.get("params")
+            if not isinstance(ids, (list, tuple)):
+                raise ValueError(f"state_dict param group {k} has no 'params' list")
+            if len(ids) != len(group["params"]):
+                raise ValueError(f"param group {k} has {len(ids)} params in the "
                                  f"state_dict and {len(group['params'])} in the optimizer")
+        # Map the saved positions onto ours.
+        try:
+            position = {old: new for saved, group_start in zip(groups, self._group_starts())
+                        for new, old in enumerate(saved["params"], start=group_start)}
+        except TypeError as error:  # an unhashable entry
+            raise ValueError(f"state_dict's params lists hold something other than parameter ids: {error}") from None
+        if len(position) != len(self._all_params()):
+            raise ValueError("state_dict lists a parameter id in more than one place")
         # (a state_dict of an older fastopt, or one edited by hand, may lack the counts)
-        schedule_steps = list(state_dict.get("schedule_steps", [0] * len(groups)))
-        if len(schedule_steps) != len(groups) or any(not isinstance(k, int) or k < 0 for k in schedule_steps):
+        schedule_steps = state_dict.get("schedule_steps", [0] * len(groups))
+        if not isinstance(schedule_steps, (list, tuple)) or len(schedule_steps) != len(groups):
             raise ValueError(f"state_dict['schedule_steps'] must hold one count >= 0 per param group, "
-                             f"got {schedule_steps!r}")
-        # Map the saved positions onto ours, check every array, and only then replace anything.
-        position = {old: new for saved, group_start in zip(groups, self._group_starts())
-                    for new, old in enumerate(saved["params"], start=group_start)}
+                             f"got {_hyper.describe(schedule_steps)}")
+        with _hyper.named("state_dict", as_value_error=True):
+            schedule_steps = [_hyper.step_count(count, f"schedule_steps[{k}]")
+                              for k, count in enumerate(schedule_steps)]
+        # The hyperparameters: names this optimizer has, values its kernels accept.
+        new_groups = []
+        for k, (saved, group) in enumerate(zip(groups, self.param_groups)):
+            hyper = {key: copy.deepcopy(value) for key, value in saved.items() if key != "params"}
+            unknown = set(hyper) - set(self.defaults)
+            if unknown:
+                raise ValueError(f"state_dict param group {k} has hyperparameter(s) {sorted(unknown, key=repr)} "
+                                 f"that {name} does not take (is it the state_dict of another optimizer?)")
+            with _hyper.named(f"state_dict param group {k}", as_value_error=True):
+                self._check_group(self._effective(dict(group, **hyper), schedule_steps[k]))
+            new_groups.append(hyper)
+        # The state: every entry this optimizer keeps, of its parameter's shape, cast to its dtype.
         new_state: Dict[int, Dict[str, Any]] = {}
-        for old, saved_state in state_dict["state"].items():
+        for old, saved in saved_state.items():
             if old not in position:
-                raise ValueError(f"state_dict has state for parameter {old}, which no group lists")
+                raise ValueError(f"state_dict has state for parameter {old!r}, which no group lists")
             i = position[old]
             p = self._param_at(i)
+            if not isinstance(saved, dict):
+                raise ValueError(f"state_dict['state'][{old!r}] must be a dict, got {type(saved).__name__}")
             restored = {}
-            for key, value in saved_state.items():
+            for key, value in saved.items():
                 if isinstance(value, np.ndarray):
+                    if value.dtype.kind != "f" or isinstance(value, np.ma.MaskedArray):
+                        raise ValueError(f"state[{old}][{key!r}] is a {type(value).__name__} of dtype {value.dtype}; "
+                                         "optimizer state is a plain floating-point array")
                     if value.shape != p.shape:
-                        raise ValueError(f"state[{old}]['{key}'] has shape {value.shape} but "
+                        raise ValueError(f"state[{old}][{key!r}] has shape {value.shape} but "
                                          f"params[{i}] has shape {p.shape}")
                     value = np.array(value, dtype=p.dtype, order="C", copy=True)
                 restored[key] = value
+            if restored:
+                with _hyper.named("state_dict", as_value_error=True):
+                    self._check_state(i, p, restored)
             new_state[i] = restored
-        for saved, group in zip(groups, self.param_groups):
-            for key, value in saved.items():
-                if key != "params":
-                    group[key] = copy.deepcopy(value)
+        # Everything checked: now replace.
+        for hyper, group in zip(new_groups, self.param_groups):
+            group.update(hyper)
         self.state = new_state
         self.schedule_steps = schedule_steps
 

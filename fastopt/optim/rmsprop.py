@@ -15,6 +15,7 @@ class RMSprop(Optimizer):
     ``grad_avg`` (centered) when used.
     """
 
+    _state_keys = ("step", "square_avg")
     _lazy_state = ("momentum_buffer", "grad_avg")
 
     def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0,

@@ -15,6 +15,8 @@ class SGD(Optimizer):
     from the gradient itself, as torch does.
     """
 
+    _state_keys = ("momentum_buffer",)
+    _nullable_state = ("momentum_buffer",)
 
     def __init__(self, params, lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0,
                  nesterov=False, maximize=False):
@@ -24,10 +26,12 @@ class SGD(Optimizer):
     def _init_state(self, state, param, group):
         state["momentum_buffer"] = None  # filled from the gradient on the first momentum step
 
-    def _advance(self, state):
+    def _next_key(self, state):
         # torch's SGD keeps no step count: a missing buffer is what marks the first step.
-        first = state["momentum_buffer"] is None
-        return first
+        return state["momentum_buffer"] is None
+
+    def _count(self, state, first):
+        pass
 
     def _check_key(self):
         return True

@@ -8,8 +8,11 @@ on CUDA: float16/bfloat16 parameters get float32 state (fastopt's kernels requir
 optimizers keep the parameter's dtype), and load_state_dict gives them float32 state whatever was saved;
 without capturable, `step` stays a CPU tensor even under fused=True (torch would put it on the device).
 
-A step checks every parameter, gradient and state tensor of every group before any kernel runs, so a refused
-step leaves the parameters, the state and the step counts exactly as they were.
+A step checks every parameter, gradient, hyperparameter, state entry and step count of every group before any
+kernel runs (a step of several calls also runs each CPU call on empty stand-ins of its dtype first), works on
+copies of the states and counts a step only after its call, so a refused step leaves the parameters, the state
+and the step counts exactly as they were. load_state_dict refuses, before anything is replaced, what would
+load but could not step (another optimizer's state, a step count out of range, a bad hyperparameter).
 
 capturable=True (Adam, AdamW, RMSprop, as torch): `step` is a tensor on the parameter's device, advanced there
 (`step += 1`, a torch op on the current stream) and read there by the kernel, and a CUDA tensor `lr` is read
@@ -25,13 +28,29 @@ from typing import Any, Dict, Hashable, List, Tuple
 
 import torch
 
+from fastopt import _hyper
 from fastopt._overlap import check_disjoint
 from fastopt.torch import _arrays
 
 
 def scalar(value: Any) -> float:
-    """A hyperparameter as a Python float (torch allows 1-element tensors for lr and betas)."""
+    """A hyperparameter (checked by check_real) as a Python float (torch allows 1-element tensors for lr
+    and betas)."""
     return float(value.item()) if isinstance(value, torch.Tensor) else float(value)
+
+
+def check_real(value: Any, name: str) -> None:
+    """A real hyperparameter of a twin: a real number, or (as torch allows for lr and betas) a one-element
+    real tensor. TypeError / ValueError naming it otherwise (a string, a bool, a complex number...)."""
+    if isinstance(value, torch.Tensor):
+        if value.is_complex() or value.dtype == torch.bool:
+            raise TypeError(f"{name} must be a real number or a one-element real tensor, got a tensor of "
+                            f"dtype {value.dtype}")
+        if value.numel() != 1:
+            raise ValueError(f"{name} must be a real number or a one-element tensor, got a tensor of "
+                             f"{value.numel()} elements")
+        return
+    _hyper.real(value, name)
 
 
 def step_dtype(group: Dict[str, Any]) -> torch.dtype:
@@ -101,6 +120,23 @@ class StepTokens:
             self._tokens.pop(p, None)
 
 
+class StepOutOfRange(ValueError):
+    """A stored step count (read by _bucket_key) that is not a whole number of steps the kernels can
+    advance; the step names it (fastopt._hyper.float_step_count's message)."""
+
+    def __init__(self, count: float):
+        super().__init__(f"step count {count}")
+        self.count = count
+
+
+def _hashable(value: Any) -> bool:
+    try:
+        hash(value)
+    except TypeError:
+        return False
+    return True
+
+
 def is_device_key(key: Hashable) -> bool:
     return isinstance(key, tuple) and len(key) == 2 and key[0] == "device"
 
@@ -115,6 +151,19 @@ class FusedOptimizer(torch.optim.Optimizer):
       state dicts; `step` a number, or a device tensor for device step counts);
     - `_advance(states)`: count the step in the state (default: `step += 1`).
     """
+
+    # State entries every parameter's state holds once it exists, and those made later when needed;
+    # a state_dict whose state lacks the first or holds others is refused at load.
+    _state_keys: Tuple[str, ...] = ()
+    _lazy_state: Tuple[str, ...] = ()
+    _nullable_state: Tuple[str, ...] = ()  # entries that may be None (SGD's momentum buffer)
+
+    def __init__(self, params, defaults: Dict[str, Any]):
+        # The constructor's arguments first, so that a refusal names just the argument ("lr", not
+        # "param group 0: lr"): their kinds here, their values by the kernel on an empty list.
+        _hyper.check_hyperparameters(defaults, element=check_real)
+        self._run(dict(defaults, params=[]), [], [], [], self._check_key())
+        super().__init__(params, defaults)
 
     def add_param_group(self, param_group: Dict[str, Any]) -> None:
         super().add_param_group(param_group)
@@ -157,6 +206,8 @@ class FusedOptimizer(torch.optim.Optimizer):
         step = p_state["step"]
         if not torch.is_tensor(step):
             step = torch.tensor(float(step), dtype=step_dtype(group))
+        elif not step.is_floating_point():  # (an integer count: the twin counts in floats, as torch)
+            step = step.to(dtype=step_dtype(group))
         if device_steps(group, p):
             step = step.to(device=p.device)
         elif step.device.type != "cpu":
@@ -167,17 +218,85 @@ class FusedOptimizer(torch.optim.Optimizer):
     def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
         """torch.optim.Optimizer.load_state_dict: torch's checks, hooks and casts (state to each parameter's
         device and, for float32/float64 parameters, dtype), except that the state of a float16/bfloat16
-        parameter becomes float32, whatever dtype it was saved in (never rounded through the half dtype)."""
-        if not any(p.dtype in _arrays.HALF_DTYPES for g in self.param_groups for p in g["params"]):
-            return super().load_state_dict(state_dict)
+        parameter becomes float32, whatever dtype it was saved in (never rounded through the half dtype).
+        Before anything is replaced, the state_dict is checked as a step would use it (after the user's
+        pre-hooks): hyperparameters of the right kinds and values, the state entries this optimizer keeps
+        and step counts in range; a state_dict that does not fit raises ValueError saying what is wrong
+        and the optimizer stays as it was (torch would accept it and fail at the next step)."""
         register = getattr(self, "register_load_state_dict_pre_hook", None)
         if register is None:  # torch < 2.1: no hooks to run after
-            return super().load_state_dict(self._hold_float32_state(self, state_dict))
-        handle = register(FusedOptimizer._hold_float32_state)  # appended: runs after the user's hooks
+            return super().load_state_dict(self._prepare_load(self, state_dict))
+        handle = register(FusedOptimizer._prepare_load)  # appended: runs after the user's hooks
         try:
             return super().load_state_dict(state_dict)
         finally:
             handle.remove()
+
+    @staticmethod
+    def _prepare_load(self: "FusedOptimizer", state_dict: Dict[str, Any]) -> Dict[str, Any]:
+        self._check_loadable(state_dict)
+        if any(p.dtype in _arrays.HALF_DTYPES for g in self.param_groups for p in g["params"]):
+            return self._hold_float32_state(self, state_dict)
+        return state_dict
+
+    def _check_loadable(self, state_dict: Any) -> None:
+        """Raises ValueError when `state_dict` would load (torch checks only its layout) but leave this
+        optimizer unable to step. A layout torch refuses is left to torch's own message."""
+        if not isinstance(state_dict, dict):
+            return
+        groups, saved_state = state_dict.get("param_groups"), state_dict.get("state")
+        if not (isinstance(groups, (list, tuple)) and isinstance(saved_state, dict)
+                and len(groups) == len(self.param_groups)
+                and all(isinstance(g, dict) and isinstance(g.get("params"), (list, tuple))
+                        and len(g["params"]) == len(ours["params"]) for g, ours in zip(groups, self.param_groups))):
+            return
+        name = type(self).__name__
+        for k, (saved, ours) in enumerate(zip(groups, self.param_groups)):
+            group = {**self.defaults, **saved, "params": ours["params"]}
+            try:
+                self._check_options(group, k)
+                self._run(group, [], [], [], self._check_key())
+            except (TypeError, ValueError) as error:
+                raise ValueError(f"state_dict: {error}") from error
+        index = {}
+        for g, ours in zip(groups, self.param_groups):
+            for old, p in zip(g["params"], ours["params"]):
+                try:
+                    index[old] = (len(index), p)
+                except TypeError:  # an unhashable id: torch's message then
+                    return
+        known = self._state_keys + self._lazy_state
+        for old, state in saved_state.items():
+            i, p = index.get(old, (None, None)) if _hashable(old) else (None, None)
+            if p is None or not isinstance(state, dict) or not state:
+                continue
+            missing = [key for key in self._state_keys if key not in state]
+            unknown = [key for key in state if key not in known]
+            if missing or unknown:
+                fault = f"lacks {missing}" if missing else f"has entries {unknown} that {name} does not keep"
+                raise ValueError(f"state_dict: the state of params[{i}] {fault}: {name} keeps {list(known)} (is "
+                                 "it the state_dict of another optimizer?)")
+            for key, value in state.items():
+                where = f"state_dict: state[{i}]['{key}']"
+                if key == "step":
+                    if torch.is_tensor(value):
+                        if value.numel() != 1 or value.is_complex() or value.dtype == torch.bool:
+                            raise ValueError(f"{where} is a tensor of shape {tuple(value.shape)} and dtype "
+                                             f"{value.dtype}, not a step count")
+                        value = value.item()
+                    try:
+                        _hyper.float_step_count(_hyper.real(value, where), where)
+                    except TypeError as error:
+                        raise ValueError(str(error)) from None
+                elif value is None and key in self._nullable_state:
+                    continue
+                elif not torch.is_tensor(value):
+                    raise ValueError(f"{where} is a {type(value).__name__}, not a tensor")
+                elif value.shape != p.shape:
+                    raise ValueError(f"{where} has shape {tuple(value.shape)} but its parameter has "
+                                     f"{tuple(p.shape)}")
+                elif not (value.is_floating_point() and not value.is_complex()):
+                    raise ValueError(f"{where} has dtype {value.dtype}, not a floating-point dtype")
 
     @staticmethod
     def _hold_float32_state(self: "FusedOptimizer", state_dict: Dict[str, Any]) -> Dict[str, Any]:
@@ -199,6 +318,8 @@ class FusedOptimizer(torch.optim.Optimizer):
         """Options fastopt cannot honour are refused, never ignored. `foreach` changes nothing here
         (a twin always updates a whole group per call); `fused` is what fastopt always is."""
         where = f"param group {k}"
+        _hyper.check_hyperparameters({key: group[key] for key in self.defaults if key in group}, f"{where}: ",
+                                     element=check_real)
         if group.get("differentiable"):
             raise ValueError(f"{where}: differentiable=True is not supported by fastopt's fused kernels")
         if group.get("capturable"):
@@ -208,9 +329,6 @@ class FusedOptimizer(torch.optim.Optimizer):
                                  f"is on {off.device}")
         if group.get("fused") and group.get("foreach"):
             raise ValueError(f"{where}: fused and foreach cannot both be True")
-        lr = group.get("lr")
-        if isinstance(lr, torch.Tensor) and lr.numel() != 1:
-            raise ValueError(f"{where}: a tensor lr must have one element, got {lr.numel()}")
 
     @staticmethod
     def _lr(group: Dict[str, Any], params: list) -> Any:
@@ -245,28 +363,54 @@ class FusedOptimizer(torch.optim.Optimizer):
         if len(calls) > 1:
             # The kernels check each call before writing; across several calls the step is checked here
             # first, so that a late refusal cannot leave the earlier groups updated.
-            for group, _, members in calls:
-                self._check_hyper(group, [members[0][1].dtype], grad_scale)
+            self._rehearse(calls, grad_scale)
             self._check_no_overlap(calls)
 
-        for group, key, members in calls:
+        for k, group, key, members in calls:
             params = [p for _, p in members]
-            states = [self.state.get(p) or self._new_state(p, group) for p in params]
+            # Copies of the states (fresh ones for new parameters), so that a refused call leaves the
+            # stored state as it was: entries _prepare adds are kept only once the update happened.
+            states = []
+            for p in params:
+                state = self.state.get(p)
+                states.append(dict(state) if state else self._new_state(p, group))
             self._prepare(group, params, states)
             # A count on the device is read there: the kernel gets this update's number as a tensor.
             step = states[0]["step"] + 1 if is_device_key(key) else key
-            self._run(group, _arrays.views(params), _arrays.views([p.grad for p in params]), states, step,
-                      grad_scale=grad_scale)
+            with _hyper.named(f"param group {k}"):  # (the tensors are checked: a refusal is a hyperparameter's)
+                self._run(group, _arrays.views(params), _arrays.views([p.grad for p in params]), states, step,
+                          grad_scale=grad_scale)
             # The update happened: commit the new states and count the step.
             for p, state in zip(params, states):
                 if state:  # torch keeps no entry for a parameter without state (SGD without momentum)
-                    self.state[p] = state
+                    stored = self.state.get(p)
+                    if stored:
+                        stored.update(state)  # (the same dict: references to it stay valid)
+                    else:
+                        self.state[p] = state
             self._advance(states)
             if is_device_key(key):
                 self._step_tokens.advanced(params)
-            _arrays.mark_modified(params + [v for s in states for k, v in s.items()
-                                            if k != "step" and torch.is_tensor(v)])
+            _arrays.mark_modified(params + [v for s in states for name, v in s.items()
+                                            if name != "step" and torch.is_tensor(v)])
         return loss
+
+    def _rehearse(self, calls, grad_scale: float) -> None:
+        """Runs each kernel call of a step of several calls first on empty stand-ins of its dtype, so that
+        the kernels' rules that depend on the dtype (a hyperparameter or grad_scale out of float32's
+        range) refuse before the first call writes anything. CUDA calls are checked on CPU stand-ins of
+        their arithmetic (_check_hyper): a device stand-in would queue work (inside a graph capture too)."""
+        for k, group, key, members in calls:
+            p = members[0][1]
+            with _hyper.named(f"param group {k}"):
+                if not p.is_cpu:  # (on CPU stand-ins of the call's arithmetic: nothing queued on the device)
+                    self._check_hyper(group, [p.dtype], grad_scale)
+                    continue
+                stand_in = torch.empty(0, dtype=p.dtype)
+                state = self._new_state(stand_in, group)
+                self._prepare(group, [stand_in], [state])
+                self._run(group, _arrays.views([stand_in]), _arrays.views([torch.empty(0, dtype=p.dtype)]),
+                          [state], key, grad_scale=grad_scale)
 
     # torch.amp.GradScaler: with this flag it does not unscale the gradients itself (no extra pass over
     # them) but sets `grad_scale` (the loss scale, or None when the caller already unscaled) and
@@ -293,9 +437,9 @@ class FusedOptimizer(torch.optim.Optimizer):
             return 1.0, True  # as torch's fused optimizers: nothing changes, step counts included
         return (1.0 if grad_scale is None else scalar(grad_scale)), False
 
-    def _plan(self) -> List[Tuple[Dict[str, Any], Hashable, List[Tuple[int, torch.Tensor]]]]:
+    def _plan(self) -> List[Tuple[int, Dict[str, Any], Hashable, List[Tuple[int, torch.Tensor]]]]:
         """Checks every tensor of the step and groups the parameters into kernel calls:
-        [(group, key, [(index, param), ...]), ...], in group order."""
+        [(group index, group, key, [(index, param), ...]), ...], in group order."""
         calls = []
         index = 0
         for k, group in enumerate(self.param_groups):
@@ -315,17 +459,15 @@ class FusedOptimizer(torch.optim.Optimizer):
                 _arrays.check_tensor(p.grad, f"params[{i}].grad", like=p)
                 state = self.state.get(p)
                 if state:
-                    for name, value in state.items():
-                        if name != "step" and torch.is_tensor(value):
-                            _arrays.check_tensor(value, f"state[{i}]['{name}']", like=p, state=True)
-                    step = state.get("step")
-                    if device_steps(group, p) and torch.is_tensor(step) and step.device != p.device:
-                        raise ValueError(f"state[{i}]['step'] is on {step.device} but param group {k} is "
-                                         f"capturable: its step counts live on the parameters' device, "
-                                         f"{p.device} (torch.optim refuses this too)")
+                    self._check_state(i, p, state, group, k)
+                try:
+                    key = self._bucket_key(p, state, group)
+                except StepOutOfRange as error:
+                    _hyper.float_step_count(error.count, f"state[{i}]['step']")  # raises, naming it
+                    raise
                 # (one device per group: the dtype and the step key tell the calls apart)
-                buckets.setdefault((p.dtype, self._bucket_key(p, state, group)), []).append((i, p))
-            calls += [(group, key, members) for (_, key), members in buckets.items()]
+                buckets.setdefault((p.dtype, key), []).append((i, p))
+            calls += [(k, group, key, members) for (_, key), members in buckets.items()]
             index += len(group["params"])
         return calls
 
@@ -348,11 +490,42 @@ class FusedOptimizer(torch.optim.Optimizer):
             self._run(group, _arrays.views([probe]), _arrays.views([torch.empty(0, dtype=dtype)]), states,
                       self._check_key(), grad_scale=grad_scale)
 
+    def _check_state(self, i: int, p: torch.Tensor, state: Any, group: Dict[str, Any], k: int) -> None:
+        """Raises unless params[i]'s (non-empty) state is one the step can use: a dict holding the entries
+        this optimizer keeps, tensors the kernels take for p (or None where a buffer may be missing) and
+        a step count that is a one-element floating-point tensor (on p's device when it lives there; its
+        value is checked where it is read, by _bucket_key). Run for every parameter of every step: the
+        common case (dense CPU state of p's dtype and shape) builds no message."""
+        if not isinstance(state, dict):
+            raise TypeError(f"state[{i}] must be a dict, got {type(state).__name__}")
+        for name in self._state_keys:
+            if name not in state:
+                missing = [name for name in self._state_keys if name not in state]
+                raise ValueError(f"state[{i}] lacks {missing}: {type(self).__name__} keeps "
+                                 f"{list(self._state_keys + self._lazy_state)}")
+        plain = p.is_cpu and p.dtype in _arrays.CPU_DTYPES
+        for name, value in state.items():
+            if name == "step":
+                if not (torch.is_tensor(value) and value.numel() == 1 and value.is_floating_point()):
+                    raise TypeError(f"state[{i}]['step'] must be a one-element floating-point tensor (torch's step "
+                                    f"count), got {_hyper.describe(value)}")
+                if device_steps(group, p) and value.device != p.device:
+                    raise ValueError(f"state[{i}]['step'] is on {value.device} but param group {k} is capturable: "
+                                     f"its step counts live on the parameters' device, {p.device} (torch.optim "
+                                     "refuses this too)")
+            elif torch.is_tensor(value):
+                # (the common case first: what check_tensor accepts without a message)
+                if not (plain and value.is_cpu and value.dtype == p.dtype and value.layout == torch.strided
+                        and value.shape == p.shape and value.is_contiguous() and not value.is_neg()):
+                    _arrays.check_tensor(value, f"state[{i}]['{name}']", like=p, state=True)
+            elif value is not None or name not in self._nullable_state:
+                raise TypeError(f"state[{i}]['{name}'] must be a tensor, got {type(value).__name__}")
+
     def _check_no_overlap(self, calls) -> None:
         """No two tensors written or read in one step may share memory (each kernel call checks its own
         arrays; this covers arrays that meet in different calls)."""
         spans = []
-        for _, _, members in calls:
+        for _, _, _, members in calls:
             for i, p in members:
                 named = [(p, f"params[{i}]"), (p.grad, f"params[{i}].grad")]
                 named += [(v, f"state[{i}]['{k}']") for k, v in (self.state.get(p) or {}).items()
@@ -372,7 +545,12 @@ class FusedOptimizer(torch.optim.Optimizer):
         device a token of its (unread) value."""
         if not p.is_cpu and device_steps(group, p):
             return self._step_tokens.key(p, state)
-        return int(state["step"].item()) + 1 if state else 1
+        if not state:
+            return 1
+        count = state["step"].item()
+        if not (0 <= count <= _hyper.MAX_STEP_COUNT and count == int(count)):  # (NaN fails the first test)
+            raise StepOutOfRange(count)
+        return int(count) + 1
 
     def _check_key(self) -> Hashable:
         """A valid bucket key, for checking hyperparameters with an empty kernel call."""
