@@ -59,7 +59,9 @@ bool run_update(const ArrayArg& params, const std::array<const ArrayArg*, N - 1>
     if (a != nullptr) present.push_back(a);
   }
   const CallTypes types = check_arrays(params, present);
-  require(rules::check_range(hyper, rules::math_range(types.param == DType::Float64)));
+  // (a call without arrays has no arithmetic and writes nothing: only the dtype-free rules apply, so it
+  // is checked against the widest range, float64's)
+  require(rules::check_range(hyper, rules::math_range(params.arrays.empty() || types.param == DType::Float64)));
   mark_written(params, present);
   const size_t count = params.arrays.size();
   bool found_inf = false;

@@ -29,7 +29,7 @@ class Adagrad(Optimizer):
         if not value >= 0:
             raise ValueError(f"initial_accumulator_value must be >= 0, got {value}")
         # The sum starts at initial_accumulator_value in the params' dtype: an inf there would freeze them.
-        if not value <= largest and any(getattr(p, "dtype", None) == np.float32 for p in group["params"]):
+        if not value <= largest and any(getattr(p, "dtype", None) == np.float32 for p in group.get("params", ())):
             raise ValueError(f"initial_accumulator_value must be at most {largest} (the largest float32) for float32 "
                              f"parameters, got {value}")
 

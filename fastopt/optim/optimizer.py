@@ -157,7 +157,7 @@ class Optimizer:
         they include the range of its arithmetic, which refuses eps=1e-50 for float32 params, say); on an
         empty list when the group has no params."""
         _hyper.check_hyperparameters(group, lr=_lr_or_schedule)
-        dtypes = {p.dtype for p in group["params"] if isinstance(p, np.ndarray) and p.dtype in _FLOAT_DTYPES}
+        dtypes = {p.dtype for p in group.get("params", ()) if isinstance(p, np.ndarray) and p.dtype in _FLOAT_DTYPES}
         if not dtypes:
             self._update(group, [], [], [], self._check_key())
         for dtype in sorted(dtypes, key=str):
