@@ -15,7 +15,8 @@ namespace {
 // Launches on the queue's stream, with the queue's device current for its lifetime.
 class GpuRunner {
  public:
-  explicit GpuRunner(const Queue& queue) : queue_(queue), scope_(queue.device) {}
+  explicit GpuRunner(const Queue& queue)
+      : queue_(queue), scope_(queue.device), large_args_(kernel_arg_bytes(queue.device) > int(kKernelArgBytes)) {}
 
   bool capturing() const { return is_capturing(queue_); }
 
@@ -36,17 +37,18 @@ class GpuRunner {
 
   template <typename Op, typename T, typename S, int N>
   void updates(const DeviceTensorList<N>& list, const Op& op, const long long* found_inf, const char* name) {
-    launch_updates<Op, T, S>(list, op, found_inf, stream_of(queue_), name);
+    launch_updates<Op, T, S>(list, op, found_inf, large_args_, stream_of(queue_), name);
   }
 
   template <typename T, int N>
-  void probe(const DeviceTensorList<N>& list, int grad, double grad_scale, long long* found) {
-    launch_probe<T>(list, grad, grad_scale, found, stream_of(queue_));
+  void probe(const DeviceTensorList<N>& list, int grad, const GradScaleSource& scale, long long* found) {
+    launch_probe<T>(list, grad, scale, found, large_args_, stream_of(queue_));
   }
 
  private:
   Queue queue_;
   DeviceScope scope_;
+  bool large_args_;  // the 32 KB kernel-argument space is compiled in and the driver takes it
 };
 
 }  // namespace
