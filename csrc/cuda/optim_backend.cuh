@@ -1,5 +1,5 @@
 // The optimizer calls of backend.h, written once over a Runner that either launches the kernels
-// (optim_kernels.cu) or runs the same chunk bodies on the host, thread by thread
+// (gpu_runner.cuh, for optim_*.cu) or runs the same chunk bodies on the host, thread by thread
 // (tests/cuda_host/simulate.cu), so that the dispatch (dtypes, flags, constants, the skip path)
 // is the same code in both.
 //

@@ -1,6 +1,9 @@
-// The optimizer half of backend.h: sgd, adagrad, rmsprop, adam and nonfinite on the GPU. The calls
-// themselves (checks, dtypes, constants, the skip_nonfinite path) are optim_backend.cuh's, run
-// here by a runner that launches the multi-tensor kernels (multi_tensor.cuh) on queue.stream.
+// The runner of optim_backend.cuh that launches the multi-tensor kernels (multi_tensor.cuh) on a
+// queue's stream: shared by the per-optimizer .cu files (optim_*.cu), which are separate translation
+// units so that a build compiles them in parallel (each instantiates its optimizer's kernels for every
+// dtype and both kernel-argument sizes).
+#pragma once
+
 #include <cuda_runtime.h>
 
 #include "cuda/backend.h"
@@ -9,8 +12,6 @@
 #include "cuda/optim_backend.cuh"
 
 namespace fastopt::cuda {
-
-namespace {
 
 // Launches on the queue's stream, with the queue's device current for its lifetime.
 class GpuRunner {
@@ -50,36 +51,5 @@ class GpuRunner {
   DeviceScope scope_;
   bool large_args_;  // the 32 KB kernel-argument space is compiled in and the driver takes it
 };
-
-}  // namespace
-
-bool sgd(const DeviceTensorList<3>& list, const SgdHyper& hyper, const DeviceHyper& device_hyper,
-         const Queue& queue) {
-  GpuRunner runner(queue);
-  return run_sgd(runner, list, hyper, device_hyper);
-}
-
-bool adagrad(const DeviceTensorList<3>& list, const AdagradHyper& hyper, const DeviceHyper& device_hyper,
-             const Queue& queue) {
-  GpuRunner runner(queue);
-  return run_adagrad(runner, list, hyper, device_hyper);
-}
-
-bool rmsprop(const DeviceTensorList<5>& list, const RmspropHyper& hyper, const DeviceHyper& device_hyper,
-             const Queue& queue) {
-  GpuRunner runner(queue);
-  return run_rmsprop(runner, list, hyper, device_hyper);
-}
-
-bool adam(const DeviceTensorList<5>& list, const AdamHyper& hyper, const DeviceHyper& device_hyper,
-          const Queue& queue) {
-  GpuRunner runner(queue);
-  return run_adam(runner, list, hyper, device_hyper);
-}
-
-bool nonfinite(const DeviceTensorList<2>& list, double grad_scale, const Queue& queue) {
-  GpuRunner runner(queue);
-  return run_nonfinite(runner, list, grad_scale);
-}
 
 }  // namespace fastopt::cuda
