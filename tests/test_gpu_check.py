@@ -191,8 +191,9 @@ def test_the_plot_of_a_cuda_only_run(tmp_path):
     from fastopt.bench.plot import plot
 
     rows = []
-    for case, label, impls in [("adamw", "CUDA AdamW: 64,000,000 float32 elements", ["fastopt-cuda", "torch-cuda-fused"]),
-                               ("cross_entropy", "CUDA 32768 x 50257 float32 logits", ["fastopt-cuda", "liger"])]:
+    cases = [("adamw", "CUDA AdamW: 64,000,000 float32 elements", ["fastopt-cuda", "torch-cuda-fused"]),
+             ("cross_entropy", "CUDA 32768 x 50257 float32 logits", ["fastopt-cuda", "liger"])]
+    for case, label, impls in cases:
         for k, impl in enumerate(impls):
             rows.append(dict(part="cuda", case=case, label=label, impl=impl, seconds=1e-3 * (k + 1),
                              gb_per_s=3000.0 / (k + 1), probe_gb_per_s=4000.0))

@@ -1,4 +1,5 @@
-// SGD and the non-finite gradient check on the GPU (backend.h): optim_backend.cuh's call, run by the GPU runner (gpu_runner.cuh).
+// SGD and the non-finite gradient check on the GPU (backend.h): optim_backend.cuh's calls, run by the
+// GPU runner (gpu_runner.cuh).
 #include "cuda/gpu_runner.cuh"
 
 namespace fastopt::cuda {

@@ -78,7 +78,9 @@ class DeviceScalars {
   }
   DeviceScalars(const Scalar& lr, const Scalar& step, const Scaling& scaling, CallDevice& call)
       : DeviceScalars(lr, step, call) {
-    if (scaling.grad_scale.device) hyper.grad_scale = take(scaling.grad_scale.device, "grad_scale", false, call, scale_);
+    if (scaling.grad_scale.device) {
+      hyper.grad_scale = take(scaling.grad_scale.device, "grad_scale", false, call, scale_);
+    }
     const py::handle found = scaling.found_inf;
     if (found.is_none()) return;
     if (is_device_array(found)) {

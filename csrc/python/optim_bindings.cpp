@@ -106,14 +106,16 @@ bool run_update(const ArrayArg& params, const std::array<const ArrayArg*, N - 1>
 bool sgd_(py::handle params, py::handle grads, py::handle momentum_buffers, const Scalar& lr, double momentum,
           double dampening, double weight_decay, bool nesterov, bool maximize, const Scalar& step,
           const Scaling& scaling, CallDevice& call) {
-  const SgdHyper hyper{lr.value, momentum, dampening, weight_decay, nesterov, maximize, step.host_step(), scaling.host};
+  const SgdHyper hyper{lr.value, momentum, dampening, weight_decay, nesterov, maximize, step.host_step(),
+                       scaling.host};
   require(rules::check(hyper));
   const ArrayArg p = take_arrays(params, "params", true, call);
   const ArrayArg g = take_arrays(grads, "grads", false, call);
   const auto b = take_state(momentum_buffers, "momentum_buffers", momentum != 0.0, "momentum != 0", call);
   const DeviceScalars device{lr, step, scaling, call};
   return run_update<3>(
-      p, {&g, ptr(b)}, scaling.host, device.skip_now, call, [&](const auto& list) { return kernels_for(list).sgd(list, hyper); },
+      p, {&g, ptr(b)}, scaling.host, device.skip_now, call,
+      [&](const auto& list) { return kernels_for(list).sgd(list, hyper); },
       [&](const auto& list, const cuda::Queue& queue) { return cuda::sgd(list, hyper, device.hyper, queue); });
 }
 
@@ -127,7 +129,8 @@ bool adagrad_(py::handle params, py::handle grads, py::handle state_sums, const 
   const ArrayArg s = take_arrays(state_sums, "state_sums", true, call);
   const DeviceScalars device{lr, step, scaling, call};
   return run_update<3>(
-      p, {&g, &s}, scaling.host, device.skip_now, call, [&](const auto& list) { return kernels_for(list).adagrad(list, hyper); },
+      p, {&g, &s}, scaling.host, device.skip_now, call,
+      [&](const auto& list) { return kernels_for(list).adagrad(list, hyper); },
       [&](const auto& list, const cuda::Queue& queue) { return cuda::adagrad(list, hyper, device.hyper, queue); });
 }
 
@@ -162,7 +165,8 @@ bool adam_(bool decoupled, py::handle params, py::handle grads, py::handle exp_a
   const auto vmax = take_state(max_exp_avg_sqs, "max_exp_avg_sqs", amsgrad, "amsgrad=True", call);
   const DeviceScalars device{lr, step, scaling, call};
   return run_update<5>(
-      p, {&g, &m, &v, ptr(vmax)}, scaling.host, device.skip_now, call, [&](const auto& list) { return kernels_for(list).adam(list, hyper); },
+      p, {&g, &m, &v, ptr(vmax)}, scaling.host, device.skip_now, call,
+      [&](const auto& list) { return kernels_for(list).adam(list, hyper); },
       [&](const auto& list, const cuda::Queue& queue) { return cuda::adam(list, hyper, device.hyper, queue); });
 }
 
@@ -350,7 +354,8 @@ void bind_optimizers(py::module_& m) {
   sgd_signature = new Signature("sgd_", 3,
       {P{"params", {}}, P{"grads", {}}, P{"momentum_buffers", none_}, P{"lr", {}}, P{"momentum", real(0.0)},
        P{"dampening", real(0.0)}, P{"weight_decay", real(0.0)}, P{"nesterov", no}, P{"maximize", no},
-       P{"step", none_}, P{"grad_scale", real(1.0)}, P{"skip_nonfinite", no}, P{"found_inf", none_}, P{"stream", none_}});
+       P{"step", none_}, P{"grad_scale", real(1.0)}, P{"skip_nonfinite", no}, P{"found_inf", none_},
+       P{"stream", none_}});
   def_fast(m, *sgd_signature, sgd_call,
            std::string("Fused SGD step (torch.optim.SGD semantics), in place.\n\n"
                        "momentum_buffers is required when momentum != 0; on step 1 it is overwritten\n"

@@ -73,7 +73,9 @@ struct HostRunner {
         typename Op::Consts c;
         GradUnscale<MathOf<T>> u;
         if (!prepare_block(a, c, u)) continue;  // update_kernel: thread 0, then the whole block returns
-        for (int tid = 0; tid < kBlockThreads; ++tid) update_chunk<Op, T, S>(a.batch, a.op, c, u, b, tid, kBlockThreads);
+        for (int tid = 0; tid < kBlockThreads; ++tid) {
+          update_chunk<Op, T, S>(a.batch, a.op, c, u, b, tid, kBlockThreads);
+        }
       }
     });
   }
@@ -304,7 +306,8 @@ void add_device_scaling(DeviceHyper& dh, DeviceScalars& d, double scale, bool fo
   d.scale64 = scale;
   d.found32 = found ? 1.0f : 0.0f;
   d.found64 = found ? 1 : 0;
-  dh.grad_scale = which % 2 == 0 ? DeviceScalar{&d.scale32, DType::Float32} : DeviceScalar{&d.scale64, DType::Float64};
+  dh.grad_scale =
+      which % 2 == 0 ? DeviceScalar{&d.scale32, DType::Float32} : DeviceScalar{&d.scale64, DType::Float64};
   dh.found_inf = which % 4 < 2 ? DeviceScalar{&d.found32, DType::Float32} : DeviceScalar{&d.found64, DType::Int64};
 }
 
@@ -404,7 +407,8 @@ void test_adam(const std::vector<int64_t>& sizes, int misalign, uint32_t seed) {
           host.scaling.skip_nonfinite = true;
           // finite, but not once divided by 0.25 (float32 / float64); half gradients cannot overflow
           // float math that way, so they get a NaN
-          const double big = sizeof(T) == 4 ? 3e38 : (sizeof(T) == 8 ? 1.7e308 : std::numeric_limits<double>::quiet_NaN());
+          const double big =
+              sizeof(T) == 4 ? 3e38 : (sizeof(T) == 8 ? 1.7e308 : std::numeric_limits<double>::quiet_NaN());
           poison<T, S>(m.grads, sizes, big);
           bool any = false;
           for (int64_t n : sizes) any = any || n > 0;
