@@ -54,8 +54,12 @@ class DeviceBuffer:
     without a copy.
 
     Allocated with cudaMallocAsync on the stream of the call that made it and freed with cudaFreeAsync
-    on that stream when the last reference goes (a DLPack consumer's array holds one); work on other
-    streams must be ordered after that stream by the user, as for any stream-ordered allocation.
+    on that stream when the last reference goes (a DLPack consumer's array holds one). Consumers on other
+    streams are safe both ways: ``__dlpack__(stream=s)`` makes s wait for the buffer's stream, and
+    remembers s, so that the free waits for the work queued on s by then (torch's record_stream idea:
+    without it, the memory could be handed out again while a consumer on s still reads it). A stream
+    handed to ``__dlpack__`` must therefore outlive the buffer. Consumers through
+    ``__cuda_array_interface__`` name no stream: ordering their work is theirs, as the interface says.
     """
 
     _TYPESTR = {"float16": "<f2", "float32": "<f4", "float64": "<f8", "int32": "<i4", "int64": "<i8"}
@@ -70,6 +74,7 @@ class DeviceBuffer:
         for n in self.shape:
             nbytes *= n
         self._ptr = 0
+        self._consumers = set()  # stream handles __dlpack__ exported to: the free waits for them
         self._ptr = _core._cuda_allocate(nbytes, device, stream)
 
     @property
@@ -102,14 +107,24 @@ class DeviceBuffer:
         if isinstance(stream, bool) or not isinstance(stream, int) or stream == 0 or stream < -1:
             raise ValueError(f"stream must be None, -1, 1, 2 or a CUDA stream handle, got {stream!r}")
         if stream != -1:
-            _core._cuda_order_after(self.device, self._stream, _streams.handle_of(stream))
+            consumer = _streams.handle_of(stream)
+            _core._cuda_order_after(self.device, self._stream, consumer)
+            if consumer != self._stream:
+                self._consumers.add(consumer)
         versioned = max_version is not None and int(max_version[0]) >= 1
         return _core._dlpack_export(self, self._ptr, self.shape, self.dtype, _DL_CUDA, self.device, versioned)
 
     def __del__(self) -> None:
         if getattr(self, "_ptr", 0):
-            _core._cuda_release(self._ptr, self.device, self._stream)
-            self._ptr = 0
+            ptr, self._ptr = self._ptr, 0
+            # The free is queued on the buffer's own stream: first make that stream wait for every
+            # consumer stream's work so far (an event each; nothing waits on the host).
+            for consumer in getattr(self, "_consumers", ()):
+                try:
+                    _core._cuda_order_after(self.device, consumer, self._stream)
+                except Exception:  # a consumer stream that is gone: its work is done or invalid  # noqa: BLE001
+                    pass
+            _core._cuda_release(ptr, self.device, self._stream)
 
     def __repr__(self) -> str:
         return f"DeviceBuffer(shape={self.shape}, dtype={self.dtype}, device=cuda:{self.device})"

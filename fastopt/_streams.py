@@ -37,3 +37,20 @@ def current_stream(array: object, device: int) -> int:
         return handle_of(int(interface["stream"]))
     # JAX and others: the legacy default stream, which waits for the other blocking streams' work.
     return 0
+
+
+def record_on(array: object, handle: int, device: int) -> None:
+    """Tells torch's caching allocator that work queued on stream `handle` reads `array` (a torch CUDA
+    tensor; other arrays are left alone): its memory is not handed out again, once the tensor is freed,
+    before that work is done. Called by the compiled module for the device scalars (lr, step,
+    grad_scale, found_inf) of a call given an explicit ``stream=``: such a scalar is often a temporary
+    (``step + 1``) made on another stream and freed as soon as the call returns."""
+    if type(array).__module__.split(".")[0] != "torch":
+        return
+    import torch
+
+    if handle == 0:
+        stream = torch.cuda.default_stream(device)
+    else:
+        stream = torch.cuda.ExternalStream(handle, device=f"cuda:{device}")
+    array.record_stream(stream)

@@ -51,4 +51,12 @@ def device_name(device: int = 0) -> str:
     return str(_core._cuda_device_name(device))
 
 
-__all__ = ["architectures", "device_count", "device_name", "is_available", "is_compiled", "runs_kernels"]
+def kernel_arg_bytes(device: int = 0) -> int:
+    """The kernel-argument space the optimizer launches use on CUDA device `device`: 32764 where this build
+    has kernels for CUDA 12.1's larger arguments and the driver takes them (a list of up to 608 Adam
+    tensors in one launch), else 4096 (67); 0 without CUDA, a driver or such a device."""
+    return int(_core._cuda_kernel_arg_bytes(device))
+
+
+__all__ = ["architectures", "device_count", "device_name", "is_available", "is_compiled", "kernel_arg_bytes",
+           "runs_kernels"]

@@ -33,3 +33,32 @@ def test_cuda_rows_at_small_sizes():
     peaks = {r["impl"]: r["peak_extra_bytes"] / (n * c * 4) for r in rows if r["case"] == "cross_entropy"}
     assert 0.99 < peaks["fastopt-cuda"] < 1.05, peaks
     assert peaks["torch-cuda"] > 1.9, peaks
+
+
+def test_cuda_only_cli_writes_only_cuda_rows(tmp_path):
+    """`fastopt bench --cuda-only`, the last phase of tools/gpu-check, at small sizes."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    json_path, plot_path = tmp_path / "b.json", tmp_path / "b.png"
+    out = subprocess.run([sys.executable, "-m", "fastopt", "bench", "--cuda-only", "--cuda-size", "1M",
+                          "--cuda-shape", "256x1000", "--rounds", "2", "--json", str(json_path), "--plot",
+                          str(plot_path)], capture_output=True, text=True, timeout=600,
+                         cwd=os.path.dirname(os.path.abspath(__file__)))
+    assert out.returncode == 0, out.stderr
+    rows = json.loads(json_path.read_text())["results"]
+    assert rows and all(r["device"] == "cuda" for r in rows)
+    assert {r["case"] for r in rows} == {"adamw", "cross_entropy"}
+    assert plot_path.exists() or "no plot" in out.stdout
+
+
+def test_liger_cross_entropy_row_when_installed():
+    pytest.importorskip("liger_kernel", reason="Liger-Kernel is not installed (tools/gpu-check installs a carried wheel)")
+    n, c = 1024, 5000
+    pending, notes = plan_cuda_cases(False, False, True, select_backends(numpy=False), shape=(n, c))
+    assert not notes
+    rows = run(pending, rounds=2)
+    peaks = {r["impl"]: r["peak_extra_bytes"] / (n * c * 4) for r in rows}
+    assert "liger" in peaks and peaks["liger"] < 0.5, peaks  # its gradient goes into its own input

@@ -48,6 +48,11 @@ bool runs_kernels(int device);
 int pointer_device(const void* ptr);
 bool is_capturing(const Queue& queue);    // the stream is being captured into a CUDA graph
 
+// The bytes of kernel arguments the optimizer launches may use on `device`: 32764 where this build has
+// kernels for CUDA 12.1's larger argument space and the driver supports it (one launch then carries
+// several hundred tensors), else 4096; 0 without CUDA. Never throws.
+int kernel_arg_bytes(int device);
+
 // Stream-ordered device memory, for outputs fastopt allocates itself (cudaMallocAsync / cudaFreeAsync).
 void* allocate(size_t bytes, const Queue& queue);
 void release(void* ptr, const Queue& queue);
@@ -58,18 +63,24 @@ void order_after(const Queue& queue, void* consumer_stream);
 
 // ---------------------------------------------------------------- optimizer updates
 
-// A 0-d device array read on the device when the kernel runs: lr (float32/float64) or step
-// (int32/int64/float32/float64), so that a captured CUDA graph replays with new values.
+// A 0-d device array read on the device when the kernel runs: lr (float32/float64), step
+// (int32/int64/float32/float64), grad_scale (float32/float64) or found_inf (any of the four), so that
+// nothing waits for the device and a captured CUDA graph replays with new values.
 struct DeviceScalar {
   const void* ptr = nullptr;
   DType dtype = DType::Float32;
   explicit operator bool() const { return ptr != nullptr; }
 };
 
-// lr and step given on the device; each replaces the host value in the hyperparameters when set.
+// Values given on the device. lr, step and grad_scale each replace the host value when set (a device
+// grad_scale always divides, whatever its value; it is not checked, as torch's fused optimizers do not
+// check GradScaler's). found_inf: when it holds a nonzero value at run time, the update writes nothing
+// (torch's GradScaler hands its found_inf to fused optimizers this way); the call still returns false.
 struct DeviceHyper {
   DeviceScalar lr;
   DeviceScalar step;
+  DeviceScalar grad_scale;
+  DeviceScalar found_inf;
 };
 
 // The arrays of one update call: N operands per tensor, nullptr where unused. Operands 0 and 1 (param,

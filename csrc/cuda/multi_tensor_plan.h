@@ -8,9 +8,12 @@
 // 8 for float16 / bfloat16 parameters) are allowed for it. The grid has one block
 // per chunk of the launch; block b finds its tensor k as the last one with chunk_start[k] <= b.
 //
-// The batch must fit the 4 KB kernel-argument limit together with the update's constants, so K
-// shrinks as the operand count N grows: 67 tensors for N = 5 (Adam, RMSprop), 96 for N = 3 (SGD,
-// Adagrad), 169 for N = 1 (the non-finite gradient pre-pass).
+// The batch must fit the kernel-argument space together with the update's constants, so K shrinks
+// as the operand count N grows. In the 4 KB every CUDA version and GPU allow: 67 tensors for N = 5
+// (Adam, RMSprop), 96 for N = 3 (SGD, Adagrad), 169 for N = 1 (the non-finite gradient pre-pass), so
+// GPT-2 small's 148 tensors take three Adam launches. CUDA 12.1+ allows 32,764 bytes on Volta and
+// newer (toolkit and driver both): 608 / 871 / 1535 tensors, one launch. The larger space is used
+// only for lists that do not fit one 4 KB launch, since every launch copies its whole argument.
 #pragma once
 
 #include <cstddef>
@@ -24,10 +27,22 @@ namespace fastopt::cuda {
 // a tensor starts as aligned as the tensor itself.
 constexpr int64_t kChunkElements = int64_t(1) << 16;
 constexpr int kBlockThreads = 512;
-// The bytes of a kernel's arguments reserved for the tensor metadata; the rest of the 4 KB
-// (kKernelArgBytes) holds the update's constants (hyperparameters, flags, pointers).
+// Kernel-argument space: kKernelArgBytes everywhere, kLargeKernelArgBytes with CUDA 12.1+ on Volta
+// and newer. kArgReserve bytes of either hold the update's constants (hyperparameters, flags,
+// pointers); the rest, the tensor metadata.
 constexpr size_t kKernelArgBytes = 4096;
-constexpr size_t kBatchBytes = 3584;
+constexpr size_t kLargeKernelArgBytes = 32764;
+constexpr size_t kArgReserve = 512;
+constexpr size_t kBatchBytes = kKernelArgBytes - kArgReserve;            // 3584
+constexpr size_t kLargeBatchBytes = kLargeKernelArgBytes - kArgReserve;  // 32252
+// Whether this build has kernels for the larger space: CMake defines FASTOPT_CUDA_LARGE_PARAMS when
+// the CUDA compiler is 12.1 or newer and every target architecture is sm_70 or newer (an older
+// target would not compile them). Whether the driver takes them is asked at run time.
+#ifdef FASTOPT_CUDA_LARGE_PARAMS
+constexpr bool kLargeArgsCompiled = true;
+#else
+constexpr bool kLargeArgsCompiled = false;
+#endif
 // The most chunks (blocks) one launch may have: far below the grid's limit of 2^31 - 1 blocks.
 constexpr int64_t kMaxChunksPerLaunch = int64_t(1) << 30;
 
@@ -35,12 +50,12 @@ constexpr int64_t chunk_count(int64_t elements) {
   return (elements + kChunkElements - 1) / kChunkElements;
 }
 
-// The tensors one batch can carry for N operands: what fits in kBatchBytes.
-template <int N>
+// The tensors one batch can carry for N operands: what fits in BATCH_BYTES.
+template <int N, size_t BATCH_BYTES = kBatchBytes>
 constexpr int tensors_per_batch() {
   // per tensor: N pointers, the size, a chunk start, a vector flag; plus one more chunk start and
   // the count, and padding
-  return int((kBatchBytes - 16) / (sizeof(void*) * N + sizeof(int64_t) + sizeof(int32_t) + 1));
+  return int((BATCH_BYTES - 16) / (sizeof(void*) * N + sizeof(int64_t) + sizeof(int32_t) + 1));
 }
 
 template <int N, int K = tensors_per_batch<N>()>
@@ -58,6 +73,9 @@ struct TensorBatch {
 static_assert(sizeof(TensorBatch<5>) <= kBatchBytes, "5-operand batch too large");
 static_assert(sizeof(TensorBatch<3>) <= kBatchBytes, "3-operand batch too large");
 static_assert(sizeof(TensorBatch<1>) <= kBatchBytes, "1-operand batch too large");
+static_assert(sizeof(TensorBatch<5, tensors_per_batch<5, kLargeBatchBytes>()>) <= kLargeBatchBytes, "large batch");
+static_assert(sizeof(TensorBatch<3, tensors_per_batch<3, kLargeBatchBytes>()>) <= kLargeBatchBytes, "large batch");
+static_assert(sizeof(TensorBatch<1, tensors_per_batch<1, kLargeBatchBytes>()>) <= kLargeBatchBytes, "large batch");
 
 // Why a list cannot be launched, or nullptr when it can: a negative size, a tensor of more than
 // kMaxChunksPerLaunch chunks, or a null operand that the update touches (bit j of `used`: operand j)
@@ -74,6 +92,19 @@ const char* list_problem(size_t count, const int64_t* sizes, Operand&& operand, 
     }
   }
   return nullptr;
+}
+
+// Whether a list (checked by list_problem) fits one launch of `capacity` tensors: its non-empty
+// tensors are at most that many and their chunks at most kMaxChunksPerLaunch.
+inline bool fits_one_batch(size_t count, const int64_t* sizes, int capacity) {
+  int tensors = 0;
+  int64_t chunks = 0;
+  for (size_t k = 0; k < count; ++k) {
+    if (sizes[k] <= 0) continue;
+    ++tensors;
+    chunks += chunk_count(sizes[k]);
+  }
+  return tensors <= capacity && chunks <= kMaxChunksPerLaunch;
 }
 
 // Fills batches from a list of `count` tensors (checked by list_problem) and calls

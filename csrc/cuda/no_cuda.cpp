@@ -23,6 +23,7 @@ std::string device_name(int) { unavailable(); }
 bool runs_kernels(int) { return false; }
 int pointer_device(const void*) { return -1; }
 bool is_capturing(const Queue&) { return false; }
+int kernel_arg_bytes(int) { return 0; }
 void* allocate(size_t, const Queue&) { unavailable(); }
 void release(void*, const Queue&) { unavailable(); }
 void order_after(const Queue&, void*) { unavailable(); }

@@ -1,5 +1,5 @@
 // The optimizer calls of backend.h, written once over a Runner that either launches the kernels
-// (optim_kernels.cu) or runs the same chunk bodies on the host, thread by thread
+// (gpu_runner.cuh, for optim_*.cu) or runs the same chunk bodies on the host, thread by thread
 // (tests/cuda_host/simulate.cu), so that the dispatch (dtypes, flags, constants, the skip path)
 // is the same code in both.
 //
@@ -11,11 +11,15 @@
 //                            wait for the stream to read the flag: found_inf. Refused while the
 //                            stream is being captured (the host cannot wait inside a capture).
 //
+// Device values (DeviceHyper: lr, step, grad_scale, found_inf) go into the kernel arguments as
+// pointers; the kernels read them when they run (device_scalars.cuh), so none of them makes the host
+// wait.
+//
 // A Runner provides:
 //   bool capturing()                                   the stream is being captured
 //   Runner::Flag(runner), .get() -> long long*, .read() -> bool (waits)
 //   updates<Op, T, S>(list, op, found_inf, name)       the update launches
-//   probe<T>(list, grad_operand, grad_scale, found)    the pre-pass launches
+//   probe<T>(list, grad_operand, scale, found)         the pre-pass launches (scale: GradScaleSource)
 #pragma once
 
 #include <cuda_bf16.h>
@@ -67,34 +71,38 @@ bool has_elements(const DeviceTensorList<N>& list) {
   return false;
 }
 
+inline NumberRef device_number(const char* name, const char* what, const DeviceScalar& scalar, bool integer_ok) {
+  const DType t = scalar.dtype;
+  const bool float_ok = t == DType::Float32 || t == DType::Float64;
+  if (!float_ok && !(integer_ok && (t == DType::Int32 || t == DType::Int64))) {
+    throw Error(std::string(name) + ": a device " + what + " must be " +
+                (integer_ok ? "int32, int64, float32 or float64" : "float32 or float64") + ", not " + dtype_name(t));
+  }
+  return NumberRef{scalar.ptr, t};
+}
+
 inline DeviceValues device_values(const char* name, const DeviceHyper& dh, bool uses_step) {
   DeviceValues v;
-  if (dh.lr) {
-    if (dh.lr.dtype != DType::Float32 && dh.lr.dtype != DType::Float64) {
-      throw Error(std::string(name) + ": a device lr must be float32 or float64, not " + dtype_name(dh.lr.dtype));
-    }
-    v.lr = dh.lr.ptr;
-    v.lr_dtype = dh.lr.dtype;
-  }
-  if (dh.step && uses_step) {
-    if (is_half(dh.step.dtype)) {
-      throw Error(std::string(name) + ": a device step must be int32, int64, float32 or float64, not " +
-                  dtype_name(dh.step.dtype));
-    }
-    v.step = dh.step.ptr;
-    v.step_dtype = dh.step.dtype;
-  }
+  if (dh.lr) v.lr = device_number(name, "lr", dh.lr, false);
+  if (dh.step && uses_step) v.step = device_number(name, "step", dh.step, true);
+  if (dh.found_inf) v.found_inf = device_number(name, "found_inf", dh.found_inf, true);
   return v;
+}
+
+inline GradScaleSource grad_scale_source(const char* name, const GradScaling& scaling, const DeviceHyper& dh) {
+  GradScaleSource source;
+  source.host = scaling.grad_scale;
+  if (dh.grad_scale) source.device = device_number(name, "grad_scale", dh.grad_scale, false);
+  return source;
 }
 
 // Fills the parts every op shares; the host computes the constants (the device recomputes them
 // when it holds lr or step).
 template <typename Op, typename Hyper>
-void set_common(Op& op, const Hyper& hyper, const DeviceValues& device) {
-  using M = decltype(op.grad_scale);
+void set_common(Op& op, const Hyper& hyper, const DeviceValues& device, const GradScaleSource& scale) {
   op.device = device;
-  op.grad_scale = M(hyper.scaling.grad_scale);
-  op.scaled = hyper.scaling.grad_scale != 1.0;
+  op.grad_scale = scale.host;
+  op.device_grad_scale = scale.device;
   op.hyper = hyper;
   op.consts = Op::make_consts(hyper);
 }
@@ -108,7 +116,7 @@ bool run_update(Runner& runner, const char* name, const DeviceTensorList<N>& lis
     return false;
   }
   typename Runner::Flag found(runner);
-  runner.template probe<T>(list, 1, scaling.grad_scale, found.get());
+  runner.template probe<T>(list, 1, GradScaleSource{op.grad_scale, op.device_grad_scale}, found.get());
   runner.template updates<Op, T, S>(list, op, found.get(), name);
   return found.read();
 }
@@ -136,12 +144,13 @@ bool run_sgd(Runner& runner, const DeviceTensorList<3>& list, const SgdHyper& hy
   const bool momentum = hyper.momentum != 0.0;
   if (!prologue(runner, name, list, momentum ? 0b111u : 0b011u, hyper.scaling)) return false;
   const DeviceValues device = device_values(name, device_hyper, true);
+  const GradScaleSource scale = grad_scale_source(name, hyper.scaling, device_hyper);
   return with_dtypes(name, list.param, list.state, [&](auto t, auto s) {
     using T = typename decltype(t)::type;
     using S = typename decltype(s)::type;
     using M = MathOf<T>;
     auto run = [&](auto op) {
-      set_common(op, hyper, device);
+      set_common(op, hyper, device, scale);
       op.nesterov = momentum && hyper.nesterov;
       return run_update<decltype(op), T, S>(runner, name, list, op, hyper.scaling);
     };
@@ -156,11 +165,12 @@ bool run_adagrad(Runner& runner, const DeviceTensorList<3>& list, const AdagradH
   const char* name = "adagrad";
   if (!prologue(runner, name, list, 0b111u, hyper.scaling)) return false;
   const DeviceValues device = device_values(name, device_hyper, true);
+  const GradScaleSource scale = grad_scale_source(name, hyper.scaling, device_hyper);
   return with_dtypes(name, list.param, list.state, [&](auto t, auto s) {
     using T = typename decltype(t)::type;
     using S = typename decltype(s)::type;
     AdagradOp<MathOf<T>> op;
-    set_common(op, hyper, device);
+    set_common(op, hyper, device, scale);
     return run_update<decltype(op), T, S>(runner, name, list, op, hyper.scaling);
   });
 }
@@ -175,12 +185,13 @@ bool run_rmsprop(Runner& runner, const DeviceTensorList<5>& list, const RmspropH
   const unsigned used = 0b00111u | (momentum ? 0b01000u : 0u) | (centered ? 0b10000u : 0u);
   if (!prologue(runner, name, list, used, hyper.scaling)) return false;
   const DeviceValues device = device_values(name, device_hyper, false);  // RMSprop has no step
+  const GradScaleSource scale = grad_scale_source(name, hyper.scaling, device_hyper);
   return with_dtypes(name, list.param, list.state, [&](auto t, auto s) {
     using T = typename decltype(t)::type;
     using S = typename decltype(s)::type;
     using M = MathOf<T>;
     auto run = [&](auto op) {
-      set_common(op, hyper, device);
+      set_common(op, hyper, device, scale);
       return run_update<decltype(op), T, S>(runner, name, list, op, hyper.scaling);
     };
     if (centered) return momentum ? run(RmspropOp<M, true, true>{}) : run(RmspropOp<M, true, false>{});
@@ -195,12 +206,13 @@ bool run_adam(Runner& runner, const DeviceTensorList<5>& list, const AdamHyper& 
   const char* name = hyper.decoupled ? "adamw" : "adam";
   if (!prologue(runner, name, list, hyper.amsgrad ? 0b11111u : 0b01111u, hyper.scaling)) return false;
   const DeviceValues device = device_values(name, device_hyper, true);
+  const GradScaleSource scale = grad_scale_source(name, hyper.scaling, device_hyper);
   return with_dtypes(name, list.param, list.state, [&](auto t, auto s) {
     using T = typename decltype(t)::type;
     using S = typename decltype(s)::type;
     using M = MathOf<T>;
     auto run = [&](auto op) {
-      set_common(op, hyper, device);
+      set_common(op, hyper, device, scale);
       op.decoupled = hyper.decoupled;
       return run_update<decltype(op), T, S>(runner, name, list, op, hyper.scaling);
     };
@@ -224,7 +236,7 @@ bool run_nonfinite(Runner& runner, const DeviceTensorList<2>& list, double grad_
   return with_dtypes(name, list.param, state, [&](auto t, auto) {
     using T = typename decltype(t)::type;
     typename Runner::Flag found(runner);
-    runner.template probe<T>(list, 1, grad_scale, found.get());
+    runner.template probe<T>(list, 1, GradScaleSource{grad_scale, {}}, found.get());
     return found.read();
   });
 }

@@ -2,6 +2,7 @@
 // holds its per-call constants and flags, and apply() calls the shared per-element rule of
 // fastopt/*.h with exactly the arguments of the CPU loops (cpu/optim_loops.h):
 //   rule<flags>(p, unscale_grad<SCALED>(g, grad_scale), state..., scalars)
+// (update_chunk unscales the gradient operand before apply() sees it: OpBase::unscale()).
 // so that, with -fmad=false, float32 and float64 updates give the CPU's bits.
 //
 // Template flags are kept for what changes memory traffic (which state operands exist: SGD's
@@ -14,57 +15,24 @@
 
 #include "common/dtype.h"
 #include "cuda/backend.h"
+#include "cuda/device_scalars.cuh"
 #include "fastopt/fastopt.h"
 #include "fastopt/macros.h"
 
 namespace fastopt::cuda {
 
-// lr and step read on the device (DeviceHyper), as plain pointers and dtypes in the kernel argument.
-struct DeviceValues {
-  const void* lr = nullptr;  // float32 / float64
-  const void* step = nullptr;  // int32 / int64 / float32 / float64
-  DType lr_dtype = DType::Float32;
-  DType step_dtype = DType::Int64;
-
-  FASTOPT_HD bool any() const { return lr != nullptr || step != nullptr; }
-
-  FASTOPT_HD double read_lr() const {
-    return lr_dtype == DType::Float64 ? *static_cast<const double*>(lr) : double(*static_cast<const float*>(lr));
-  }
-  // A floating step (torch keeps its capturable steps as float32 tensors) holds an integer:
-  // converted by truncation.
-  FASTOPT_HD int64_t read_step() const {
-    switch (step_dtype) {
-      case DType::Int32: return int64_t(*static_cast<const int32_t*>(step));
-      case DType::Float32: return int64_t(*static_cast<const float*>(step));
-      case DType::Float64: return int64_t(*static_cast<const double*>(step));
-      default: return *static_cast<const int64_t*>(step);
-    }
-  }
-
-  // The hyperparameters with the device values in place of the host ones.
-  template <typename Hyper>
-  FASTOPT_HD Hyper with_lr_step(Hyper h) const {
-    if (lr != nullptr) h.lr = read_lr();
-    if (step != nullptr) h.step = read_step();
-    return h;
-  }
-  FASTOPT_HD RmspropHyper with_lr_step(RmspropHyper h) const {  // RMSprop has no step
-    if (lr != nullptr) h.lr = read_lr();
-    return h;
-  }
-};
-
-// What every op shares: the device values and the gradient's unscaling.
+// What every op shares: the device values, the loss scale, and the interface's flag and unscaling.
 template <typename M>
 struct OpBase {
+  using Math = M;
   DeviceValues device;
-  M grad_scale;  // M(hyper.scaling.grad_scale), as the CPU's T(grad_scale)
-  bool scaled;   // grad_scale != 1
+  double grad_scale;  // hyper.scaling.grad_scale (the CPU divides by T(grad_scale)); unused with a device scale
+  NumberRef device_grad_scale;
 
   FASTOPT_HD bool on_device() const { return device.any(); }
-  FASTOPT_HD M unscaled(M grad) const {
-    return scaled ? unscale_grad<true>(grad, grad_scale) : unscale_grad<false>(grad, grad_scale);
+  FASTOPT_HD bool skipped() const { return device.found_inf_set(); }
+  FASTOPT_HD GradUnscale<M> unscale() const {
+    return GradScaleSource{grad_scale, device_grad_scale}.template resolve<M>();
   }
 };
 
@@ -94,7 +62,7 @@ struct SgdOp : OpBase<M> {
   FASTOPT_HD unsigned read_mask(const Consts& c) const { return c.first ? kUsed & ~0b100u : kUsed; }
 
   FASTOPT_HD void apply(const Consts& c, M (&e)[3]) const {
-    const M g = this->unscaled(e[1]);
+    const M g = e[1];
     if constexpr (MOMENTUM) {
       if (c.first) {
         if (nesterov) {
@@ -131,7 +99,7 @@ struct AdagradOp : OpBase<M> {
   FASTOPT_HD Consts device_consts() const { return make_consts(this->device.with_lr_step(hyper)); }
   FASTOPT_HD unsigned read_mask(const Consts&) const { return kUsed; }
 
-  FASTOPT_HD void apply(const Consts& c, M (&e)[3]) const { adagrad_update(e[0], this->unscaled(e[1]), e[2], c); }
+  FASTOPT_HD void apply(const Consts& c, M (&e)[3]) const { adagrad_update(e[0], e[1], e[2], c); }
 };
 
 // ---------------------------------------------------------------- RMSprop {param, grad, square_avg, momentum_buffer, grad_avg}
@@ -151,7 +119,7 @@ struct RmspropOp : OpBase<M> {
   FASTOPT_HD unsigned read_mask(const Consts&) const { return kUsed; }
 
   FASTOPT_HD void apply(const Consts& c, M (&e)[5]) const {
-    rmsprop_update<CENTERED, MOMENTUM>(e[0], this->unscaled(e[1]), e[2], e[3], e[4], c);
+    rmsprop_update<CENTERED, MOMENTUM>(e[0], e[1], e[2], e[3], e[4], c);
   }
 };
 
@@ -173,7 +141,7 @@ struct AdamOp : OpBase<M> {
   FASTOPT_HD unsigned read_mask(const Consts&) const { return kUsed; }
 
   FASTOPT_HD void apply(const Consts& c, M (&e)[5]) const {
-    const M g = this->unscaled(e[1]);
+    const M g = e[1];
     if (decoupled) {
       adam_update<AMSGRAD, true>(e[0], g, e[2], e[3], e[4], c);
     } else {

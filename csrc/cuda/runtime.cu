@@ -4,6 +4,7 @@
 #include <sstream>
 
 #include "cuda/check.cuh"
+#include "cuda/multi_tensor_plan.h"
 
 namespace fastopt::cuda {
 
@@ -98,6 +99,15 @@ bool is_capturing(const Queue& queue) {
   cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
   check(cudaStreamIsCapturing(stream_of(queue), &status), "cudaStreamIsCapturing");
   return status != cudaStreamCaptureStatusNone;
+}
+
+// CUDA 12.1's larger kernel arguments need the build's kernels for them (multi_tensor_plan.h: every
+// target of such a build is Volta or newer) and a driver of 12.1 or newer (a 12.x runtime also runs on
+// a 12.0 driver). The driver is asked once: this is called for every optimizer call.
+int kernel_arg_bytes(int device) {
+  static const int driver = driver_version();
+  if (driver == 0 || device < 0 || device >= device_count()) return 0;
+  return kLargeArgsCompiled && driver >= 12010 ? int(kLargeKernelArgBytes) : int(kKernelArgBytes);
 }
 
 void* allocate(size_t bytes, const Queue& queue) {

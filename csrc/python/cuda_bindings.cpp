@@ -36,6 +36,8 @@ void bind_cuda(py::module_& m) {
       py::arg("device"));
   m.def("_cuda_runs_kernels", &cuda::runs_kernels, py::arg("device"),
         "Whether this build's kernels have an image (machine code or PTX) for CUDA device `device`.");
+  m.def("_cuda_kernel_arg_bytes", &cuda::kernel_arg_bytes, py::arg("device"),
+        "Kernel-argument bytes of the optimizer launches on `device`: 32764 (CUDA 12.1's), 4096, or 0.");
   m.def(
       "_cuda_allocate",
       [](int64_t nbytes, int device, uintptr_t stream) {

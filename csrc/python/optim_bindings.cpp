@@ -51,9 +51,10 @@ GradScaling take_scaling(double grad_scale, bool skip_nonfinite) {
 // list for the call's device and dtype, and runs it with the GIL released: on the CPU,
 // cpu_launch(const cpu::TensorList<T, N>&); on a CUDA device, cuda_launch(const
 // cuda::DeviceTensorList<N>&, const cuda::Queue&). Returns found_inf.
+// A found_inf read on the host that is set (skip_now) skips the call after the checks: returns true.
 template <size_t N, typename Hyper, typename CpuLaunch, typename CudaLaunch>
 bool run_update(const ArrayArg& params, const std::array<const ArrayArg*, N - 1>& others, const Hyper& hyper,
-                const CallDevice& call, CpuLaunch&& cpu_launch, CudaLaunch&& cuda_launch) {
+                bool skip_now, const CallDevice& call, CpuLaunch&& cpu_launch, CudaLaunch&& cuda_launch) {
   std::vector<const ArrayArg*> present;
   for (const ArrayArg* a : others) {
     if (a != nullptr) present.push_back(a);
@@ -62,6 +63,7 @@ bool run_update(const ArrayArg& params, const std::array<const ArrayArg*, N - 1>
   // (a call without arrays has no arithmetic and writes nothing: only the dtype-free rules apply, so it
   // is checked against the widest range, float64's)
   require(rules::check_range(hyper, rules::math_range(params.arrays.empty() || types.param == DType::Float64)));
+  if (skip_now) return true;  // (nothing written: no version bumped)
   mark_written(params, present);
   const size_t count = params.arrays.size();
   bool found_inf = false;
@@ -108,64 +110,68 @@ bool run_update(const ArrayArg& params, const std::array<const ArrayArg*, N - 1>
 // lives on the device is not read back.
 bool sgd_(py::handle params, py::handle grads, py::handle momentum_buffers, const Scalar& lr, double momentum,
           double dampening, double weight_decay, bool nesterov, bool maximize, const Scalar& step,
-          const GradScaling& scaling, CallDevice& call) {
-  const SgdHyper hyper{lr.value, momentum, dampening, weight_decay, nesterov, maximize, step.host_step(), scaling};
+          const Scaling& scaling, CallDevice& call) {
+  const SgdHyper hyper{lr.value, momentum, dampening, weight_decay, nesterov, maximize, step.host_step(),
+                       scaling.host};
   require(rules::check(hyper));
   const ArrayArg p = take_arrays(params, "params", true, call);
   const ArrayArg g = take_arrays(grads, "grads", false, call);
   const auto b = take_state(momentum_buffers, "momentum_buffers", momentum != 0.0, "momentum != 0", call);
-  const DeviceScalars device{lr, step, call};
+  const DeviceScalars device{lr, step, scaling, call};
   return run_update<3>(
-      p, {&g, ptr(b)}, hyper, call, [&](const auto& list) { return kernels_for(list).sgd(list, hyper); },
+      p, {&g, ptr(b)}, hyper, device.skip_now, call,
+      [&](const auto& list) { return kernels_for(list).sgd(list, hyper); },
       [&](const auto& list, const cuda::Queue& queue) { return cuda::sgd(list, hyper, device.hyper, queue); });
 }
 
 bool adagrad_(py::handle params, py::handle grads, py::handle state_sums, const Scalar& lr, double lr_decay,
-              double weight_decay, double eps, bool maximize, const Scalar& step, const GradScaling& scaling,
+              double weight_decay, double eps, bool maximize, const Scalar& step, const Scaling& scaling,
               CallDevice& call) {
-  const AdagradHyper hyper{lr.value, lr_decay, weight_decay, eps, maximize, step.host_step(), scaling};
+  const AdagradHyper hyper{lr.value, lr_decay, weight_decay, eps, maximize, step.host_step(), scaling.host};
   require(rules::check(hyper));
   const ArrayArg p = take_arrays(params, "params", true, call);
   const ArrayArg g = take_arrays(grads, "grads", false, call);
   const ArrayArg s = take_arrays(state_sums, "state_sums", true, call);
-  const DeviceScalars device{lr, step, call};
+  const DeviceScalars device{lr, step, scaling, call};
   return run_update<3>(
-      p, {&g, &s}, hyper, call, [&](const auto& list) { return kernels_for(list).adagrad(list, hyper); },
+      p, {&g, &s}, hyper, device.skip_now, call,
+      [&](const auto& list) { return kernels_for(list).adagrad(list, hyper); },
       [&](const auto& list, const cuda::Queue& queue) { return cuda::adagrad(list, hyper, device.hyper, queue); });
 }
 
 bool rmsprop_(py::handle params, py::handle grads, py::handle square_avgs, py::handle momentum_buffers,
               py::handle grad_avgs, const Scalar& lr, double alpha, double eps, double weight_decay,
-              double momentum, bool centered, bool maximize, const GradScaling& scaling, CallDevice& call) {
-  const RmspropHyper hyper{lr.value, alpha, eps, weight_decay, momentum, centered, maximize, scaling};
+              double momentum, bool centered, bool maximize, const Scaling& scaling, CallDevice& call) {
+  const RmspropHyper hyper{lr.value, alpha, eps, weight_decay, momentum, centered, maximize, scaling.host};
   require(rules::check(hyper));
   const ArrayArg p = take_arrays(params, "params", true, call);
   const ArrayArg g = take_arrays(grads, "grads", false, call);
   const ArrayArg sq = take_arrays(square_avgs, "square_avgs", true, call);
   const auto b = take_state(momentum_buffers, "momentum_buffers", momentum > 0.0, "momentum > 0", call);
   const auto ga = take_state(grad_avgs, "grad_avgs", centered, "centered=True", call);
-  const DeviceScalars device{lr, Scalar{}, call};
+  const DeviceScalars device{lr, Scalar{}, scaling, call};
   return run_update<5>(
-      p, {&g, &sq, ptr(b), ptr(ga)}, hyper, call,
+      p, {&g, &sq, ptr(b), ptr(ga)}, hyper, device.skip_now, call,
       [&](const auto& list) { return kernels_for(list).rmsprop(list, hyper); },
       [&](const auto& list, const cuda::Queue& queue) { return cuda::rmsprop(list, hyper, device.hyper, queue); });
 }
 
 bool adam_(bool decoupled, py::handle params, py::handle grads, py::handle exp_avgs, py::handle exp_avg_sqs,
            py::handle max_exp_avg_sqs, const Scalar& lr, double beta1, double beta2, double eps,
-           double weight_decay, bool amsgrad, bool maximize, const Scalar& step, const GradScaling& scaling,
+           double weight_decay, bool amsgrad, bool maximize, const Scalar& step, const Scaling& scaling,
            CallDevice& call) {
   const AdamHyper hyper{lr.value, beta1, beta2, eps, weight_decay, amsgrad, decoupled, maximize, step.host_step(),
-                        scaling};
+                        scaling.host};
   require(rules::check(hyper));
   const ArrayArg p = take_arrays(params, "params", true, call);
   const ArrayArg g = take_arrays(grads, "grads", false, call);
   const ArrayArg m = take_arrays(exp_avgs, "exp_avgs", true, call);
   const ArrayArg v = take_arrays(exp_avg_sqs, "exp_avg_sqs", true, call);
   const auto vmax = take_state(max_exp_avg_sqs, "max_exp_avg_sqs", amsgrad, "amsgrad=True", call);
-  const DeviceScalars device{lr, step, call};
+  const DeviceScalars device{lr, step, scaling, call};
   return run_update<5>(
-      p, {&g, &m, &v, ptr(vmax)}, hyper, call, [&](const auto& list) { return kernels_for(list).adam(list, hyper); },
+      p, {&g, &m, &v, ptr(vmax)}, hyper, device.skip_now, call,
+      [&](const auto& list) { return kernels_for(list).adam(list, hyper); },
       [&](const auto& list, const cuda::Queue& queue) { return cuda::adam(list, hyper, device.hyper, queue); });
 }
 
@@ -180,11 +186,12 @@ const Signature* adamw_signature = nullptr;
 
 PyObject* boolean(bool value) { return py::bool_(value).release().ptr(); }
 
-// The last three arguments of every update: grad_scale=1.0, skip_nonfinite=False, stream=None.
-GradScaling next_scaling(BoundArgs& a) {
-  const double grad_scale = a.next_real();
-  const bool skip_nonfinite = a.next_bool();
-  return take_scaling(grad_scale, skip_nonfinite);
+// The last arguments of every update: grad_scale=1.0, skip_nonfinite=False, found_inf=None, stream=None
+// (device_scalar.h reads the first three).
+Scaling next_checked_scaling(BoundArgs& a) {
+  Scaling s = next_scaling(a);
+  if (!s.grad_scale.device) take_scaling(s.host.grad_scale, s.host.skip_nonfinite);
+  return s;
 }
 
 // SGD's step matters only with momentum, where step 1 starts the buffer from the gradient; there a
@@ -211,7 +218,7 @@ PyObject* sgd_call(PyObject*, PyObject* const* args, Py_ssize_t nargsf, PyObject
     const double weight_decay = a.next_real();
     const bool nesterov = a.next_bool(), maximize = a.next_bool();
     const Scalar step = next_sgd_step(a, momentum);
-    const GradScaling scaling = next_scaling(a);
+    const Scaling scaling = next_checked_scaling(a);
     CallDevice call(a.next());
     return boolean(sgd_(params, grads, buffers, lr, momentum, dampening, weight_decay, nesterov, maximize, step,
                         scaling, call));
@@ -227,7 +234,7 @@ PyObject* adagrad_call(PyObject*, PyObject* const* args, Py_ssize_t nargsf, PyOb
     const double eps = a.next_real();
     const bool maximize = a.next_bool();
     const Scalar step = next_step(a);
-    const GradScaling scaling = next_scaling(a);
+    const Scaling scaling = next_checked_scaling(a);
     CallDevice call(a.next());
     return boolean(adagrad_(params, grads, sums, lr, lr_decay, weight_decay, eps, maximize, step, scaling, call));
   });
@@ -242,7 +249,7 @@ PyObject* rmsprop_call(PyObject*, PyObject* const* args, Py_ssize_t nargsf, PyOb
     const double alpha = a.next_real(), eps = a.next_real();
     const double weight_decay = a.next_real(), momentum = a.next_real();
     const bool centered = a.next_bool(), maximize = a.next_bool();
-    const GradScaling scaling = next_scaling(a);
+    const Scaling scaling = next_checked_scaling(a);
     CallDevice call(a.next());
     return boolean(rmsprop_(params, grads, square_avgs, buffers, grad_avgs, lr, alpha, eps, weight_decay,
                             momentum, centered, maximize, scaling, call));
@@ -261,7 +268,7 @@ PyObject* adam_call(PyObject*, PyObject* const* args, Py_ssize_t nargsf, PyObjec
     const double weight_decay = a.next_real();
     const bool amsgrad = a.next_bool(), maximize = a.next_bool();
     const Scalar step = next_step(a);
-    const GradScaling scaling = next_scaling(a);
+    const Scaling scaling = next_checked_scaling(a);
     CallDevice call(a.next());
     return boolean(adam_(Decoupled, params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, lr, beta1, beta2, eps,
                          weight_decay, amsgrad, maximize, step, scaling, call));
@@ -322,8 +329,13 @@ constexpr const char* kListNote =
     "float16/bfloat16 params and grads, whose optimizer state is float32), of matching shapes, and must\n"
     "not share memory. Nothing is converted: bad input raises TypeError/ValueError naming the argument,\n"
     "before any array is written. eps, where there is one, must be > 0.\n\n"
-    "On CUDA, lr (and step, where there is one) may be 0-d device arrays, read on the device when the\n"
-    "kernel runs, so that a captured CUDA graph replays with new values. stream: the CUDA stream the work\n"
+    "On CUDA, lr (and step, where there is one) and grad_scale may be 0-d device arrays, read on the\n"
+    "device when the kernel runs, so that a captured CUDA graph replays with new values and nothing waits\n"
+    "for the device (a device grad_scale is used as it is, as torch's fused optimizers use GradScaler's).\n"
+    "found_inf (torch's GradScaler hands it to fused optimizers): None, a number, or a one-element array;\n"
+    "when it is not zero the call writes nothing. A device array is read by the kernels (the call returns\n"
+    "False: the host never learns it); anything else is read on the host (the call returns True when it\n"
+    "is set). stream: the CUDA stream the work\n"
     "is queued on (an int handle, or an object with .cuda_stream or .ptr); None takes the current stream\n"
     "of the arrays' framework. Nothing waits for the device, except skip_nonfinite=True, which reads\n"
     "found_inf back (the stream is synchronised, the device is not). stream is ignored for CPU arrays.\n\n"
@@ -348,7 +360,8 @@ void bind_optimizers(py::module_& m) {
   sgd_signature = new Signature("sgd_", 3,
       {P{"params", {}}, P{"grads", {}}, P{"momentum_buffers", none_}, P{"lr", {}}, P{"momentum", real(0.0)},
        P{"dampening", real(0.0)}, P{"weight_decay", real(0.0)}, P{"nesterov", no}, P{"maximize", no},
-       P{"step", none_}, P{"grad_scale", real(1.0)}, P{"skip_nonfinite", no}, P{"stream", none_}});
+       P{"step", none_}, P{"grad_scale", real(1.0)}, P{"skip_nonfinite", no}, P{"found_inf", none_},
+       P{"stream", none_}});
   def_fast(m, *sgd_signature, sgd_call,
            std::string("Fused SGD step (torch.optim.SGD semantics), in place.\n\n"
                        "momentum_buffers is required when momentum != 0; on step 1 it is overwritten\n"
@@ -360,7 +373,7 @@ void bind_optimizers(py::module_& m) {
   adagrad_signature = new Signature("adagrad_", 3,
       {P{"params", {}}, P{"grads", {}}, P{"state_sums", {}}, P{"lr", real(1e-2)}, P{"lr_decay", real(0.0)},
        P{"weight_decay", real(0.0)}, P{"eps", real(1e-10)}, P{"maximize", no}, P{"step", {}},
-       P{"grad_scale", real(1.0)}, P{"skip_nonfinite", no}, P{"stream", none_}});
+       P{"grad_scale", real(1.0)}, P{"skip_nonfinite", no}, P{"found_inf", none_}, P{"stream", none_}});
   def_fast(m, *adagrad_signature, adagrad_call,
            std::string("Fused Adagrad step (torch.optim.Adagrad semantics), in place.\n\n"
                        "state_sums start at initial_accumulator_value; step is the 1-based number of\n"
@@ -371,7 +384,7 @@ void bind_optimizers(py::module_& m) {
       {P{"params", {}}, P{"grads", {}}, P{"square_avgs", {}}, P{"momentum_buffers", none_},
        P{"grad_avgs", none_}, P{"lr", real(1e-2)}, P{"alpha", real(0.99)}, P{"eps", real(1e-8)},
        P{"weight_decay", real(0.0)}, P{"momentum", real(0.0)}, P{"centered", no}, P{"maximize", no},
-       P{"grad_scale", real(1.0)}, P{"skip_nonfinite", no}, P{"stream", none_}});
+       P{"grad_scale", real(1.0)}, P{"skip_nonfinite", no}, P{"found_inf", none_}, P{"stream", none_}});
   def_fast(m, *rmsprop_signature, rmsprop_call,
            std::string("Fused RMSprop step (torch.optim.RMSprop semantics), in place.\n\n"
                        "momentum_buffers is required when momentum > 0, grad_avgs when centered=True;\n"
@@ -383,7 +396,7 @@ void bind_optimizers(py::module_& m) {
                           P{"max_exp_avg_sqs", none_}, P{"lr", real(1e-3)}, P{"beta1", real(0.9)},
                           P{"beta2", real(0.999)}, P{"eps", real(1e-8)}, P{"weight_decay", real(weight_decay)},
                           P{"amsgrad", no}, P{"maximize", no}, P{"step", {}}, P{"grad_scale", real(1.0)},
-                          P{"skip_nonfinite", no}, P{"stream", none_}};
+                          P{"skip_nonfinite", no}, P{"found_inf", none_}, P{"stream", none_}};
   };
   const std::string adam_doc_tail =
       "exp_avgs, exp_avg_sqs (and max_exp_avg_sqs, required when amsgrad=True) start at zero;\n"

@@ -221,9 +221,45 @@ class TorchCUDA(TorchCPU):
         return {"torch-cuda": forward_backward}
 
 
+class LigerCUDA:
+    """Liger-Kernel's cross-entropy (``liger_kernel.transformers.LigerCrossEntropyLoss``, Triton kernels) on the
+    same GPU, where the package is installed (tools/gpu-check installs its wheel when one is carried). Liger
+    writes the gradient into its input to save memory, so it gets its own copy of the logits (a leaf,
+    allocated when the case is built, outside the peak-memory count), which every call overwrites with its
+    gradient: later calls run on those values, which changes nothing in the work a row does."""
+
+    name = "liger"
+
+    @staticmethod
+    def available() -> bool:
+        import importlib.util
+
+        return importlib.util.find_spec("liger_kernel") is not None
+
+    def update(self, work: UpdateWork) -> Impls:
+        return {}
+
+    def loss(self, work: LossWork) -> Impls:
+        if work.device != "cuda" or work.op != "cross_entropy":
+            return {}
+        try:
+            from liger_kernel.transformers import LigerCrossEntropyLoss
+        except ImportError:
+            return {}
+        loss_fn = LigerCrossEntropyLoss()
+        t_logits = work.logits.detach().clone().requires_grad_()
+        labels = work.labels
+
+        def forward_backward():
+            loss_fn(t_logits, labels).backward()
+            t_logits.grad = None
+
+        return {"liger": forward_backward}
+
+
 # Every backend, in table order; the first of a case's implementations is the baseline of its "x fastopt"
 # ratios (fastopt's on the CPU, fastopt-cuda's on the GPU).
-BACKENDS = (FastoptCPU(), NumpyReference(), TorchCPU(), FastoptCUDA(), TorchCUDA())
+BACKENDS = (FastoptCPU(), NumpyReference(), TorchCPU(), FastoptCUDA(), TorchCUDA(), LigerCUDA())
 
 
 def select_backends(numpy: bool = True, torch: bool = True, names: Optional[Sequence[str]] = None,
@@ -239,7 +275,9 @@ def select_backends(numpy: bool = True, torch: bool = True, names: Optional[Sequ
             continue
         if backend.name in ("torch", "torch-cuda") and (not torch or not TorchCPU.available()):
             continue
-        if backend.name in ("fastopt-cuda", "torch-cuda") and not gpu:
+        if backend.name in ("fastopt-cuda", "torch-cuda", "liger") and not gpu:
+            continue
+        if backend.name == "liger" and not (torch and LigerCUDA.available()):
             continue
         chosen.append(backend)
     return chosen

@@ -4,7 +4,8 @@ A case is built only when it is about to run (PendingCase.build) and dropped aft
 sizes (64M elements, GPT-2 small, 4096 x 32000 logits) never hold memory at the same time.
 
 CUDA cases (part "cuda", when a GPU is there): AdamW over 64M float32 elements and over GPT-2 small's list,
-cross-entropy forward+backward at 32768 x 50257, fastopt-cuda against torch on the same GPU. Their probe is
+cross-entropy forward+backward at 32768 x 50257, fastopt-cuda against torch on the same GPU (and Liger-Kernel's
+cross-entropy where it is installed). Their probe is
 a device-to-device copy (torch dst.copy_(src)) sized to move the bytes of the case's call: it reads and
 writes every byte once, so src and dst each hold half of them (at most COPY_BYTES_MAX in all). The device
 is synchronised before and after each timed batch of calls (Case.sync), and the loss case also records
@@ -188,14 +189,14 @@ def cuda_loss_case(n: int, c: int, backends: Sequence, probe: bool = True) -> Ca
     return case
 
 
-def cuda_loss_fits(n: int, c: int) -> Optional[str]:
+def cuda_loss_fits(n: int, c: int, copies: int = 0) -> Optional[str]:
     """None when the loss case should fit in the GPU's free memory, else why not: the logits, torch's
-    forward+backward (log-probabilities, their gradient and the logits' gradient: three more n x c) and
-    the copy probe."""
+    forward+backward (log-probabilities, their gradient and the logits' gradient: three more n x c), the
+    copy probe, and `copies` more n x c (an implementation's own copy of the logits: Liger's)."""
     import torch
 
     free, _ = torch.cuda.mem_get_info()
-    need = 4 * n * c * 4 + min(3 * n * c * 4, COPY_BYTES_MAX)
+    need = (4 + copies) * n * c * 4 + min(3 * n * c * 4, COPY_BYTES_MAX)
     if need > free:
         return f"needs about {need / 1e9:.1f} GB, the GPU has {free / 1e9:.1f} GB free"
     return None
@@ -213,7 +214,7 @@ def plan_cuda_cases(adamw: bool, gpt2: bool, cross_entropy: bool, backends: Sequ
                                    lambda: cuda_gpt2_case(backends)))
     if cross_entropy:
         n, c = shape
-        too_big = cuda_loss_fits(n, c)
+        too_big = cuda_loss_fits(n, c, copies=sum(b.name == "liger" for b in backends))
         if too_big:
             notes.append(f"CUDA cross-entropy at {n} x {c} left out: {too_big}")
         else:

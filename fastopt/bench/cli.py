@@ -38,8 +38,8 @@ in the same rounds. "x fastopt" is time / fastopt's time: above 1, fastopt is fa
 
 With a GPU (fastopt built with CUDA, torch with CUDA) CUDA rows follow, fastopt-cuda against torch on the
 same device: AdamW over 64M float32 elements and over GPT-2 small's list (torch fused and foreach), and
-cross-entropy forward+backward at 32768 x 50257 (F.cross_entropy + backward) with each one's peak extra
-memory. Their probe is a device copy moving the same bytes; the device is synchronised around each timed
+cross-entropy forward+backward at 32768 x 50257 (F.cross_entropy + backward, and Liger-Kernel's where it is
+installed) with each one's peak extra memory. Their probe is a device copy moving the same bytes; the device is synchronised around each timed
 batch of calls. Without a GPU they are skipped, and the run says so."""
 
 
@@ -86,6 +86,8 @@ def build_parser(prog: Optional[str] = None, part: str = "all") -> argparse.Argu
     parser.add_argument("--no-torch", action="store_true", help="leave torch out even when installed")
     parser.add_argument("--no-numpy", action="store_true", help="leave the (slow) NumPy reference out")
     parser.add_argument("--no-cuda", action="store_true", help="leave the CUDA rows out even when a GPU is there")
+    parser.add_argument("--cuda-only", action="store_true",
+                        help="only the CUDA rows (tools/gpu-check runs these); fails (exit 1) without a GPU")
     parser.add_argument("--cuda-size", type=parse_size, default=CUDA_ADAMW_SIZE, metavar="N",
                         help="elements of the CUDA AdamW row (default 64M)")
     parser.add_argument("--cuda-shape", type=parse_shape, default=CUDA_LOSS_SHAPE, metavar="NxC",
@@ -98,15 +100,23 @@ def main(argv: Optional[List[str]] = None, prog: Optional[str] = None, part: str
     args = parser.parse_args(argv)
     if args.rounds is not None and args.rounds < 1:
         parser.error("--rounds must be positive")
+    if args.cuda_only and args.no_cuda:
+        parser.error("--cuda-only and --no-cuda leave nothing to run")
+    if args.cuda_only:
+        no_gpu = cuda_unavailable()
+        if no_gpu is not None:
+            print(f"fastopt bench --cuda-only: no CUDA rows can run here ({no_gpu})", file=sys.stderr)
+            return 1
 
     sizes = args.sizes or (QUICK_SIZES if args.quick else DEFAULT_SIZES)
     shapes = args.shapes or [parse_shape(s) for s in DEFAULT_SHAPES]
     run_optimizers = args.part in ("all", "optimizers")
     run_losses = args.part in ("all", "losses")
     backends = select_backends(numpy=not args.no_numpy, torch=not args.no_torch, cuda=not args.no_cuda)
-    pending = plan_cases(sizes if run_optimizers else [], args.optimizers if run_optimizers else [],
-                         run_optimizers and not args.no_gpt2,
-                         shapes if run_losses else [], args.losses if run_losses else [], backends)
+    cpu_rows = not args.cuda_only
+    pending = plan_cases(sizes if run_optimizers and cpu_rows else [], args.optimizers if run_optimizers else [],
+                         run_optimizers and cpu_rows and not args.no_gpt2,
+                         shapes if run_losses and cpu_rows else [], args.losses if run_losses else [], backends)
     no_gpu = None if args.no_cuda else cuda_unavailable()
     cuda_rows = not args.no_cuda and no_gpu is None
     cuda_notes = ["CUDA rows left out (--no-cuda)"] if args.no_cuda else []
@@ -118,7 +128,7 @@ def main(argv: Optional[List[str]] = None, prog: Optional[str] = None, part: str
         pending += cuda_pending
 
     json_path = args.json
-    if json_path is None and args.part == "all" and not args.quick:
+    if json_path is None and args.part == "all" and not args.quick and not args.cuda_only:
         json_path = DEFAULT_JSON
     plot_path = args.plot
     if plot_path is None and json_path:
@@ -143,6 +153,7 @@ def main(argv: Optional[List[str]] = None, prog: Optional[str] = None, part: str
         settings = dict(part=args.part, quick=args.quick, rounds=args.rounds, sizes=sizes,
                         optimizers=args.optimizers, gpt2=not args.no_gpt2, shapes=[list(s) for s in shapes],
                         losses=args.losses, backends=[b.name for b in backends], cuda_rows=cuda_rows,
+                        cuda_only=args.cuda_only,
                         cuda_size=args.cuda_size, cuda_shape=list(args.cuda_shape),
                         argv=sys.argv)
         print(f"\nwrote {write_json(json_path, rows, settings, machine)}")

@@ -99,7 +99,17 @@ def torch_info() -> Optional[dict]:
         return None
     info = {"version": torch.__version__, "num_threads": torch.get_num_threads()}
     if torch.cuda.is_available():
-        info.update(cuda=torch.version.cuda, gpu=torch.cuda.get_device_name())
+        props = torch.cuda.get_device_properties(0)
+        info.update(cuda=torch.version.cuda, gpu=torch.cuda.get_device_name(),
+                    capability=f"{props.major}.{props.minor}", gpu_memory_bytes=props.total_memory,
+                    multiprocessors=props.multi_processor_count,
+                    l2_cache_bytes=getattr(props, "L2_cache_size", None))
+    try:
+        from importlib.metadata import version
+
+        info["liger_kernel"] = version("liger-kernel")
+    except Exception:  # not installed (any metadata error counts as that)  # noqa: BLE001
+        info["liger_kernel"] = None
     return info
 
 

@@ -19,6 +19,11 @@ capturable=True (Adam, AdamW, RMSprop, as torch): `step` is a tensor on the para
 on the device too, so that torch.cuda.graph can capture `opt.step()` and its replays count steps and follow
 a schedule that writes into the lr tensor. The host never reads those counts; it groups parameters into
 kernel calls by tokens that are shared exactly by parameters whose device counts are equal (StepTokens).
+A step being captured in a CUDA graph must be capturable in every group (torch's capture health check).
+
+Under torch.amp.GradScaler on CUDA, the loss scale reaches the kernels as a device tensor (never read on
+the host); so does found_inf where every call's step counts live on the device (capturable), and the step
+then never waits for the device. Elsewhere found_inf is read on the host once per step (see _amp_scaling).
 """
 
 from __future__ import annotations
@@ -147,8 +152,9 @@ class FusedOptimizer(torch.optim.Optimizer):
     - `_new_state(p, group)`: the state of a parameter's first step (torch's keys, fresh tensors);
     - `_bucket_key(p, state, group)`: what a kernel call must share besides device and dtype (the step);
     - `_prepare(group, params, states)`: add state tensors an option needs from this step on (amsgrad...);
-    - `_run(group, params, grads, states, step, grad_scale)`: the kernel call (arrays for params/grads,
-      state dicts; `step` a number, or a device tensor for device step counts);
+    - `_run(group, params, grads, states, step, grad_scale, found_inf)`: the kernel call (arrays for
+      params/grads, state dicts; `step` a number, or a device tensor for device step counts; grad_scale a
+      number or GradScaler's device tensor, found_inf None or GradScaler's device tensor);
     - `_advance(states)`: count the step in the state (default: `step += 1`).
     """
 
@@ -351,15 +357,16 @@ class FusedOptimizer(torch.optim.Optimizer):
     def step(self, closure=None):
         """One update of every parameter that has a .grad; `closure` (optional) re-evaluates the model
         under torch.enable_grad() and its loss is returned."""
+        self._capture_health_check()
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        grad_scale, skip = self._amp_scaling()
+        calls = self._plan()
+        grad_scale, found_inf, skip = self._amp_scaling(calls)
         if skip:
             return loss
 
-        calls = self._plan()
         if len(calls) > 1:
             # The kernels check each call before writing; across several calls the step is checked here
             # first, so that a late refusal cannot leave the earlier groups updated.
@@ -377,9 +384,10 @@ class FusedOptimizer(torch.optim.Optimizer):
             self._prepare(group, params, states)
             # A count on the device is read there: the kernel gets this update's number as a tensor.
             step = states[0]["step"] + 1 if is_device_key(key) else key
+            call_found_inf = self._for_call(found_inf, params)
             with _hyper.named(f"param group {k}"):  # (the tensors are checked: a refusal is a hyperparameter's)
                 self._run(group, _arrays.views(params), _arrays.views([p.grad for p in params]), states, step,
-                          grad_scale=grad_scale)
+                          grad_scale=self._for_call(grad_scale, params), found_inf=call_found_inf)
             # The update happened: commit the new states and count the step.
             for p, state in zip(params, states):
                 if state:  # torch keeps no entry for a parameter without state (SGD without momentum)
@@ -389,17 +397,24 @@ class FusedOptimizer(torch.optim.Optimizer):
                     else:
                         self.state[p] = state
             self._advance(states)
+            if call_found_inf is not None:  # a skipped step counts nothing: back on the device, as torch's fused
+                steps = [s["step"] for s in states if torch.is_tensor(s.get("step"))]
+                if steps:
+                    torch._foreach_sub_(steps, [call_found_inf] * len(steps))
             if is_device_key(key):
                 self._step_tokens.advanced(params)
             _arrays.mark_modified(params + [v for s in states for name, v in s.items()
                                             if name != "step" and torch.is_tensor(v)])
         return loss
 
-    def _rehearse(self, calls, grad_scale: float) -> None:
+    def _rehearse(self, calls, grad_scale: Any) -> None:
         """Runs each kernel call of a step of several calls first on empty stand-ins of its dtype, so that
         the kernels' rules that depend on the dtype (a hyperparameter or grad_scale out of float32's
         range) refuse before the first call writes anything. CUDA calls are checked on CPU stand-ins of
         their arithmetic (_check_hyper): a device stand-in would queue work (inside a graph capture too)."""
+        # A device grad_scale (GradScaler's, on CUDA) is not read back: the rules check a placeholder for it.
+        if isinstance(grad_scale, torch.Tensor):
+            grad_scale = 1.0 if grad_scale.is_cuda else float(grad_scale.item())
         for k, group, key, members in calls:
             p = members[0][1]
             with _hyper.named(f"param group {k}"):
@@ -418,24 +433,48 @@ class FusedOptimizer(torch.optim.Optimizer):
     # the kernels then divide by the scale on the fly, as torch's fused optimizers do.
     _step_supports_amp_scaling = True
 
-    def _amp_scaling(self) -> Tuple[float, bool]:
-        """(the scale to divide the gradients by, whether to skip this step) from GradScaler's attributes;
-        (1.0, False) outside GradScaler.step(). On CUDA, GradScaler's scale and found_inf are device
-        tensors: both are read back here (the step waits for the stream once, as torch.optim's non-fused
-        optimizers do in GradScaler.step), since fastopt takes the scale as a host number and skips a
-        step on the host. That cannot happen inside a CUDA graph capture, which is refused."""
+    def _amp_scaling(self, calls) -> Tuple[Any, Any, bool]:
+        """GradScaler's loss scale and found_inf for this step, and whether to skip it on the host:
+        (grad_scale, found_inf, skip); (1.0, None, False) outside GradScaler.step().
+
+        On CUDA both are device tensors, and neither is read back when it need not be. The scale goes to
+        every CUDA kernel call as it is (the kernels read it). found_inf goes to the kernels too when the
+        step counts of every call live on the device (capturable groups): a kernel writes nothing when it
+        is set, and the counts are put back on the device afterwards, as torch's fused optimizers do, so
+        the step never waits and can be captured in a CUDA graph. Otherwise the counts live on the host
+        and must know whether the step happened: found_inf is read once (the stream is synchronised, as
+        GradScaler itself does for torch's non-fused optimizers) and a set flag skips the step here."""
         found_inf = getattr(self, "found_inf", None)
         grad_scale = getattr(self, "grad_scale", None)
-        if found_inf is None and grad_scale is None:
-            return 1.0, False
-        if any(isinstance(t, torch.Tensor) and t.is_cuda for t in (found_inf, grad_scale)) \
-                and torch.cuda.is_current_stream_capturing():
-            raise RuntimeError("GradScaler cannot drive a fastopt twin inside a CUDA graph capture: the twin "
-                               "reads the loss scale and found_inf on the host (capture without GradScaler, or "
-                               "unscale and check the gradients inside the graph yourself)")
-        if found_inf is not None and float(found_inf) != 0.0:
-            return 1.0, True  # as torch's fused optimizers: nothing changes, step counts included
-        return (1.0 if grad_scale is None else scalar(grad_scale)), False
+        if grad_scale is None:
+            grad_scale = 1.0
+        if found_inf is None:
+            return grad_scale, None, False
+        if isinstance(found_inf, torch.Tensor) and found_inf.is_cuda and calls and \
+                all(device_steps(group, members[0][1]) for group, _, members in calls):
+            return grad_scale, found_inf, False
+        return grad_scale, None, float(found_inf) != 0.0  # as torch's fused optimizers: nothing changes
+
+    @staticmethod
+    def _for_call(value: Any, params: List[torch.Tensor]) -> Any:
+        """GradScaler's scale or found_inf for a kernel call over `params`: a CUDA tensor goes to a call on
+        CUDA as it is (moved to the parameters' device if it lives on another), anything else as a float."""
+        if not isinstance(value, torch.Tensor):
+            return value
+        if value.is_cuda and params[0].is_cuda:
+            return value if value.device == params[0].device else value.to(params[0].device, non_blocking=True)
+        return float(value.item())
+
+    def _capture_health_check(self) -> None:
+        """As torch.optim's: a step captured in a CUDA graph must read its step counts and lr on the device
+        (capturable=True in every param group). A non-capturable step would bake the host's step number
+        and lr into the graph's kernel arguments, and every replay would repeat one bias correction while
+        the counts stood still: refused, with torch's RuntimeError."""
+        if torch.cuda.is_available() and torch.cuda.is_current_stream_capturing() and \
+                not all(group.get("capturable") for group in self.param_groups):
+            raise RuntimeError(f"Attempting CUDA graph capture of step() for an instance of {type(self).__name__} "
+                               "but param_groups' capturable is False (fastopt's twin, as torch.optim: construct "
+                               "it with capturable=True, where the optimizer has the option, to capture its step)")
 
     def _plan(self) -> List[Tuple[int, Dict[str, Any], Hashable, List[Tuple[int, torch.Tensor]]]]:
         """Checks every tensor of the step and groups the parameters into kernel calls:
@@ -559,7 +598,7 @@ class FusedOptimizer(torch.optim.Optimizer):
     def _prepare(self, group, params: List[torch.Tensor], states: List[Dict[str, Any]]) -> None:
         pass
 
-    def _run(self, group, params, grads, states, step, grad_scale: float = 1.0) -> None:
+    def _run(self, group, params, grads, states, step, grad_scale: Any = 1.0, found_inf: Any = None) -> None:
         raise NotImplementedError
 
     def _advance(self, states: List[Dict[str, Any]]) -> None:

@@ -36,10 +36,11 @@ class Adagrad(FusedOptimizer):
         # torch fills the sum from self.defaults, whatever the group says; the twin does the same.
         return {"step": new_step(group, p), "sum": _arrays.state_tensor(p, self.defaults["initial_accumulator_value"])}
 
-    def _run(self, group, params, grads, states, step, grad_scale=1.0):
+    def _run(self, group, params, grads, states, step, grad_scale=1.0, found_inf=None):
         adagrad_(params, grads, self._views(states, "sum"), lr=self._lr(group, params),
                  lr_decay=scalar(group["lr_decay"]), weight_decay=scalar(group["weight_decay"]),
-                 eps=scalar(group["eps"]), maximize=bool(group["maximize"]), step=step, grad_scale=grad_scale)
+                 eps=scalar(group["eps"]), maximize=bool(group["maximize"]), step=step, grad_scale=grad_scale,
+                 found_inf=found_inf)
 
     def share_memory(self) -> None:
         """Moves the state sums to shared memory (as torch.optim.Adagrad.share_memory)."""

@@ -35,14 +35,14 @@ class Adam(FusedOptimizer):
         if group["amsgrad"]:
             self._ensure(params, states, "max_exp_avg_sq")
 
-    def _run(self, group, params, grads, states, step, grad_scale=1.0):
+    def _run(self, group, params, grads, states, step, grad_scale=1.0, found_inf=None):
         kernel = adamw_ if group["decoupled_weight_decay"] else adam_
         beta1, beta2 = group["betas"]
         kernel(params, grads, self._views(states, "exp_avg"), self._views(states, "exp_avg_sq"),
                self._views(states, "max_exp_avg_sq") if group["amsgrad"] else None,
                lr=self._lr(group, params), beta1=scalar(beta1), beta2=scalar(beta2), eps=scalar(group["eps"]),
                weight_decay=scalar(group["weight_decay"]), amsgrad=bool(group["amsgrad"]),
-               maximize=bool(group["maximize"]), step=step, grad_scale=grad_scale)
+               maximize=bool(group["maximize"]), step=step, grad_scale=grad_scale, found_inf=found_inf)
 
 
 class AdamW(Adam):

@@ -41,10 +41,11 @@ class RMSprop(FusedOptimizer):
         if group["centered"]:
             self._ensure(params, states, "grad_avg")
 
-    def _run(self, group, params, grads, states, _, grad_scale=1.0):
+    def _run(self, group, params, grads, states, _, grad_scale=1.0, found_inf=None):
         rmsprop_(params, grads, self._views(states, "square_avg"),
                  self._views(states, "momentum_buffer") if group["momentum"] > 0 else None,
                  self._views(states, "grad_avg") if group["centered"] else None,
                  lr=self._lr(group, params), alpha=scalar(group["alpha"]), eps=scalar(group["eps"]),
                  weight_decay=scalar(group["weight_decay"]), momentum=scalar(group["momentum"]),
-                 centered=bool(group["centered"]), maximize=bool(group["maximize"]), grad_scale=grad_scale)
+                 centered=bool(group["centered"]), maximize=bool(group["maximize"]), grad_scale=grad_scale,
+                 found_inf=found_inf)

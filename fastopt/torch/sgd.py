@@ -40,12 +40,12 @@ class SGD(FusedOptimizer):
                     # Not read: the step=1 kernel call writes the gradient into it.
                     state["momentum_buffer"] = _arrays.state_tensor(p, fill=None)
 
-    def _run(self, group, params, grads, states, step, grad_scale=1.0):
+    def _run(self, group, params, grads, states, step, grad_scale=1.0, found_inf=None):
         momentum = scalar(group["momentum"])
         sgd_(params, grads, self._views(states, "momentum_buffer") if momentum != 0 else None,
              lr=self._lr(group, params), momentum=momentum, dampening=scalar(group["dampening"]),
              weight_decay=scalar(group["weight_decay"]), nesterov=bool(group["nesterov"]),
-             maximize=bool(group["maximize"]), step=step, grad_scale=grad_scale)
+             maximize=bool(group["maximize"]), step=step, grad_scale=grad_scale, found_inf=found_inf)
 
     def _advance(self, states):
         pass  # torch's SGD counts no steps

@@ -11,6 +11,7 @@
 // launch configuration, real concurrency, the kernel-argument ABI. Those need a GPU.
 //
 // Build and run:  cmake --build BUILD --target fastopt_cuda_simulate && BUILD/fastopt_cuda_simulate
+#include <algorithm>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -44,10 +45,15 @@ int checks = 0;
 
 // ---------------------------------------------------------------- the host runner
 
+// Whether the runners of the cases below plan with the 32 KB kernel-argument space (where compiled).
+bool g_large_args = false;
+
 struct HostRunner {
   bool capture = false;
+  bool large = g_large_args;
   int update_launches = 0;
   int probe_launches = 0;
+  int largest_batch = 0;  // capacity (K) of the largest batch type launched
 
   bool capturing() const { return capture; }
 
@@ -60,24 +66,28 @@ struct HostRunner {
 
   template <typename Op, typename T, typename S, int N>
   void updates(const DeviceTensorList<N>& list, const Op& op, const long long* found_inf, const char*) {
-    plan_updates<Op, T, S>(list, op, found_inf, [&](const auto& a, int64_t blocks) {
+    plan_updates<Op, T, S>(list, op, found_inf, large, [&](const auto& a, int64_t blocks) {
       ++update_launches;
+      largest_batch = std::max(largest_batch, std::decay_t<decltype(a.batch)>::kCapacity);
       for (int64_t b = 0; b < blocks; ++b) {
-        if (a.found_inf != nullptr && *a.found_inf != 0) return;  // update_kernel's first line
-        const typename Op::Consts c = a.op.on_device() ? a.op.device_consts() : a.op.consts;
-        for (int tid = 0; tid < kBlockThreads; ++tid) update_chunk<Op, T, S>(a.batch, a.op, c, b, tid, kBlockThreads);
+        typename Op::Consts c;
+        GradUnscale<MathOf<T>> u;
+        if (!prepare_block(a, c, u)) continue;  // update_kernel: thread 0, then the whole block returns
+        for (int tid = 0; tid < kBlockThreads; ++tid) {
+          update_chunk<Op, T, S>(a.batch, a.op, c, u, b, tid, kBlockThreads);
+        }
       }
     });
   }
 
   template <typename T, int N>
-  void probe(const DeviceTensorList<N>& list, int grad, double grad_scale, long long* found) {
-    plan_probe<T>(list, grad, grad_scale, found, [&](const auto& a, int64_t blocks) {
+  void probe(const DeviceTensorList<N>& list, int grad, const GradScaleSource& scale, long long* found) {
+    plan_probe<T>(list, grad, scale, found, large, [&](const auto& a, int64_t blocks) {
       ++probe_launches;
       for (int64_t b = 0; b < blocks; ++b) {
         unsigned bad = 0;
         for (int tid = 0; tid < kBlockThreads; ++tid) {
-          bad |= probe_chunk<T>(a.batch, a.grad_scale, a.scaled, b, tid, kBlockThreads);
+          bad |= probe_chunk<T>(a.batch, a.scale.template resolve<MathOf<T>>(), b, tid, kBlockThreads);
         }
         if (bad) *a.found = 1;
       }
@@ -276,14 +286,30 @@ std::vector<int64_t> many_sizes(int count, uint32_t seed) {  // more tensors tha
   return out;
 }
 
-struct DeviceScalars {  // lr and step on the "device" (host memory here)
+struct DeviceScalars {  // lr, step, grad_scale and found_inf on the "device" (host memory here)
   float lr32 = 0;
   double lr64 = 0;
   int32_t step32 = 0;
   int64_t step64 = 0;
   float stepf = 0;
   double stepd = 0;
+  float scale32 = 0;
+  double scale64 = 0;
+  float found32 = 0;
+  int64_t found64 = 0;
 };
+
+// A device grad_scale (float32 or float64, as `which` is even or odd) and a device found_inf
+// (float32 as torch's GradScaler keeps it, or int64) holding `found`.
+void add_device_scaling(DeviceHyper& dh, DeviceScalars& d, double scale, bool found, int which) {
+  d.scale32 = float(scale);
+  d.scale64 = scale;
+  d.found32 = found ? 1.0f : 0.0f;
+  d.found64 = found ? 1 : 0;
+  dh.grad_scale =
+      which % 2 == 0 ? DeviceScalar{&d.scale32, DType::Float32} : DeviceScalar{&d.scale64, DType::Float64};
+  dh.found_inf = which % 4 < 2 ? DeviceScalar{&d.found32, DType::Float32} : DeviceScalar{&d.found64, DType::Int64};
+}
 
 DeviceHyper make_device_hyper(DeviceScalars& d, double lr, int64_t step, int variant) {
   DeviceHyper dh;
@@ -303,17 +329,19 @@ DeviceHyper make_device_hyper(DeviceScalars& d, double lr, int64_t step, int var
   return dh;
 }
 
-// Runs one update on a model with the host runner and on a reference copy; compares.
-// poison: put a non-finite gradient somewhere (skip_nonfinite cases).
+// Runs one update on a model with the host runner and on a reference copy; compares. expect_skip:
+// the call returns found_inf and writes nothing (skip_nonfinite); device_skip: it returns false and
+// writes nothing (a device found_inf flag that is set).
 template <typename T, typename S, int N, typename Call, typename Reference>
-void check_case(const char* what, Model<T, S, N> m, Call&& call, Reference&& reference, bool expect_skip) {
+void check_case(const char* what, Model<T, S, N> m, Call&& call, Reference&& reference, bool expect_skip,
+                bool device_skip = false) {
   Model<T, S, N> expected = m;
   const Model<T, S, N> before = m;
   HostRunner runner;
   DeviceTensorList<N> list = m.device_list(dtype_of<T>(), dtype_of<S>());
   const bool found = call(runner, list);
   EXPECT(found == expect_skip, "%s: found_inf %d, expected %d", what, int(found), int(expect_skip));
-  if (expect_skip) {
+  if (expect_skip || device_skip) {
     EXPECT(m.same(before), "%s: skipped call changed %s", what, m.first_difference(before).c_str());
     return;
   }
@@ -338,7 +366,9 @@ template <typename T, typename S>
 void test_adam(const std::vector<int64_t>& sizes, int misalign, uint32_t seed) {
   for (int amsgrad = 0; amsgrad < 2; ++amsgrad) {
     for (int decoupled = 0; decoupled < 2; ++decoupled) {
-      for (int variant = 0; variant < 4; ++variant) {  // 0 plain, 1 maximize+scaled, 2 device lr/step, 3 skip
+      // 0 plain, 1 maximize+scaled, 2 device lr/step, 3 skip, 4 device grad_scale (found_inf 0),
+      // 5 device found_inf set, 6 skip_nonfinite with a device grad_scale < 1 that overflows a gradient
+      for (int variant = 0; variant < 7; ++variant) {
         AdamHyper h{};
         h.lr = 1e-2;
         h.beta1 = 0.9;
@@ -349,7 +379,8 @@ void test_adam(const std::vector<int64_t>& sizes, int misalign, uint32_t seed) {
         h.decoupled = decoupled;
         h.maximize = variant == 1;
         h.step = 3;
-        if (variant == 1) h.scaling.grad_scale = 1024.0;
+        if (variant == 1 || variant == 4 || variant == 5) h.scaling.grad_scale = 1024.0;
+        if (variant == 6) h.scaling.grad_scale = 0.25;
         const unsigned present = amsgrad ? 0b11111u : 0b01111u;
         Model<T, S, 5> m = make_model<T, S, 5>(sizes, present, misalign, seed, true);
         AdamHyper host = h;
@@ -360,12 +391,28 @@ void test_adam(const std::vector<int64_t>& sizes, int misalign, uint32_t seed) {
           if (dh.lr) host.lr = 999.0;
           if (dh.step) host.step = 77;
         }
-        bool expect_skip = false;
+        bool expect_skip = false, device_skip = false;
         if (variant == 3) {
           host.scaling.skip_nonfinite = true;
           expect_skip = seed % 2 == 0;
           if (expect_skip) poison<T, S>(m.grads, sizes, seed % 4 == 0 ? std::numeric_limits<double>::infinity()
                                                                           : std::numeric_limits<double>::quiet_NaN());
+        }
+        if (variant >= 4) {  // the device scale wins over a garbage host one (which would also pass the probe)
+          add_device_scaling(dh, dev, h.scaling.grad_scale, variant == 5, int(seed) + amsgrad + 2 * decoupled);
+          host.scaling.grad_scale = variant == 6 ? 1.0 : 999.0;
+          device_skip = variant == 5;
+        }
+        if (variant == 6) {
+          host.scaling.skip_nonfinite = true;
+          // finite, but not once divided by 0.25 (float32 / float64); half gradients cannot overflow
+          // float math that way, so they get a NaN
+          const double big =
+              sizeof(T) == 4 ? 3e38 : (sizeof(T) == 8 ? 1.7e308 : std::numeric_limits<double>::quiet_NaN());
+          poison<T, S>(m.grads, sizes, big);
+          bool any = false;
+          for (int64_t n : sizes) any = any || n > 0;
+          expect_skip = any;
         }
         std::string what = std::string("adam<") + dtype_name(dtype_of<T>()) + "> amsgrad=" + std::to_string(amsgrad) +
                            " decoupled=" + std::to_string(decoupled) + " variant=" + std::to_string(variant) +
@@ -388,7 +435,7 @@ void test_adam(const std::vector<int64_t>& sizes, int misalign, uint32_t seed) {
                 });
               }
             },
-            expect_skip);
+            expect_skip, device_skip);
       }
     }
   }
@@ -591,6 +638,22 @@ void test_nonfinite(const std::vector<int64_t>& sizes, int misalign, uint32_t se
   }
 }
 
+// Lists longer than one 4 KB launch, planned in the 32 KB argument space, bit for bit as before.
+template <typename T, typename S>
+void test_large_lists(uint32_t seed) {
+  if (!kLargeArgsCompiled) return;
+  g_large_args = true;
+  const std::vector<int64_t> sizes = many_sizes(150, seed);
+  for (int misalign : {0, 3}) {
+    test_adam<T, S>(sizes, misalign, seed + misalign);
+    test_sgd<T, S>(sizes, misalign, seed + misalign);
+    test_adagrad<T, S>(sizes, misalign, seed + misalign);
+    test_rmsprop<T, S>(sizes, misalign, seed + misalign);
+    test_nonfinite<T>(sizes, misalign, seed + misalign);
+  }
+  g_large_args = false;
+}
+
 template <typename T, typename S>
 void test_all(uint32_t seed) {
   const std::vector<std::vector<int64_t>> lists = {kSizesSmall, kSizesChunks, many_sizes(150, seed)};
@@ -650,6 +713,42 @@ void test_planning() {
         const ChunkSpan first2 = chunk_of(b, c0 + 1);
         EXPECT(first2.k == 2 && first2.begin == 0 && first2.n == kChunkElements, "first chunk of tensor 2");
       });
+}
+
+// The 32 KB argument space: GPT-2 small's 148 Adam tensors (5 operands) in one launch; a list that fits
+// one 4 KB launch keeps it; a longer one than a large batch takes two. The update itself is checked
+// bit for bit with large batches by test_large_lists.
+void test_large_planning() {
+  if (!kLargeArgsCompiled) {
+    std::printf("large kernel arguments not compiled in (nvcc < 12.1 or a target below sm_70): skipped\n");
+    return;
+  }
+  constexpr int k5 = tensors_per_batch<5, kLargeBatchBytes>();
+  constexpr int k3 = tensors_per_batch<3, kLargeBatchBytes>();
+  constexpr int k1 = tensors_per_batch<1, kLargeBatchBytes>();
+  EXPECT(k5 == 608 && k3 == 871 && k1 == 1535, "large batch capacities %d %d %d", k5, k3, k1);
+  alignas(16) static float p[16], g[16], m[16], v[16];
+  AdamHyper h{};
+  h.lr = 1e-3;
+  h.beta1 = 0.9;
+  h.beta2 = 0.999;
+  h.eps = 1e-8;
+  h.step = 1;
+  for (const int count : {148, 67, 700}) {
+    for (const bool large : {false, true}) {
+      DeviceTensorList<5> list;
+      // (every tensor aliases the same 16 elements: only the planning is checked here)
+      for (int k = 0; k < count; ++k) list.add({p, g, m, v, nullptr}, 16);
+      HostRunner runner;
+      runner.large = large;
+      run_adam(runner, list, h, DeviceHyper{});
+      const int want = !large ? (count + 66) / 67 : (count <= 67 ? 1 : (count + 607) / 608);
+      const int want_k = large && count > 67 ? 608 : 67;
+      EXPECT(runner.update_launches == want && runner.largest_batch == want_k,
+             "%d tensors, large %d: %d launches of up to %d tensors, expected %d of %d", count, int(large),
+             runner.update_launches, runner.largest_batch, want, want_k);
+    }
+  }
 }
 
 void test_errors() {
@@ -734,11 +833,15 @@ int main() {
   std::printf("simulating %d threads per block, %lld elements per chunk, CPU reference isa %s\n", kBlockThreads,
               (long long)kChunkElements, cpu::kernels().isa);
   test_planning();
+  test_large_planning();
   test_errors();
   test_all<float, float>(11);
   test_all<double, double>(23);
   test_all<__half, float>(37);
   test_all<__nv_bfloat16, float>(41);
+  test_large_lists<float, float>(53);
+  test_large_lists<double, double>(59);
+  test_large_lists<__half, float>(61);
   std::printf("%d passed, %d failed\n", checks - failures, failures);
   return failures == 0 ? 0 : 1;
 }

@@ -1,0 +1,12 @@
+// Adagrad on the GPU (backend.h): optim_backend.cuh's call, run by the GPU runner (gpu_runner.cuh).
+#include "cuda/gpu_runner.cuh"
+
+namespace fastopt::cuda {
+
+bool adagrad(const DeviceTensorList<3>& list, const AdagradHyper& hyper, const DeviceHyper& device_hyper,
+             const Queue& queue) {
+  GpuRunner runner(queue);
+  return run_adagrad(runner, list, hyper, device_hyper);
+}
+
+}  // namespace fastopt::cuda
