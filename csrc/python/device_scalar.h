@@ -61,7 +61,7 @@ struct Scaling {
 
 inline Scaling next_scaling(BoundArgs& a) {
   Scaling s;
-  s.grad_scale = is_device_array(a.peek()) ? Scalar{1.0, 1, a.next()} : Scalar{a.next_real(), 1, {}};
+  s.grad_scale = is_device_array(a.peek(), "grad_scale") ? Scalar{1.0, 1, a.next()} : Scalar{a.next_real(), 1, {}};
   s.host = GradScaling{s.grad_scale.value, a.next_bool()};
   s.found_inf = a.next();
   return s;
@@ -84,7 +84,7 @@ class DeviceScalars {
     }
     const py::handle found = scaling.found_inf;
     if (found.is_none()) return;
-    if (is_device_array(found)) {
+    if (is_device_array(found, "found_inf")) {
       hyper.found_inf = take(found, "found_inf", true, call, found_);
       return;
     }
