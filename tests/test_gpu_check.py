@@ -151,9 +151,10 @@ def test_a_phase_past_its_budget_is_stopped_with_its_children(tmp_path):
     # a shell that starts a child and waits: both must be gone when the phase is stopped
     cmd = ["sh", "-c", f"sleep 60 & echo $! > {pid_file}; echo started; wait"]
     start = time.monotonic()
-    result = gpu_check.run_phase(log, "slow", cmd, 1.0)
+    # (5 s: long enough for the shell to start its child and say so on a loaded machine)
+    result = gpu_check.run_phase(log, "slow", cmd, 5.0)
     assert result["timed_out"] and result["rc"] != 0
-    assert time.monotonic() - start < 20
+    assert time.monotonic() - start < 40
     child = int(pid_file.read_text())
     for _ in range(50):  # (the kill is delivered at once; the process table may lag a moment)
         try:
@@ -165,7 +166,7 @@ def test_a_phase_past_its_budget_is_stopped_with_its_children(tmp_path):
         os.kill(child, 9)
         pytest.fail("the phase's child process survived the timeout")
     text = (tmp_path / "log.txt").read_text()
-    assert "started" in text and "ran past its 1 s budget" in text
+    assert "started" in text and "ran past its 5 s budget" in text
 
 
 def test_a_phase_that_cannot_start(tmp_path):
