@@ -25,5 +25,6 @@ esac
 python3 "$here/transform.py" "$root/csrc/cuda/loss_kernels.cu" "$work/loss_kernels_emu.cpp" "${constants[@]}"
 cp "$here/test_losses.cpp" "$work/"
 g++ -std=c++20 "${flags[@]}" -w -I"$work/fake" -I"$root/csrc/include" -I"$root/csrc" "$work/test_losses.cpp" \
+  "$root/csrc/cpu/cpu_info.cpp" \
   -o "$work/test_losses" -pthread
 "$work/test_losses" "$mode"
