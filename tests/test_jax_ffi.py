@@ -57,7 +57,10 @@ def make_params(rng, dtype, big=False):
     shapes = {"b": (7,), "w": (3, 5), "one": (1,), "mid": (1000,)}
     if big:  # more than two 64K-element chunks in one call: the kernel's threaded path
         shapes["big"] = (140_003,)
-    return {k: rng.standard_normal(s).astype(dtype) for k, s in shapes.items()}
+    params = {k: rng.standard_normal(s).astype(dtype) for k, s in shapes.items()}
+    # values that the steps carry across zero, where new_p - p is not exact in floating point
+    params["tiny"] = (1e-4 * rng.standard_normal(200)).astype(dtype)
+    return params
 
 
 def to_jax(tree):
@@ -630,6 +633,28 @@ def test_import_fastopt_does_not_import_jax():
     result = run("import sys, fastopt, fastopt.optim, fastopt.reference; print('jax' in sys.modules)")
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "False"
+
+
+def test_the_thread_count_changes_no_bit():
+    """Inside XLA the kernels run on XLA's threads whatever fastopt.set_num_threads says for calls from
+    Python (csrc/jax/kernel_threads.h); either way, the same bits. In a child process: the count is global."""
+    result = run(
+        "import numpy as np, jax, jax.numpy as jnp, fastopt, fastopt.jax as fj\n"
+        "rng = np.random.default_rng(5)\n"
+        "p = {'w': jnp.asarray(rng.standard_normal(300_001), jnp.float32)}\n"
+        "g = {'w': jnp.asarray(rng.standard_normal(300_001), jnp.float32)}\n"
+        "x, y = jnp.asarray(rng.standard_normal((300, 1000)), jnp.float32), jnp.zeros(300, jnp.int32)\n"
+        "def run():\n"
+        "    tx = fj.adamw(1e-2)\n"
+        "    new, _ = jax.jit(lambda p, s, g: fj.fused_apply(tx, g, s, p))(p, tx.init(p), g)\n"
+        "    grad = jax.jit(jax.grad(fj.softmax_cross_entropy))(x, y)\n"
+        "    return np.asarray(new['w']), np.asarray(grad)\n"
+        "one = run()\n"
+        "fastopt.set_num_threads(2)\n"
+        "two = run()\n"
+        "print(all(np.array_equal(a, b) for a, b in zip(one, two)))\n")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "True"
 
 
 def test_fastopt_jax_without_jax_or_without_handlers_is_a_clear_import_error():

@@ -13,6 +13,7 @@
 #include "cpu/kernel_table.h"
 #include "cuda/backend.h"
 #include "jax/handlers.h"
+#include "jax/kernel_threads.h"
 #include "jax/update_operands.h"
 
 namespace fastopt::jax_ffi {
@@ -133,6 +134,7 @@ ffi::Error cross_entropy_cpu(ffi::AnyBuffer logits, ffi::AnyBuffer labels, ffi::
         s.labels == DType::Int32 ? bad_label(static_cast<const int32_t*>(labels.untyped_data()), s, ignore_index)
                                  : bad_label(static_cast<const int64_t*>(labels.untyped_data()), s, ignore_index);
     if (bad) return invalid(*bad);
+    const KernelOnCallingThread one_thread;
     auto run = [&](auto t, auto l) {
       using T = decltype(t);
       using L = decltype(l);
@@ -233,6 +235,7 @@ ffi::Error softmax_cpu(ffi::AnyBuffer x, ffi::Result<ffi::AnyBuffer> out, bool l
     DType dtype;
     int64_t rows = 0, c = 0;
     if (ffi::Error e = read_softmax(x, *out, dtype, rows, c); !e.success()) return e;
+    const KernelOnCallingThread one_thread;
     if (dtype == DType::Float32) {
       cpu::kernels().of<float>().softmax(static_cast<const float*>(x.untyped_data()),
                                          static_cast<float*>(out->untyped_data()), rows, c, log);

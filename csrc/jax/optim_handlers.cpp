@@ -9,6 +9,7 @@
 #include "cpu/kernel_table.h"
 #include "cuda/backend.h"
 #include "jax/handlers.h"
+#include "jax/kernel_threads.h"
 #include "jax/update_operands.h"
 
 namespace fastopt::jax_ffi {
@@ -60,6 +61,7 @@ ffi::Error run_on_cpu(ffi::RemainingArgs args, ffi::RemainingRets rets, UpdateSp
     spec.hyper.lr = ops.lr ? host_real(*ops.lr) : spec.lr;
     set_step(spec.hyper, host_integer(*ops.step));
     if (const rules::Check bad = rules::check(spec.hyper)) return broken(bad);
+    const KernelOnCallingThread one_thread;
     if (ops.param == DType::Float32) {
       kernel(cpu::kernels().of<float>(), host_list<float>(ops), spec.hyper);
     } else {
