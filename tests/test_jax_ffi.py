@@ -40,6 +40,9 @@ needs_optax = pytest.mark.skipif(optax is None, reason="optax is not installed (
 
 STEPS = 20
 DTYPES = [np.float32, np.float64]
+# A value found wrong while the step runs fails it with the handler's message; JAX raises it as a
+# JaxRuntimeError, or as a ValueError when its fast dispatch path (a jitted function called again) ran it.
+RUNTIME_ERRORS = (jax.errors.JaxRuntimeError, ValueError)
 
 
 def fresh_seed() -> int:
@@ -55,8 +58,9 @@ def precision(dtype):
 
 def make_params(rng, dtype, big=False):
     shapes = {"b": (7,), "w": (3, 5), "one": (1,), "mid": (1000,)}
-    if big:  # more than two 64K-element chunks in one call: the kernel's threaded path
-        shapes["big"] = (140_003,)
+    if big:  # enough work for the handler to cut the list into pieces on XLA's threads (csrc/jax/xla_threads.h),
+        shapes["big"] = (140_003,)  # one cut inside this leaf, the next piece spanning several leaves
+        shapes["big2"] = (160_001,)
     params = {k: rng.standard_normal(s).astype(dtype) for k, s in shapes.items()}
     # values that the steps carry across zero, where new_p - p is not exact in floating point
     params["tiny"] = (1e-4 * rng.standard_normal(200)).astype(dtype)
@@ -241,7 +245,7 @@ def test_a_negative_traced_learning_rate_fails_the_step_by_name():
     params = {"w": jnp.ones(3, jnp.float32)}
     tx = fj.sgd(lambda count: -0.1 * (count + 1))
     step = jax.jit(lambda p, s, g: fj.fused_apply(tx, g, s, p))
-    with pytest.raises(jax.errors.JaxRuntimeError, match=re.escape("lr must be >= 0, got -0.10000000149011612")):
+    with pytest.raises(RUNTIME_ERRORS, match=re.escape("lr must be >= 0, got -0.10000000149011612")):
         jax.block_until_ready(step(params, tx.init(params), params))
 
 
@@ -508,7 +512,7 @@ def test_loss_equals_optax_under_jit_and_grad(dtype):
 
 
 @pytest.mark.parametrize("log", [False, True], ids=["softmax", "log_softmax"])
-@pytest.mark.parametrize("shape", [(9,), (4, 33), (2, 3, 17)])
+@pytest.mark.parametrize("shape", [(9,), (4, 33), (2, 3, 17), (300, 1001)])  # (the last: rows on XLA's threads)
 def test_softmax_gives_the_numpy_kernel_bits_and_jax_gradients(shape, log):
     rng = np.random.default_rng(fresh_seed())
     x = (4 * rng.standard_normal(shape)).astype(np.float32)
@@ -527,7 +531,7 @@ def test_softmax_gives_the_numpy_kernel_bits_and_jax_gradients(shape, log):
 def test_a_bad_label_fails_the_step_naming_it():
     logits = jnp.zeros((4, 7), jnp.float32)
     labels = jnp.asarray([1, 2, 9, 3], jnp.int32)  # a value: JAX knows it only when the step runs
-    with pytest.raises(jax.errors.JaxRuntimeError,
+    with pytest.raises(RUNTIME_ERRORS,
                        match=re.escape("labels[2] = 9 is out of range for 7 classes (and is not ignore_index=-100)")):
         jax.block_until_ready(jax.jit(fj.softmax_cross_entropy)(logits, labels))
 
@@ -619,6 +623,109 @@ def test_bad_hyperparameters_are_refused_with_optax_names(make, error, message):
 def test_bad_loss_input_is_refused_at_trace_time(call, error, message):
     with pytest.raises(error, match=re.escape(message)):
         lower(call, jnp.zeros((4, 7), jnp.float32), jnp.zeros(4, jnp.int32))
+
+
+# ------------------------------------------------------------------ the CUDA handlers' code, on the host
+
+def parse_record(line):
+    head, *fields = line.split()
+    return head, dict(field.split("=", 1) for field in fields)
+
+
+@pytest.fixture(scope="module")
+def cuda_code_on_host():
+    """The CUDA handlers' code bound as CPU targets that record what they would launch (XLA's CPU
+    runtime has no GPU context for the real ones): csrc/jax/host_test.h."""
+    from fastopt import _core
+
+    for name, capsule in _core._jax_ffi_host_test_targets().items():
+        jax.ffi.register_ffi_target(name + "_on_host", capsule, platform="cpu")
+    _core._jax_ffi_host_test_records()  # (start empty)
+    return lambda: [parse_record(line) for line in _core._jax_ffi_host_test_records()]
+
+
+def cuda_update_on_host(target, blocks, lr=None, **attrs):
+    from fastopt.jax._ffi import update_call
+
+    out = update_call(target + "_on_host", blocks, [True, False] + [True] * (len(blocks) - 2), lr=lr,
+                      step=jnp.int32(3), attrs=dict({"lr": 0.0 if lr is not None else 1e-3}, **attrs))
+    return jax.block_until_ready(out)
+
+
+ADAM_ATTRS = dict(beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.01, amsgrad=True, decoupled=True, maximize=False)
+
+
+def test_cuda_update_handlers_pass_the_list_and_leave_lr_and_step_on_the_device(cuda_code_on_host):
+    a, b = jnp.ones(5, jnp.float32), jnp.ones((3, 2), jnp.float32)
+    cuda_code_on_host()
+    cuda_update_on_host("fastopt_adam", [[a, b]] * 5, **ADAM_ATTRS)
+    cuda_update_on_host("fastopt_sgd", [[a, b]] * 3, lr=jnp.float32(0.1), momentum=0.9, dampening=0.0,
+                        weight_decay=0.0, nesterov=False, maximize=False)
+    cuda_update_on_host("fastopt_rmsprop", [[a]] * 4, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0,
+                        centered=True, maximize=False)
+    (adam, f_adam), (sgd, f_sgd), (rmsprop, f_rms) = cuda_code_on_host()
+    assert adam == "fastopt_adamw" and f_adam["sizes"] == "5,6" and f_adam["slots"] == "11111,11111"
+    assert f_adam["param"] == f_adam["state"] == "float32"
+    # a constant lr is a double on the host; the step (a traced count) stays on the device
+    assert float(f_adam["lr"]) == 1e-3 and f_adam["device_lr"] == "none" and f_adam["device_step"] == "int32"
+    # a traced lr too: the host rules see the placeholder 0
+    assert sgd == "fastopt_sgd" and f_sgd["slots"] == "111,111" and f_sgd["device_lr"] == "float32"
+    assert float(f_sgd["lr"]) == 0.0 and f_sgd["device"] == "0"
+    assert rmsprop == "fastopt_rmsprop" and f_rms["slots"] == "11101"  # centered, no momentum buffer
+
+
+def test_cuda_update_handlers_take_half_params_with_float32_state(cuda_code_on_host):
+    p = jnp.ones(4, jnp.bfloat16)
+    cuda_code_on_host()
+    cuda_update_on_host("fastopt_adam", [[p], [p]] + [[jnp.zeros(4, jnp.float32)]] * 3, **ADAM_ATTRS)
+    ((_, fields),) = cuda_code_on_host()
+    assert fields["param"] == "bfloat16" and fields["state"] == "float32"
+    with pytest.raises(RUNTIME_ERRORS, match=re.escape("exp_avgs[0] has dtype bfloat16 but must be "
+                                                                   "float32")):
+        cuda_update_on_host("fastopt_adam", [[p]] * 5, **ADAM_ATTRS)
+    with pytest.raises(RUNTIME_ERRORS, match=re.escape("beta1 must be in [0, 1), got 1.5")):
+        cuda_update_on_host("fastopt_adam", [[jnp.ones(4)]] * 5, **dict(ADAM_ATTRS, beta1=1.5))
+    assert cuda_code_on_host() == []  # refused before any launch
+
+
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_cuda_loss_handler_checks_labels_then_launches_each_batch_member(cuda_code_on_host, reduction):
+    from fastopt.jax._ffi import attributes
+
+    logits = jnp.zeros((2, 4, 7), jnp.float32)  # a batch of 2 (as vmap's broadcast_all gives it)
+    labels, weight = jnp.ones((2, 4), jnp.int32), jnp.ones((2, 7), jnp.float32)
+    lead = (2, 4) if reduction == "none" else (2,)
+
+    @jax.jit
+    def call(y):
+        results = (jax.ShapeDtypeStruct(lead, jnp.float32), jax.ShapeDtypeStruct(logits.shape, jnp.float32))
+        return jax.ffi.ffi_call("fastopt_cross_entropy_on_host", results)(
+            logits, y, weight, **attributes(ignore_index=-100, label_smoothing=0.1, z_loss=0.0, reduction=reduction))
+
+    cuda_code_on_host()
+    jax.block_until_ready(call(labels))
+    records = cuda_code_on_host()
+    assert [r[0] for r in records] == ["find_bad_label"] * 2 + ["cross_entropy"] * 2
+    (_, b0), (_, b1) = records[2:]
+    step = {k: int(b1[k]) - int(b0[k]) for k in ("logits", "labels", "weight", "dlogits", "row_losses", "loss")}
+    assert step == {"logits": 4 * 7 * 4, "labels": 4 * 4, "weight": 7 * 4, "dlogits": 4 * 7 * 4,
+                    "row_losses": 4 * 4 if reduction == "none" else 0, "loss": 0 if reduction == "none" else 4}
+    assert (int(b0["row_losses"]) == 0) == (reduction != "none") and (int(b0["loss"]) == 0) == (reduction == "none")
+    assert b0["n"] == "4" and b0["c"] == "7" and float(b0["label_smoothing"]) == 0.1
+    with pytest.raises(RUNTIME_ERRORS, match=re.escape("labels[1, 2] = 9 is out of range for 7 classes")):
+        jax.block_until_ready(call(labels.at[1, 2].set(9)))
+    assert [r[0] for r in cuda_code_on_host()] == ["find_bad_label"] * 2  # nothing launched
+
+
+def test_cuda_softmax_handler_launches_over_all_rows(cuda_code_on_host):
+    from fastopt.jax._ffi import attributes
+
+    x = jnp.zeros((2, 3, 5), jnp.float32)
+    cuda_code_on_host()
+    jax.block_until_ready(jax.ffi.ffi_call("fastopt_softmax_on_host", jax.ShapeDtypeStruct(x.shape, x.dtype))(
+        x, **attributes(log=True)))
+    ((head, fields),) = cuda_code_on_host()
+    assert head == "softmax" and fields["rows"] == "6" and fields["c"] == "5" and fields["log"] == "1"
 
 
 # ------------------------------------------------------------------ jax stays optional

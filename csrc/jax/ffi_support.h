@@ -4,7 +4,8 @@
 // (the CPU kernel table, or the CUDA backend of csrc/cuda/backend.h); they hold no math.
 //
 // No exception may cross into XLA: every handler body runs inside guarded(), which turns one into an
-// ffi::Error (raised in Python as a JaxRuntimeError when the result is read).
+// ffi::Error. JAX raises it as a JaxRuntimeError, or (an INVALID_ARGUMENT error on its fast dispatch
+// path, a jitted function called again) as a ValueError.
 #pragma once
 
 #include <charconv>

@@ -16,5 +16,9 @@ struct Target {
 
 std::vector<Target> update_targets();  // optim_handlers.cpp
 std::vector<Target> loss_targets();    // loss_handlers.cpp
+// The CUDA handlers' code bound as CPU handlers that record instead of launching (host_test.h), in
+// `cpu`; for tests only.
+std::vector<Target> update_host_test_targets();
+std::vector<Target> loss_host_test_targets();
 
 }  // namespace fastopt::jax_ffi

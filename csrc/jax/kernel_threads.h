@@ -1,6 +1,8 @@
 // Kernels on XLA's threads. fastopt.jax's CPU handlers run on threads of XLA's runtime, which
-// parallelises a program across its own thread pool, so a handler's kernel call runs on the calling
-// thread alone (cpu::CallingThreadOnly), whatever fastopt.set_num_threads says for calls from Python.
+// parallelises a program across its own thread pool. So a handler's kernel call runs on the calling
+// thread alone (cpu::CallingThreadOnly), whatever fastopt.set_num_threads says for calls from Python;
+// large element-wise work is shared out over XLA's pool instead, one kernel call per piece
+// (xla_threads.h).
 //
 // Why not an OpenMP team: after a parallel region libgomp's workers spin (milliseconds) waiting for
 // the next one. Beside a Python loop that costs little, but XLA goes on at once with the program's

@@ -5,16 +5,20 @@
 // Leading batch dimensions (what jax.vmap adds, with vmap_method="broadcast_all"): logits
 // (B..., N, C), labels (B..., N), weight (B..., C); each batch element is one kernel call, with its
 // own reduction. softmax works over the last axis of any shape.
+#include <algorithm>
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <string_view>
 
 #include "common/hyper_rules.h"
 #include "cpu/kernel_table.h"
 #include "cuda/backend.h"
 #include "jax/handlers.h"
+#include "jax/host_test.h"
 #include "jax/kernel_threads.h"
 #include "jax/update_operands.h"
+#include "jax/xla_threads.h"
 
 namespace fastopt::jax_ffi {
 
@@ -169,6 +173,22 @@ ffi::Error cross_entropy_cpu(ffi::AnyBuffer logits, ffi::AnyBuffer labels, ffi::
   });
 }
 
+// The CUDA backend's calls (host_test.h has the stand-in that records them instead).
+struct CudaCalls {
+  static cuda::BadLabel find_bad_label(const void* labels, DType type, int64_t n, int64_t c, bool has_ignore,
+                                       int64_t ignore_index, const cuda::Queue& queue) {
+    return cuda::find_bad_label(labels, type, n, c, has_ignore, ignore_index, queue);
+  }
+  static void cross_entropy(const cuda::CrossEntropyCall& call, const cuda::Queue& queue) {
+    cuda::cross_entropy(call, queue);
+  }
+  static void softmax(const void* x, void* out, DType dtype, int64_t rows, int64_t c, bool log,
+                      const cuda::Queue& queue) {
+    cuda::softmax(x, out, dtype, rows, c, log, queue);
+  }
+};
+
+template <typename Calls>
 ffi::Error cross_entropy_cuda(void* stream, int32_t device, ffi::AnyBuffer logits, ffi::AnyBuffer labels,
                               ffi::RemainingArgs rest, ffi::Result<ffi::AnyBuffer> value,
                               ffi::Result<ffi::AnyBuffer> dlogits, int64_t ignore_index, double label_smoothing,
@@ -191,8 +211,8 @@ ffi::Error cross_entropy_cuda(void* stream, int32_t device, ffi::AnyBuffer logit
     // The labels are checked on the device and the answer read back, which waits for XLA's stream
     // (as fastopt's own CUDA calls do): a bad label must not reach a kernel that indexes with it.
     for (int64_t b = 0; b < s.batch; ++b) {
-      const cuda::BadLabel found = cuda::find_bad_label(y + size_t(b * s.n) * label_item, s.labels, s.n, s.c, true,
-                                                        ignore_index, queue);
+      const cuda::BadLabel found = Calls::find_bad_label(y + size_t(b * s.n) * label_item, s.labels, s.n, s.c, true,
+                                                         ignore_index, queue);
       if (found.index >= 0) {
         const std::string at = s.batch > 1 ? std::to_string(b) + ", " + std::to_string(found.index)
                                            : std::to_string(found.index);
@@ -207,7 +227,7 @@ ffi::Error cross_entropy_cuda(void* stream, int32_t device, ffi::AnyBuffer logit
                                         w ? w + size_t(b * s.c) * item : nullptr, dz + rows * size_t(s.c) * item,
                                         none ? out + rows * item : nullptr, none ? nullptr : out + size_t(b) * item,
                                         s.n, s.c, ignore_index, label_smoothing, z_loss, s.reduction};
-      cuda::cross_entropy(call, queue);
+      Calls::cross_entropy(call, queue);
     }
     return ffi::Error::Success();
   });
@@ -230,29 +250,47 @@ ffi::Error read_softmax(const ffi::AnyBuffer& x, const ffi::AnyBuffer& out, DTyp
   return ffi::Error::Success();
 }
 
-ffi::Error softmax_cpu(ffi::AnyBuffer x, ffi::Result<ffi::AnyBuffer> out, bool log) {
+// Rows are independent: large inputs are cut into row ranges, one kernel call each, on XLA's thread
+// pool (xla_threads.h); the same bits as one call.
+ffi::Error softmax_cpu(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::Result<ffi::AnyBuffer> out, bool log) {
   return guarded("fastopt_softmax", [&]() -> ffi::Error {
     DType dtype;
     int64_t rows = 0, c = 0;
     if (ffi::Error e = read_softmax(x, *out, dtype, rows, c); !e.success()) return e;
-    const KernelOnCallingThread one_thread;
+    const int pieces = piece_count(rows * c, std::min<int64_t>(pool.num_threads(), rows));
+    auto run = [&](auto zero) {
+      using T = decltype(zero);
+      const cpu::TypedKernels<T>& k = cpu::kernels().of<T>();
+      const T* in = static_cast<const T*>(x.untyped_data());
+      T* to = static_cast<T*>(out->untyped_data());
+      if (pieces == 1) {
+        const KernelOnCallingThread one_thread;
+        k.softmax(in, to, rows, c, log);
+        return;
+      }
+      const std::vector<int64_t> at = cuts(rows, pieces, 1);
+      std::vector<std::pair<int64_t, int64_t>> ranges;
+      for (size_t i = 0; i + 1 < at.size(); ++i) ranges.emplace_back(at[i], at[i + 1]);
+      run_pieces(pool, ranges, [&k, in, to, c, log](const std::pair<int64_t, int64_t>& r) {
+        k.softmax(in + r.first * c, to + r.first * c, r.second - r.first, c, log);
+      });
+    };
     if (dtype == DType::Float32) {
-      cpu::kernels().of<float>().softmax(static_cast<const float*>(x.untyped_data()),
-                                         static_cast<float*>(out->untyped_data()), rows, c, log);
+      run(float{});
     } else {
-      cpu::kernels().of<double>().softmax(static_cast<const double*>(x.untyped_data()),
-                                          static_cast<double*>(out->untyped_data()), rows, c, log);
+      run(double{});
     }
     return ffi::Error::Success();
   });
 }
 
+template <typename Calls>
 ffi::Error softmax_cuda(void* stream, int32_t device, ffi::AnyBuffer x, ffi::Result<ffi::AnyBuffer> out, bool log) {
   return guarded("fastopt_softmax", [&]() -> ffi::Error {
     DType dtype;
     int64_t rows = 0, c = 0;
     if (ffi::Error e = read_softmax(x, *out, dtype, rows, c); !e.success()) return e;
-    cuda::softmax(x.untyped_data(), out->untyped_data(), dtype, rows, c, log, cuda::Queue{device, stream});
+    Calls::softmax(x.untyped_data(), out->untyped_data(), dtype, rows, c, log, cuda::Queue{device, stream});
     return ffi::Error::Success();
   });
 }
@@ -279,15 +317,33 @@ auto softmax_binding(B b) {
 auto cuda_context() { return ffi::Ffi::Bind().Ctx<ffi::PlatformStream<void*>>().Ctx<ffi::DeviceOrdinal>(); }
 
 XLA_FFI_DEFINE_HANDLER(kCrossEntropyCpu, cross_entropy_cpu, cross_entropy_binding(ffi::Ffi::Bind()));
-XLA_FFI_DEFINE_HANDLER(kCrossEntropyCuda, cross_entropy_cuda, cross_entropy_binding(cuda_context()));
-XLA_FFI_DEFINE_HANDLER(kSoftmaxCpu, softmax_cpu, softmax_binding(ffi::Ffi::Bind()));
-XLA_FFI_DEFINE_HANDLER(kSoftmaxCuda, softmax_cuda, softmax_binding(cuda_context()));
+XLA_FFI_DEFINE_HANDLER(kCrossEntropyCuda, cross_entropy_cuda<CudaCalls>, cross_entropy_binding(cuda_context()));
+XLA_FFI_DEFINE_HANDLER(kSoftmaxCpu, softmax_cpu, softmax_binding(ffi::Ffi::Bind().Ctx<ffi::ThreadPool>()));
+XLA_FFI_DEFINE_HANDLER(kSoftmaxCuda, softmax_cuda<CudaCalls>, softmax_binding(cuda_context()));
+
+// The CUDA handlers' code on the host, for tests (host_test.h): without XLA's GPU context, a null
+// stream and device 0, recording what they would launch.
+ffi::Error cross_entropy_host(ffi::AnyBuffer logits, ffi::AnyBuffer labels, ffi::RemainingArgs rest,
+                              ffi::Result<ffi::AnyBuffer> value, ffi::Result<ffi::AnyBuffer> dlogits,
+                              int64_t ignore_index, double label_smoothing, double z_loss, std::string_view reduction) {
+  return cross_entropy_cuda<HostRecorder>(nullptr, 0, logits, labels, rest, value, dlogits, ignore_index,
+                                          label_smoothing, z_loss, reduction);
+}
+ffi::Error softmax_host(ffi::AnyBuffer x, ffi::Result<ffi::AnyBuffer> out, bool log) {
+  return softmax_cuda<HostRecorder>(nullptr, 0, x, out, log);
+}
+XLA_FFI_DEFINE_HANDLER(kCrossEntropyHost, cross_entropy_host, cross_entropy_binding(ffi::Ffi::Bind()));
+XLA_FFI_DEFINE_HANDLER(kSoftmaxHost, softmax_host, softmax_binding(ffi::Ffi::Bind()));
 
 }  // namespace
 
 std::vector<Target> loss_targets() {
   return {{"fastopt_cross_entropy", kCrossEntropyCpu, kCrossEntropyCuda},
           {"fastopt_softmax", kSoftmaxCpu, kSoftmaxCuda}};
+}
+
+std::vector<Target> loss_host_test_targets() {
+  return {{"fastopt_cross_entropy", kCrossEntropyHost, nullptr}, {"fastopt_softmax", kSoftmaxHost, nullptr}};
 }
 
 }  // namespace fastopt::jax_ffi

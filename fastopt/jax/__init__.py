@@ -27,7 +27,8 @@ optax's eps_root, mu_dtype, nesterov (adam/adamw), accumulator_dtype (sgd) and b
 Arrays: float32 and float64 (float16/bfloat16 parameters with float32 state on a GPU, when fastopt has
 its CUDA backend), never converted. Everything known while tracing is checked then, and a refusal names
 the argument and the leaf. A traced learning rate (a schedule's value) is checked when the step runs on
-the CPU (a JaxRuntimeError); on CUDA it is read on the device and not checked.
+the CPU (a JaxRuntimeError, or a ValueError from JAX's fast dispatch path); on CUDA it is read on the
+device and not checked.
 
 This module needs jax (``pip install jax``) and a fastopt built with its FFI handlers
 (``FASTOPT_JAX=ON pip install .``; see the README). ``import fastopt`` never imports jax.

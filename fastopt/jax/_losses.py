@@ -72,7 +72,8 @@ def softmax_cross_entropy(logits, labels, *, weight=None, ignore_index: int = -1
     reduction 'mean' (divides by the summed weights of the counted rows), 'sum' or 'none' (an (N,)
     array); z_loss adds ``z_loss * logsumexp(row)**2`` per counted row. Returns the loss in the logits'
     dtype. Shapes, dtypes and arguments are checked while tracing; a label out of range (a value, known
-    only when the step runs) makes the step fail with a JaxRuntimeError naming it.
+    only when the step runs) makes the step fail with an error naming it (a JaxRuntimeError, or a
+    ValueError where JAX's fast path dispatched the call).
 
     optax.softmax_cross_entropy_with_integer_labels(logits, labels) gives the per-row losses of
     reduction='none' (without weights, smoothing or z-loss).
