@@ -50,7 +50,11 @@ def test_readme_has_the_blocks_these_tests_check():
 def test_readme_block_runs_alone(block):
     if block.uses_torch:
         pytest.importorskip("torch")
+    if "fastopt.jax" in block.code:  # needs jax and a build with fastopt.jax's handlers (FASTOPT_JAX)
+        pytest.importorskip("fastopt.jax", exc_type=ImportError)
     namespace = run_alone(block)
+    if "train_step" in namespace:  # fastopt.jax: 100 jitted steps, params and state donated
+        assert int(namespace["state"].count) == 100 and np.isfinite(float(namespace["loss"]))
     if "W" in namespace and "loss" in namespace:  # the training loop: 100 fused AdamW steps moved the weights
         assert np.isfinite(namespace["W"]).all() and namespace["exp_avg_sqs"][0].any()
         assert np.isfinite(namespace["loss"])

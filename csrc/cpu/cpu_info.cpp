@@ -34,6 +34,8 @@ int initial_threads() {
 std::atomic<int> g_threads{initial_threads()};
 // This process is a forked child: no OpenMP region may run here (see cpu_info.h).
 std::atomic<bool> g_forked{false};
+// A CallingThreadOnly lives on this thread.
+thread_local bool t_calling_thread_only = false;
 
 #ifdef FASTOPT_HAVE_FORK
 // Runs in the child right after fork(), with only the forking thread alive.
@@ -54,7 +56,7 @@ bool has_openmp() {
 
 int max_threads() {
 #ifdef _OPENMP
-  if (g_forked.load(std::memory_order_relaxed)) return 1;
+  if (g_forked.load(std::memory_order_relaxed) || t_calling_thread_only) return 1;
   return g_threads.load(std::memory_order_relaxed);
 #else
   return 1;
@@ -62,6 +64,9 @@ int max_threads() {
 }
 
 void set_num_threads(int threads) { g_threads.store(clamp_threads(threads), std::memory_order_relaxed); }
+
+CallingThreadOnly::CallingThreadOnly() : previous_(t_calling_thread_only) { t_calling_thread_only = true; }
+CallingThreadOnly::~CallingThreadOnly() { t_calling_thread_only = previous_; }
 
 int team_size(int64_t tasks) {
   int team = max_threads();

@@ -34,4 +34,18 @@ void set_num_threads(int threads);
 // more threads than tasks. 1 means "run on the calling thread, without entering OpenMP at all".
 int team_size(int64_t tasks);
 
+// While one lives on a thread, the kernels called on that thread run on it alone (max_threads() is 1
+// there). fastopt.jax's handlers run on threads of XLA's runtime, beside XLA's own thread pool, where
+// OpenMP teams cost more than they bring (csrc/jax/kernel_threads.h says why).
+class CallingThreadOnly {
+ public:
+  CallingThreadOnly();
+  ~CallingThreadOnly();
+  CallingThreadOnly(const CallingThreadOnly&) = delete;
+  CallingThreadOnly& operator=(const CallingThreadOnly&) = delete;
+
+ private:
+  bool previous_;
+};
+
 }  // namespace fastopt::cpu

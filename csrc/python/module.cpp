@@ -7,6 +7,7 @@ void bind_build_info(pybind11::module_& m);
 void bind_losses(pybind11::module_& m);
 void bind_cuda(pybind11::module_& m);
 void bind_dlpack_export(pybind11::module_& m);
+void bind_jax(pybind11::module_& m);  // csrc/jax (fastopt.jax), or its stub without jax
 }  // namespace fastopt::bindings
 
 PYBIND11_MODULE(_core, m) {
@@ -16,4 +17,5 @@ PYBIND11_MODULE(_core, m) {
   fastopt::bindings::bind_losses(m);
   fastopt::bindings::bind_cuda(m);
   fastopt::bindings::bind_dlpack_export(m);
+  fastopt::bindings::bind_jax(m);
 }

@@ -1,0 +1,24 @@
+// The XLA FFI handlers fastopt.jax registers: one target name, a CPU handler and a CUDA handler
+// (registered only when this build has the CUDA backend). Bound to Python in jax_bindings.cpp.
+#pragma once
+
+#include <vector>
+
+#include "xla/ffi/api/c_api.h"
+
+namespace fastopt::jax_ffi {
+
+struct Target {
+  const char* name;
+  XLA_FFI_Handler* cpu;
+  XLA_FFI_Handler* cuda;
+};
+
+std::vector<Target> update_targets();  // optim_handlers.cpp
+std::vector<Target> loss_targets();    // loss_handlers.cpp
+// The CUDA handlers' code bound as CPU handlers that record instead of launching (host_test.h), in
+// `cpu`; for tests only.
+std::vector<Target> update_host_test_targets();
+std::vector<Target> loss_host_test_targets();
+
+}  // namespace fastopt::jax_ffi
