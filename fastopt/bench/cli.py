@@ -122,13 +122,17 @@ def output_paths(args, parser) -> Tuple[str, Optional[str], Optional[str]]:
 
     suffixes = image_suffixes()
     try:
-        if args.json is None:
+        # The paths given first, then the default folder: a refused run creates nothing.
+        if args.plot is not None:
+            if not suffixes:
+                raise OutputPathError(f"--plot {args.plot}: the figure needs matplotlib, which is not installed "
+                                      f"(pip install matplotlib, or the 'bench' extra)")
+            check_file(args.plot, "--plot", suffixes)
+        if args.json is not None:
+            json_path = check_file(args.json, "--json")
+        else:
             ensure_folder(args.out, "--out")
-        json_path = check_file(args.json or os.path.join(args.out, default_name(args.quick, args.part) + ".json"),
-                               "--json")
-        if args.plot is not None and not suffixes:
-            raise OutputPathError(f"--plot {args.plot}: the figure needs matplotlib, which is not installed "
-                                  f"(pip install matplotlib, or the 'bench' extra)")
+            json_path = check_file(os.path.join(args.out, default_name(args.quick, args.part) + ".json"), "--json")
         if not suffixes:
             return json_path, None, "no figure: matplotlib is not installed (pip install matplotlib, or the 'bench' extra)"
         plot_path = check_file(args.plot or os.path.splitext(json_path)[0] + ".png", "--plot", suffixes)

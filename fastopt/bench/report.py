@@ -191,8 +191,8 @@ def load_warning(machine: dict) -> Optional[str]:
     load, cpus = machine.get("load_average_at_start"), machine.get("cpu_count") or 1
     if load and load[0] > 0.25 * cpus:
         return (f"note: load average {load[0]:.2f} on {cpus} CPUs before the start: other processes are "
-                f"running, so threaded timings (torch, fastopt above 128K elements) may be slower and vary; "
-                f"the 'spread' column shows by how much")
+                f"running. Threaded calls (torch, fastopt above 128K elements) wait for their slowest thread, so "
+                f"one busy core can make them many times slower; the 'spread' column shows how much they vary")
     return None
 
 

@@ -86,8 +86,9 @@ def quick_timing(size: int, rounds: int) -> List[str]:
     lines = []
     load = load_average()
     if load is not None and load > 0.25 * cpus:
-        lines.append(f"note: load average {load:.2f} on {cpus} CPUs: other processes are running, so these "
-                     f"timings may be slower than this machine's best and vary between runs")
+        lines.append(f"note: load average {load:.2f} on {cpus} CPUs: other processes are running. A threaded update "
+                     f"waits for its slowest thread, so one busy core can make it many times slower and vary "
+                     f"between runs; FASTOPT_NUM_THREADS=1 gives steadier single-core figures")
     lines += [f"One update of {size:,} float32 elements on the CPU, median of {rounds} interleaved rounds "
               f"(the probe a += b in the same rounds; spread: interquartile range / median):",
               f"{'optimizer':10s} {'fastopt':>11s} {'numpy ref':>11s} {'speedup':>8s} {'fastopt GB/s':>13s} "

@@ -115,10 +115,11 @@ def race_figure(results: Sequence, surfaces: Dict, path: str, dpi: int = 80, tol
             ax.plot(r.path[:, 0], r.path[:, 1], **{**line_style(r.optimizer, len(r.path)), "markevery": every})
             d = progress(r, s)
             reached = "-" if r.reached is None else f"{r.reached:,}"
-            ax_p.plot(np.arange(len(d)), np.maximum(d, 1e-12),
+            ax_p.plot(np.arange(len(d)), np.maximum(d, 1e-300),  # exactly 0 leaves through the bottom
                       **{**line_style(r.optimizer, len(d)), "markevery": every, "ms": 5.5},
                       label=f"{LABELS[r.optimizer]} ({r.lr:g}): {reached}")
         ax_p.set_yscale("log")
+        ax_p.set_ylim(max(ax_p.get_ylim()[0], 1e-12), None)  # below 1e-12: float64 round-off, off the axis
         ax_p.set_xlabel("step")
         ax_p.grid(True, alpha=0.3)
         if s.minimum is None:
