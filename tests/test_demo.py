@@ -203,6 +203,16 @@ def test_stated_demo_times_agree():
     assert "about a minute" not in help_text
 
 
+def test_stated_bench_quick_time_agrees():
+    from fastopt.bench import cli
+
+    help_text = subprocess.run([sys.executable, "-m", "fastopt", "bench", "--help"], capture_output=True, text=True,
+                               cwd=HERE, timeout=120).stdout
+    assert cli.QUICK_SECONDS in " ".join(help_text.split())
+    for doc in ("README.md", "BENCHMARKS.md"):
+        assert cli.QUICK_SECONDS in " ".join(open(os.path.join(HERE, "..", doc), encoding="utf-8").read().split()), doc
+
+
 @pytest.mark.parametrize("command", ["race", "train", "demo"])
 def test_missing_demo_extra_gives_a_message_not_a_traceback(command, tmp_path):
     # sys.modules[name] = None makes `import name` raise ImportError: the real failure path.

@@ -24,6 +24,7 @@ DEFAULT_SHAPES = ["4096x32000", "32768x1000"]
 # --quick: seconds, not minutes (about 10 s on our 2-core machine): a small size (the cost of a call from
 # Python) and one beyond the L2 caches, one loss shape, no GPT-2, fewer rounds; still every implementation
 # against its peers in the same interleaved rounds.
+QUICK_SECONDS = "about 10 s"  # measured on our 2-core machine, quiet, torch installed; README and BENCHMARKS.md agree
 QUICK_SIZES = [1_000, 1_000_000]
 QUICK_SHAPES = ["1024x1000"]
 QUICK_CUDA_SIZE = 16_000_000
@@ -37,12 +38,12 @@ def default_name(quick: bool, part: str) -> str:
     return "bench" + ("-quick" if quick else "") + ("" if part == "all" else f"-{part}")
 
 
-DESCRIPTION = """\
+DESCRIPTION = f"""\
 fastopt's benchmark suite (float32, CPU): every optimizer update (SGD with momentum, Adagrad, RMSprop,
 Adam, AdamW) against the NumPy reference and torch's for-loop, foreach and fused implementations
 from 1K to 64M elements; AdamW over GPT-2 small's 148 parameter tensors in one call; softmax
 cross-entropy forward+backward and softmax against the NumPy reference and torch. --quick: 1K and 1M
-elements, 1024 x 1000 logits, no GPT-2, fewer rounds (about 10 s on 2 cores; the full suite: minutes).
+elements, 1024 x 1000 logits, no GPT-2, fewer rounds ({QUICK_SECONDS} on 2 cores; the full suite: minutes).
 Every run writes a JSON file of all rows and a PNG figure, by default into ./fastopt-bench/.
 
 Times are medians of interleaved rounds. GB/s is effective bandwidth: the bytes an ideal fused pass
