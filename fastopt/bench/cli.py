@@ -21,10 +21,10 @@ from fastopt.bench.workloads import LOSSES, OPTIMIZERS
 
 DEFAULT_SIZES = [1_000, 16_000, 256_000, 1_000_000, 4_000_000, 16_000_000, 64_000_000]
 DEFAULT_SHAPES = ["4096x32000", "32768x1000"]
-# --quick: seconds, not minutes (about 10 s on our 2-core machine): a small size (the cost of a call from
+# --quick: seconds, not minutes (QUICK_SECONDS): a small size (the cost of a call from
 # Python) and one beyond the L2 caches, one loss shape, no GPT-2, fewer rounds; still every implementation
 # against its peers in the same interleaved rounds.
-QUICK_SECONDS = "about 10 s"  # measured on our 2-core machine, quiet, torch installed; README and BENCHMARKS.md agree
+QUICK_SECONDS = "about 9 s"  # measured on our 2-core machine, quiet, torch installed; README and BENCHMARKS.md agree
 QUICK_SIZES = [1_000, 1_000_000]
 QUICK_SHAPES = ["1024x1000"]
 QUICK_CUDA_SIZE = 16_000_000
@@ -207,9 +207,11 @@ def main(argv: Optional[List[str]] = None, prog: Optional[str] = None, part: str
     print(f"\nwrote {write_json(json_path, rows, settings, machine)}")
     if plot_path:
         title = f"fastopt bench{' --quick' if args.quick else ''}: {machine_title(fastopt.build_info(), machine)}"
-        if load_warning(machine) or busy:
-            load = machine["load_average_at_start"]
-            title += f" (busy: {len(busy)} of {len(pending)} cases noisy" + (f", load {load[0]:.1f}" if load else "") + ")"
+        load = machine["load_average_at_start"]
+        notes = ([f"load average {load[0]:.1f} at the start"] if load_warning(machine) else []) + \
+                ([f"{len(busy)} of {len(pending)} cases noisy"] if busy else [])
+        if notes:
+            title += f" ({', '.join(notes)})"
         if plotting.plot(rows, plot_path, title=title) is not None:
             print(f"wrote {plot_path}")
     return 0

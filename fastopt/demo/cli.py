@@ -12,7 +12,7 @@ from typing import List, Optional
 # The demo's duration, measured on our 2-core machine (torch installed, a quiet machine); the README
 # states the same figures (tests/test_demo.py checks that they agree).
 DEMO_SECONDS = "about 15 s"
-QUICK_SECONDS = "about 5 s"
+QUICK_SECONDS = "about 6 s"
 
 DESCRIPTION = f"""\
 fastopt at work. Commands (the default is demo):
