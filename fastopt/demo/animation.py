@@ -81,8 +81,16 @@ def race_gif(results: Sequence, surfaces: Dict, path: str, dpi: int = 60, frames
         images.append(Image.frombuffer("RGBA", (width_px, height_px), bytes(canvas.buffer_rgba()), "raw", "RGBA", 0, 1)
                       .convert("RGB"))
     plt.close(fig)
-    # One palette for every frame (from the last, which holds every path): no flicker, a smaller file.
-    palette = images[-1].quantize(colors=255)
+    # One palette for every frame: no flicker, a smaller file. The racers' colours, the gold minimum,
+    # black and white go in exactly (they cover few pixels, so a palette fitted to the frame alone would
+    # merge them into their neighbours); the rest is fitted to the last frame, which holds every path.
+    from matplotlib.colors import to_rgb
+
+    keys = [tuple(round(255 * c) for c in to_rgb(color)) for color in
+            [STYLES[n]["color"] for n in racers] + ["gold", "black", "white"]]
+    fitted = images[-1].quantize(colors=256 - len(keys)).getpalette()[:3 * (256 - len(keys))]
+    palette = Image.new("P", (1, 1))
+    palette.putpalette([v for key in keys for v in key] + fitted)
     frames_p = [image.quantize(palette=palette, dither=Image.Dither.NONE) for image in images]
     frames_p[0].save(path, save_all=True, append_images=frames_p[1:], duration=round(1000 / FPS), loop=0)
     return path
