@@ -109,14 +109,17 @@ def test_demo_quick_writes_every_plot(tmp_path):
     for name in ("race.png", "train.png", "bench.png"):
         assert_png(tmp_path / name)
         assert str(tmp_path / name) in out
-    # The devices the demo ran on: says why the GPU was not used, or names it.
-    import fastopt as fo
+    assert (tmp_path / "bench.json").exists()
+    # The GPU: one line, saying why there are no CUDA rows, or naming the GPU.
+    from fastopt.bench.backends import cuda_unavailable
 
-    if not fo.cuda.is_compiled():
-        assert "no GPU backend" in out
-    elif fo.cuda.device_count() == 0:
-        assert "no usable GPU here" in out
+    reason = cuda_unavailable()
+    if reason is not None:
+        assert f"no GPU: CUDA rows skipped ({reason})" in out
+        assert out.count("no GPU") == 1 and "Only CPU" not in out and "no GPU backend" not in out, out
     else:
+        import fastopt as fo
+
         assert fo.cuda.device_name(0) in out
 
 
@@ -128,11 +131,86 @@ def test_bench_says_whether_there_are_cuda_rows(tmp_path):
     reason = cuda_unavailable()
     out = fastopt(*args)
     if reason is None:  # a GPU: CUDA rows, unless left out
-        assert "then CUDA rows" in out and "== CUDA AdamW: 1,000,000 float32 elements ==" in out
+        assert "CUDA rows: fastopt-cuda against torch" in out and "== CUDA AdamW: 1,000,000 float32 elements ==" in out
         out = fastopt(*args, "--no-cuda")
-        assert "Only CPU columns" in out and "CUDA rows left out (--no-cuda)" in out
+        assert "CUDA rows left out (--no-cuda)" in out and "== CUDA" not in out
     else:
-        assert "CUDA" in out and "Only CPU columns" in out and f"no GPU: CUDA rows skipped ({reason})" in out
+        assert f"no GPU: CUDA rows skipped ({reason})" in out and "== CUDA" not in out
+
+
+def usage_error(*args, cwd=HERE):
+    """Run a command that must be refused before any work: status 2, no traceback, nothing on stdout (no
+    table, no heading); returns stderr."""
+    out = subprocess.run([sys.executable, "-m", "fastopt", *args], capture_output=True, text=True, cwd=cwd,
+                         timeout=120)
+    assert out.returncode == 2, (args, out.stdout, out.stderr)
+    assert "Traceback" not in out.stderr, out.stderr
+    assert out.stdout == "", out.stdout
+    return out.stderr
+
+
+@pytest.mark.parametrize("tol", ["-1", "0", "nan", "inf", "x"])
+def test_race_refuses_a_tolerance_that_is_not_positive(tol, tmp_path):
+    err = usage_error("race", "--tol", tol, "--out", str(tmp_path))
+    assert err.startswith("usage: fastopt race") and "--tol" in err, err
+
+
+@pytest.mark.parametrize("args, command, message", [
+    (["race", "--lr", "adam"], "race", "--lr expects NAME=VALUE"),
+    (["train", "--lr", "sgd=-1"], "train", "must be > 0"),
+    (["train", "--l2", "-1"], "train", "--l2"),
+    (["race", "--out", "/proc/nope"], "race", "cannot create the folder"),
+    (["train", "--out", "/proc/nope"], "train", "cannot create the folder"),
+    (["demo", "--out", "/proc/nope"], "demo", "cannot create the folder"),
+    (["--out", "/proc/nope"], "demo", "cannot create the folder"),
+])
+def test_errors_print_the_commands_own_usage(args, command, message, tmp_path):
+    """Errors found after parsing (a bad --lr, an --out that cannot be created) name the command's usage,
+    not the top-level one, and come before any work (no table, no progress)."""
+    if "--out" not in args:
+        args = [*args, "--out", str(tmp_path)]
+    err = usage_error(*args)
+    assert err.startswith(f"usage: fastopt {command}"), err
+    assert message in err, err
+    assert "runs of" not in err  # no progress line: nothing ran
+
+
+def test_race_gif_is_an_animation(tmp_path):
+    from PIL import Image
+
+    out = fastopt("race", "--steps", "120", "--functions", "rosenbrock", "saddle", "--optimizers", "adam", "adamw",
+                  "sgd", "--gif", "--out", str(tmp_path))
+    path = tmp_path / "race.gif"
+    assert f"wrote {path}" in out
+    with Image.open(path) as gif:
+        assert gif.format == "GIF" and gif.is_animated and gif.n_frames >= 10, (gif.format, gif.n_frames)
+        first = gif.convert("RGB").tobytes()
+        gif.seek(gif.n_frames - 1)
+        assert gif.convert("RGB").tobytes() != first, "the racers do not move"
+    assert_png(tmp_path / "race.png")
+
+
+def test_stated_demo_times_agree():
+    """`fastopt --help` and the README state the demo's duration once measured: the same figures."""
+    from fastopt.demo import cli
+
+    help_text = subprocess.run([sys.executable, "-m", "fastopt", "--help"], capture_output=True, text=True, cwd=HERE,
+                               timeout=120).stdout
+    readme = open(os.path.join(HERE, "..", "README.md"), encoding="utf-8").read()
+    for stated in (cli.DEMO_SECONDS, cli.QUICK_SECONDS):
+        assert stated in " ".join(help_text.split()), help_text
+        assert stated in readme
+    assert "about a minute" not in help_text
+
+
+def test_stated_bench_quick_time_agrees():
+    from fastopt.bench import cli
+
+    help_text = subprocess.run([sys.executable, "-m", "fastopt", "bench", "--help"], capture_output=True, text=True,
+                               cwd=HERE, timeout=120).stdout
+    assert cli.QUICK_SECONDS in " ".join(help_text.split())
+    for doc in ("README.md", "BENCHMARKS.md"):
+        assert cli.QUICK_SECONDS in " ".join(open(os.path.join(HERE, "..", doc), encoding="utf-8").read().split()), doc
 
 
 @pytest.mark.parametrize("command", ["race", "train", "demo"])
@@ -149,7 +227,7 @@ def test_missing_demo_extra_gives_a_message_not_a_traceback(command, tmp_path):
 
 
 def test_bad_flags_are_refused_cleanly(tmp_path):
-    for args in (["race", "--lr", "adam"], ["race", "--steps", "0"], ["train", "--epochs", "-1"]):
-        out = subprocess.run([sys.executable, "-m", "fastopt", *args, "--out", str(tmp_path)],
-                             capture_output=True, text=True, cwd=HERE, timeout=120)
-        assert out.returncode == 2 and "Traceback" not in out.stderr, (args, out.stderr)
+    for args in (["race", "--lr", "adam"], ["race", "--steps", "0"], ["train", "--epochs", "-1"],
+                 ["info", "--rounds", "0"]):
+        err = usage_error(*args, *(["--out", str(tmp_path)] if args[0] != "info" else []))
+        assert err.startswith(f"usage: fastopt {args[0]}"), err

@@ -197,7 +197,8 @@ def test_the_plot_of_a_cuda_only_run(tmp_path):
     for case, label, impls in cases:
         for k, impl in enumerate(impls):
             rows.append(dict(part="cuda", case=case, label=label, impl=impl, seconds=1e-3 * (k + 1),
-                             gb_per_s=3000.0 / (k + 1), probe_gb_per_s=4000.0))
+                             gb_per_s=3000.0 / (k + 1), probe_gb_per_s=4000.0, ratio_to_fastopt=k + 1.0,
+                             spread=0.01, probe_spread=0.01))
     path = str(tmp_path / "cuda.png")
     assert plot(rows, path) == path
     with open(path, "rb") as f:

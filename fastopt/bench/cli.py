@@ -7,34 +7,53 @@ import argparse
 import os
 import re
 import sys
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import fastopt
 from fastopt.bench import plot as plotting
 from fastopt.bench.backends import cuda_unavailable, select_backends
 from fastopt.bench.cases import CUDA_ADAMW_SIZE, CUDA_LOSS_SHAPE, plan_cases, plan_cuda_cases
 from fastopt.bench.progress import Progress
-from fastopt.bench.report import banner, load_warning, machine_info, write_json
+from fastopt.bench.report import banner, load_warning, machine_info, machine_title, write_json
 from fastopt.bench.suite import run
-from fastopt.bench.timing import plan_rounds
+from fastopt.bench.timing import NOISY_SPREAD, plan_rounds
 from fastopt.bench.workloads import LOSSES, OPTIMIZERS
 
 DEFAULT_SIZES = [1_000, 16_000, 256_000, 1_000_000, 4_000_000, 16_000_000, 64_000_000]
-QUICK_SIZES = [1_000, 1_000_000, 16_000_000]
 DEFAULT_SHAPES = ["4096x32000", "32768x1000"]
-DEFAULT_JSON = os.path.join("bench", "results", "bench.json")
+# --quick: seconds, not minutes (QUICK_SECONDS): a small size (the cost of a call from
+# Python) and one beyond the L2 caches, one loss shape, no GPT-2, fewer rounds; still every implementation
+# against its peers in the same interleaved rounds.
+QUICK_SECONDS = "about 9 s"  # measured on our 2-core machine, quiet, torch installed; README and BENCHMARKS.md agree
+QUICK_SIZES = [1_000, 1_000_000]
+QUICK_SHAPES = ["1024x1000"]
+QUICK_CUDA_SIZE = 16_000_000
+QUICK_CUDA_SHAPE = (4096, 32000)
+DEFAULT_OUT = "fastopt-bench"
 PARTS = ("all", "optimizers", "losses")
 
-DESCRIPTION = """\
+
+def default_name(quick: bool, part: str, cuda_only: bool = False) -> str:
+    """bench, bench-quick, bench-optimizers, bench-cuda, ...: a quick, partial or CUDA-only run does not
+    overwrite the full one."""
+    return ("bench" + ("-cuda" if cuda_only else "") + ("-quick" if quick else "")
+            + ("" if part == "all" else f"-{part}"))
+
+
+DESCRIPTION = f"""\
 fastopt's benchmark suite (float32, CPU): every optimizer update (SGD with momentum, Adagrad, RMSprop,
 Adam, AdamW) against the NumPy reference and torch's for-loop, foreach and fused implementations
 from 1K to 64M elements; AdamW over GPT-2 small's 148 parameter tensors in one call; softmax
-cross-entropy forward+backward and softmax against the NumPy reference and torch.
+cross-entropy forward+backward and softmax against the NumPy reference and torch. --quick: 1K and 1M
+elements, 1024 x 1000 logits, no GPT-2, fewer rounds ({QUICK_SECONDS} on 2 cores; the full suite: minutes).
+Every run writes a JSON file of all rows and a PNG figure, by default into ./fastopt-bench/.
 
 Times are medians of interleaved rounds. GB/s is effective bandwidth: the bytes an ideal fused pass
 moves (AdamW 28 B/element, SGD momentum/Adagrad/RMSprop 20 B, losses 12 B/logit) / time. "% probe"
 compares it with fastopt._core._probe_add (a += b, threaded like the kernels, 12 B/element) timed
-in the same rounds. "x fastopt" is time / fastopt's time: above 1, fastopt is faster.
+in the same rounds. "x fastopt" is time / fastopt's time: above 1, fastopt is faster. "spread" is
+the interquartile range of the rounds / their median, marked '!' above 25%: when the probe's spread is that
+large, other work took the CPUs during the case, and the run says so.
 
 With a GPU (fastopt built with CUDA, torch with CUDA) CUDA rows follow, fastopt-cuda against torch on the
 same device: AdamW over 64M float32 elements and over GPT-2 small's list (torch fused and foreach), and
@@ -65,34 +84,77 @@ def build_parser(prog: Optional[str] = None, part: str = "all") -> argparse.Argu
     parser = argparse.ArgumentParser(prog=prog, description=DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=parse_size, nargs="+", metavar="N",
-                        help="optimizer sizes in elements (default 1K 16K 256K 1M 4M 16M 64M; --quick: 1K 1M 16M)")
+                        help="optimizer sizes in elements (default 1K 16K 256K 1M 4M 16M 64M; --quick: 1K 1M)")
     parser.add_argument("--optimizers", nargs="+", choices=OPTIMIZERS, default=list(OPTIMIZERS),
                         help="optimizers to time (default: all)")
-    parser.add_argument("--no-gpt2", action="store_true", help="leave out AdamW over GPT-2 small's parameters")
+    parser.add_argument("--no-gpt2", action="store_true",
+                        help="leave out AdamW over GPT-2 small's parameters (--quick leaves it out)")
     parser.add_argument("--shapes", type=parse_shape, nargs="+", metavar="NxC",
-                        help="logits shapes of the losses (default 4096x32000 32768x1000)")
+                        help="logits shapes of the losses (default 4096x32000 32768x1000; --quick: 1024x1000)")
     parser.add_argument("--losses", nargs="+", choices=LOSSES, default=list(LOSSES),
                         help="losses to time (default: cross_entropy softmax)")
     parser.add_argument("--part", choices=PARTS, default=part,
                         help=f"which part of the suite to run (default: {part})")
-    parser.add_argument("--quick", action="store_true", help="sizes 1K 1M 16M and fewer rounds")
+    parser.add_argument("--quick", action="store_true",
+                        help="sizes 1K 1M, logits 1024x1000, no GPT-2, fewer rounds: seconds, not minutes")
     parser.add_argument("--rounds", type=int, metavar="N",
                         help="interleaved rounds per case (default: 21 at <= 10K elements, 11 at <= 2M, 7 above; "
                              "--quick: 9, 5, 3)")
+    parser.add_argument("--out", metavar="DIR", default=DEFAULT_OUT,
+                        help=f"folder of the default JSON and PNG (default ./{DEFAULT_OUT}; created if missing): "
+                             "bench.json and bench.png; with --quick bench-quick.*, with --part bench-PART.*")
     parser.add_argument("--json", metavar="PATH",
-                        help=f"write every row to this JSON file (default {DEFAULT_JSON} for the full suite, "
-                             "i.e. all parts without --quick)")
-    parser.add_argument("--plot", metavar="PATH", help="write the PNG figure here (default: next to the JSON)")
+                        help="write every row to this JSON file instead (its folder must exist)")
+    parser.add_argument("--plot", metavar="PATH",
+                        help="write the figure here (.png, .svg, .pdf; its folder must exist; default: the "
+                             "JSON's path with .png)")
     parser.add_argument("--no-torch", action="store_true", help="leave torch out even when installed")
     parser.add_argument("--no-numpy", action="store_true", help="leave the (slow) NumPy reference out")
     parser.add_argument("--no-cuda", action="store_true", help="leave the CUDA rows out even when a GPU is there")
     parser.add_argument("--cuda-only", action="store_true",
                         help="only the CUDA rows (tools/gpu-check runs these); fails (exit 1) without a GPU")
-    parser.add_argument("--cuda-size", type=parse_size, default=CUDA_ADAMW_SIZE, metavar="N",
-                        help="elements of the CUDA AdamW row (default 64M)")
-    parser.add_argument("--cuda-shape", type=parse_shape, default=CUDA_LOSS_SHAPE, metavar="NxC",
-                        help="logits of the CUDA cross-entropy row (default 32768x50257)")
+    parser.add_argument("--cuda-size", type=parse_size, metavar="N",
+                        help="elements of the CUDA AdamW row (default 64M; --quick: 16M)")
+    parser.add_argument("--cuda-shape", type=parse_shape, metavar="NxC",
+                        help="logits of the CUDA cross-entropy row (default 32768x50257; --quick: 4096x32000)")
     return parser
+
+
+def output_paths(args, parser) -> Tuple[str, Optional[str], Optional[str]]:
+    """(JSON path, figure path or None, a note when the default figure is left out), every path checked
+    before any work: an error here is a usage error (exit status 2) and nothing has run yet."""
+    from fastopt.bench.outputs import OutputPathError, check_file, ensure_folder, image_suffixes
+
+    suffixes = image_suffixes()
+    try:
+        # The paths given first, then the default folder: a refused run creates nothing.
+        if args.plot is not None:
+            if not suffixes:
+                raise OutputPathError(f"--plot {args.plot}: the figure needs matplotlib, which is not installed "
+                                      f"(pip install matplotlib, or the 'bench' extra)")
+            check_file(args.plot, "--plot", suffixes)
+        if args.json is not None:
+            json_path = check_file(args.json, "--json")
+        else:
+            ensure_folder(args.out, "--out")
+            name = default_name(args.quick, args.part, args.cuda_only)
+            json_path = check_file(os.path.join(args.out, name + ".json"), "--json")
+        if not suffixes:
+            return json_path, None, "no figure: matplotlib is not installed (pip install matplotlib, or the 'bench' extra)"
+        plot_path = check_file(args.plot or os.path.splitext(json_path)[0] + ".png", "--plot", suffixes)
+    except OutputPathError as error:
+        parser.error(str(error))
+    return json_path, plot_path, None
+
+
+def gpu_line(no_cuda: bool, reason: Optional[str]) -> str:
+    """The one line on the GPU: its CUDA rows follow, or why there are none."""
+    if no_cuda:
+        return "CUDA rows left out (--no-cuda)"
+    if reason is not None:
+        return f"no GPU: CUDA rows skipped ({reason})"
+    return (f"GPU: {fastopt.cuda.device_name(0)}; after the CPU tables, CUDA rows: fastopt-cuda against torch "
+            f"on the same device")
 
 
 def main(argv: Optional[List[str]] = None, prog: Optional[str] = None, part: str = "all") -> int:
@@ -107,60 +169,64 @@ def main(argv: Optional[List[str]] = None, prog: Optional[str] = None, part: str
         if no_gpu is not None:
             print(f"fastopt bench --cuda-only: no CUDA rows can run here ({no_gpu})", file=sys.stderr)
             return 1
+    json_path, plot_path, plot_note = output_paths(args, parser)
 
     sizes = args.sizes or (QUICK_SIZES if args.quick else DEFAULT_SIZES)
-    shapes = args.shapes or [parse_shape(s) for s in DEFAULT_SHAPES]
+    shapes = args.shapes or [parse_shape(s) for s in (QUICK_SHAPES if args.quick else DEFAULT_SHAPES)]
+    gpt2 = not args.no_gpt2 and not args.quick
+    cuda_size = args.cuda_size or (QUICK_CUDA_SIZE if args.quick else CUDA_ADAMW_SIZE)
+    cuda_shape = args.cuda_shape or (QUICK_CUDA_SHAPE if args.quick else CUDA_LOSS_SHAPE)
     run_optimizers = args.part in ("all", "optimizers")
     run_losses = args.part in ("all", "losses")
     backends = select_backends(numpy=not args.no_numpy, torch=not args.no_torch, cuda=not args.no_cuda)
     cpu_rows = not args.cuda_only
     pending = plan_cases(sizes if run_optimizers and cpu_rows else [], args.optimizers if run_optimizers else [],
-                         run_optimizers and cpu_rows and not args.no_gpt2,
+                         run_optimizers and cpu_rows and gpt2,
                          shapes if run_losses and cpu_rows else [], args.losses if run_losses else [], backends)
     no_gpu = None if args.no_cuda else cuda_unavailable()
     cuda_rows = not args.no_cuda and no_gpu is None
-    cuda_notes = ["CUDA rows left out (--no-cuda)"] if args.no_cuda else []
+    cuda_notes = []
     if cuda_rows:
         adamw = run_optimizers and "adamw" in args.optimizers
-        cuda_pending, cuda_notes = plan_cuda_cases(adamw, adamw and not args.no_gpt2,
+        cuda_pending, cuda_notes = plan_cuda_cases(adamw, adamw and gpt2,
                                                    run_losses and "cross_entropy" in args.losses, backends,
-                                                   size=args.cuda_size, shape=args.cuda_shape)
+                                                   size=cuda_size, shape=cuda_shape)
         pending += cuda_pending
 
-    json_path = args.json
-    if json_path is None and args.part == "all" and not args.quick and not args.cuda_only:
-        json_path = DEFAULT_JSON
-    plot_path = args.plot
-    if plot_path is None and json_path:
-        plot_path = os.path.splitext(json_path)[0] + ".png"
-
-    machine = machine_info()
+    machine = machine_info(with_torch=not args.no_torch)
     print(banner(fastopt.build_info(), machine))
+    print(gpu_line(args.no_cuda, no_gpu))
     if load_warning(machine):
         print(load_warning(machine))
+    left_out = " (GPT-2 small left out: run without --quick for it)" if args.quick and run_optimizers else ""
     print(f"implementations: {', '.join(b.name for b in backends)}; "
-          f"{'quick' if args.quick else 'full'} run, {len(pending)} cases", flush=True)
-    if no_gpu is not None:
-        print(f"no GPU: CUDA rows skipped ({no_gpu})", flush=True)
-    for note in cuda_notes:
+          f"{'quick' if args.quick else 'full'} run, {len(pending)} cases{left_out}", flush=True)
+    for note in cuda_notes + ([plot_note] if plot_note else []):
         print(note, flush=True)
+    print(f"results into: {json_path}" + (f" and {plot_path}" if plot_path else ""), flush=True)
     total = sum(args.rounds or plan_rounds(p.n, args.quick) for p in pending)
     progress = Progress(total)
     rows = run(pending, quick=args.quick, rounds=args.rounds, progress=progress)
     progress.finish(f"fastopt bench: {len(pending)} cases, {len(rows)} rows")
+    busy = {(r["part"], r["case"], r["label"]) for r in rows if (r.get("probe_spread") or 0) > NOISY_SPREAD}
+    if busy:
+        print(f"\nnote: {len(busy)} of {len(pending)} cases ran while other work took the CPUs (their probe's rounds "
+              f"spread by more than {100 * NOISY_SPREAD:.0f}%): for firm figures rerun on a quiet machine")
 
-    if json_path:
-        settings = dict(part=args.part, quick=args.quick, rounds=args.rounds, sizes=sizes,
-                        optimizers=args.optimizers, gpt2=not args.no_gpt2, shapes=[list(s) for s in shapes],
-                        losses=args.losses, backends=[b.name for b in backends], cuda_rows=cuda_rows,
-                        cuda_only=args.cuda_only,
-                        cuda_size=args.cuda_size, cuda_shape=list(args.cuda_shape),
-                        argv=sys.argv)
-        print(f"\nwrote {write_json(json_path, rows, settings, machine)}")
+    settings = dict(part=args.part, quick=args.quick, rounds=args.rounds, sizes=sizes,
+                    optimizers=args.optimizers, gpt2=gpt2, shapes=[list(s) for s in shapes],
+                    losses=args.losses, backends=[b.name for b in backends], cuda_rows=cuda_rows,
+                    cuda_only=args.cuda_only,
+                    cuda_size=cuda_size, cuda_shape=list(cuda_shape), argv=sys.argv)
+    print(f"\nwrote {write_json(json_path, rows, settings, machine)}")
     if plot_path:
-        if plotting.plot(rows, plot_path) is None:
-            print("no plot: matplotlib is not installed (pip install matplotlib, or the 'bench' extra)")
-        else:
+        title = f"fastopt bench{' --quick' if args.quick else ''}: {machine_title(fastopt.build_info(), machine)}"
+        load = machine["load_average_at_start"]
+        notes = ([f"load average {load[0]:.1f} at the start"] if load_warning(machine) else []) + \
+                ([f"{len(busy)} of {len(pending)} cases noisy"] if busy else [])
+        if notes:
+            title += f" ({', '.join(notes)})"
+        if plotting.plot(rows, plot_path, title=title) is not None:
             print(f"wrote {plot_path}")
     return 0
 

@@ -7,7 +7,7 @@ from typing import List, Optional, Sequence
 
 from fastopt.bench.cases import PendingCase
 from fastopt.bench.progress import Progress
-from fastopt.bench.report import case_rows, format_case, group_header, per_call_lines
+from fastopt.bench.report import case_rows, format_case, group_header, busy_note, per_call_lines
 from fastopt.bench.timing import ROUND_SECONDS, plan_rounds, time_all
 
 
@@ -35,16 +35,19 @@ def run(pending: Sequence[PendingCase], quick: bool = False, rounds: Optional[in
             progress.status = f"{where}: round {done[0]}/{n_rounds}"
             progress.advance()
 
-        times, calls = time_all(fns, n_rounds, round_seconds, progress=tick, sync=case.sync)
-        new_rows = case_rows(case, times, calls, n_rounds)
+        timings = time_all(fns, n_rounds, round_seconds, progress=tick, sync=case.sync)
+        new_rows = case_rows(case, timings, n_rounds)
         rows.extend(new_rows)
         if (case.part, case.label) != group:
             group = (case.part, case.label)
             for line in group_header(case):
                 progress.print(line)
-        for line in format_case(case, new_rows, times):
+        for line in format_case(case, new_rows, timings):
             progress.print(line)
-        del case, fns, times  # free the arrays before the next (maybe bigger) case
+        note = busy_note(case, timings)
+        if note:
+            progress.print(note)
+        del case, fns, timings  # free the arrays before the next (maybe bigger) case
         gc.collect()
         last_of_size = index + 1 == len(plan) or plan[index + 1][0].label != p.label
         if last_of_size:

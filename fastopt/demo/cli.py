@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import time
 from typing import List, Optional
 
-DESCRIPTION = """\
+# The demo's duration, measured on our 2-core machine (torch installed, a quiet machine); the README
+# states the same figures (tests/test_demo.py checks that they agree).
+DEMO_SECONDS = "about 15 s"
+QUICK_SECONDS = "about 6 s"
+
+DESCRIPTION = f"""\
 fastopt at work. Commands (the default is demo):
-  demo   the optimizer race, training on scikit-learn's digits and a short benchmark, about a minute
-         on 2 cores; PNG plots into --out (needs the demo extra: pip install "fastopt[demo]")
+  demo   the optimizer race, training on scikit-learn's digits and `fastopt bench --quick`, {DEMO_SECONDS}
+         on 2 cores ({QUICK_SECONDS} with --quick); pictures into --out (needs the demo extra:
+         pip install "fastopt[demo]")
   race   SGD, Momentum, Nesterov, AdaGrad, RMSProp, Adam and AdamW from one start on Rosenbrock, Beale,
          a saddle point and an ill-conditioned valley; contour plots and a table
   train  a linear softmax classifier and a two-layer ReLU net on the digits, each optimizer, a penalty
@@ -21,13 +28,49 @@ fastopt at work. Commands (the default is demo):
 `fastopt COMMAND --help` lists each command's options."""
 
 DEFAULT_OUT = "fastopt-demo"
-DEMO_BENCH = ["--sizes", "1K", "1M", "--no-gpt2", "--shapes", "1024x1000", "--rounds", "5",
-              "--cuda-size", "16M", "--cuda-shape", "4096x32000"]
-QUICK_BENCH = ["--sizes", "1K", "--no-gpt2", "--shapes", "64x100", "--rounds", "2", "--no-torch",
+# The demo's benchmark is `fastopt bench --quick`; the demo's --quick shrinks it to a smoke test.
+DEMO_BENCH = ["--quick"]
+QUICK_BENCH = ["--quick", "--sizes", "1K", "--shapes", "64x100", "--rounds", "2", "--no-torch",
                "--cuda-size", "1M", "--cuda-shape", "256x1000"]
 
 
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
+    return value
+
+
+def _float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be finite: {text!r}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    value = _float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0: {text!r}")
+    return value
+
+
+def nonnegative_float(text: str) -> float:
+    value = _float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0: {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser; parser.commands maps each command to its own parser, whose usage an error
+    found after parsing prints (fastopt race: error: ..., not the top-level usage)."""
     from fastopt.demo import race, train
 
     parser = argparse.ArgumentParser(prog="fastopt", description=DESCRIPTION,
@@ -37,7 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     def out_option(p):
         p.add_argument("--out", metavar="DIR", default=DEFAULT_OUT,
-                       help=f"folder for the PNG plots (default ./{DEFAULT_OUT}; created if missing)")
+                       help=f"folder for the pictures (default ./{DEFAULT_OUT}; created if missing, checked "
+                            "before any work)")
 
     def lr_option(p, defaults):
         p.add_argument("--lr", nargs="+", default=[], metavar="NAME=LR",
@@ -45,18 +89,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="race + train + a short bench, with plots (the default)")
     out_option(demo)
-    demo.add_argument("--quick", action="store_true", help="tiny sizes (seconds): a smoke test")
+    demo.add_argument("--quick", action="store_true",
+                      help=f"tiny sizes: a smoke test ({QUICK_SECONDS} on 2 cores instead of {DEMO_SECONDS})")
     demo.add_argument("--no-bench", action="store_true", help="leave the short benchmark out")
 
     r = sub.add_parser("race", help="the optimizer race on 2-D test functions")
     out_option(r)
-    r.add_argument("--steps", type=int, default=2000, help="steps per optimizer and function (default 2000)")
+    r.add_argument("--steps", type=positive_int, default=2000, help="steps per optimizer and function (default 2000)")
     r.add_argument("--functions", nargs="+", choices=list(race.SURFACES), default=list(race.SURFACES),
                    help="test functions (default: all)")
     r.add_argument("--optimizers", nargs="+", choices=names, default=names, help="racers (default: all)")
     lr_option(r, "tuned per function, see the table")
-    r.add_argument("--tol", type=float, default=race.TOLERANCE,
-                   help=f"'reached': distance to the minimum below this (default {race.TOLERANCE:g})")
+    r.add_argument("--tol", type=positive_float, default=race.TOLERANCE,
+                   help=f"'reached': distance to the minimum below this (> 0; default {race.TOLERANCE:g})")
+    r.add_argument("--gif", action="store_true",
+                   help="also write race.gif: the racers moving step by step, every function side by side")
 
     t = sub.add_parser("train", help="softmax classifier and ReLU net on scikit-learn's digits")
     out_option(t)
@@ -66,50 +113,62 @@ def build_parser() -> argparse.ArgumentParser:
     lr_option(t, ", ".join(f"{k}={v:g}" for k, v in train.DEFAULT_LRS.items()))
     t.add_argument("--schedule", choices=train.SCHEDULES, default="warmup-cosine",
                    help="learning-rate schedule over all updates (default warmup-cosine: 5%% linear warmup)")
-    t.add_argument("--epochs", type=int, default=30, help="passes over the training set (default 30)")
-    t.add_argument("--batch-size", type=int, default=64, help="mini-batch size (default 64)")
+    t.add_argument("--epochs", type=positive_int, default=30, help="passes over the training set (default 30)")
+    t.add_argument("--batch-size", type=positive_int, default=64, help="mini-batch size (default 64)")
     t.add_argument("--penalty", choices=train.PENALTIES, default="l2",
                    help="l2 (default), elastic (l1 + l2) or none, through fastopt.penalty on the weights")
-    t.add_argument("--l1", type=float, help="L1 strength for --penalty elastic (default 1e-4)")
-    t.add_argument("--l2", type=float, help="L2 strength (default 1e-4)")
-    t.add_argument("--hidden", type=int, default=64, help="hidden units of the mlp (default 64)")
+    t.add_argument("--l1", type=nonnegative_float, help="L1 strength for --penalty elastic (default 1e-4)")
+    t.add_argument("--l2", type=nonnegative_float, help="L2 strength (default 1e-4)")
+    t.add_argument("--hidden", type=positive_int, default=64, help="hidden units of the mlp (default 64)")
     t.add_argument("--seed", type=int, default=0, help="initial weights and batch order (default 0)")
 
-    sub.add_parser("bench", help="the benchmark suite (its options: fastopt bench --help)")
+    b = sub.add_parser("bench", help="the benchmark suite (its options: fastopt bench --help)")
 
     i = sub.add_parser("info", help="build_info(), devices, and a short timing against NumPy")
-    i.add_argument("--size", type=int, default=1_000_000, help="elements per timed update (default 1e6)")
-    i.add_argument("--rounds", type=int, default=7, help="interleaved timing rounds (default 7)")
+    i.add_argument("--size", type=positive_int, default=1_000_000, help="elements per timed update (default 1e6)")
+    i.add_argument("--rounds", type=positive_int, default=7, help="interleaved timing rounds (default 7)")
     i.add_argument("--no-timing", action="store_true", help="only build_info and devices")
+    parser.commands = dict(demo=demo, race=r, train=t, bench=b, info=i)
     return parser
 
 
 # -------------------------------------------------------------------------------------- the jobs
-def _out_dir(path: str) -> str:
-    os.makedirs(path, exist_ok=True)
-    return path
+def check_args(args) -> None:
+    """Everything that can be checked before work starts, after argparse's own checks: the learning
+    rates (args.lrs) and the output folder (created if missing). Raises ValueError with the message."""
+    from fastopt.bench.outputs import ensure_folder
+    from fastopt.demo import race
+
+    if hasattr(args, "lr"):
+        args.lrs = race.parse_lrs(args.lr)
+    if hasattr(args, "out"):
+        ensure_folder(args.out, "--out")
 
 
 def run_race(args) -> List[str]:
     from fastopt.bench.progress import Progress
     from fastopt.demo import plots, race
 
-    lrs = race.parse_lrs(args.lr)
     progress = Progress(len(args.functions) * len(args.optimizers))
-    results = race.race(args.functions, args.optimizers, args.steps, lrs, args.tol, progress=progress)
+    results = race.race(args.functions, args.optimizers, args.steps, args.lrs, args.tol, progress=progress)
     progress.finish(f"race: {len(results)} runs of {args.steps} steps")
     for line in race.table(results, args.steps, args.tol):
         print(line)
-    path = plots.race_figure(results, race.SURFACES, os.path.join(_out_dir(args.out), "race.png"))
-    print(f"\nwrote {path}", flush=True)
-    return [path]
+    paths = [plots.race_figure(results, race.SURFACES, os.path.join(args.out, "race.png"), tol=args.tol)]
+    print(f"\nwrote {paths[0]}", flush=True)
+    if getattr(args, "gif", False):
+        from fastopt.demo import animation
+
+        paths.append(animation.race_gif(results, race.SURFACES, os.path.join(args.out, "race.gif")))
+        print(f"wrote {paths[1]}", flush=True)
+    return paths
 
 
 def run_train(args) -> List[str]:
     from fastopt.bench.progress import Progress
     from fastopt.demo import plots, race, train
 
-    lrs = race.parse_lrs(args.lr)
+    lrs = args.lrs
     l1, l2 = train.penalty_strengths(args.penalty, args.l1, args.l2)
     data = train.load_data()
     n_in, n_out = data[0].shape[1], 10
@@ -135,24 +194,16 @@ def run_train(args) -> List[str]:
     progress.finish(f"train: {len(histories)} runs of {args.epochs} epochs")
     for line in train.table(histories, args.hidden):
         print(line)
-    path = plots.train_figure(histories, os.path.join(_out_dir(args.out), "train.png"))
+    path = plots.train_figure(histories, os.path.join(args.out, "train.png"))
     print(f"\nwrote {path}", flush=True)
     return [path]
 
 
 def run_bench(argv: List[str]) -> int:
-    from fastopt.bench.backends import cuda_unavailable
+    """The suite keeps its own parser (fastopt/bench/cli.py): it parses and checks its output paths
+    before it looks at any device, so `fastopt bench --help` and bad options answer at once."""
     from fastopt.bench.cli import main as bench_main
-    from fastopt.demo.info import device_lines
 
-    print("devices:")
-    for line in device_lines():
-        print(line)
-    if cuda_unavailable() is None and "--no-cuda" not in argv:
-        print("CPU tables first, then CUDA rows: fastopt-cuda against torch on the GPU.\n", flush=True)
-    else:
-        print("Only CPU columns below: CUDA rows appear when fastopt is built with its CUDA backend and torch "
-              "and the machine have a GPU.\n", flush=True)
     return bench_main(argv, prog="fastopt bench")
 
 
@@ -172,22 +223,31 @@ def run_info(args) -> int:
     return 0
 
 
+def _part_args(parser, argv: List[str]):
+    args = parser.parse_args(argv)
+    check_args(args)
+    return args
+
+
 def run_demo(args) -> int:
     start = time.perf_counter()
-    out = _out_dir(args.out)
-    print(f"fastopt demo: the optimizer race, training on the digits, a short benchmark; plots into {out}/\n")
+    out = args.out
+    print(f"fastopt demo: the optimizer race, training on the digits, a short benchmark; pictures into {out}/\n")
     quick = args.quick
     parser = build_parser()  # the parts run with their own commands' defaults (tiny ones with --quick)
     print("== 1. the optimizer race (course notes, chapter 9) ==", flush=True)
-    written = run_race(parser.parse_args(["race", "--out", out, *(["--steps", "300"] if quick else [])]))
+    written = run_race(_part_args(parser, ["race", "--out", out, *(["--steps", "300"] if quick else [])]))
     print("\n== 2. training on scikit-learn's digits ==", flush=True)
-    written += run_train(parser.parse_args(["train", "--out", out, *(["--epochs", "2"] if quick else [])]))
+    written += run_train(_part_args(parser, ["train", "--out", out, *(["--epochs", "2"] if quick else [])]))
     if not args.no_bench:
-        print("\n== 3. a short benchmark: one update / one loss call, fastopt against NumPy and torch ==",
+        print(f"\n== 3. a short benchmark: fastopt bench {' '.join(QUICK_BENCH if quick else DEMO_BENCH)} ==",
               flush=True)
         bench_json, bench_png = os.path.join(out, "bench.json"), os.path.join(out, "bench.png")
-        run_bench((QUICK_BENCH if quick else DEMO_BENCH) + ["--json", bench_json, "--plot", bench_png])
-        written.append(bench_png)
+        status = run_bench((QUICK_BENCH if quick else DEMO_BENCH) + ["--json", bench_json, "--plot", bench_png])
+        if status:
+            return status
+        if os.path.exists(bench_png):
+            written.append(bench_png)
     print(f"\nfastopt demo done in {time.perf_counter() - start:.0f} s. The pictures:")
     for path in written:
         print(f"  {os.path.abspath(path)}")
@@ -206,9 +266,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         argv = ["demo", *argv]  # `fastopt`, `fastopt --out DIR`: the demo
     parser = build_parser()
     args = parser.parse_args(argv)
-    for name in ("steps", "epochs", "batch_size", "hidden", "size", "rounds"):
-        if getattr(args, name, 1) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be positive")
+    usage = parser.commands[args.command]  # errors from here on print the command's own usage
 
     from fastopt.demo import require
     from fastopt.demo.train import GradcheckError
@@ -217,6 +275,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     if message:
         print(message, file=sys.stderr)
         return 2
+    try:
+        check_args(args)
+    except ValueError as error:  # bad --lr, an --out that cannot be written: before any work
+        usage.error(str(error))
     try:
         if args.command == "demo":
             return run_demo(args)
@@ -227,8 +289,6 @@ def main(argv: Optional[List[str]] = None) -> int:
             run_train(args)
             return 0
         return run_info(args)
-    except ValueError as error:  # bad --lr and the like: a message, not a traceback
-        parser.error(str(error))
     except GradcheckError as error:
         print(f"fastopt {args.command}: {error}", file=sys.stderr)
         return 1
