@@ -6,7 +6,8 @@
 - adam_/adamw_ captured in a CUDA graph (torch.cuda.graph) with device lr and step, replayed with new
   values in those tensors and new gradients in the static grads, equal eager calls with host values;
   skip_nonfinite (which must read found_inf back) is refused inside a capture, and so are the losses
-  that check their labels (the check reads its answer back).
+  with check_labels=True (that check reads its answer back); by default the losses are captured,
+  the kernels guarding the labels.
 - Work is queued on the caller's stream: stream= as a torch.cuda.Stream, as an int handle, or None (the
   framework's current stream). Inputs are produced on a side stream behind a long GPU sleep and the
   results read on that stream: work put on any other stream would run before its inputs exist.
@@ -208,10 +209,10 @@ def test_skip_nonfinite_is_refused_inside_a_capture(torch):
     assert_bits_equal(torch, args, cpu, written(case, hyper))
 
 
-def test_loss_label_check_is_refused_inside_a_capture(torch):
-    # The labels are checked on the device and the answer read back on the host: inside a capture that
-    # copy and wait would fail and invalidate the capture. The call must refuse first, and the capture
-    # (with the work queued before it) stay usable.
+def test_loss_label_check_true_is_refused_inside_a_capture(torch):
+    # check_labels=True: the labels are checked on the device and the answer read back on the host;
+    # inside a capture that copy and wait would fail and invalidate the capture. The call must refuse
+    # first, and the capture (with the work queued before it) stay usable.
     rng = np.random.default_rng(850)
     logits = rng.standard_normal((64, 10)).astype(np.float32)
     labels = rng.integers(0, 10, 64)
@@ -223,13 +224,50 @@ def test_loss_label_check_is_refused_inside_a_capture(torch):
     with torch.cuda.graph(graph):
         marker.add_(1.0)
         with pytest.raises(RuntimeError, match="(?i)captur"):
-            fastopt.softmax_cross_entropy(x, y, out=x)
+            fastopt.softmax_cross_entropy(x, y, out=x, check_labels=True)
         with pytest.raises(RuntimeError, match="(?i)captur"):
-            fastopt.multiclass_svm_loss(x, y)
+            fastopt.multiclass_svm_loss(x, y, check_labels=True)
     graph.replay()
     torch.cuda.synchronize()
     assert marker.tolist() == [1.0] * 4
     np.testing.assert_array_equal(x.cpu().numpy(), logits)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_losses_are_captured_by_default_and_replay_with_new_values(torch, reduction):
+    # check_labels=None: inside a capture the host check is left out (the kernels guard every label),
+    # so the losses can be captured; each replay computes them from the values the inputs hold then,
+    # and a label made bad between replays gives its row a NaN loss and a zero gradient.
+    rng = np.random.default_rng(851)
+    x = to_cuda(torch, rng.standard_normal((64, 10)).astype(np.float32))
+    y = to_cuda(torch, rng.integers(0, 10, 64))
+    grad = torch.empty_like(x)
+    fastopt.softmax_cross_entropy(x, y, reduction=reduction, out=grad)  # warm-up
+    fastopt.multiclass_svm_loss(x, y, reduction=reduction)
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        loss, _ = fastopt.softmax_cross_entropy(x, y, reduction=reduction, out=grad)
+        svm_loss, svm_grad = fastopt.multiclass_svm_loss(x, y, reduction=reduction)
+    for seed in (852, 853):
+        logits = np.random.default_rng(seed).standard_normal((64, 10)).astype(np.float32)
+        labels = np.random.default_rng(seed + 10).integers(0, 10, 64)
+        x.copy_(to_cuda(torch, logits))
+        y.copy_(to_cuda(torch, labels))
+        graph.replay()
+        torch.cuda.synchronize()
+        want_loss, want_grad = fastopt.softmax_cross_entropy(logits, labels, reduction=reduction)
+        np.testing.assert_allclose(loss.cpu().numpy(), want_loss, rtol=1e-5)
+        np.testing.assert_allclose(grad.cpu().numpy(), want_grad, rtol=1e-5, atol=1e-7)
+        want_svm, want_dsvm = fastopt.multiclass_svm_loss(logits, labels, reduction=reduction)
+        np.testing.assert_allclose(svm_loss.cpu().numpy(), want_svm, rtol=1e-5)
+        np.testing.assert_allclose(svm_grad.cpu().numpy(), want_dsvm, rtol=1e-5, atol=1e-7)
+    y[5] = 10  # out of range: guarded by the kernels
+    graph.replay()
+    torch.cuda.synchronize()
+    row_losses = loss.cpu().numpy()
+    assert np.isnan(row_losses[5] if reduction == "none" else row_losses)
+    assert (grad[5] == 0).all().item()
 
 
 # --------------------------------------------------------------------------------------- streams

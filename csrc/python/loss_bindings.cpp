@@ -55,13 +55,29 @@ DType check_label_array(const ArrayRef& labels, int64_t n) {
   return *labels.dtype;
 }
 
+// When the labels' values are checked on the host side of the call (check_labels=):
+//   None (default): always on the CPU; on a CUDA device unless its stream is being captured into a CUDA
+//                   graph (the check reads its answer back, which a capture cannot do): inside a capture
+//                   the kernels' own guard is the check (a bad label's row gets a zero gradient and a NaN
+//                   loss, so the result shows it).
+//   True:           always; inside a capture that is refused with a RuntimeError (nothing queued).
+//   False:          never: nothing waits for the device; the kernels' guard as inside a capture.
+enum class LabelCheck { Auto, Always, Never };
+
+LabelCheck parse_label_check(py::handle value) {
+  if (value.is_none()) return LabelCheck::Auto;
+  return bool_arg(value.ptr(), "check_labels (None, True or False)") ? LabelCheck::Always : LabelCheck::Never;
+}
+
 // Every label in [0, C) or equal to ignore_index (when one is given). Run after every argument was taken,
 // so that no code of the caller's (a protocol method of a later argument) runs between this check and the
 // kernels; a label another thread changes meanwhile is guarded against in the kernels themselves (never
 // used as an index; its row's loss is NaN). On a CUDA device a kernel looks for a bad label and the call
 // waits for its stream to hear the answer, so that a bad label raises here, before anything is written.
 void check_label_values(const ArrayRef& labels, DType type, int64_t n, int64_t c, const int64_t* ignore_index,
-                        const CallDevice& call) {
+                        const CallDevice& call, LabelCheck when) {
+  if (when == LabelCheck::Never) return;
+  if (when == LabelCheck::Auto && call.on_cuda() && cuda::is_capturing(queue_of(call))) return;
   auto complain = [&](int64_t i, int64_t v) {
     std::string msg = "labels[" + std::to_string(i) + "] = " + std::to_string(v) + " is out of range for " +
                       std::to_string(c) + " classes";
@@ -195,7 +211,8 @@ struct LossOutputs {
 py::tuple softmax_cross_entropy(py::handle logits_obj, py::handle labels_obj, py::handle weight_obj,
                                 IntObject ignore_index_obj, RealObject label_smoothing_obj,
                                 const std::string& reduction_name, RealObject z_loss_obj, py::handle out_obj,
-                                py::handle stream) {
+                                py::handle check_labels, py::handle stream) {
+  const LabelCheck label_check = parse_label_check(check_labels);
   const int64_t ignore_index = ignore_index_obj.get("ignore_index");
   const double label_smoothing = label_smoothing_obj.get("label_smoothing");
   const double z_loss = z_loss_obj.get("z_loss");
@@ -223,7 +240,7 @@ py::tuple softmax_cross_entropy(py::handle logits_obj, py::handle labels_obj, py
   const ArrayRef out = take_out(out_obj, logits, "logits", {{"labels", &labels}, {"weight", weight ? &*weight : nullptr}},
                                 call);
   LossOutputs outputs(logits, reduction, call);
-  check_label_values(labels, label_type, n, c, &ignore_index, call);  // last: see there
+  check_label_values(labels, label_type, n, c, &ignore_index, call, label_check);  // last: see there
   mark_written(out);
 
   if (call.on_cuda()) {
@@ -273,7 +290,8 @@ py::object softmax_impl(py::handle x_obj, bool log, py::handle stream) {
 }
 
 py::tuple multiclass_svm_loss(py::handle scores_obj, py::handle labels_obj, RealObject margin_obj,
-                              const std::string& reduction_name, py::handle stream) {
+                              const std::string& reduction_name, py::handle check_labels, py::handle stream) {
+  const LabelCheck label_check = parse_label_check(check_labels);
   const double margin = margin_obj.get("margin");
   CallDevice call(stream);
   const ArrayRef scores = take_scores(scores_obj, "scores", call);
@@ -286,7 +304,7 @@ py::tuple multiclass_svm_loss(py::handle scores_obj, py::handle labels_obj, Real
   const DType label_type = check_label_array(labels, n);
   const ArrayRef dscores = take_out(py::none(), scores, "scores", {}, call);
   LossOutputs outputs(scores, reduction, call);
-  check_label_values(labels, label_type, n, c, nullptr, call);  // last: see there
+  check_label_values(labels, label_type, n, c, nullptr, call, label_check);  // last: see there
 
   if (call.on_cuda()) {
     const cuda::HingeCall args{scores.data, dtype, labels.data, label_type, dscores.data, outputs.row_ptr(),
@@ -392,7 +410,8 @@ void bind_losses(py::module_& m) {
   using py::arg;
   m.def("softmax_cross_entropy", &softmax_cross_entropy, arg("logits"), arg("labels"), py::kw_only(),
         arg("weight") = py::none(), arg("ignore_index") = -100, arg("label_smoothing") = 0.0,
-        arg("reduction") = "mean", arg("z_loss") = 0.0, arg("out") = py::none(), arg("stream") = py::none(),
+        arg("reduction") = "mean", arg("z_loss") = 0.0, arg("out") = py::none(), arg("check_labels") = py::none(),
+        arg("stream") = py::none(),
         "Fused, numerically stable softmax cross-entropy and its gradient: returns (loss, dlogits).\n\n"
         "The numbers of torch.nn.functional.cross_entropy: logits (N, C) float32/float64, labels (N,)\n"
         "int32/int64, optional class weight (C,), rows labelled ignore_index count nothing and get a\n"
@@ -404,8 +423,10 @@ void bind_losses(py::module_& m) {
         "Inputs may be CUDA arrays (PyTorch, CuPy, anything with __dlpack__ or __cuda_array_interface__):\n"
         "then the loss is a 0-d array on the device (nothing waits for the GPU to finish), new outputs are\n"
         "arrays of the logits' framework, and the work is queued on `stream` (None: the framework's current\n"
-        "stream). The labels are checked on the device first; that check waits for the stream (so the call\n"
-        "is refused inside a CUDA-graph capture).");
+        "stream). The labels are checked first (a bad one raises IndexError, nothing written); on a CUDA\n"
+        "device that check waits for the stream, so by default (check_labels=None) it is left to the\n"
+        "kernels inside a CUDA-graph capture: a bad label's row then gets a zero gradient and a NaN loss.\n"
+        "check_labels=False never checks first (nothing waits); True always does (refused in a capture).");
   m.def("softmax", [](py::handle x, py::handle stream) { return softmax_impl(x, false, stream); }, arg("x"),
         py::kw_only(), arg("stream") = py::none(),
         "Numerically stable softmax over the last axis (a new array, of x's framework on CUDA).");
@@ -413,9 +434,10 @@ void bind_losses(py::module_& m) {
         py::kw_only(), arg("stream") = py::none(),
         "Numerically stable log-softmax over the last axis (a new array, of x's framework on CUDA).");
   m.def("multiclass_svm_loss", &multiclass_svm_loss, arg("scores"), arg("labels"), py::kw_only(),
-        arg("margin") = 1.0, arg("reduction") = "mean", arg("stream") = py::none(),
+        arg("margin") = 1.0, arg("reduction") = "mean", arg("check_labels") = py::none(), arg("stream") = py::none(),
         "Multiclass SVM (hinge) loss: L_i = sum over j != y_i of max(0, s_j - s_{y_i} + margin).\n"
-        "Returns (loss, dscores); 'mean' averages over the N examples, 'none' gives an (N,) array.");
+        "Returns (loss, dscores); 'mean' averages over the N examples, 'none' gives an (N,) array.\n"
+        "check_labels: as for softmax_cross_entropy.");
   m.def("penalty", &penalty, arg("w"), py::kw_only(), arg("l1") = 0.0, arg("l2") = 0.0,
         arg("out_grad") = py::none(), arg("stream") = py::none(),
         "l1 * sum|w| + l2 * sum w^2 (elastic net when both are set). When out_grad is given,\n"
