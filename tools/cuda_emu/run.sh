@@ -1,5 +1,5 @@
 #!/bin/bash
-# Runs csrc/cuda/loss_kernels.cu on the CPU, without a GPU, against the CPU loops (csrc/cpu/loss_loops.h).
+# Runs the GPU losses (csrc/cuda/loss_*.cu and their loss_*.cuh headers) on the CPU, without a GPU, against the CPU loops (csrc/cpu/loss_loops.h).
 # The kernel launches are rewritten to emu_launch (transform.py); emu_cuda_runtime.h runs every CUDA thread
 # of a block on its own std::thread, with std::barrier for __syncthreads/__syncwarp and the shuffles.
 # It checks the index arithmetic, the reduction trees, the in-place order and the uniform-barrier rule
@@ -22,9 +22,12 @@ case "$mode" in
   small) constants=(kSumChunk=64 kMaxRowBlocks=3 kMaxLabelBlocks=2) ;;
   tsan) constants=(kSumChunk=64 kMaxRowBlocks=3); flags=(-O1 -g -fsanitize=thread) ;;
 esac
-python3 "$here/transform.py" "$root/csrc/cuda/loss_kernels.cu" "$work/loss_kernels_emu.cpp" "${constants[@]}"
+# The transformed copies go to $work/emu/cuda/, found before csrc/cuda/ by the includes; test_losses.cpp
+# includes every loss_*.cu (one translation unit: the headers are #pragma once).
+sources=$(cd "$root/csrc" && ls cuda/loss_*.cu cuda/loss_*.cuh)
+python3 "$here/transform.py" "$root/csrc" "$work/emu" $sources -- "${constants[@]}"
 cp "$here/test_losses.cpp" "$work/"
-g++ -std=c++20 "${flags[@]}" -w -I"$work/fake" -I"$root/csrc/include" -I"$root/csrc" "$work/test_losses.cpp" \
+g++ -std=c++20 "${flags[@]}" -w -I"$work/fake" -I"$work/emu" -I"$root/csrc/include" -I"$root/csrc" "$work/test_losses.cpp" \
   "$root/csrc/cpu/cpu_info.cpp" \
   -o "$work/test_losses" -pthread
 "$work/test_losses" "$mode"
