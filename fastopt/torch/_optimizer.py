@@ -36,6 +36,7 @@ import torch
 from fastopt import _hyper
 from fastopt._overlap import check_disjoint
 from fastopt.torch import _arrays
+from fastopt.torch._torch_wording import torch_wording
 
 
 def scalar(value: Any) -> float:
@@ -167,8 +168,9 @@ class FusedOptimizer(torch.optim.Optimizer):
     def __init__(self, params, defaults: Dict[str, Any]):
         # The constructor's arguments first, so that a refusal names just the argument ("lr", not
         # "param group 0: lr"): their kinds here, their values by the kernel on an empty list.
-        _hyper.check_hyperparameters(defaults, element=check_real)
-        self._run(dict(defaults, params=[]), [], [], [], self._check_key())
+        with torch_wording(defaults):
+            _hyper.check_hyperparameters(defaults, element=check_real)
+            self._run(dict(defaults, params=[]), [], [], [], self._check_key())
         super().__init__(params, defaults)
 
     def add_param_group(self, param_group: Dict[str, Any]) -> None:
@@ -176,8 +178,11 @@ class FusedOptimizer(torch.optim.Optimizer):
         group = self.param_groups[-1]
         # Check the options and hyperparameters now, as torch does in its constructors: the kernel
         # validates them itself when called on an empty list, so the rules live in one place.
-        self._check_options(group, len(self.param_groups) - 1)
-        self._check_hyper(group, [p.dtype for p in group["params"]])
+        k = len(self.param_groups) - 1
+        with torch_wording(group):
+            self._check_options(group, k)
+            with _hyper.named(f"param group {k}"):
+                self._check_hyper(group, [p.dtype for p in group["params"]])
 
     @property
     def _step_tokens(self) -> StepTokens:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from fastopt._core import adagrad_
 from fastopt.torch import _arrays
 from fastopt.torch._optimizer import FusedOptimizer, check_real, new_step, scalar
+from fastopt.torch._torch_wording import torch_wording
 
 
 class Adagrad(FusedOptimizer):
@@ -21,9 +22,10 @@ class Adagrad(FusedOptimizer):
 
     def __init__(self, params, lr=1e-2, lr_decay=0, weight_decay=0, initial_accumulator_value=0, eps=1e-10,
                  foreach=None, *, maximize=False, differentiable=False, fused=None):
-        check_real(initial_accumulator_value, "initial_accumulator_value")
-        if not scalar(initial_accumulator_value) >= 0:
-            raise ValueError(f"initial_accumulator_value must be >= 0, got {initial_accumulator_value}")
+        with torch_wording({"initial_accumulator_value": initial_accumulator_value}):
+            check_real(initial_accumulator_value, "initial_accumulator_value")
+            if not scalar(initial_accumulator_value) >= 0:
+                raise ValueError(f"initial_accumulator_value must be >= 0, got {initial_accumulator_value}")
         defaults = dict(lr=lr, lr_decay=lr_decay, eps=eps, weight_decay=weight_decay,
                         initial_accumulator_value=initial_accumulator_value, foreach=foreach,
                         maximize=maximize, differentiable=differentiable, fused=fused)
