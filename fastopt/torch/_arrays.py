@@ -10,9 +10,14 @@ This is the one place that knows how a tensor reaches a kernel:
   in-place update autograd would not see; the twins bump the version counters themselves), and fastopt
   queues the work on torch's current stream of its device.
 
-Everything the kernels cannot take (other devices, sparse or non-contiguous tensors, half precision on
-the CPU, CUDA tensors when fastopt has no CUDA backend) is refused here with an error naming the
-parameter, before any kernel runs.
+A dense tensor that is not contiguous (channels_last, transposed, permuted) reaches the kernels as the
+1-D block of memory it fills (flat), as do its gradient and state, which must be laid out the same way:
+an elementwise update does not care in which order the elements lie, only that element k is the same
+element in every operand.
+
+Everything the kernels cannot take (other devices, sparse tensors, tensors with gaps in memory or laid
+out unlike their parameter, half precision on the CPU, CUDA tensors when fastopt has no CUDA backend) is
+refused here with an error naming the parameter, before any kernel runs.
 
 On CUDA, float16 and bfloat16 parameters (and their gradients) are updated with float32 optimizer state:
 fastopt's kernels do the math in float32 and round only the parameter. (torch's own fused optimizers
@@ -74,14 +79,54 @@ def check_tensor(t: torch.Tensor, name: str, like: torch.Tensor = None, state: b
         if t.shape != like.shape:
             raise ValueError(f"{name} has shape {tuple(t.shape)} but its parameter has {tuple(like.shape)}")
     if not t.is_contiguous():
-        raise ValueError(f"{name} is not contiguous; fastopt updates contiguous tensors in place and never "
-                         "copies (call .contiguous() on the parameter before building the optimizer)")
+        _check_layout(t, name, like)
+    elif like is not None and not like.is_contiguous():
+        _check_layout(t, name, like)  # (a contiguous operand of a channels_last parameter: refused there)
     # Checked here, with every tensor of the step, before any group is updated (the kernels refuse it too,
     # but only in their own group's call). A real tensor cannot carry a conjugate bit.
     if t.is_neg():
         raise TypeError(f"{name} has its negative bit set (a lazily negated view, such as x.conj().imag): its "
                         "memory holds the values negated. Pass t.resolve_neg(), a copy (which an in-place update "
                         "would not reach)")
+
+
+def is_dense(t: torch.Tensor) -> bool:
+    """Whether t's elements fill one block of memory with no gaps and no overlap, in some order of its
+    dimensions (contiguous, channels_last, transposed, permuted): then the update of each element
+    touches exactly the block `flat(t)` covers. (Size-1 dimensions take any stride.)"""
+    dims = sorted(((stride, size) for stride, size in zip(t.stride(), t.shape) if size != 1))
+    expected = 1
+    for stride, size in dims:
+        if stride != expected:
+            return False
+        expected *= size
+    return True
+
+
+def same_layout(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Whether a and b (of one shape) order their elements the same way in memory."""
+    return all(sa == sb for sa, sb, size in zip(a.stride(), b.stride(), a.shape) if size != 1)
+
+
+def _check_layout(t: torch.Tensor, name: str, like: Optional[torch.Tensor]) -> None:
+    """A tensor that is not contiguous is updated in place when it is dense (is_dense) and, for an operand
+    of a parameter, laid out as the parameter: element k of every operand's block is then the same
+    element of the parameter, whatever the order (state made with torch.zeros_like keeps it)."""
+    if not is_dense(t):
+        raise ValueError(f"{name} (shape {tuple(t.shape)}, strides {t.stride()}) has gaps or overlaps in memory; "
+                         "fastopt updates dense tensors in place and never copies (use a tensor of its own "
+                         "memory, such as t.clone(), as the parameter before building the optimizer)")
+    if like is not None and not same_layout(t, like):
+        raise ValueError(f"{name} has strides {t.stride()} but its parameter has {like.stride()}; fastopt updates "
+                         "in place a parameter and tensors laid out as it is (make them with "
+                         "torch.empty_like(param) or .contiguous(memory_format=...) of the parameter's format)")
+
+
+def flat(t: torch.Tensor) -> torch.Tensor:
+    """t as the 1-D block of memory it fills (t itself when contiguous; is_dense(t) must hold)."""
+    if t.is_contiguous():
+        return t
+    return t.as_strided((t.numel(),), (1,))
 
 
 def _check_kind(t: torch.Tensor, name: str) -> None:
@@ -111,8 +156,8 @@ def views(tensors: List[torch.Tensor]) -> list:
     copy would be lost without a word, so the tests check the addresses and that the update lands in the
     tensor); for CUDA tensors the tensors themselves, detached (the same memory)."""
     if tensors and tensors[0].is_cuda:
-        return [t.detach() if t.requires_grad else t for t in tensors]
-    return [t.detach().numpy() for t in tensors]
+        return [flat(t.detach() if t.requires_grad else t) for t in tensors]
+    return [flat(t.detach()).numpy() for t in tensors]
 
 
 def mark_modified(tensors: List[torch.Tensor]) -> None:

@@ -547,7 +547,7 @@ class FusedOptimizer(torch.optim.Optimizer):
                 missing = [name for name in self._state_keys if name not in state]
                 raise ValueError(f"state[{i}] lacks {missing}: {type(self).__name__} keeps "
                                  f"{list(self._state_keys + self._lazy_state)}")
-        plain = p.is_cpu and p.dtype in _arrays.CPU_DTYPES
+        plain = p.is_cpu and p.dtype in _arrays.CPU_DTYPES and p.is_contiguous()
         for name, value in state.items():
             if name == "step":
                 if not (torch.is_tensor(value) and value.numel() == 1 and value.is_floating_point()):
