@@ -33,9 +33,18 @@ import torch
 
 import fastopt.cuda
 
-CPU_DTYPES = (torch.float32, torch.float64)
-CUDA_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+# Complex tensors are updated as torch.optim updates them: as their real pairs (torch.view_as_real), with
+# state of the parameter's complex dtype.
+COMPLEX_DTYPES = (torch.complex64, torch.complex128)
+CPU_DTYPES = (torch.float32, torch.float64) + COMPLEX_DTYPES
+CUDA_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64) + COMPLEX_DTYPES
 HALF_DTYPES = (torch.float16, torch.bfloat16)
+
+
+def math_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The real dtype the kernels compute a parameter of `dtype` in: float64 for float64 and complex128,
+    float32 otherwise (float32, complex64, and float16/bfloat16 with float32 math)."""
+    return torch.float64 if dtype in (torch.float64, torch.complex128) else torch.float32
 
 
 def state_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -83,7 +92,11 @@ def check_tensor(t: torch.Tensor, name: str, like: torch.Tensor = None, state: b
     elif like is not None and not like.is_contiguous():
         _check_layout(t, name, like)  # (a contiguous operand of a channels_last parameter: refused there)
     # Checked here, with every tensor of the step, before any group is updated (the kernels refuse it too,
-    # but only in their own group's call). A real tensor cannot carry a conjugate bit.
+    # but only in their own group's call).
+    if t.is_conj():
+        raise TypeError(f"{name} has its conjugate bit set (a lazily conjugated view, such as x.conj()): its "
+                        "memory holds the values unconjugated. Pass t.resolve_conj(), a copy (which an in-place "
+                        "update would not reach)")
     if t.is_neg():
         raise TypeError(f"{name} has its negative bit set (a lazily negated view, such as x.conj().imag): its "
                         "memory holds the values negated. Pass t.resolve_neg(), a copy (which an in-place update "
@@ -138,7 +151,8 @@ def _check_kind(t: torch.Tensor, name: str) -> None:
     dtype = t.dtype
     if t.is_cpu:
         extra = " (float16/bfloat16 on CUDA only)" if dtype in HALF_DTYPES else ""
-        raise TypeError(f"{name} has dtype {dtype}; fastopt updates float32 or float64 tensors on the CPU{extra}")
+        raise TypeError(f"{name} has dtype {dtype}; fastopt updates float32, float64, complex64 or complex128 "
+                        f"tensors on the CPU{extra}")
     if not t.is_cuda:
         raise NotImplementedError(f"{name} is on {t.device}; fastopt's torch optimizers run on CPU and CUDA "
                                   "tensors")
@@ -146,15 +160,18 @@ def _check_kind(t: torch.Tensor, name: str) -> None:
     if refusal is not None:
         raise NotImplementedError(f"{name} is on {t.device}, {refusal}")
     if dtype not in CUDA_DTYPES:
-        raise TypeError(f"{name} has dtype {dtype}; fastopt updates float16, bfloat16, float32 or float64 "
-                        "tensors on CUDA")
+        raise TypeError(f"{name} has dtype {dtype}; fastopt updates float16, bfloat16, float32, float64, complex64 "
+                        "or complex128 tensors on CUDA")
 
 
 def views(tensors: List[torch.Tensor]) -> list:
-    """What the kernels get for tensors of one device (each already passed check_tensor): for CPU tensors
+    """What the kernels get for tensors of one device and dtype (each already passed check_tensor; complex
+    ones as their real pairs, torch.view_as_real): for CPU tensors
     writeable NumPy arrays over the tensors' own memory (Tensor.numpy() always shares it; an update into a
     copy would be lost without a word, so the tests check the addresses and that the update lands in the
     tensor); for CUDA tensors the tensors themselves, detached (the same memory)."""
+    if tensors and tensors[0].is_complex():
+        tensors = [torch.view_as_real(t.detach()) for t in tensors]
     if tensors and tensors[0].is_cuda:
         return [flat(t.detach() if t.requires_grad else t) for t in tensors]
     return [flat(t.detach()).numpy() for t in tensors]

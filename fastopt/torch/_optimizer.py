@@ -306,7 +306,7 @@ class FusedOptimizer(torch.optim.Optimizer):
                 elif value.shape != p.shape:
                     raise ValueError(f"{where} has shape {tuple(value.shape)} but its parameter has "
                                      f"{tuple(p.shape)}")
-                elif not (value.is_floating_point() and not value.is_complex()):
+                elif not (value.is_floating_point() or (value.is_complex() and p.is_complex())):
                     raise ValueError(f"{where} has dtype {value.dtype}, not a floating-point dtype")
 
     @staticmethod
@@ -524,7 +524,7 @@ class FusedOptimizer(torch.optim.Optimizer):
         lr = group.get("lr")
         if isinstance(lr, torch.Tensor) and lr.is_cuda:
             group = dict(group, lr=0.0)
-        maths = {torch.float64 if d == torch.float64 else torch.float32 for d in dtypes if d.is_floating_point}
+        maths = {_arrays.math_dtype(d) for d in dtypes if d.is_floating_point or d.is_complex}
         if not maths:
             self._run(group, [], [], [], self._check_key(), grad_scale=grad_scale)
         for dtype in sorted(maths, key=str):
@@ -560,7 +560,8 @@ class FusedOptimizer(torch.optim.Optimizer):
             elif torch.is_tensor(value):
                 # (the common case first: what check_tensor accepts without a message)
                 if not (plain and value.is_cpu and value.dtype == p.dtype and value.layout == torch.strided
-                        and value.shape == p.shape and value.is_contiguous() and not value.is_neg()):
+                        and value.shape == p.shape and value.is_contiguous() and not value.is_neg()
+                        and not value.is_conj()):
                     _arrays.check_tensor(value, f"state[{i}]['{name}']", like=p, state=True)
             elif value is not None or name not in self._nullable_state:
                 raise TypeError(f"state[{i}]['{name}'] must be a tensor, got {type(value).__name__}")

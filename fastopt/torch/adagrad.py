@@ -35,8 +35,11 @@ class Adagrad(FusedOptimizer):
                 self.state[p] = self._new_state(p, group)
 
     def _new_state(self, p, group):
-        # torch fills the sum from self.defaults, whatever the group says; the twin does the same.
-        return {"step": new_step(group, p), "sum": _arrays.state_tensor(p, self.defaults["initial_accumulator_value"])}
+        # torch fills the sum from self.defaults, whatever the group says; the twin does the same. A complex
+        # parameter's sum is filled with init + init*1j, as torch does (both real components start at init).
+        init = self.defaults["initial_accumulator_value"]
+        fill = complex(scalar(init), scalar(init)) if p.is_complex() else init
+        return {"step": new_step(group, p), "sum": _arrays.state_tensor(p, fill)}
 
     def _run(self, group, params, grads, states, step, grad_scale=1.0, found_inf=None):
         adagrad_(params, grads, self._views(states, "sum"), lr=self._lr(group, params),
