@@ -290,8 +290,7 @@ def test_update_lands_in_the_tensors_memory_and_autograd_sees_it():
         y.backward()
 
 
-@pytest.mark.parametrize("option", [dict(capturable=True), dict(differentiable=True),
-                                    dict(fused=True, foreach=True)])
+@pytest.mark.parametrize("option", [dict(capturable=True), dict(fused=True, foreach=True)])
 def test_options_fastopt_cannot_honour_are_refused(option):
     model = make_mlp(0, torch.float32)
     for name in ["Adam", "AdamW", "RMSprop", "SGD", "Adagrad"]:

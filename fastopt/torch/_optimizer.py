@@ -28,6 +28,7 @@ then never waits for the device. Elsewhere found_inf is read on the host once pe
 
 from __future__ import annotations
 
+import inspect
 from itertools import chain
 from typing import Any, Dict, Hashable, List, Tuple
 
@@ -331,8 +332,6 @@ class FusedOptimizer(torch.optim.Optimizer):
         where = f"param group {k}"
         _hyper.check_hyperparameters({key: group[key] for key in self.defaults if key in group}, f"{where}: ",
                                      element=check_real)
-        if group.get("differentiable"):
-            raise ValueError(f"{where}: differentiable=True is not supported by fastopt's fused kernels")
         if group.get("capturable"):
             off = next((p for p in group["params"] if not p.is_cuda), None)
             if off is not None:
@@ -372,11 +371,14 @@ class FusedOptimizer(torch.optim.Optimizer):
         if skip:
             return loss
 
-        if len(calls) > 1:
+        differentiable = [(k, g) for k, g in enumerate(self.param_groups) if g.get("differentiable")]
+        if len(calls) + len(differentiable) > 1:
             # The kernels check each call before writing; across several calls the step is checked here
             # first, so that a late refusal cannot leave the earlier groups updated.
             self._rehearse(calls, grad_scale)
             self._check_no_overlap(calls)
+        for k, group in differentiable:
+            self._torch_step(k, group, grad_scale, found_inf)
 
         for k, group, key, members in calls:
             params = [p for _, p in members]
@@ -411,6 +413,28 @@ class FusedOptimizer(torch.optim.Optimizer):
             _arrays.mark_modified(params + [v for s in states for name, v in s.items()
                                             if name != "step" and torch.is_tensor(v)])
         return loss
+
+    # The torch.optim class of the same algorithm (its name), which steps differentiable=True groups.
+    _torch_name: str = ""
+
+    def _torch_step(self, k: int, group: Dict[str, Any], grad_scale: Any, found_inf: Any) -> None:
+        """A differentiable=True group is stepped by torch.optim's own implementation (a fused kernel is
+        not differentiable): a torch.optim optimizer over the group, with its options, sharing this
+        optimizer's state (the same format), so that autograd sees the update as with torch.optim."""
+        if found_inf is not None or not (isinstance(grad_scale, float) and grad_scale == 1.0):
+            raise RuntimeError(f"param group {k} is differentiable=True, which torch.optim's own implementation "
+                               "steps; GradScaler's fused unscaling does not reach it: call scaler.unscale_"
+                               "(optimizer) before scaler.step(optimizer), or use differentiable=False")
+        cls = getattr(torch.optim, self._torch_name)
+        accepted = inspect.signature(cls).parameters
+        options = {key: group[key] for key in self.defaults if key in group and key in accepted}
+        with _hyper.named(f"param group {k}"):
+            twin = cls(group["params"], **options)
+        for p in group["params"]:  # state torch's constructor made (Adagrad's sums) where this one has none
+            if twin.state.get(p) and not self.state.get(p):
+                self.state[p] = twin.state[p]
+        twin.state = self.state  # (torch reads and writes self.state[p], in the format the twins keep)
+        twin.step()
 
     def _rehearse(self, calls, grad_scale: Any) -> None:
         """Runs each kernel call of a step of several calls first on empty stand-ins of its dtype, so that
@@ -456,7 +480,7 @@ class FusedOptimizer(torch.optim.Optimizer):
         if found_inf is None:
             return grad_scale, None, False
         if isinstance(found_inf, torch.Tensor) and found_inf.is_cuda and calls and \
-                all(device_steps(group, members[0][1]) for group, _, members in calls):
+                all(device_steps(group, members[0][1]) for _, group, _, members in calls):
             return grad_scale, found_inf, False
         return grad_scale, None, float(found_inf) != 0.0  # as torch's fused optimizers: nothing changes
 
@@ -488,6 +512,9 @@ class FusedOptimizer(torch.optim.Optimizer):
         index = 0
         for k, group in enumerate(self.param_groups):
             self._check_options(group, k)  # group entries may have been edited or loaded since
+            if group.get("differentiable"):
+                index += len(group["params"])
+                continue  # torch's own implementation steps it (_torch_step)
             buckets: Dict[Hashable, List[Tuple[int, torch.Tensor]]] = {}
             first = None  # the group's first updated parameter and its index
             for i, p in enumerate(group["params"], start=index):

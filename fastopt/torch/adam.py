@@ -16,6 +16,8 @@ class Adam(FusedOptimizer):
     """``Adam(params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, amsgrad=False, *, foreach=None,
     maximize=False, capturable=False, differentiable=False, fused=None, decoupled_weight_decay=False)``"""
 
+    _torch_name = "Adam"  # torch.optim's class: it steps differentiable=True groups
+
     _state_keys = ("step", "exp_avg", "exp_avg_sq")
     _lazy_state = ("max_exp_avg_sq",)
 
@@ -50,6 +52,8 @@ class AdamW(Adam):
     maximize=False, foreach=None, capturable=False, differentiable=False, fused=None)``
 
     As Adam, with the weight decay decoupled: ``p *= 1 - lr * weight_decay`` before the Adam step."""
+
+    _torch_name = "AdamW"  # torch.optim's class: it steps differentiable=True groups
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False, *,
                  maximize=False, foreach=None, capturable=False, differentiable=False, fused=None):

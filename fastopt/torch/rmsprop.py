@@ -16,6 +16,8 @@ class RMSprop(FusedOptimizer):
     """``RMSprop(params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0, momentum=0, centered=False,
     capturable=False, foreach=None, maximize=False, differentiable=False)``"""
 
+    _torch_name = "RMSprop"  # torch.optim's class: it steps differentiable=True groups
+
     _state_keys = ("step", "square_avg")
     _lazy_state = ("momentum_buffer", "grad_avg")
 

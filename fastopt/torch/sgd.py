@@ -17,6 +17,8 @@ class SGD(FusedOptimizer):
     """``SGD(params, lr=1e-3, momentum=0, dampening=0, weight_decay=0, nesterov=False, *, maximize=False,
     foreach=None, differentiable=False, fused=None)``"""
 
+    _torch_name = "SGD"  # torch.optim's class: it steps differentiable=True groups
+
     _lazy_state = ("momentum_buffer",)
     _nullable_state = ("momentum_buffer",)
 
