@@ -64,12 +64,14 @@ def refuse(name, bad_params, error, match, setup=None):
     assert_unchanged(opt, before)
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", ["Adam", "AdamW", "RMSprop"])
 def test_sparse_gradient(name):
+    # torch's SGD and Adagrad take sparse gradients (tests/test_torch_twins_sparse.py); its other optimizers
+    # raise RuntimeError, and so do the twins (the same implementation steps them), before anything is written.
     emb = torch.nn.Embedding(10, 3, sparse=True).double()
     emb(torch.tensor([1, 4])).sum().backward()
     assert emb.weight.grad.is_sparse
-    refuse(name, [param(2, seed=3), emb.weight], NotImplementedError, r"params\[3\]\.grad.*sparse")
+    refuse(name, [param(2, seed=3), emb.weight], RuntimeError, r"does not support sparse gradients")
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -179,15 +181,15 @@ def test_parameters_sharing_memory_across_groups(name):
 def test_a_valid_step_after_a_refused_one_matches_a_clean_run(name):
     """The refused step left no trace: drop the bad group's gradient and the step equals that of an
     optimizer that never saw the bad input."""
-    emb = torch.nn.Embedding(4, 2, sparse=True).double()
-    emb(torch.tensor([1])).sum().backward()
-    opt = optimizer_with_history(name, [emb.weight])
+    bad = param(2, seed=3)
+    bad.grad = torch.ones(2, 2, dtype=torch.float64)[:, 0]  # (every other element: gaps in memory)
+    opt = optimizer_with_history(name, [bad])
     clean = copy.deepcopy(opt)  # copies parameters and state, but not the .grads
     for p, q in zip(opt.param_groups[0]["params"], clean.param_groups[0]["params"]):
         q.grad = p.grad.clone()
-    with pytest.raises(NotImplementedError):
+    with pytest.raises(ValueError, match="has gaps"):
         opt.step()
-    emb.weight.grad = None
+    bad.grad = None
     opt.step()
     clean.step()
     for p, q in zip(opt.param_groups[0]["params"], clean.param_groups[0]["params"]):

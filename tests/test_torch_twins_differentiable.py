@@ -78,6 +78,6 @@ def test_grad_scaler_fused_unscaling_is_refused_for_a_differentiable_group():
     p.grad = torch.ones(4, dtype=torch.float64)
     before = p.detach().clone()
     opt.grad_scale, opt.found_inf = torch.tensor(4.0), torch.tensor(0.0)  # what GradScaler.step sets
-    with pytest.raises(RuntimeError, match=r"param group 0 is differentiable=True.*scaler\.unscale_"):
+    with pytest.raises(RuntimeError, match=r"param group 0 is differentiable=True, which torch.optim.*scaler\.unscale_"):
         opt.step()
     assert torch.equal(p.detach(), before) and not opt.state

@@ -371,14 +371,14 @@ class FusedOptimizer(torch.optim.Optimizer):
         if skip:
             return loss
 
-        differentiable = [(k, g) for k, g in enumerate(self.param_groups) if g.get("differentiable")]
-        if len(calls) + len(differentiable) > 1:
+        by_torch = self._torch_parts()
+        if len(calls) + len(by_torch) > 1:
             # The kernels check each call before writing; across several calls the step is checked here
             # first, so that a late refusal cannot leave the earlier groups updated.
             self._rehearse(calls, grad_scale)
             self._check_no_overlap(calls)
-        for k, group in differentiable:
-            self._torch_step(k, group, grad_scale, found_inf)
+        for k, group, params, why in by_torch:
+            self._torch_step(k, group, params, why, grad_scale, found_inf)
 
         for k, group, key, members in calls:
             params = [p for _, p in members]
@@ -414,23 +414,39 @@ class FusedOptimizer(torch.optim.Optimizer):
                                             if name != "step" and torch.is_tensor(v)])
         return loss
 
-    # The torch.optim class of the same algorithm (its name), which steps differentiable=True groups.
+    # The torch.optim class of the same algorithm (its name): it steps what the fused kernels cannot.
     _torch_name: str = ""
 
-    def _torch_step(self, k: int, group: Dict[str, Any], grad_scale: Any, found_inf: Any) -> None:
-        """A differentiable=True group is stepped by torch.optim's own implementation (a fused kernel is
-        not differentiable): a torch.optim optimizer over the group, with its options, sharing this
-        optimizer's state (the same format), so that autograd sees the update as with torch.optim."""
+    def _torch_parts(self) -> List[Tuple[int, Dict[str, Any], List[torch.Tensor], str]]:
+        """What torch.optim's own implementation steps, as (group index, group, params, why): a
+        differentiable=True group whole (a fused kernel is not differentiable), and in other groups the
+        parameters whose gradient is sparse (torch's SGD and Adagrad take them; its other optimizers raise
+        their own error for them)."""
+        parts = []
+        for k, group in enumerate(self.param_groups):
+            if group.get("differentiable"):
+                parts.append((k, group, list(group["params"]), "is differentiable=True"))
+                continue
+            sparse = [p for p in group["params"] if p.grad is not None and p.grad.layout != torch.strided]
+            if sparse:
+                parts.append((k, group, sparse, "has sparse gradients"))
+        return parts
+
+    def _torch_step(self, k: int, group: Dict[str, Any], params: List[torch.Tensor], why: str, grad_scale: Any,
+                    found_inf: Any) -> None:
+        """Steps `params` of group k with torch.optim's own implementation: a torch.optim optimizer over
+        them, with the group's options, sharing this optimizer's state (the same format), so that the
+        update is exactly torch's (and, for a differentiable group, seen by autograd as torch's)."""
         if found_inf is not None or not (isinstance(grad_scale, float) and grad_scale == 1.0):
-            raise RuntimeError(f"param group {k} is differentiable=True, which torch.optim's own implementation "
-                               "steps; GradScaler's fused unscaling does not reach it: call scaler.unscale_"
-                               "(optimizer) before scaler.step(optimizer), or use differentiable=False")
+            raise RuntimeError(f"param group {k} {why}, which torch.optim's own implementation steps; GradScaler's "
+                               "fused unscaling does not reach it: call scaler.unscale_(optimizer) before "
+                               "scaler.step(optimizer)")
         cls = getattr(torch.optim, self._torch_name)
         accepted = inspect.signature(cls).parameters
         options = {key: group[key] for key in self.defaults if key in group and key in accepted}
         with _hyper.named(f"param group {k}"):
-            twin = cls(group["params"], **options)
-        for p in group["params"]:  # state torch's constructor made (Adagrad's sums) where this one has none
+            twin = cls(params, **options)
+        for p in params:  # state torch's constructor made (Adagrad's sums) where this one has none
             if twin.state.get(p) and not self.state.get(p):
                 self.state[p] = twin.state[p]
         twin.state = self.state  # (torch reads and writes self.state[p], in the format the twins keep)
@@ -518,8 +534,8 @@ class FusedOptimizer(torch.optim.Optimizer):
             buckets: Dict[Hashable, List[Tuple[int, torch.Tensor]]] = {}
             first = None  # the group's first updated parameter and its index
             for i, p in enumerate(group["params"], start=index):
-                if p.grad is None:
-                    continue  # as torch: a parameter without a gradient is not updated
+                if p.grad is None or p.grad.layout != torch.strided:
+                    continue  # as torch: a parameter without a gradient is not updated (sparse: _torch_parts)
                 _arrays.check_tensor(p, f"params[{i}]")
                 if first is None:
                     first = (i, p)
