@@ -5,7 +5,9 @@ The floor of the in-place cross-entropy is one read of the logits and one write 
 8 bytes per element at the bandwidth of the probe (fastopt's a += b, 12 bytes per element, the same
 threads and chunking as the kernels) measured in the same rounds. Each round runs every contender
 once, in turn (probe, fastopt, torch, ...), so that a neighbour's load hits them all alike; the
-figures are medians over the rounds.
+figures are medians over the rounds. softmax and log_softmax (fastopt's and torch's) return new arrays:
+their times include the page faults of fresh memory, which for a large output can outweigh the kernel
+(BENCHMARKS.md says how much).
 
     python bench/bench_ce_floor.py [--shapes 4096x32000 32768x1000 512x50257] [--rounds 9]
 """
