@@ -82,6 +82,17 @@ def test_split_path_matches_reference(rng, split_rows, c, dtype):
                                atol=8 * EPS[dtype])
 
 
+def test_rows_just_longer_than_the_detected_share(rng):
+    """No override: the first float32 length past the detected share (or past the in-cache path's
+    256 Ki-element cap, whichever comes first) runs the split path; one shorter runs in cache."""
+    longest_cached = min(_core._loss_row_cache_bytes() // 4, 256 * 1024)
+    for c in (longest_cached, longest_cached + 17):
+        logits, labels, kw = make_problem(rng, 2, c, ignore="no-ignored", dtype=np.float32)
+        check_against_reference(logits, labels, kw, reduction="none")
+        p = fastopt.softmax(logits).astype(np.float64)
+        np.testing.assert_allclose(p, reference.softmax(logits.astype(np.float64)), rtol=1e-5, atol=1e-44)
+
+
 # Lengths around the lane count (16), the AVX-512 / AVX2 widths, one and two blocks (1024, 2048).
 LENGTHS = list(range(1, 41)) + [63, 64, 65, 1023, 1024, 1025, 1039, 2047, 2048, 2049]
 
