@@ -4,7 +4,7 @@ the NumPy reference and torch (F.cross_entropy + backward on a leaf tensor). The
 ``python -m fastopt bench --part losses``, and the same options (see --help); the code lives in
 fastopt/bench/.
 
-    python bench/bench_losses.py [--shapes 4096x32000 32768x1000] [--rounds 5] [--json out.json] [--no-numpy]
+    python bench/bench_losses.py [--shapes 4096x32000 32768x1000 512x50257] [--rounds 5] [--json out.json] [--no-numpy]
 """
 
 import sys

@@ -6,8 +6,11 @@
 #include <omp.h>
 #endif
 
+#include <cstdio>
+
 #if defined(__unix__) || defined(__APPLE__)
 #include <pthread.h>
+#include <unistd.h>
 #define FASTOPT_HAVE_FORK 1
 #endif
 
@@ -44,7 +47,55 @@ void on_fork_child() { g_forked.store(true, std::memory_order_relaxed); }
 [[maybe_unused]] const bool g_fork_handler_registered = pthread_atfork(nullptr, nullptr, on_fork_child) == 0;
 #endif
 
+// L2 per core: sysconf where glibc knows it, else sysfs (index2 is the unified L2 on x86 and arm64).
+int64_t detect_l2_cache_bytes() {
+#if defined(_SC_LEVEL2_CACHE_SIZE)
+  const long bytes = sysconf(_SC_LEVEL2_CACHE_SIZE);
+  if (bytes > 0) return int64_t(bytes);
+#endif
+#if defined(__linux__)
+  if (FILE* f = std::fopen("/sys/devices/system/cpu/cpu0/cache/index2/size", "r")) {
+    long long size = 0;
+    char unit = 0;
+    const int got = std::fscanf(f, "%lld%c", &size, &unit);
+    std::fclose(f);
+    if (got >= 1 && size > 0) {
+      if (got == 2 && (unit == 'K' || unit == 'k')) size *= 1024;
+      if (got == 2 && (unit == 'M' || unit == 'm')) size *= 1024 * 1024;
+      return int64_t(size);
+    }
+  }
+#endif
+  return 0;
+}
+
+constexpr int64_t kDefaultRowCacheBytes = int64_t(256) << 10;
+
+int64_t default_row_cache_bytes() {
+  static const int64_t bytes = [] {
+    const int64_t l2 = detect_l2_cache_bytes();
+    return l2 > 0 ? l2 / 2 : kDefaultRowCacheBytes;
+  }();
+  return bytes;
+}
+
+std::atomic<int64_t> g_row_cache_bytes{0};  // 0: the detected value
+
 }  // namespace
+
+int64_t l2_cache_bytes() {
+  static const int64_t bytes = detect_l2_cache_bytes();
+  return bytes;
+}
+
+int64_t loss_row_cache_bytes() {
+  const int64_t set = g_row_cache_bytes.load(std::memory_order_relaxed);
+  return set > 0 ? set : default_row_cache_bytes();
+}
+
+void set_loss_row_cache_bytes(int64_t bytes) {
+  g_row_cache_bytes.store(bytes > 0 ? bytes : 0, std::memory_order_relaxed);
+}
 
 bool has_openmp() {
 #ifdef _OPENMP

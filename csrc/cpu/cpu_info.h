@@ -34,6 +34,16 @@ void set_num_threads(int threads);
 // more threads than tasks. 1 means "run on the calling thread, without entering OpenMP at all".
 int team_size(int64_t tasks);
 
+// The bytes of one row that the loss loops keep in cache between a row's two passes: half the L2
+// cache of one core as the CPU reports it (sysconf / sysfs; 256 KiB when it reports nothing), so that
+// the row, the code's other data and a neighbour's lines fit together. Rows longer than this take the
+// split path (loss_loops.h). Read once; set_loss_row_cache_bytes overrides it (tests use that to run
+// the split path on small rows; 0 restores the detected value). Never depends on the thread count.
+int64_t loss_row_cache_bytes();
+void set_loss_row_cache_bytes(int64_t bytes);
+// The L2 size per core the CPU reports, in bytes (0 when unknown).
+int64_t l2_cache_bytes();
+
 // While one lives on a thread, the kernels called on that thread run on it alone (max_threads() is 1
 // there). fastopt.jax's handlers run on threads of XLA's runtime, beside XLA's own thread pool, where
 // OpenMP teams cost more than they bring (csrc/jax/kernel_threads.h says why).

@@ -6,6 +6,16 @@
 // the lane loops for whatever instruction set this file is built for, and every build adds the
 // same numbers in the same order, so all instruction sets give the same bits.
 //
+// Memory traffic. A row is read in two passes (its max and sum, then its outputs). When the row fits
+// in this core's share of L2 (row_fits_cache: loss_row_cache_bytes() from cpu_info.h), the second pass
+// finds it in cache, so the call reads the logits from memory once and writes its output once: the
+// floor. Such a row is exponentiated once: pass 1 stores e_j = exp(z_j - m_b) (m_b: the running max
+// of its block) in the output, pass 2 multiplies each block by one factor. A longer row (the split
+// path) is summarised by a read-only online max/sum pass, then its outputs are computed from the
+// scores again, block by block from the end of the row back, so that the blocks the first pass read
+// last, still in cache, are used first: memory sees two reads and one write, not two of each.
+// Which path a row takes depends on its length and the cache size, never on the thread count.
+//
 // Included only by kernels_for_isa.cpp, once per instruction set, inside that set's namespace.
 #pragma once
 
@@ -24,6 +34,15 @@ constexpr int64_t kLanes = 16;
 // The online max is tracked per block of this many elements (4 KiB of float32, resident in L1
 // while the block's max and then its exponentials are computed).
 constexpr int64_t kBlock = 1024;
+// The in-cache path keeps one running max per block on the stack: rows of up to this many blocks
+// (256 Ki elements, 1 MiB of float32) take it when the cache share allows.
+constexpr int64_t kMaxCachedBlocks = 256;
+
+// Whether rows of c elements of T take the in-cache path (decided once per call).
+template <typename T>
+bool row_fits_cache(int64_t c) {
+  return c <= kMaxCachedBlocks * kBlock && c * int64_t(sizeof(T)) <= loss_row_cache_bytes();
+}
 
 // body(row) for every row, in parallel when the work (rows x row length) is large enough.
 template <typename Body>
@@ -88,12 +107,12 @@ SoftmaxRow<T> row_softmax_stats(const T* __restrict z, int64_t c) {
 // when block b was summed) and each block's m_b in block_max. Pass 2 then turns e_j into the
 // gradient with one multiplication per element (exp(m_b - max - log_sum) per block), so each
 // element is exponentiated once. IN_PLACE: out holds the scores (read before written); z unused.
+// block_max holds (c + kBlock - 1) / kBlock entries (at most kMaxCachedBlocks: the in-cache path).
 template <bool IN_PLACE, typename T>
 SoftmaxRow<T> row_softmax_stats_store(const T* __restrict z, T* __restrict out, int64_t c,
-                                      std::vector<T>& block_max) {
+                                      T* __restrict block_max) {
   T lane_sum[kLanes] = {};
   T running_max = T(-INFINITY);
-  block_max.assign(size_t((c + kBlock - 1) / kBlock), T(-INFINITY));
   for (int64_t b = 0; b < c; b += kBlock) {
     const T* in = IN_PLACE ? out : z;
     const int64_t end = b + kBlock < c ? b + kBlock : c;
@@ -105,7 +124,7 @@ SoftmaxRow<T> row_softmax_stats_store(const T* __restrict z, T* __restrict out, 
       running_max = block;
     }
     const T m = running_max;
-    block_max[size_t(b / kBlock)] = m;
+    block_max[b / kBlock] = m;
     if (m == T(-INFINITY)) {  // everything so far masked: exp(-inf - -inf) would be NaN
       for (int64_t j = b; j < end; ++j) out[j] = T(0);
       continue;
@@ -126,6 +145,32 @@ SoftmaxRow<T> row_softmax_stats_store(const T* __restrict z, T* __restrict out, 
   T sum = 0;
   for (int64_t l = 0; l < kLanes; ++l) sum += lane_sum[l];
   return {running_max, log_(sum)};
+}
+
+// Pass 2 of the in-cache path: out_j = e_j * exp(m_b - max - log_sum) * p_scale, one factor per
+// block (p_scale folds in the cross-entropy's scale * coef; 1 for softmax). The row is in cache.
+template <typename T>
+void scale_stored_row(T* __restrict out, int64_t c, const T* block_max, const SoftmaxRow<T>& r, T p_scale) {
+  for (int64_t b = 0; b < c; b += kBlock) {
+    const T factor = exp_((block_max[b / kBlock] - r.max) - r.log_sum) * p_scale;
+    const int64_t end = b + kBlock < c ? b + kBlock : c;
+    for (int64_t j = b; j < end; ++j) out[j] = out[j] * factor;
+  }
+}
+
+// Pass 2 of the split path: out_j = p_j * p_scale, or log p_j when LOG, from the scores again, by
+// blocks from the row's end back (see the top of the file). IN_PLACE: the scores are in out (each
+// element read before it is written); z unused.
+template <bool IN_PLACE, bool LOG, typename T>
+void write_row_from_stats(const T* __restrict z, T* __restrict out, int64_t c, const SoftmaxRow<T>& r,
+                          T p_scale) {
+  for (int64_t b = (c - 1) / kBlock * kBlock; b >= 0; b -= kBlock) {
+    const int64_t end = b + kBlock < c ? b + kBlock : c;
+    for (int64_t j = b; j < end; ++j) {
+      const T zj = IN_PLACE ? out[j] : z[j];
+      out[j] = LOG ? row_log_prob(zj, r) : row_prob(zj, r) * p_scale;
+    }
+  }
 }
 
 // The gradient of one counted row with label smoothing (see cross_entropy.h): written over all
@@ -197,12 +242,12 @@ double softmax_cross_entropy(const CrossEntropyArgs<T, L>& a) {
       a.label_smoothing, a.z_loss, weight_sum, a.c, mean ? 1.0 / denominator : 1.0);
 
   std::vector<double> losses(size_t(a.n), 0.0);
+  const bool in_cache = row_fits_cache<T>(a.c);
   with_flags(
       [&](auto IN_PLACE, auto WEIGHTED, auto SMOOTHING) {
         for_each_row(a.n, a.c, [&](int64_t i) {
           const T* z = a.logits + i * a.c;
           T* out = a.dlogits + i * a.c;
-          std::vector<T> block_max;  // per-block running max of pass 1 (no-smoothing path)
           const int64_t y = classes[size_t(i)];
           if (y < 0) {  // ignored, or a label changed out of range after the binding checked it
             for (int64_t j = 0; j < a.c; ++j) out[j] = T(0);
@@ -218,16 +263,14 @@ double softmax_cross_entropy(const CrossEntropyArgs<T, L>& a) {
             r = row_softmax_stats(z, a.c);
             smooth_sum = cross_entropy_row_grad<IN_PLACE.value, WEIGHTED.value>(
                 IN_PLACE.value ? nullptr : z, out, a.weight, a.c, r, cross_entropy_prob_coef(r, w_label, s), s);
-          } else {
+          } else if (in_cache) {
+            T block_max[kMaxCachedBlocks];  // the running max of each block in pass 1
             r = row_softmax_stats_store<IN_PLACE.value>(IN_PLACE.value ? nullptr : z, out, a.c, block_max);
-            const T p_scale = s.scale * cross_entropy_prob_coef(r, w_label, s);
-            for (int64_t b = 0; b < a.c; b += kBlock) {
-              // p_j = e_j * exp(m_b - max - log_sum); the block's factor folds in scale * coef.
-              const T factor = exp_((block_max[size_t(b / kBlock)] - r.max) - r.log_sum) * p_scale;
-              const int64_t end = b + kBlock < a.c ? b + kBlock : a.c;
-              T* __restrict o = out;
-              for (int64_t j = b; j < end; ++j) o[j] = o[j] * factor;
-            }
+            scale_stored_row(out, a.c, block_max, r, s.scale * cross_entropy_prob_coef(r, w_label, s));
+          } else {  // split path: a read-only stats pass, then the gradient from the scores
+            r = row_softmax_stats(IN_PLACE.value ? out : z, a.c);
+            write_row_from_stats<IN_PLACE.value, false>(IN_PLACE.value ? nullptr : z, out, a.c, r,
+                                                         s.scale * cross_entropy_prob_coef(r, w_label, s));
           }
           out[y] = cross_entropy_grad(z_label, r, cross_entropy_prob_coef(r, w_label, s), true, w_label,
                                       w_label, s);
@@ -243,14 +286,22 @@ double softmax_cross_entropy(const CrossEntropyArgs<T, L>& a) {
 
 template <typename T>
 void softmax(const T* x, T* out, int64_t rows, int64_t c, bool log) {
+  // out is a new array: it never aliases x. softmax on the in-cache path exponentiates each score
+  // once (stored, then scaled); log_softmax needs no exponential in its second pass.
+  const bool in_cache = row_fits_cache<T>(c);
   for_each_row(rows, c, [&](int64_t i) {
     const T* __restrict z = x + i * c;
-    T* __restrict o = out + i * c;  // a new array: never aliases x
-    const SoftmaxRow<T> r = row_softmax_stats(z, c);
+    T* __restrict o = out + i * c;
     if (log) {
-      for (int64_t j = 0; j < c; ++j) o[j] = row_log_prob(z[j], r);
+      const SoftmaxRow<T> r = row_softmax_stats(z, c);
+      write_row_from_stats<false, true>(z, o, c, r, T(1));
+    } else if (in_cache) {
+      T block_max[kMaxCachedBlocks];
+      const SoftmaxRow<T> r = row_softmax_stats_store<false>(z, o, c, block_max);
+      scale_stored_row(o, c, block_max, r, T(1));
     } else {
-      for (int64_t j = 0; j < c; ++j) o[j] = row_prob(z[j], r);
+      const SoftmaxRow<T> r = row_softmax_stats(z, c);
+      write_row_from_stats<false, false>(z, o, c, r, T(1));
     }
   });
 }

@@ -89,6 +89,17 @@ void bind_build_info(py::module_& m) {
         "child process (OpenMP's threads do not survive fork, so a child runs every kernel on its calling\n"
         "thread; use multiprocessing's 'spawn' or 'forkserver' for threaded workers), and 1 without OpenMP.");
   m.attr("_MAX_NUM_THREADS") = cpu::kMaxThreads;
+  // Test hooks: the loss loops' per-row cache share (cpu_info.h), to run their split path on small rows.
+  m.def("_loss_row_cache_bytes", &cpu::loss_row_cache_bytes,
+        "Bytes of a row the loss loops keep in cache between its passes (longer rows take the split path).");
+  m.def(
+      "_set_loss_row_cache_bytes",
+      [](int64_t bytes) {
+        if (bytes < 0) throw py::value_error("bytes must be >= 0 (0: the detected size), got " + std::to_string(bytes));
+        cpu::set_loss_row_cache_bytes(bytes);
+      },
+      py::arg("bytes"), "Overrides _loss_row_cache_bytes (0 restores the size detected from the L2 cache).");
+  m.def("_l2_cache_bytes", &cpu::l2_cache_bytes, "The L2 cache per core the CPU reports, in bytes (0: unknown).");
 }
 
 }  // namespace fastopt::bindings

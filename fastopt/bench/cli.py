@@ -20,7 +20,7 @@ from fastopt.bench.timing import NOISY_SPREAD, plan_rounds
 from fastopt.bench.workloads import LOSSES, OPTIMIZERS
 
 DEFAULT_SIZES = [1_000, 16_000, 256_000, 1_000_000, 4_000_000, 16_000_000, 64_000_000]
-DEFAULT_SHAPES = ["4096x32000", "32768x1000"]
+DEFAULT_SHAPES = ["4096x32000", "32768x1000", "512x50257"]
 # --quick: seconds, not minutes (QUICK_SECONDS): a small size (the cost of a call from
 # Python) and one beyond the L2 caches, one loss shape, no GPT-2, fewer rounds; still every implementation
 # against its peers in the same interleaved rounds.
@@ -90,7 +90,7 @@ def build_parser(prog: Optional[str] = None, part: str = "all") -> argparse.Argu
     parser.add_argument("--no-gpt2", action="store_true",
                         help="leave out AdamW over GPT-2 small's parameters (--quick leaves it out)")
     parser.add_argument("--shapes", type=parse_shape, nargs="+", metavar="NxC",
-                        help="logits shapes of the losses (default 4096x32000 32768x1000; --quick: 1024x1000)")
+                        help="logits shapes of the losses (default 4096x32000 32768x1000 512x50257; --quick: 1024x1000)")
     parser.add_argument("--losses", nargs="+", choices=LOSSES, default=list(LOSSES),
                         help="losses to time (default: cross_entropy softmax)")
     parser.add_argument("--part", choices=PARTS, default=part,

@@ -27,6 +27,9 @@ TRAFFIC = {
 }
 # The losses: read the logits twice (online max and sum, then the output), write the output once.
 LOSS_TRAFFIC = 3
+# On the CPU a row stays in cache between its two passes (csrc/cpu/loss_loops.h, rows up to half the
+# L2 of a core: every default shape), so memory sees one read and one write: the floor.
+LOSS_TRAFFIC_CPU = 2
 # The bandwidth probe a += b: read a and b, write a.
 PROBE_TRAFFIC = 3
 
@@ -107,7 +110,8 @@ class LossWork:
 
     @property
     def bytes_moved(self) -> int:
-        return LOSS_TRAFFIC * self.n * self.logits.itemsize
+        traffic = LOSS_TRAFFIC_CPU if self.device == "cpu" else LOSS_TRAFFIC
+        return traffic * self.n * self.logits.itemsize
 
 
 def _elements(a) -> int:
