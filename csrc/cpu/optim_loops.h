@@ -16,6 +16,24 @@
 
 namespace fastopt::cpu::FASTOPT_ISA_NS {
 
+// The chunk heads (parallel.h, make_chunks) that start every chunk of tensor k on a cache line of
+// its operand `operand` (the parameter for the updates: every operand is aligned with it when all
+// come from one allocator, NumPy's or torch's). Only large calls are chunked, so small ones skip it.
+template <typename T, int N>
+std::vector<int64_t> operand_heads(const TensorList<T, N>& tensors, int operand) {
+  std::vector<int64_t> heads;
+  if (total_elements(tensors.sizes) < kParallelThreshold) return heads;
+  heads.reserve(tensors.ptrs.size());
+  for (const auto& ptrs : tensors.ptrs) heads.push_back(elements_to_alignment(ptrs[size_t(operand)]));
+  return heads;
+}
+
+// for_each_chunk over the elements of an update, its chunks on the parameter's cache lines.
+template <typename T, int N, typename Body>
+void for_each_update_chunk(const TensorList<T, N>& tensors, Body&& body) {
+  for_each_chunk(tensors.sizes, body, operand_heads(tensors, 0));
+}
+
 // The pre-pass of skip_nonfinite: true when any unscaled gradient (operand 1 of every tensor) is
 // NaN or +-Inf. It reads every gradient, on the same chunks and threads as the updates, and writes
 // nothing. The flag is an integer OR, so the loop vectorises.
@@ -32,7 +50,7 @@ bool any_nonfinite_grad(const TensorList<T, N>& tensors, double grad_scale) {
             bad |= unsigned(!is_finite_(unscale_grad<SCALED.value>(g[i], scale)));
           }
           return bad != 0;
-        });
+        }, operand_heads(tensors, 1));
       },
       grad_scale != 1.0);
   return found;
@@ -60,7 +78,7 @@ bool sgd(const TensorList<T, 3>& tensors, const SgdHyper& hyper) {
   const bool momentum = hyper.momentum != 0.0;
   with_flags(
       [&](auto MOMENTUM, auto NESTEROV, auto FIRST, auto SCALED) {
-        for_each_chunk(tensors.sizes, [&](int32_t k, int64_t begin, int64_t end) {
+        for_each_update_chunk(tensors, [&](int32_t k, int64_t begin, int64_t end) {
           T* __restrict p = tensors.ptrs[k][0];
           const T* __restrict g = tensors.ptrs[k][1];
           const T gs = scale;  // a local copy: a captured reference could alias the arrays (no SIMD)
@@ -87,7 +105,7 @@ bool adagrad(const TensorList<T, 3>& tensors, const AdagradHyper& hyper) {
   const T scale = T(hyper.scaling.grad_scale);
   with_flags(
       [&](auto SCALED) {
-        for_each_chunk(tensors.sizes, [&](int32_t k, int64_t begin, int64_t end) {
+        for_each_update_chunk(tensors, [&](int32_t k, int64_t begin, int64_t end) {
           T* __restrict p = tensors.ptrs[k][0];
           const T* __restrict g = tensors.ptrs[k][1];
           const T gs = scale;  // a local copy: a captured reference could alias the arrays (no SIMD)
@@ -111,7 +129,7 @@ bool rmsprop(const TensorList<T, 5>& tensors, const RmspropHyper& hyper) {
   const T scale = T(hyper.scaling.grad_scale);
   with_flags(
       [&](auto CENTERED, auto MOMENTUM, auto SCALED) {
-        for_each_chunk(tensors.sizes, [&](int32_t k, int64_t begin, int64_t end) {
+        for_each_update_chunk(tensors, [&](int32_t k, int64_t begin, int64_t end) {
           T* __restrict p = tensors.ptrs[k][0];
           const T* __restrict g = tensors.ptrs[k][1];
           const T gs = scale;  // a local copy: a captured reference could alias the arrays (no SIMD)
@@ -142,7 +160,7 @@ bool adam(const TensorList<T, 5>& tensors, const AdamHyper& hyper) {
   const T scale = T(hyper.scaling.grad_scale);
   with_flags(
       [&](auto AMSGRAD, auto DECOUPLED, auto SCALED) {
-        for_each_chunk(tensors.sizes, [&](int32_t k, int64_t begin, int64_t end) {
+        for_each_update_chunk(tensors, [&](int32_t k, int64_t begin, int64_t end) {
           T* __restrict p = tensors.ptrs[k][0];
           const T* __restrict g = tensors.ptrs[k][1];
           const T gs = scale;  // a local copy: a captured reference could alias the arrays (no SIMD)
