@@ -16,6 +16,24 @@
 
 namespace fastopt::cpu::FASTOPT_ISA_NS {
 
+// The chunk heads (parallel.h, make_chunks) that start every chunk of tensor k on a cache line of
+// its operand `operand` (the parameter for the updates: every operand is aligned with it when all
+// come from one allocator, NumPy's or torch's). Only large calls are chunked, so small ones skip it.
+template <typename T, int N>
+std::vector<int64_t> operand_heads(const TensorList<T, N>& tensors, int operand) {
+  std::vector<int64_t> heads;
+  if (total_elements(tensors.sizes) < kParallelThreshold) return heads;
+  heads.reserve(tensors.ptrs.size());
+  for (const auto& ptrs : tensors.ptrs) heads.push_back(elements_to_alignment(ptrs[size_t(operand)]));
+  return heads;
+}
+
+// for_each_chunk over the elements of an update, its chunks on the parameter's cache lines.
+template <typename T, int N, typename Body>
+void for_each_update_chunk(const TensorList<T, N>& tensors, Body&& body) {
+  for_each_chunk(tensors.sizes, body, operand_heads(tensors, 0));
+}
+
 // The pre-pass of skip_nonfinite: true when any unscaled gradient (operand 1 of every tensor) is
 // NaN or +-Inf. It reads every gradient, on the same chunks and threads as the updates, and writes
 // nothing. The flag is an integer OR, so the loop vectorises.
@@ -32,7 +50,7 @@ bool any_nonfinite_grad(const TensorList<T, N>& tensors, double grad_scale) {
             bad |= unsigned(!is_finite_(unscale_grad<SCALED.value>(g[i], scale)));
           }
           return bad != 0;
-        });
+        }, operand_heads(tensors, 1));
       },
       grad_scale != 1.0);
   return found;
@@ -52,6 +70,73 @@ bool nonfinite(const TensorList<T, 2>& tensors, double grad_scale) {
   return any_nonfinite_grad(tensors, grad_scale);
 }
 
+// The element loops, one per rule. Their operands are __restrict *function parameters*: GCC trusts
+// restrict there (also once inlined), where on local pointers it adds run-time overlap checks instead,
+// and gives up vectorising when a loop has too many operand pairs to check (Adam with amsgrad and
+// centered RMSprop with momentum, five arrays, ran scalar). tests/test_loop_vectorised.py checks that
+// every instantiation of these loops is vectorised at every instruction set. `gs` is the gradient
+// scale by value (a captured reference could alias the arrays).
+
+template <bool MOMENTUM, bool NESTEROV, bool FIRST, bool SCALED, typename T>
+inline void sgd_elements(int64_t n, T* __restrict p, const T* __restrict g, T* __restrict b, T gs,
+                         const SgdScalars<T> s) {
+  for (int64_t i = 0; i < n; ++i) {
+    T pi = p[i];
+    T bi = 0;
+    if constexpr (MOMENTUM && !FIRST) bi = b[i];
+    sgd_update<MOMENTUM, NESTEROV, FIRST>(pi, unscale_grad<SCALED>(g[i], gs), bi, s);
+    p[i] = pi;
+    if constexpr (MOMENTUM) b[i] = bi;
+  }
+}
+
+template <bool SCALED, typename T>
+inline void adagrad_elements(int64_t n, T* __restrict p, const T* __restrict g, T* __restrict sum, T gs,
+                             const AdagradScalars<T> s) {
+  for (int64_t i = 0; i < n; ++i) {
+    T pi = p[i], si = sum[i];
+    adagrad_update(pi, unscale_grad<SCALED>(g[i], gs), si, s);
+    p[i] = pi;
+    sum[i] = si;
+  }
+}
+
+template <bool CENTERED, bool MOMENTUM, bool SCALED, typename T>
+inline void rmsprop_elements(int64_t n, T* __restrict p, const T* __restrict g, T* __restrict sq,
+                             T* __restrict b, T* __restrict ga, T gs, const RmspropScalars<T> s) {
+  for (int64_t i = 0; i < n; ++i) {
+    T pi = p[i], sqi = sq[i], bi = 0, gai = 0;
+    if constexpr (MOMENTUM) bi = b[i];
+    if constexpr (CENTERED) gai = ga[i];
+    rmsprop_update<CENTERED, MOMENTUM>(pi, unscale_grad<SCALED>(g[i], gs), sqi, bi, gai, s);
+    p[i] = pi;
+    sq[i] = sqi;
+    if constexpr (MOMENTUM) b[i] = bi;
+    if constexpr (CENTERED) ga[i] = gai;
+  }
+}
+
+template <bool AMSGRAD, bool DECOUPLED, bool SCALED, typename T>
+inline void adam_elements(int64_t n, T* __restrict p, const T* __restrict g, T* __restrict m, T* __restrict v,
+                          T* __restrict vmax, T gs, const AdamScalars<T> s) {
+  for (int64_t i = 0; i < n; ++i) {
+    T pi = p[i], mi = m[i], vi = v[i], vmaxi = 0;
+    if constexpr (AMSGRAD) vmaxi = vmax[i];
+    adam_update<AMSGRAD, DECOUPLED>(pi, unscale_grad<SCALED>(g[i], gs), mi, vi, vmaxi, s);
+    p[i] = pi;
+    m[i] = mi;
+    v[i] = vi;
+    if constexpr (AMSGRAD) vmax[i] = vmaxi;
+  }
+}
+
+// An operand of tensor k from element `begin` on (nullptr stays nullptr: an unused operand).
+template <typename T, int N>
+T* operand_at(const TensorList<T, N>& tensors, int32_t k, int j, int64_t begin) {
+  T* base = tensors.ptrs[size_t(k)][size_t(j)];
+  return base == nullptr ? nullptr : base + begin;
+}
+
 template <typename T>
 bool sgd(const TensorList<T, 3>& tensors, const SgdHyper& hyper) {
   if (skip_call(tensors, hyper.scaling)) return true;
@@ -60,20 +145,10 @@ bool sgd(const TensorList<T, 3>& tensors, const SgdHyper& hyper) {
   const bool momentum = hyper.momentum != 0.0;
   with_flags(
       [&](auto MOMENTUM, auto NESTEROV, auto FIRST, auto SCALED) {
-        for_each_chunk(tensors.sizes, [&](int32_t k, int64_t begin, int64_t end) {
-          T* __restrict p = tensors.ptrs[k][0];
-          const T* __restrict g = tensors.ptrs[k][1];
-          const T gs = scale;  // a local copy: a captured reference could alias the arrays (no SIMD)
-          T* __restrict b = tensors.ptrs[k][2];
-          for (int64_t i = begin; i < end; ++i) {
-            T pi = p[i];
-            T bi = 0;
-            if constexpr (MOMENTUM.value && !FIRST.value) bi = b[i];
-            sgd_update<MOMENTUM.value, NESTEROV.value, FIRST.value>(pi, unscale_grad<SCALED.value>(g[i], gs),
-                                                                    bi, s);
-            p[i] = pi;
-            if constexpr (MOMENTUM.value) b[i] = bi;
-          }
+        for_each_update_chunk(tensors, [&](int32_t k, int64_t begin, int64_t end) {
+          sgd_elements<MOMENTUM.value, NESTEROV.value, FIRST.value, SCALED.value>(
+              end - begin, operand_at(tensors, k, 0, begin), operand_at(tensors, k, 1, begin),
+              operand_at(tensors, k, 2, begin), scale, s);
         });
       },
       momentum, momentum && hyper.nesterov, momentum && hyper.step == 1, hyper.scaling.grad_scale != 1.0);
@@ -87,17 +162,10 @@ bool adagrad(const TensorList<T, 3>& tensors, const AdagradHyper& hyper) {
   const T scale = T(hyper.scaling.grad_scale);
   with_flags(
       [&](auto SCALED) {
-        for_each_chunk(tensors.sizes, [&](int32_t k, int64_t begin, int64_t end) {
-          T* __restrict p = tensors.ptrs[k][0];
-          const T* __restrict g = tensors.ptrs[k][1];
-          const T gs = scale;  // a local copy: a captured reference could alias the arrays (no SIMD)
-          T* __restrict sum = tensors.ptrs[k][2];
-          for (int64_t i = begin; i < end; ++i) {
-            T pi = p[i], si = sum[i];
-            adagrad_update(pi, unscale_grad<SCALED.value>(g[i], gs), si, s);
-            p[i] = pi;
-            sum[i] = si;
-          }
+        for_each_update_chunk(tensors, [&](int32_t k, int64_t begin, int64_t end) {
+          adagrad_elements<SCALED.value>(end - begin, operand_at(tensors, k, 0, begin),
+                                         operand_at(tensors, k, 1, begin), operand_at(tensors, k, 2, begin),
+                                         scale, s);
         });
       },
       hyper.scaling.grad_scale != 1.0);
@@ -111,24 +179,11 @@ bool rmsprop(const TensorList<T, 5>& tensors, const RmspropHyper& hyper) {
   const T scale = T(hyper.scaling.grad_scale);
   with_flags(
       [&](auto CENTERED, auto MOMENTUM, auto SCALED) {
-        for_each_chunk(tensors.sizes, [&](int32_t k, int64_t begin, int64_t end) {
-          T* __restrict p = tensors.ptrs[k][0];
-          const T* __restrict g = tensors.ptrs[k][1];
-          const T gs = scale;  // a local copy: a captured reference could alias the arrays (no SIMD)
-          T* __restrict sq = tensors.ptrs[k][2];
-          T* __restrict b = tensors.ptrs[k][3];
-          T* __restrict ga = tensors.ptrs[k][4];
-          for (int64_t i = begin; i < end; ++i) {
-            T pi = p[i], sqi = sq[i], bi = 0, gai = 0;
-            if constexpr (MOMENTUM.value) bi = b[i];
-            if constexpr (CENTERED.value) gai = ga[i];
-            rmsprop_update<CENTERED.value, MOMENTUM.value>(pi, unscale_grad<SCALED.value>(g[i], gs), sqi, bi,
-                                                           gai, s);
-            p[i] = pi;
-            sq[i] = sqi;
-            if constexpr (MOMENTUM.value) b[i] = bi;
-            if constexpr (CENTERED.value) ga[i] = gai;
-          }
+        for_each_update_chunk(tensors, [&](int32_t k, int64_t begin, int64_t end) {
+          rmsprop_elements<CENTERED.value, MOMENTUM.value, SCALED.value>(
+              end - begin, operand_at(tensors, k, 0, begin), operand_at(tensors, k, 1, begin),
+              operand_at(tensors, k, 2, begin), operand_at(tensors, k, 3, begin), operand_at(tensors, k, 4, begin),
+              scale, s);
         });
       },
       hyper.centered, hyper.momentum > 0.0, hyper.scaling.grad_scale != 1.0);
@@ -142,23 +197,11 @@ bool adam(const TensorList<T, 5>& tensors, const AdamHyper& hyper) {
   const T scale = T(hyper.scaling.grad_scale);
   with_flags(
       [&](auto AMSGRAD, auto DECOUPLED, auto SCALED) {
-        for_each_chunk(tensors.sizes, [&](int32_t k, int64_t begin, int64_t end) {
-          T* __restrict p = tensors.ptrs[k][0];
-          const T* __restrict g = tensors.ptrs[k][1];
-          const T gs = scale;  // a local copy: a captured reference could alias the arrays (no SIMD)
-          T* __restrict m = tensors.ptrs[k][2];
-          T* __restrict v = tensors.ptrs[k][3];
-          T* __restrict vmax = tensors.ptrs[k][4];
-          for (int64_t i = begin; i < end; ++i) {
-            T pi = p[i], mi = m[i], vi = v[i], vmaxi = 0;
-            if constexpr (AMSGRAD.value) vmaxi = vmax[i];
-            adam_update<AMSGRAD.value, DECOUPLED.value>(pi, unscale_grad<SCALED.value>(g[i], gs), mi, vi, vmaxi,
-                                                        s);
-            p[i] = pi;
-            m[i] = mi;
-            v[i] = vi;
-            if constexpr (AMSGRAD.value) vmax[i] = vmaxi;
-          }
+        for_each_update_chunk(tensors, [&](int32_t k, int64_t begin, int64_t end) {
+          adam_elements<AMSGRAD.value, DECOUPLED.value, SCALED.value>(
+              end - begin, operand_at(tensors, k, 0, begin), operand_at(tensors, k, 1, begin),
+              operand_at(tensors, k, 2, begin), operand_at(tensors, k, 3, begin), operand_at(tensors, k, 4, begin),
+              scale, s);
         });
       },
       hyper.amsgrad, hyper.decoupled, hyper.scaling.grad_scale != 1.0);

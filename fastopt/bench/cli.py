@@ -113,6 +113,12 @@ def build_parser(prog: Optional[str] = None, part: str = "all") -> argparse.Argu
     parser.add_argument("--no-cuda", action="store_true", help="leave the CUDA rows out even when a GPU is there")
     parser.add_argument("--cuda-only", action="store_true",
                         help="only the CUDA rows (tools/gpu-check runs these); fails (exit 1) without a GPU")
+    parser.add_argument("--compare", metavar="OLD.json",
+                        help="after the run, print each figure against the same one in a saved run's JSON and flag "
+                             "those that moved beyond their noise (the rounds' spreads); exit status 1 when one of "
+                             "fastopt's got slower")
+    parser.add_argument("--against", metavar="NEW.json",
+                        help="with --compare: compare this saved run instead of running anything")
     parser.add_argument("--cuda-size", type=parse_size, metavar="N",
                         help="elements of the CUDA AdamW row (default 64M; --quick: 16M)")
     parser.add_argument("--cuda-shape", type=parse_shape, metavar="NxC",
@@ -164,6 +170,18 @@ def main(argv: Optional[List[str]] = None, prog: Optional[str] = None, part: str
         parser.error("--rounds must be positive")
     if args.cuda_only and args.no_cuda:
         parser.error("--cuda-only and --no-cuda leave nothing to run")
+    old_run = None
+    if args.against is not None and args.compare is None:
+        parser.error("--against NEW.json needs --compare OLD.json")
+    if args.compare is not None:
+        from fastopt.bench.compare import CompareError, load_run
+
+        try:
+            old_run = load_run(args.compare)
+            if args.against is not None:
+                return _print_comparison(old_run, load_run(args.against), args.compare)
+        except CompareError as error:
+            parser.error(str(error))
     if args.cuda_only:
         no_gpu = cuda_unavailable()
         if no_gpu is not None:
@@ -228,7 +246,19 @@ def main(argv: Optional[List[str]] = None, prog: Optional[str] = None, part: str
             title += f" ({', '.join(notes)})"
         if plotting.plot(rows, plot_path, title=title) is not None:
             print(f"wrote {plot_path}")
+    if old_run is not None:
+        print()
+        return _print_comparison(old_run, {"results": rows}, args.compare)
     return 0
+
+
+def _print_comparison(old_run: dict, new_run: dict, old_name: str) -> int:
+    """Prints the comparison; 1 when one of fastopt's figures got slower beyond its noise, else 0."""
+    from fastopt.bench.compare import compare, format_comparison
+
+    changes, only_old, only_new = compare(old_run, new_run)
+    print("\n".join(format_comparison(changes, only_old, only_new, old_name)), flush=True)
+    return 1 if any(c.regression for c in changes) else 0
 
 
 if __name__ == "__main__":

@@ -1,0 +1,94 @@
+"""A whole small training step (MLP forward, cross-entropy, backward, optimizer step, zero_grad), in
+torch, with fastopt's step (fastopt.torch.AdamW / SGD / Adagrad) against torch's fused one. Two
+identical models, stepped alternately in one process (a fastopt step, a torch step, ...), so that the
+machine's load and torch's thread pool hit both alike: the median time of a step of each, and
+fastopt / torch. This is where fastopt's step lives in practice: between torch's own parallel regions.
+
+    python bench/bench_train_step.py [--optimizers adamw sgd adagrad] [--width 1024] [--depth 3]
+                                     [--batch 64] [--rounds 31] [--runs 3] [--threads N]
+
+--threads N sets both libraries' thread count (fastopt.set_num_threads and torch.set_num_threads).
+"""
+
+import argparse
+import statistics
+import time
+
+import torch
+
+import fastopt
+import fastopt.torch
+
+OPTIMIZERS = {
+    "adamw": ("AdamW", dict(lr=1e-3, weight_decay=1e-2)),
+    "sgd": ("SGD", dict(lr=1e-3, momentum=0.9)),
+    "adagrad": ("Adagrad", dict(lr=1e-2)),
+}
+
+
+def make_model(width: int, depth: int, classes: int = 10) -> torch.nn.Module:
+    torch.manual_seed(0)
+    layers = []
+    for _ in range(depth):
+        layers += [torch.nn.Linear(width, width), torch.nn.GELU()]
+    return torch.nn.Sequential(*layers, torch.nn.Linear(width, classes))
+
+
+def stepper(model, opt, x, y):
+    def step():
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=False)
+    return step
+
+
+def one_run(name: str, args) -> tuple:
+    cls, hyper = OPTIMIZERS[name]
+    ours = make_model(args.width, args.depth)
+    theirs = make_model(args.width, args.depth)
+    x = torch.randn(args.batch, args.width)
+    y = torch.randint(0, 10, (args.batch,))
+    a = stepper(ours, getattr(fastopt.torch, cls)(ours.parameters(), **hyper), x, y)
+    b = stepper(theirs, getattr(torch.optim, cls)(theirs.parameters(), fused=True, **hyper), x, y)
+    for _ in range(3):
+        a(); b()
+    ta, tb = [], []
+    for r in range(args.rounds):
+        for fn, out in ((a, ta), (b, tb)) if r % 2 == 0 else ((b, tb), (a, ta)):
+            t0 = time.perf_counter()
+            fn()
+            out.append(time.perf_counter() - t0)
+    return statistics.median(ta), statistics.median(tb)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--optimizers", nargs="+", choices=list(OPTIMIZERS), default=list(OPTIMIZERS))
+    ap.add_argument("--width", type=int, default=1024)
+    ap.add_argument("--depth", type=int, default=3)
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--rounds", type=int, default=31)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=None)
+    args = ap.parse_args()
+    if args.threads is not None:
+        fastopt.set_num_threads(args.threads)
+        torch.set_num_threads(args.threads)
+    params = sum(p.numel() for p in make_model(args.width, args.depth).parameters())
+    print(f"MLP {args.depth} x {args.width} (+ head), {params / 1e6:.1f}M parameters, batch {args.batch}; "
+          f"threads fastopt={fastopt.get_num_threads()} torch={torch.get_num_threads()}; "
+          f"{args.rounds} rounds x {args.runs} runs; step = forward + backward + optimizer step")
+    for name in args.optimizers:
+        ratios = []
+        for _ in range(args.runs):
+            f, t = one_run(name, args)
+            ratios.append(f / t)
+            print(f"  {name:8s} with fastopt {f * 1e3:7.2f} ms  with torch fused {t * 1e3:7.2f} ms  "
+                  f"ratio {f / t:.3f}", flush=True)
+        print(f"{name:8s} step ratios {', '.join(f'{r:.2f}' for r in ratios)}  "
+              f"median {statistics.median(ratios):.2f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,89 @@
+"""fastopt against torch.optim's fused CPU step on one large float32 tensor, interleaved in one
+process (a fastopt call, a torch step, a fastopt call, ...): the median of each over the rounds, and
+fastopt / torch. Run it several times: the machine's load moves single runs.
+
+    python bench/bench_vs_torch_fused.py [--size 16M] [--rounds 21] [--runs 3] [--threads N]
+
+--threads N sets both libraries' thread count (fastopt.set_num_threads and torch.set_num_threads);
+without it each keeps its default.
+"""
+
+import argparse
+import statistics
+import time
+
+import numpy as np
+import torch
+
+import fastopt
+
+CASES = {
+    "adamw": ("AdamW", dict(lr=1e-3, weight_decay=1e-2), 2, dict(lr=1e-3, weight_decay=1e-2)),
+    "sgd": ("SGD", dict(lr=1e-3, momentum=0.9), 1, dict(lr=1e-3, momentum=0.9)),
+    "adagrad": ("Adagrad", dict(lr=1e-2), 1, dict(lr=1e-2)),
+}
+
+
+def parse_size(text: str) -> int:
+    units = {"K": 1 << 10, "M": 1 << 20}
+    return int(text[:-1]) * units[text[-1]] if text[-1] in units else int(text)
+
+
+def case_pair(name: str, n: int, rng):
+    cls, torch_kw, states, fo_kw = CASES[name]
+    p = rng.standard_normal(n, dtype=np.float32)
+    g = rng.standard_normal(n, dtype=np.float32)
+    fp, fstates = p.copy(), [np.zeros_like(p) for _ in range(states)]
+    kernel = getattr(fastopt, name + "_")
+    step = [0]
+
+    def fastopt_step():
+        step[0] += 1
+        kwargs = dict(fo_kw)
+        kwargs["step"] = step[0]
+        kernel(fp, g, *fstates, **kwargs)
+
+    tp = torch.nn.Parameter(torch.from_numpy(p.copy()))
+    tp.grad = torch.from_numpy(g)
+    opt = getattr(torch.optim, cls)([tp], fused=True, **torch_kw)
+    return fastopt_step, opt.step
+
+
+def run(name: str, n: int, rounds: int, rng) -> tuple:
+    a, b = case_pair(name, n, rng)
+    a(); b(); a(); b()
+    ta, tb = [], []
+    for r in range(rounds):
+        for fn, out in ((a, ta), (b, tb)) if r % 2 == 0 else ((b, tb), (a, ta)):
+            t0 = time.perf_counter()
+            fn()
+            out.append(time.perf_counter() - t0)
+    return statistics.median(ta), statistics.median(tb)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--size", default="16M")
+    ap.add_argument("--rounds", type=int, default=21)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
+    args = ap.parse_args()
+    if args.threads is not None:
+        fastopt.set_num_threads(args.threads)
+        torch.set_num_threads(args.threads)
+    n = parse_size(args.size)
+    rng = np.random.default_rng(0)
+    print(f"{args.size} float32, threads fastopt={fastopt.get_num_threads()} torch={torch.get_num_threads()}, "
+          f"{args.rounds} rounds x {args.runs} runs")
+    for name in args.cases:
+        ratios = []
+        for _ in range(args.runs):
+            f, t = run(name, n, args.rounds, rng)
+            ratios.append(f / t)
+            print(f"  {name:8s} fastopt {f * 1e3:7.2f} ms  torch fused {t * 1e3:7.2f} ms  ratio {f / t:.3f}", flush=True)
+        print(f"{name:8s} ratios {', '.join(f'{r:.2f}' for r in ratios)}  median {statistics.median(ratios):.2f}")
+
+
+if __name__ == "__main__":
+    main()

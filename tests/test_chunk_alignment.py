@@ -1,0 +1,67 @@
+"""Large updates are cut into chunks whose boundaries fall on the parameter's cache lines
+(csrc/cpu/parallel.h, make_chunks), so where they fall depends on the array's address. The update is
+element-wise: every offset of the arrays in memory, every thread count and every instruction set must
+give the same bits as the same update on freshly allocated arrays. Sizes cross the threading threshold
+and chunk boundaries; offsets cover every element position within a 64-byte line, and operands at
+offsets other than the parameter's."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import fastopt
+from kernel_cases import CASES, draw_hyper, kernel_kwargs
+
+SIZES = [300_007, 131_072 + 3]
+
+
+def at_offset(a: np.ndarray, offset: int) -> np.ndarray:
+    """A copy of a whose first element lies `offset` elements past a 64-byte boundary."""
+    per_line = 64 // a.itemsize
+    buf = np.empty(a.size + 2 * per_line, a.dtype)
+    start = (-buf.ctypes.data % 64) // a.itemsize + offset
+    view = buf[start:start + a.size]
+    view[...] = a
+    assert view.ctypes.data % 64 == offset * a.itemsize
+    return view
+
+
+def run_case(case, hyper, params, grads, states, threads):
+    before = fastopt.get_num_threads()
+    fastopt.set_num_threads(threads)
+    try:
+        for t, g in enumerate(grads):
+            step = {"step": t + 1} if case.takes_step else {}
+            case.kernel(params, g, *[states.get(s) for s in case.states], **kernel_kwargs(case, hyper), **step)
+    finally:
+        fastopt.set_num_threads(before)
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_any_offset_in_memory_gives_the_same_bits(case, dtype):
+    rng = np.random.default_rng(3)
+    hyper = draw_hyper(case, list(case.configs)[-1], rng)
+    used = case.used_states(hyper)
+    p0 = [rng.standard_normal(n).astype(dtype) for n in SIZES]
+    grads = [[rng.standard_normal(n).astype(dtype) for n in SIZES] for _ in range(3)]
+    s0 = {s: [np.full(n, case.initial_state(s, hyper), dtype) for n in SIZES] for s in used}
+
+    want_p = [p.copy() for p in p0]
+    want_s = {s: [a.copy() for a in v] for s, v in s0.items()}
+    run_case(case, hyper, want_p, grads, want_s, threads=1)
+
+    per_line = 64 // np.dtype(dtype).itemsize
+    for offset in range(per_line):
+        for threads in (1, 2, 3):
+            # the parameter at `offset`, the gradients and states elsewhere in their lines
+            params = [at_offset(p, offset) for p in p0]
+            g = [[at_offset(x, (offset + 1 + k) % per_line) for k, x in enumerate(gs)] for gs in grads]
+            states = {s: [at_offset(a, (offset + 3) % per_line) for a in v] for s, v in s0.items()}
+            run_case(case, hyper, params, g, states, threads)
+            for got, want in zip(params, want_p):
+                assert got.tobytes() == want.tobytes(), (case.name, offset, threads)
+            for s in used:
+                for got, want in zip(states[s], want_s[s]):
+                    assert got.tobytes() == want.tobytes(), (case.name, s, offset, threads)

@@ -1,0 +1,145 @@
+"""Guard: every optimizer loop is vectorised at every instruction set.
+
+The update loops are plain C++ loops that the compiler vectorises (csrc/cpu/optim_loops.h); a change
+to a rule, a flag or the chunk loop can silently turn one back into scalar code, which still passes
+every numerical test while running several times slower. This test compiles csrc/cpu/kernels_for_isa.cpp
+once per instruction set with the flags CMakeLists.txt gives it, disassembles the object with objdump
+and checks, for every optimizer, storage type and combination of compile-time flags, that the code
+of that instantiation holds a packed multiply of the set's full vector width (every update rule
+multiplies, and -ffp-contract=off keeps the multiplies apart from the adds). It skips where the
+source, a C++ compiler or objdump is missing, and off x86-64 (where only the baseline is built).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import shutil
+import subprocess
+import tempfile
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SOURCE = ROOT / "csrc" / "cpu" / "kernels_for_isa.cpp"
+OPTIMIZERS = ("sgd", "adagrad", "rmsprop", "adam")
+#: The packed multiply a vectorised loop of each set uses, per storage type, and its register.
+PACKED = {
+    "baseline": {"float": ("mulps", "xmm"), "double": ("mulpd", "xmm")},
+    "avx2": {"float": ("vmulps", "ymm"), "double": ("vmulpd", "ymm")},
+    "avx512": {"float": ("vmulps", "zmm"), "double": ("vmulpd", "zmm")},
+}
+
+
+def _compiler():
+    for name in (os.environ.get("CXX"), "g++", "c++", "clang++"):
+        if name and shutil.which(name):
+            return shutil.which(name)
+    return None
+
+
+def _cmake_flags():
+    """The kernel flags and the per-set flags, as CMakeLists.txt sets them."""
+    text = (ROOT / "CMakeLists.txt").read_text()
+    kernel = re.search(r"set\(FASTOPT_KERNEL_FLAGS\s+([^)]*)\)", text).group(1).split()
+    per_isa = {m.group(1): m.group(2).replace('""', "").split()
+               for m in re.finditer(r"set\(FASTOPT_ISA_FLAGS_(\w+)\s+([^)]*)\)", text)}
+    return kernel, per_isa
+
+
+pytestmark = [
+    pytest.mark.skipif(not SOURCE.exists(), reason="needs the source tree (csrc/)"),
+    pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="x86-64 instruction sets"),
+    pytest.mark.skipif(_compiler() is None, reason="no C++ compiler"),
+    pytest.mark.skipif(shutil.which("objdump") is None, reason="no objdump"),
+]
+
+
+def _compile_all(extra=()):
+    """Starts one compile per instruction set (in parallel); returns {isa: (process, object path)}."""
+    kernel, per_isa = _cmake_flags()
+    tmp = Path(tempfile.mkdtemp(prefix="fastopt-vec-"))
+    jobs = {}
+    for isa in PACKED:
+        obj = tmp / f"{isa}.o"
+        cmd = [_compiler(), "-std=c++17", "-fPIC", "-fvisibility=hidden", "-fopenmp", *kernel,
+               *per_isa.get(isa, []), *extra, f"-DFASTOPT_ISA_NS={isa}", f"-I{ROOT / 'csrc' / 'include'}",
+               f"-I{ROOT / 'csrc'}", "-c", str(SOURCE), "-o", str(obj)]
+        jobs[isa] = (subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True), obj)
+    return jobs
+
+
+def _functions(obj: Path):
+    """{demangled function name: its instruction lines} of an object file."""
+    out = subprocess.run(["objdump", "-d", "-C", "--no-show-raw-insn", str(obj)], capture_output=True,
+                         text=True, check=True, timeout=300).stdout
+    functions, current = {}, None
+    for line in out.splitlines():
+        m = re.match(r"^[0-9a-f]+ <(.*)>:$", line)
+        if m:
+            current = m.group(1)
+            functions[current] = []
+        elif current is not None and "\t" in line:
+            functions[current].append(line.split("\t")[-1])
+    return functions
+
+
+def unvectorised(functions, isa: str):
+    """The instantiations (optimizer, type, compile-time flags) of `isa` whose code holds no packed
+    multiply of the set's width: an empty list when every loop is vectorised."""
+    groups = defaultdict(list)
+    for name, body in functions.items():
+        for opt in OPTIMIZERS:
+            for dtype in ("float", "double"):
+                if f"{isa}::{opt}<{dtype}>(" in name:
+                    # the chunk loop and OpenMP body of one flag combination (with_flags' lambda)
+                    flags = re.search(r"operator\(\)<((?:std::integral_constant<bool, (?:true|false)>(?:, )?)+)\s*>",
+                                      name)
+                    bits = re.findall(r"bool, (true|false)", flags.group(1)) if flags else []
+                else:
+                    # the element loop itself, where the compiler did not inline it
+                    elements = re.search(rf"{isa}::{opt}_elements<((?:(?:true|false), )+){dtype}>\(", name)
+                    if not elements:
+                        continue
+                    bits = re.findall(r"true|false", elements.group(1))
+                groups[(opt, dtype, "".join("T" if b == "true" else "F" for b in bits))].extend(body)
+    missing = []
+    for (opt, dtype, bits), body in sorted(groups.items()):
+        if not bits:  # the entry point itself: dispatches on the flags, no loop of its own
+            continue
+        op, reg = PACKED[isa][dtype]
+        if not any(line.startswith(op) and f"%{reg}" in line for line in body):
+            missing.append(f"{opt}<{dtype}> flags {bits}")
+    # Every optimizer must have been found with at least one flag combination.
+    found = {(opt, dtype) for opt, dtype, flags in groups if flags}
+    for opt in OPTIMIZERS:
+        for dtype in ("float", "double"):
+            if (opt, dtype) not in found:
+                missing.append(f"{opt}<{dtype}>: no instantiation found")
+    return missing
+
+
+def _check(jobs):
+    results = {}
+    for isa, (proc, obj) in jobs.items():
+        out, _ = proc.communicate(timeout=900)
+        assert proc.returncode == 0, f"compiling the {isa} kernels failed:\n{out[-3000:]}"
+        results[isa] = unvectorised(_functions(obj), isa)
+    return results
+
+
+def test_every_optimizer_loop_is_vectorised_at_every_instruction_set():
+    results = _check(_compile_all())
+    assert results == {isa: [] for isa in PACKED}, f"loops that no longer vectorise: {results}"
+
+
+def test_the_guard_sees_a_loop_that_does_not_vectorise():
+    # The same compile with the vectoriser off must be caught, or the test above could never fail.
+    results = _check(_compile_all(extra=("-fno-tree-vectorize",)))
+    for isa, missing in results.items():
+        assert not any("no instantiation" in m for m in missing), (isa, missing)
+        assert any(m.startswith("sgd<float> flags") for m in missing), (isa, missing)
+        assert any(m.startswith("adam<double> flags") for m in missing), (isa, missing)
