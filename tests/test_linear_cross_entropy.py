@@ -242,7 +242,7 @@ def test_numpy_peak_memory_is_one_chunk():
 
 
 _RSS_CHILD = textwrap.dedent("""
-    import json, resource, sys
+    import json, sys
     import torch, torch.nn.functional as F
     import fastopt
     n, d, v, rows, how = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
@@ -259,13 +259,15 @@ _RSS_CHILD = textwrap.dedent("""
         F.cross_entropy(F.linear(hh, ww), y).backward()
     fn = ours if how == "ours" else full
     fn(h[:rows * 2].contiguous(), w[:64].contiguous(), y[:rows * 2] % 64)  # threads, BLAS buffers: warm
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    def kib(field):
+        return next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith(field + ":"))
+    open("/proc/self/clear_refs", "w").write("5")  # the peak resident set (VmHWM) := the resident set now
+    before = kib("VmRSS")
     if how == "ours":
         fn(h, w, y, out_dhidden=dh, out_dweight=dw)
     else:
         fn(h, w, y)
-    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"extra": (after - before) * 1024}))
+    print(json.dumps({"extra": (kib("VmHWM") - before) * 1024}))
 """)
 
 
@@ -279,10 +281,10 @@ def _peak_rss_extra(args) -> int:
 
 
 @needs_torch
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="ru_maxrss in KiB and glibc's malloc knobs: Linux")
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc/self/clear_refs and glibc's malloc knobs: Linux")
 def test_torch_peak_memory_is_one_chunk():
     """torch has no CPU allocator statistics: the peak resident memory of a child process over the call
-    (ru_maxrss, glibc told to map every big block on its own), with the gradients preallocated. The same
+    (VmHWM after resetting it, glibc told to map every big block on its own), with the gradients preallocated. The same
     measurement of F.linear + F.cross_entropy sees its (N, V) logits and their gradients."""
     n, d, v, rows = 4096, 32, 8192, 64
     logits_bytes = n * v * 4  # 128 MiB
@@ -441,3 +443,47 @@ def test_torch_function_defaults_and_one_sample():
     loss = ft.linear_cross_entropy(th, tw, ty)
     loss.backward()
     assert th.grad is None and tw.grad is not None
+
+
+# --- fastopt train --linear-ce ----------------------------------------------------------------------------
+
+def test_demo_mlp_through_linear_cross_entropy_has_the_same_numbers():
+    from fastopt.demo import train
+
+    rng = np.random.default_rng(3)
+    params = train.mlp_params(12, 9, 5, rng, np.float64)
+    params[1] += 0.1 * rng.standard_normal(9)
+    params[3] += 0.1 * rng.standard_normal(5)
+    X, y = rng.standard_normal((30, 12)), rng.integers(0, 5, 30)
+    plain = train.mlp_loss_grad([p.copy() for p in params], X, y, l1=1e-3, l2=1e-3)
+    fused = train.mlp_linear_ce_loss_grad([p.copy() for p in params], X, y, l1=1e-3, l2=1e-3)
+    assert fused[0] == pytest.approx(plain[0], rel=1e-12)
+    for a, c in zip(fused[1], plain[1]):
+        np.testing.assert_allclose(a, c, rtol=1e-10, atol=1e-13)
+    model = train.make_model("mlp", 12, 5, 9, linear_ce=True)
+    assert model.loss_grad is train.mlp_linear_ce_loss_grad
+
+
+# --- fastopt bench's linear rows --------------------------------------------------------------------------
+
+def test_bench_plans_and_builds_the_linear_case():
+    from fastopt.bench import cli, linear_memory
+    from fastopt.bench.backends import select_backends
+    from fastopt.bench.cases import linear_loss_case, plan_cases
+
+    args = cli.build_parser().parse_args(["--quick", "--part", "losses"])
+    assert "linear_cross_entropy" in args.losses
+    shapes = [cli.parse_linear_shape(s) for s in cli.QUICK_LINEAR_SHAPES]
+    pending = plan_cases([], [], False, [], args.losses, select_backends(), shapes)
+    assert [p.name for p in pending] == ["linear_ce"]
+    case = linear_loss_case(40, 8, 30, select_backends(), memory=False)
+    assert case.probe is None and next(iter(case.impls)) == "fastopt"
+    if torch is not None:
+        assert {"fastopt.torch", "torch linear+ce"} <= set(case.impls)
+    for fn in case.impls.values():
+        fn()
+    if sys.platform.startswith("linux"):
+        # a plain (N, V) implementation holds its logits: the child's measurement sees them
+        assert linear_memory.measure("fastopt", 64, 8, 4096) >= 0
+        if torch is not None:
+            assert linear_memory.measure("torch linear+ce", 2048, 8, 4096) >= 2048 * 4096 * 4

@@ -251,9 +251,10 @@ def plan_cuda_cases(adamw: bool, gpt2: bool, cross_entropy: bool, backends: Sequ
 
 def plan_cases(sizes: Sequence[int], optimizers: Sequence[str], gpt2: bool,
                shapes: Sequence[Tuple[int, int]], losses: Sequence[str], backends: Sequence,
-               linear_shapes: Sequence[Tuple[int, int, int]] = ()):
+               linear_shapes: Sequence[Tuple[int, int, int]] = (), linear_memory: bool = True):
     """Every case of a run, in run order: sizes (each with every optimizer), GPT-2, the losses, then the
-    linear cross-entropy at each (N, D, V) of linear_shapes (when "linear_cross_entropy" is in losses)."""
+    linear cross-entropy at each (N, D, V) of linear_shapes (when "linear_cross_entropy" is in losses; with
+    linear_memory, each implementation's peak memory too: a child process each, seconds)."""
     pending = []
     for n in sizes:
         for opt in optimizers:
@@ -271,5 +272,6 @@ def plan_cases(sizes: Sequence[int], optimizers: Sequence[str], gpt2: bool,
     if workloads.LINEAR_LOSS in losses:
         for n, d, v in linear_shapes:
             pending.append(PendingCase("losses", "linear_ce", linear_label(n, d, v), n * v,
-                                       lambda n=n, d=d, v=v: linear_loss_case(n, d, v, backends)))
+                                       lambda n=n, d=d, v=v: linear_loss_case(n, d, v, backends,
+                                                                              memory=linear_memory)))
     return pending

@@ -49,7 +49,8 @@ Adam, AdamW) against the NumPy reference and torch's for-loop, foreach and fused
 from 1K to 64M elements; AdamW over GPT-2 small's 148 parameter tensors in one call; softmax
 cross-entropy forward+backward and softmax against the NumPy reference and torch; linear cross-entropy
 (hidden 4096 x 768, weight 32000 x 768: fastopt.linear_cross_entropy and fastopt.torch's against torch's
-F.linear_cross_entropy, plain and chunked, and F.linear + F.cross_entropy) with each one's peak extra memory.
+F.linear_cross_entropy, plain and chunked, and F.linear + F.cross_entropy) with each one's peak extra memory
+(full runs).
 --quick: 1K and 1M elements, 1024 x 1000 logits, linear 512 x 64 -> 2000, no GPT-2, fewer rounds ({QUICK_SECONDS} on 2 cores; the full suite: minutes).
 Every run writes a JSON file of all rows and a PNG figure, by default into ./fastopt-bench/.
 
@@ -200,7 +201,8 @@ def main(argv: Optional[List[str]] = None, prog: Optional[str] = None, part: str
     pending = plan_cases(sizes if run_optimizers and cpu_rows else [], args.optimizers if run_optimizers else [],
                          run_optimizers and cpu_rows and gpt2,
                          shapes if run_losses and cpu_rows else [], args.losses if run_losses else [], backends,
-                         linear_shapes if run_losses and cpu_rows else [])
+                         linear_shapes if run_losses and cpu_rows else [],
+                         linear_memory=not args.quick)  # a child process per implementation: full runs only
     no_gpu = None if args.no_cuda else cuda_unavailable()
     cuda_rows = not args.no_cuda and no_gpu is None
     cuda_notes = []
