@@ -66,8 +66,10 @@ def main(argv) -> int:
     from fastopt.bench.workloads import linear_loss_work
 
     name, n, d, v = argv[0], int(argv[1]), int(argv[2]), int(argv[3])
-    small = linear_loss_work(min(n, 256), min(d, 64), min(v, 512), seed=1)
-    _impl(name, small)()  # threads, BLAS buffers, lazy imports: not the call's memory
+    # Threads, the BLAS's per-thread buffers (allocated at the first product big enough to be threaded),
+    # lazy imports: not the call's memory. Small logits (at most 512 x 4096), the full width D.
+    small = linear_loss_work(min(n, 512), d, min(v, 4096), seed=1)
+    _impl(name, small)()
     work = linear_loss_work(n, d, v)
     fn = _impl(name, work)
     print(json.dumps({"extra": peak_extra(fn)}))
