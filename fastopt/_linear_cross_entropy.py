@@ -266,8 +266,8 @@ def _check_operand(fw, a, name: str, ref, ref_name: str, *, integer: bool = Fals
                         f"fastopt.torch.linear_cross_entropy (a torch.autograd.Function), or pass {name}.detach()")
     dtype = fw.int_dtype(a) if integer else fw.float_dtype(a)
     if dtype is None:
-        wanted = "int32 or int64" if integer else "float32 or float64"
-        raise TypeError(f"{name} must be a {wanted} array, got dtype {fw.dtype_name(a)}")
+        wanted = "an int32 or int64" if integer else "a float32 or float64"
+        raise TypeError(f"{name} must be {wanted} array, got dtype {fw.dtype_name(a)}")
     if not fw.contiguous(a):
         raise ValueError(f"{name} must be C-contiguous (dense, row-major): pass a contiguous copy")
     if writable and not fw.writable(a):

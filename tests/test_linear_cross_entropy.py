@@ -316,7 +316,7 @@ def _bad_cases():
         (dict(weight=w.astype(np.float32)), TypeError, "weight has dtype float32"),
         (dict(labels=late_bad), IndexError, r"labels\[9\] = 5 is out of range for 5 classes"),
         (dict(labels=negative), IndexError, r"labels\[4\] = -1"),
-        (dict(labels=y.astype(np.float64)), TypeError, "labels must be a int32 or int64"),
+        (dict(labels=y.astype(np.float64)), TypeError, "labels must be an int32 or int64"),
         (dict(labels=y[:9]), ValueError, r"labels has shape \(9,\) but hidden has 10 rows"),
         (dict(bias=b[:4]), ValueError, r"bias has shape \(4,\)"),
         (dict(bias=b.astype(np.float32)), TypeError, "bias has dtype float32"),
