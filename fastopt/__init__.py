@@ -3,7 +3,8 @@
 The update functions (``sgd_``, ``adagrad_``, ``rmsprop_``, ``adam_``, ``adamw_``) run one fused pass over
 memory per update, in place, on one array or a whole list of arrays per call. ``fastopt.optim`` wraps them
 in stateful optimizers. ``softmax_cross_entropy`` computes a stable softmax cross-entropy and its gradient in one
-fused kernel; ``softmax``, ``log_softmax``, ``multiclass_svm_loss``, ``penalty`` and ``gradcheck`` complete the
+fused kernel, and ``linear_cross_entropy`` the same for ``hidden @ weight.T + bias`` chunk by chunk, without
+the (N, V) logits; ``softmax``, ``log_softmax``, ``multiclass_svm_loss``, ``penalty`` and ``gradcheck`` complete the
 course notes' training recipe. ``fastopt.reference`` is the plain NumPy witness they are all tested against.
 """
 
@@ -31,6 +32,7 @@ except ImportError as error:  # pragma: no cover - only when the source tree sha
 
 from fastopt import capi, cuda, init, optim, reference, schedules
 from fastopt._environment import apply_environment
+from fastopt._linear_cross_entropy import linear_cross_entropy
 from fastopt.gradcheck import gradcheck
 
 apply_environment()
@@ -48,6 +50,7 @@ __all__ = [
     "get_num_threads",
     "gradcheck",
     "init",
+    "linear_cross_entropy",
     "log_softmax",
     "multiclass_svm_loss",
     "optim",

@@ -50,14 +50,19 @@ def test_bench_writes_json_and_plot(tmp_path):
     from fastopt.bench.backends import cuda_unavailable
 
     json_path, plot_path = tmp_path / "b.json", tmp_path / "b.png"
-    out = run("bench", "--sizes", "1000", "4096", "--no-gpt2", "--shapes", "16x100", "--rounds", "2",
-              "--cuda-size", "1M", "--cuda-shape", "64x1000", "--json", str(json_path), "--plot", str(plot_path))
+    out = run("bench", "--sizes", "1000", "4096", "--no-gpt2", "--shapes", "16x100", "--linear-shapes", "16x8x100",
+              "--rounds", "2", "--cuda-size", "1M", "--cuda-shape", "64x1000", "--json", str(json_path),
+              "--plot", str(plot_path))
     assert out.returncode == 0, out.stderr
     data = json.loads(json_path.read_text())
     rows = data["results"]
     implementations = {(r["case"], r["impl"]) for r in rows}
     for optimizer in ("sgd", "adagrad", "rmsprop", "adam", "adamw", "cross_entropy"):
         assert any(case == optimizer and impl.startswith("fastopt") for case, impl in implementations), optimizer
+    linear = [r for r in rows if r["case"] == "linear_ce"]
+    assert linear and linear[0]["impl"] == "fastopt" and linear[0]["shape"] == [16, 8, 100]
+    if sys.platform.startswith("linux"):  # each implementation's peak memory, from a child process
+        assert all(isinstance(r["peak_extra_bytes"], int) for r in linear), linear
     assert all(r["seconds"] > 0 for r in rows)
     reason = cuda_unavailable()
     cuda_rows = {(r["case"], r["impl"]) for r in rows if r.get("device") == "cuda"}

@@ -17,7 +17,7 @@ import numpy as np
 import fastopt
 import fastopt.cuda
 from fastopt import reference
-from fastopt.bench.workloads import STATE_ARRAYS, LossWork, UpdateWork
+from fastopt.bench.workloads import STATE_ARRAYS, LinearLossWork, LossWork, UpdateWork
 
 Impls = Dict[str, Callable[[], object]]
 
@@ -58,6 +58,15 @@ class FastoptCPU:
             "fastopt (out=logits)": lambda: fastopt.softmax_cross_entropy(scratch, labels, out=scratch),
             "fastopt (out=buffer)": lambda: fastopt.softmax_cross_entropy(logits, labels, out=out),
         }
+
+    def linear_loss(self, work: LinearLossWork, preallocated: bool = True) -> Impls:
+        """fastopt.linear_cross_entropy on NumPy arrays, writing into gradient buffers made once (as a
+        training loop would; preallocated=False: new ones per call, for the memory count)."""
+        h, w, y = work.hidden, work.weight, work.labels
+        if not preallocated:
+            return {"fastopt": lambda: fastopt.linear_cross_entropy(h, w, y)}
+        dh, dw = np.empty_like(h), np.empty_like(w)
+        return {"fastopt": lambda: fastopt.linear_cross_entropy(h, w, y, out_dhidden=dh, out_dweight=dw)}
 
 
 class NumpyReference:
@@ -152,6 +161,37 @@ class TorchCPU:
             F.cross_entropy(t_logits, t_labels).backward()
 
         return {"torch": forward_backward}
+
+    def linear_loss(self, work: LinearLossWork, preallocated: bool = True) -> Impls:
+        """Forward + backward through autograd, gradients of hidden and weight (released after each call):
+        fastopt.torch.linear_cross_entropy, torch's F.linear_cross_entropy (reference path, and chunked with
+        its default options and with chunking_method="aspect_ratio", its bigger chunks), F.linear +
+        F.cross_entropy."""
+        import torch
+        import torch.nn.functional as F
+
+        import fastopt.torch as ft
+
+        h = torch.from_numpy(work.hidden).requires_grad_()
+        w = torch.from_numpy(work.weight).requires_grad_()
+        y = torch.from_numpy(work.labels)
+
+        def run(loss_fn):
+            def forward_backward():
+                h.grad = w.grad = None
+                loss_fn().backward()
+            return forward_backward
+
+        impls = {"fastopt.torch": run(lambda: ft.linear_cross_entropy(h, w, y)),
+                 "torch linear+ce": run(lambda: F.cross_entropy(F.linear(h, w), y))}
+        if hasattr(F, "linear_cross_entropy"):
+            impls["torch lce"] = run(lambda: F.linear_cross_entropy(h, w, y))
+            options = getattr(torch.nn, "LinearCrossEntropyOptions", None)
+            if options is not None:
+                auto, ratio = options(), options(chunking_method="aspect_ratio")
+                impls["torch lce chunked"] = run(lambda: F.linear_cross_entropy(h, w, y, options=auto))
+                impls["torch lce chunk:ratio"] = run(lambda: F.linear_cross_entropy(h, w, y, options=ratio))
+        return impls
 
 
 def cuda_unavailable() -> Optional[str]:

@@ -54,7 +54,9 @@ class Case:
     probe_name: str = PROBE
     copy_bytes: Optional[int] = None         # bytes the CUDA copy probe moves
     sync: Optional[Callable[[], None]] = None  # waits for the device (CUDA cases)
-    peak_extra: Dict[str, int] = field(default_factory=dict)  # impl -> bytes (the CUDA loss case)
+    peak_extra: Dict[str, int] = field(default_factory=dict)  # impl -> bytes (the CUDA and linear loss cases)
+    peak_how: str = "torch.cuda.max_memory_allocated - allocated before"
+    peak_unit: Optional[Tuple[str, int]] = None  # the peak's yardstick: (name, bytes); None: N*C*4
 
     @property
     def baseline(self) -> str:
@@ -84,10 +86,13 @@ def make_probe(n: int) -> Callable[[], object]:
     return lambda: _core._probe_add(a, b)
 
 
-def _collect(backends, method: str, work) -> Dict[str, Callable[[], object]]:
+def _collect(backends, method: str, work, **kwargs) -> Dict[str, Callable[[], object]]:
+    """Every backend's callables for the work (a backend without the method does none of it)."""
     impls: Dict[str, Callable[[], object]] = {}
     for backend in backends:
-        impls.update(getattr(backend, method)(work))
+        make = getattr(backend, method, None)
+        if make is not None:
+            impls.update(make(work, **kwargs))
     return impls
 
 
@@ -126,6 +131,27 @@ def loss_case(op: str, n: int, c: int, backends: Sequence, probe: bool = True) -
     work = loss_work(op, n, c, np.float32)
     return Case("losses", op, loss_label(n, c), n * c, work.bytes_moved,
                 _collect(backends, "loss", work), make_probe(n * c) if probe else None, shape=(n, c))
+
+
+def linear_label(n: int, d: int, v: int) -> str:
+    return f"linear CE {n} x {d} -> {v} float32"
+
+
+def linear_loss_case(n: int, d: int, v: int, backends: Sequence, memory: bool = True) -> Case:
+    """Linear cross-entropy forward + backward (gradients of hidden and weight) at hidden (n, d), weight
+    (v, d); no probe (it is compute-bound). With memory, each implementation's peak extra memory in one call
+    is measured in a child process of its own (fastopt.bench.linear_memory)."""
+    from fastopt.bench import linear_memory
+
+    work = workloads.linear_loss_work(n, d, v)
+    case = Case("losses", "linear_ce", linear_label(n, d, v), n * v, work.bytes_moved,
+                _collect(backends, "linear_loss", work), None, shape=(n, d, v))
+    if memory:
+        case.peak_extra = {impl: linear_memory.measure(impl, n, d, v) for impl in case.impls}
+        case.peak_how = ("peak resident memory of a child process over one call, gradients allocated by the "
+                         "call, less before it")
+        case.peak_unit = ("the logits N*V*4", n * v * 4)
+    return case
 
 
 def make_copy_probe(nbytes: int) -> Tuple[Callable[[], object], int]:
@@ -224,8 +250,11 @@ def plan_cuda_cases(adamw: bool, gpt2: bool, cross_entropy: bool, backends: Sequ
 
 
 def plan_cases(sizes: Sequence[int], optimizers: Sequence[str], gpt2: bool,
-               shapes: Sequence[Tuple[int, int]], losses: Sequence[str], backends: Sequence):
-    """Every case of a run, in run order: sizes (each with every optimizer), GPT-2, then the losses."""
+               shapes: Sequence[Tuple[int, int]], losses: Sequence[str], backends: Sequence,
+               linear_shapes: Sequence[Tuple[int, int, int]] = (), linear_memory: bool = True):
+    """Every case of a run, in run order: sizes (each with every optimizer), GPT-2, the losses, then the
+    linear cross-entropy at each (N, D, V) of linear_shapes (when "linear_cross_entropy" is in losses; with
+    linear_memory, each implementation's peak memory too: a child process each, seconds)."""
     pending = []
     for n in sizes:
         for opt in optimizers:
@@ -236,6 +265,13 @@ def plan_cases(sizes: Sequence[int], optimizers: Sequence[str], gpt2: bool,
                                    lambda: gpt2_case(backends)))
     for n, c in shapes:
         for op in losses:
+            if op == workloads.LINEAR_LOSS:
+                continue
             pending.append(PendingCase("losses", op, loss_label(n, c), n * c,
                                        lambda op=op, n=n, c=c: loss_case(op, n, c, backends)))
+    if workloads.LINEAR_LOSS in losses:
+        for n, d, v in linear_shapes:
+            pending.append(PendingCase("losses", "linear_ce", linear_label(n, d, v), n * v,
+                                       lambda n=n, d=d, v=v: linear_loss_case(n, d, v, backends,
+                                                                              memory=linear_memory)))
     return pending

@@ -27,6 +27,9 @@ DEFAULT_SHAPES = ["4096x32000", "32768x1000", "512x50257"]
 QUICK_SECONDS = "about 9 s"  # measured on our 2-core machine, quiet, torch installed; README and BENCHMARKS.md agree
 QUICK_SIZES = [1_000, 1_000_000]
 QUICK_SHAPES = ["1024x1000"]
+# Linear cross-entropy: hidden N x D, weight V x D (GPT-2 small's width, a 32K vocabulary); --quick: small.
+DEFAULT_LINEAR_SHAPES = ["4096x768x32000"]
+QUICK_LINEAR_SHAPES = ["512x64x2000"]
 QUICK_CUDA_SIZE = 16_000_000
 QUICK_CUDA_SHAPE = (4096, 32000)
 DEFAULT_OUT = "fastopt-bench"
@@ -44,8 +47,11 @@ DESCRIPTION = f"""\
 fastopt's benchmark suite (float32, CPU): every optimizer update (SGD with momentum, Adagrad, RMSprop,
 Adam, AdamW) against the NumPy reference and torch's for-loop, foreach and fused implementations
 from 1K to 64M elements; AdamW over GPT-2 small's 148 parameter tensors in one call; softmax
-cross-entropy forward+backward and softmax against the NumPy reference and torch. --quick: 1K and 1M
-elements, 1024 x 1000 logits, no GPT-2, fewer rounds ({QUICK_SECONDS} on 2 cores; the full suite: minutes).
+cross-entropy forward+backward and softmax against the NumPy reference and torch; linear cross-entropy
+(hidden 4096 x 768, weight 32000 x 768: fastopt.linear_cross_entropy and fastopt.torch's against torch's
+F.linear_cross_entropy, plain and chunked, and F.linear + F.cross_entropy) with each one's peak extra memory
+(full runs).
+--quick: 1K and 1M elements, 1024 x 1000 logits, linear 512 x 64 -> 2000, no GPT-2, fewer rounds ({QUICK_SECONDS} on 2 cores; the full suite: minutes).
 Every run writes a JSON file of all rows and a PNG figure, by default into ./fastopt-bench/.
 
 Times are medians of interleaved rounds. GB/s is effective bandwidth: the bytes an ideal fused pass
@@ -80,6 +86,13 @@ def parse_shape(text: str):
     return int(m.group(1)), int(m.group(2))
 
 
+def parse_linear_shape(text: str):
+    m = re.fullmatch(r"\s*([0-9]+)\s*[xX*]\s*([0-9]+)\s*[xX*]\s*([0-9]+)\s*", text)
+    if not m or min(int(g) for g in m.groups()) < 1:
+        raise argparse.ArgumentTypeError(f"not a shape: {text!r} (N x D x V, try 4096x768x32000)")
+    return tuple(int(g) for g in m.groups())
+
+
 def build_parser(prog: Optional[str] = None, part: str = "all") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description=DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -92,7 +105,10 @@ def build_parser(prog: Optional[str] = None, part: str = "all") -> argparse.Argu
     parser.add_argument("--shapes", type=parse_shape, nargs="+", metavar="NxC",
                         help="logits shapes of the losses (default 4096x32000 32768x1000 512x50257; --quick: 1024x1000)")
     parser.add_argument("--losses", nargs="+", choices=LOSSES, default=list(LOSSES),
-                        help="losses to time (default: cross_entropy softmax)")
+                        help="losses to time (default: cross_entropy softmax linear_cross_entropy)")
+    parser.add_argument("--linear-shapes", type=parse_linear_shape, nargs="+", metavar="NxDxV",
+                        help="hidden N x D and V classes of the linear cross-entropy (default 4096x768x32000; "
+                             "--quick: 512x64x2000)")
     parser.add_argument("--part", choices=PARTS, default=part,
                         help=f"which part of the suite to run (default: {part})")
     parser.add_argument("--quick", action="store_true",
@@ -191,6 +207,8 @@ def main(argv: Optional[List[str]] = None, prog: Optional[str] = None, part: str
 
     sizes = args.sizes or (QUICK_SIZES if args.quick else DEFAULT_SIZES)
     shapes = args.shapes or [parse_shape(s) for s in (QUICK_SHAPES if args.quick else DEFAULT_SHAPES)]
+    linear_shapes = args.linear_shapes or [parse_linear_shape(s) for s in
+                                           (QUICK_LINEAR_SHAPES if args.quick else DEFAULT_LINEAR_SHAPES)]
     gpt2 = not args.no_gpt2 and not args.quick
     cuda_size = args.cuda_size or (QUICK_CUDA_SIZE if args.quick else CUDA_ADAMW_SIZE)
     cuda_shape = args.cuda_shape or (QUICK_CUDA_SHAPE if args.quick else CUDA_LOSS_SHAPE)
@@ -200,7 +218,9 @@ def main(argv: Optional[List[str]] = None, prog: Optional[str] = None, part: str
     cpu_rows = not args.cuda_only
     pending = plan_cases(sizes if run_optimizers and cpu_rows else [], args.optimizers if run_optimizers else [],
                          run_optimizers and cpu_rows and gpt2,
-                         shapes if run_losses and cpu_rows else [], args.losses if run_losses else [], backends)
+                         shapes if run_losses and cpu_rows else [], args.losses if run_losses else [], backends,
+                         linear_shapes if run_losses and cpu_rows else [],
+                         linear_memory=not args.quick)  # a child process per implementation: full runs only
     no_gpu = None if args.no_cuda else cuda_unavailable()
     cuda_rows = not args.no_cuda and no_gpu is None
     cuda_notes = []
@@ -233,6 +253,7 @@ def main(argv: Optional[List[str]] = None, prog: Optional[str] = None, part: str
 
     settings = dict(part=args.part, quick=args.quick, rounds=args.rounds, sizes=sizes,
                     optimizers=args.optimizers, gpt2=gpt2, shapes=[list(s) for s in shapes],
+                    linear_shapes=[list(s) for s in linear_shapes],
                     losses=args.losses, backends=[b.name for b in backends], cuda_rows=cuda_rows,
                     cuda_only=args.cuda_only,
                     cuda_size=cuda_size, cuda_shape=list(cuda_shape), argv=sys.argv)

@@ -58,6 +58,8 @@ def case_rows(case: Case, timings: Timings, rounds: int) -> List[dict]:
         if case.device != "cpu":
             row.update(device=case.device, probe=case.probe_name, probe_bytes=case.probe_bytes if probe_s else None,
                        peak_extra_bytes=case.peak_extra.get(impl))
+        elif case.peak_extra:
+            row.update(peak_extra_bytes=case.peak_extra.get(impl))
         rows.append(row)
     return rows
 
@@ -79,10 +81,10 @@ def format_case(case: Case, rows: List[dict], timings: Timings) -> List[str]:
         lines.append(f"{case.name:14s} {probe:22s} {fmt_time(times[probe]):>11s} {gbs:8.1f} {100:7.0f}% {'-':>10s} "
                      f"{fmt_spread(timings.spreads[probe])}")
     if case.peak_extra:
-        unit = case.n * 4  # one float32 (N, C) buffer: the gradient
-        peaks = [f"{impl} {fmt_bytes(b)} = {b / unit:.2f} x N*C*4" for impl, b in case.peak_extra.items()]
-        lines.append("peak extra memory in one call (torch.cuda.max_memory_allocated - allocated before): " +
-                     ", ".join(peaks))
+        unit_name, unit = case.peak_unit or ("N*C*4", case.n * 4)  # default: one float32 (N, C) buffer
+        peaks = [f"{impl} {fmt_bytes(b)} = {b / unit:.2f} x {unit_name}" if b is not None else f"{impl} -"
+                 for impl, b in case.peak_extra.items()]
+        lines.append(f"peak extra memory in one call ({case.peak_how}): " + ", ".join(peaks))
     return lines
 
 

@@ -14,7 +14,8 @@ from typing import List, Optional, Tuple
 import numpy as np
 
 OPTIMIZERS = ("sgd", "adagrad", "rmsprop", "adam", "adamw")
-LOSSES = ("cross_entropy", "softmax")
+LOSSES = ("cross_entropy", "softmax", "linear_cross_entropy")
+LINEAR_LOSS = "linear_cross_entropy"  # timed at its own (N, D, V) shapes, not at the logits shapes
 
 # Arrays moved per element by one fused update (reads + writes of params, grads and state), in units
 # of the element size: AdamW in float32 moves 7 * 4 = 28 bytes per element.
@@ -112,6 +113,41 @@ class LossWork:
     def bytes_moved(self) -> int:
         traffic = LOSS_TRAFFIC_CPU if self.device == "cpu" else LOSS_TRAFFIC
         return traffic * self.n * self.logits.itemsize
+
+
+@dataclass
+class LinearLossWork:
+    """Linear cross-entropy forward + backward: hidden (N, D), weight (V, D) float32, labels (N,); gradients of
+    hidden and weight. Compute-bound (6 N V D flops): its bytes model is only what must be read and written
+    once (hidden, weight, their gradients), so its GB/s say little; time and memory are the figures."""
+
+    hidden: np.ndarray
+    weight: np.ndarray
+    labels: np.ndarray
+
+    @property
+    def shape(self) -> Tuple[int, int, int]:
+        (n, d), v = self.hidden.shape, self.weight.shape[0]
+        return n, d, v
+
+    @property
+    def n(self) -> int:  # the logits a plain implementation holds
+        n, _, v = self.shape
+        return n * v
+
+    @property
+    def bytes_moved(self) -> int:
+        n, d, v = self.shape
+        return 2 * (n * d + v * d) * self.hidden.itemsize
+
+
+def linear_loss_work(n: int, d: int, v: int, seed: int = 0) -> LinearLossWork:
+    """Unit-variance hidden states, weights of scale 1/sqrt(D) (logits of about unit scale), uniform labels."""
+    rng = np.random.default_rng(seed)
+    hidden = rng.standard_normal((n, d), dtype=np.float32)
+    weight = rng.standard_normal((v, d), dtype=np.float32)
+    weight *= 1 / np.sqrt(d)
+    return LinearLossWork(hidden, weight, rng.integers(0, v, n))
 
 
 def _elements(a) -> int:

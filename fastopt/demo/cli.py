@@ -121,6 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--l2", type=nonnegative_float, help="L2 strength (default 1e-4)")
     t.add_argument("--hidden", type=positive_int, default=64, help="hidden units of the mlp (default 64)")
     t.add_argument("--seed", type=int, default=0, help="initial weights and batch order (default 0)")
+    t.add_argument("--linear-ce", action="store_true",
+                   help="train the mlp's last layer and loss through fastopt.linear_cross_entropy")
 
     b = sub.add_parser("bench", help="the benchmark suite (its options: fastopt bench --help)")
 
@@ -175,7 +177,8 @@ def run_train(args) -> List[str]:
     print(f"digits: {len(data[1])} training and {len(data[3])} validation images of {n_in} pixels, float32; "
           f"batch {args.batch_size}, {args.epochs} epochs, schedule {args.schedule}, "
           f"penalty {args.penalty} (l1={l1:g}, l2={l2:g})")
-    models = [train.make_model(m, n_in, n_out, args.hidden) for m in args.models]
+    models = [train.make_model(m, n_in, n_out, args.hidden, linear_ce=getattr(args, "linear_ce", False))
+              for m in args.models]
     for model in models:
         err = train.check_gradients(model, data[0], data[1], l1, l2, seed=args.seed)
         print(f"gradient check ({model.name}, float64, centered differences): max relative error {err:.2e} "

@@ -103,6 +103,22 @@ def mlp_loss_grad(params, X, y, l1=0.0, l2=0.0):
     return float(loss), [dW1, db1, dW2, db2]
 
 
+def mlp_linear_ce_loss_grad(params, X, y, l1=0.0, l2=0.0):
+    """mlp_loss_grad with the last layer and the loss in one call: fastopt.linear_cross_entropy (chunk by chunk
+    of rows, the scores never whole; it takes the weight in torch.nn.Linear's (out, in) layout)."""
+    W1, b1, W2, b2 = params
+    pre = X @ W1 + b1
+    hidden = np.maximum(pre, 0)
+    loss, dhidden, dW2_t, db2 = fastopt.linear_cross_entropy(hidden, np.ascontiguousarray(W2.T), y, bias=b2)
+    dW2 = np.ascontiguousarray(dW2_t.T)
+    dhidden[pre <= 0] = 0
+    dW1 = X.T @ dhidden
+    db1 = dhidden.sum(axis=0)
+    loss += fastopt.penalty(W1, l1=l1, l2=l2, out_grad=dW1)
+    loss += fastopt.penalty(W2, l1=l1, l2=l2, out_grad=dW2)
+    return float(loss), [dW1, db1, dW2, db2]
+
+
 @dataclass
 class Model:
     name: str
@@ -111,11 +127,13 @@ class Model:
     scores: Callable
 
 
-def make_model(name: str, n_in: int, n_out: int, hidden: int) -> Model:
+def make_model(name: str, n_in: int, n_out: int, hidden: int, linear_ce: bool = False) -> Model:
+    """linear_ce: the mlp's last layer and loss through fastopt.linear_cross_entropy (same numbers)."""
     if name == "linear":
         return Model("linear", lambda rng, dt: linear_params(n_in, n_out, rng, dt), linear_loss_grad, linear_scores)
     if name == "mlp":
-        return Model("mlp", lambda rng, dt: mlp_params(n_in, hidden, n_out, rng, dt), mlp_loss_grad, mlp_scores)
+        return Model("mlp", lambda rng, dt: mlp_params(n_in, hidden, n_out, rng, dt),
+                     mlp_linear_ce_loss_grad if linear_ce else mlp_loss_grad, mlp_scores)
     raise ValueError(f"unknown model {name!r}")
 
 

@@ -12,6 +12,9 @@ converts), with the work queued on torch's current stream. One device per param 
 GradScaler drives the twins on both devices (on CUDA reading its scale and found_inf back once per step).
 Anything else is refused with an error naming the parameter.
 
+``linear_cross_entropy`` is torch.nn.functional.linear_cross_entropy's call on fastopt.linear_cross_entropy's
+chunked loop, a torch.autograd.Function (the (N, V) logits never exist).
+
 torch is optional for fastopt; this module is the only one that imports it.
 """
 
@@ -24,7 +27,8 @@ except ImportError as error:  # pragma: no cover - exercised by a subprocess tes
 from fastopt.torch._optimizer import FusedOptimizer
 from fastopt.torch.adagrad import Adagrad
 from fastopt.torch.adam import Adam, AdamW
+from fastopt.torch.linear_cross_entropy import linear_cross_entropy
 from fastopt.torch.rmsprop import RMSprop
 from fastopt.torch.sgd import SGD
 
-__all__ = ["FusedOptimizer", "SGD", "Adagrad", "RMSprop", "Adam", "AdamW"]
+__all__ = ["FusedOptimizer", "SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "linear_cross_entropy"]
