@@ -274,8 +274,9 @@ _RSS_CHILD = textwrap.dedent("""
 def _peak_rss_extra(args) -> int:
     # Every big block mmapped on its own and unmapped when freed: a freed block cannot be reused unseen.
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", MALLOC_TRIM_THRESHOLD_="0")
+    # (from tests/: in the repository root the source folder would shadow the installed package)
     done = subprocess.run([sys.executable, "-c", _RSS_CHILD, *map(str, args)], capture_output=True, text=True,
-                          timeout=300, env=env)
+                          timeout=300, env=env, cwd=os.path.dirname(os.path.abspath(__file__)))
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])["extra"]
 
@@ -487,3 +488,17 @@ def test_bench_plans_and_builds_the_linear_case():
         assert linear_memory.measure("fastopt", 64, 8, 4096) >= 0
         if torch is not None:
             assert linear_memory.measure("torch linear+ce", 2048, 8, 4096) >= 2048 * 4096 * 4
+
+
+@needs_torch
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the bench measures peak memory on Linux only")
+def test_the_bench_memory_child_runs_from_the_repository_root():
+    # `fastopt bench` run in the repository root (as the Quick start does) measures each implementation's peak
+    # memory in a `python -m` child: it must import the installed fastopt, not the source folder there.
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    code = ("import sys; sys.path = [p for p in sys.path if p not in ('', %r)]\n"
+            "from fastopt.bench import linear_memory\n"
+            "print(linear_memory.measure('fastopt', 64, 16, 100, timeout=240))" % root)
+    done = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] != "None", "the child failed: no memory figure"

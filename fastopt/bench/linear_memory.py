@@ -26,9 +26,12 @@ def measure(impl: str, n: int, d: int, v: int, timeout: float = 600) -> Optional
     if not sys.platform.startswith("linux"):
         return None
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", MALLOC_TRIM_THRESHOLD_="0")
+    # The child runs beside the fastopt this process imported: `python -m` puts the working folder first
+    # on sys.path, and in a repository root the source folder (without its compiled module) would shadow it.
+    beside = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     try:
         done = subprocess.run([sys.executable, "-m", "fastopt.bench.linear_memory", impl, str(n), str(d), str(v)],
-                              capture_output=True, text=True, timeout=timeout, env=env)
+                              capture_output=True, text=True, timeout=timeout, env=env, cwd=beside)
     except subprocess.TimeoutExpired:
         return None
     if done.returncode != 0:
