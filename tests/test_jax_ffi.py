@@ -340,7 +340,11 @@ def optax_cases():
     ]
 
 
-OPTAX_TOLERANCE = {np.float32: dict(rtol=1e-5, atol=1e-6), np.float64: dict(rtol=1e-12, atol=1e-14)}
+# float32: both sides round each step in a different order (XLA compiles optax's); after 20 steps the Adam
+# cases differ by up to about 1.2e-6 beyond rtol 1e-5 in an element of 1000 (0.9e-6 the worst over 25 seeds of
+# each case, 1.2e-6 seen once), so atol 5e-6; a wrong formula (bias correction, decay, eps) moves the
+# parameters by 1e-4 or more at these learning rates.
+OPTAX_TOLERANCE = {np.float32: dict(rtol=1e-5, atol=5e-6), np.float64: dict(rtol=1e-12, atol=1e-14)}
 
 
 @needs_optax
