@@ -1,6 +1,6 @@
 """fastopt: fused optimizer kernels in C++ for NumPy arrays.
 
-The update functions (``sgd_``, ``adagrad_``, ``rmsprop_``, ``adam_``, ``adamw_``) run one fused pass over
+The update functions (``sgd_``, ``adagrad_``, ``rmsprop_``, ``adam_``, ``adamw_``, ``lion_``) run one fused pass over
 memory per update, in place, on one array or a whole list of arrays per call. ``fastopt.optim`` wraps them
 in stateful optimizers. ``softmax_cross_entropy`` computes a stable softmax cross-entropy and its gradient in one
 fused kernel, and ``linear_cross_entropy`` the same for ``hidden @ weight.T + bias`` chunk by chunk, without
@@ -15,6 +15,7 @@ try:
         adamw_,
         build_info,
         get_num_threads,
+        lion_,
         log_softmax,
         multiclass_svm_loss,
         penalty,
@@ -51,6 +52,7 @@ __all__ = [
     "gradcheck",
     "init",
     "linear_cross_entropy",
+    "lion_",
     "log_softmax",
     "multiclass_svm_loss",
     "optim",

@@ -4,14 +4,44 @@
 
 #include <cstdint>
 #include <string>
+#include <tuple>
 #include <type_traits>
 #include <vector>
 
 #include "cpu/loss_args.h"
 #include "cpu/tensor_list.h"
 #include "fastopt/fastopt.h"
+#include "fastopt/registry.h"
 
 namespace fastopt::cpu {
+
+// The update of a rule (fastopt/rule.h) over its operands; returns found_inf.
+template <typename T, typename Rule>
+using RuleFn = bool (*)(const TensorList<T, Rule::kOperands>&, const typename Rule::Hyper&);
+
+// Position of Rule in a RuleList.
+template <typename Rule, typename... Rules>
+constexpr size_t rule_index(RuleList<Rules...>) {
+  size_t i = 0, found = sizeof...(Rules);
+  ((std::is_same_v<Rule, Rules> ? (found = i, ++i) : ++i), ...);
+  return found;
+}
+
+// One update per registered rule.
+template <typename T, typename List>
+struct RuleTable;
+
+template <typename T, typename... Rules>
+struct RuleTable<T, RuleList<Rules...>> {
+  std::tuple<RuleFn<T, Rules>...> fns;
+
+  template <typename Rule>
+  RuleFn<T, Rule> of() const {
+    constexpr size_t i = rule_index<Rule>(RuleList<Rules...>{});
+    static_assert(i < sizeof...(Rules), "the rule is not in fastopt::Registry (registry.h)");
+    return std::get<i>(fns);
+  }
+};
 
 template <typename T>
 struct TypedKernels {
@@ -39,6 +69,8 @@ struct TypedKernels {
   void (*probe_add)(T* a, const T* b, int64_t n);
   // found_inf alone: any grad / grad_scale NaN or Inf, over {unused, grad} (the pre-pass of the updates)
   bool (*nonfinite)(const TensorList<T, 2>&, double grad_scale);
+  // The optimizers described as rules (fastopt/registry.h): rules.of<LionRule>()(list, hyper)
+  RuleTable<T, Registry> rules;
 
   double cross_entropy(const CrossEntropyArgs<T, int32_t>& a) const { return cross_entropy_i32(a); }
   double cross_entropy(const CrossEntropyArgs<T, int64_t>& a) const { return cross_entropy_i64(a); }

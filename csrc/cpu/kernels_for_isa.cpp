@@ -4,6 +4,7 @@
 #include "cpu/kernel_table.h"
 #include "cpu/loss_loops.h"
 #include "cpu/optim_loops.h"
+#include "cpu/rule_loops.h"
 
 #ifndef FASTOPT_ISA_NS
 #error "FASTOPT_ISA_NS must name the instruction set (set by CMakeLists.txt)"
@@ -15,6 +16,11 @@
 namespace fastopt::cpu {
 
 namespace FASTOPT_ISA_NS {
+
+template <typename T, typename... Rules>
+RuleTable<T, RuleList<Rules...>> rule_table(RuleList<Rules...>) {
+  return {{&rule_update<Rules, T>...}};
+}
 
 template <typename T>
 TypedKernels<T> typed_kernels() {
@@ -30,7 +36,8 @@ TypedKernels<T> typed_kernels() {
           &penalty<T>,
           &exp_array<T>,
           &probe_add<T>,
-          &nonfinite<T>};
+          &nonfinite<T>,
+          rule_table<T>(Registry{})};
 }
 
 const KernelTable& table() {

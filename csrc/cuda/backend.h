@@ -18,6 +18,7 @@
 #include "common/dtype.h"
 #include "common/reduction.h"
 #include "fastopt/fastopt.h"
+#include "fastopt/registry.h"
 
 namespace fastopt::cuda {
 
@@ -116,6 +117,12 @@ bool adam(const DeviceTensorList<5>& list, const AdamHyper& hyper, const DeviceH
           const Queue& queue);
 // found_inf alone over {unused, grad} (any grad / grad_scale NaN or Inf); waits for the stream.
 bool nonfinite(const DeviceTensorList<2>& list, double grad_scale, const Queue& queue);
+
+// An optimizer described as a rule (fastopt/registry.h); each registered rule is instantiated in a .cu
+// file CMake generates from csrc/cuda/rule.cu.in (or, without CUDA, in no_cuda.cpp).
+template <typename Rule>
+bool rule_update(const DeviceTensorList<Rule::kOperands>& list, const typename Rule::Hyper& hyper,
+                 const DeviceHyper& device_hyper, const Queue& queue);
 
 // ---------------------------------------------------------------- losses (float32 / float64)
 // Reductions are deterministic: per-row results in a buffer, then a fixed-order tree in one block;

@@ -3,6 +3,8 @@
 // device of every array first, so users see "built without CUDA" before any of these throws.
 #include "cuda/backend.h"
 
+#include <tuple>
+
 namespace fastopt::cuda {
 
 namespace {
@@ -38,5 +40,19 @@ void multiclass_svm(const HingeCall&, const Queue&) { unavailable(); }
 void softmax(const void*, void*, DType, int64_t, int64_t, bool, const Queue&) { unavailable(); }
 void penalty(const void*, void*, DType, int64_t, double, double, void*, const Queue&) { unavailable(); }
 BadLabel find_bad_label(const void*, DType, int64_t, int64_t, bool, int64_t, const Queue&) { unavailable(); }
+
+template <typename Rule>
+bool rule_update(const DeviceTensorList<Rule::kOperands>&, const typename Rule::Hyper&, const DeviceHyper&,
+                 const Queue&) {
+  unavailable();
+}
+
+// Every registered rule's stub, instantiated: taking their addresses in an explicitly instantiated
+// function emits them (no list of rules to keep in step here).
+template <typename... Rules>
+auto rule_stubs(RuleList<Rules...>) {
+  return std::make_tuple(&rule_update<Rules>...);
+}
+template auto rule_stubs(Registry);
 
 }  // namespace fastopt::cuda

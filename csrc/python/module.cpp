@@ -3,6 +3,7 @@
 
 namespace fastopt::bindings {
 void bind_optimizers(pybind11::module_& m);
+void bind_rules(pybind11::module_& m);  // the optimizers described as rules (fastopt/registry.h)
 void bind_build_info(pybind11::module_& m);
 void bind_losses(pybind11::module_& m);
 void bind_cuda(pybind11::module_& m);
@@ -13,6 +14,7 @@ void bind_jax(pybind11::module_& m);  // csrc/jax (fastopt.jax), or its stub wit
 PYBIND11_MODULE(_core, m) {
   m.doc() = "fastopt native kernels (use the fastopt package, not this module directly)";
   fastopt::bindings::bind_optimizers(m);
+  fastopt::bindings::bind_rules(m);
   fastopt::bindings::bind_build_info(m);
   fastopt::bindings::bind_losses(m);
   fastopt::bindings::bind_cuda(m);

@@ -15,95 +15,13 @@
 #include "python/fast_call.h"
 #include "python/hyper_checks.h"
 #include "python/torch_versions.h"
+#include "python/update_call.h"
 
 namespace fastopt::bindings {
 
 namespace {
 
 namespace py = pybind11;
-
-// An optional state argument: required when `needed`, ignored (and not validated) otherwise.
-std::optional<ArrayArg> take_state(py::handle obj, const char* name, bool needed, const char* why,
-                                   CallDevice& call) {
-  if (!needed) return std::nullopt;
-  if (obj.is_none()) {
-    throw py::value_error(std::string(name) + " is required when " + why);
-  }
-  return take_arrays(obj, name, true, call);
-}
-
-const ArrayArg* ptr(const std::optional<ArrayArg>& arg) { return arg ? &*arg : nullptr; }
-
-// The active instruction set's kernels for the list's element type.
-template <typename T, int N>
-const cpu::TypedKernels<T>& kernels_for(const cpu::TensorList<T, N>&) {
-  return cpu::kernels().of<T>();
-}
-
-// grad_scale and skip_nonfinite, read and checked like the other hyperparameters.
-GradScaling take_scaling(double grad_scale, bool skip_nonfinite) {
-  require_positive("grad_scale", grad_scale);
-  return GradScaling{grad_scale, skip_nonfinite};
-}
-
-// Checks all arrays, then the hyperparameters against the range of the arithmetic the params' dtype
-// selects (rules::check_range), bumps the versions of the torch tensors written, builds the pointer
-// list for the call's device and dtype, and runs it with the GIL released: on the CPU,
-// cpu_launch(const cpu::TensorList<T, N>&); on a CUDA device, cuda_launch(const
-// cuda::DeviceTensorList<N>&, const cuda::Queue&). Returns found_inf.
-// A found_inf read on the host that is set (skip_now) skips the call after the checks: returns true.
-template <size_t N, typename Hyper, typename CpuLaunch, typename CudaLaunch>
-bool run_update(const ArrayArg& params, const std::array<const ArrayArg*, N - 1>& others, const Hyper& hyper,
-                bool skip_now, const CallDevice& call, CpuLaunch&& cpu_launch, CudaLaunch&& cuda_launch) {
-  std::vector<const ArrayArg*> present;
-  for (const ArrayArg* a : others) {
-    if (a != nullptr) present.push_back(a);
-  }
-  const CallTypes types = check_arrays(params, present);
-  // (a call without arrays has no arithmetic and writes nothing: only the dtype-free rules apply, so it
-  // is checked against the widest range, float64's)
-  require(rules::check_range(hyper, rules::math_range(params.arrays.empty() || types.param == DType::Float64)));
-  if (skip_now) return true;  // (nothing written: no version bumped)
-  mark_written(params, present);
-  const size_t count = params.arrays.size();
-  bool found_inf = false;
-  if (types.device.kind == DeviceKind::CUDA) {
-    cuda::DeviceTensorList<int(N)> list;
-    list.param = types.param;
-    list.state = types.state;
-    list.ptrs.reserve(count);
-    list.sizes.reserve(count);
-    for (size_t i = 0; i < count; ++i) {
-      std::array<void*, N> operands;
-      operands[0] = data_of<void>(&params, i);
-      for (size_t j = 0; j + 1 < N; ++j) operands[j + 1] = data_of<void>(others[j], i);
-      list.add(operands, params.arrays[i].size);
-    }
-    const cuda::Queue queue{types.device.id, call.stream};
-    py::gil_scoped_release no_gil;
-    return cuda_launch(list, queue);
-  }
-  auto run = [&](auto zero) {
-    using T = decltype(zero);
-    cpu::TensorList<T, N> list;
-    list.ptrs.reserve(count);
-    list.sizes.reserve(count);
-    for (size_t i = 0; i < count; ++i) {
-      std::array<T*, N> operands;
-      operands[0] = data_of<T>(&params, i);
-      for (size_t j = 0; j + 1 < N; ++j) operands[j + 1] = data_of<T>(others[j], i);
-      list.add(operands, params.arrays[i].size);
-    }
-    py::gil_scoped_release no_gil;
-    found_inf = cpu_launch(list);
-  };
-  if (types.param == DType::Float32) {
-    run(float{});
-  } else {
-    run(double{});
-  }
-  return found_inf;
-}
 
 // lr and step as the caller gave them: host numbers, or 0-d CUDA arrays read on the device
 // (device_scalar.h). The host rules check placeholders for device values (lr 0, step 1): a value that
@@ -119,7 +37,7 @@ bool sgd_(py::handle params, py::handle grads, py::handle momentum_buffers, cons
   const auto b = take_state(momentum_buffers, "momentum_buffers", momentum != 0.0, "momentum != 0", call);
   const DeviceScalars device{lr, step, scaling, call};
   return run_update<3>(
-      p, {&g, ptr(b)}, hyper, device.skip_now, call,
+      p, {&g, ptr(b)}, range_of(hyper), device.skip_now, call,
       [&](const auto& list) { return kernels_for(list).sgd(list, hyper); },
       [&](const auto& list, const cuda::Queue& queue) { return cuda::sgd(list, hyper, device.hyper, queue); });
 }
@@ -134,7 +52,7 @@ bool adagrad_(py::handle params, py::handle grads, py::handle state_sums, const 
   const ArrayArg s = take_arrays(state_sums, "state_sums", true, call);
   const DeviceScalars device{lr, step, scaling, call};
   return run_update<3>(
-      p, {&g, &s}, hyper, device.skip_now, call,
+      p, {&g, &s}, range_of(hyper), device.skip_now, call,
       [&](const auto& list) { return kernels_for(list).adagrad(list, hyper); },
       [&](const auto& list, const cuda::Queue& queue) { return cuda::adagrad(list, hyper, device.hyper, queue); });
 }
@@ -151,7 +69,7 @@ bool rmsprop_(py::handle params, py::handle grads, py::handle square_avgs, py::h
   const auto ga = take_state(grad_avgs, "grad_avgs", centered, "centered=True", call);
   const DeviceScalars device{lr, Scalar{}, scaling, call};
   return run_update<5>(
-      p, {&g, &sq, ptr(b), ptr(ga)}, hyper, device.skip_now, call,
+      p, {&g, &sq, ptr(b), ptr(ga)}, range_of(hyper), device.skip_now, call,
       [&](const auto& list) { return kernels_for(list).rmsprop(list, hyper); },
       [&](const auto& list, const cuda::Queue& queue) { return cuda::rmsprop(list, hyper, device.hyper, queue); });
 }
@@ -170,7 +88,7 @@ bool adam_(bool decoupled, py::handle params, py::handle grads, py::handle exp_a
   const auto vmax = take_state(max_exp_avg_sqs, "max_exp_avg_sqs", amsgrad, "amsgrad=True", call);
   const DeviceScalars device{lr, step, scaling, call};
   return run_update<5>(
-      p, {&g, &m, &v, ptr(vmax)}, hyper, device.skip_now, call,
+      p, {&g, &m, &v, ptr(vmax)}, range_of(hyper), device.skip_now, call,
       [&](const auto& list) { return kernels_for(list).adam(list, hyper); },
       [&](const auto& list, const cuda::Queue& queue) { return cuda::adam(list, hyper, device.hyper, queue); });
 }
@@ -183,16 +101,6 @@ const Signature* adagrad_signature = nullptr;
 const Signature* rmsprop_signature = nullptr;
 const Signature* adam_signature = nullptr;
 const Signature* adamw_signature = nullptr;
-
-PyObject* boolean(bool value) { return py::bool_(value).release().ptr(); }
-
-// The last arguments of every update: grad_scale=1.0, skip_nonfinite=False, found_inf=None, stream=None
-// (device_scalar.h reads the first three).
-Scaling next_checked_scaling(BoundArgs& a) {
-  Scaling s = next_scaling(a);
-  if (!s.grad_scale.device) take_scaling(s.host.grad_scale, s.host.skip_nonfinite);
-  return s;
-}
 
 // SGD's step matters only with momentum, where step 1 starts the buffer from the gradient; there a
 // default (step 1 on every call) would restart the buffer each time and give wrong numbers without a
@@ -319,30 +227,6 @@ bool found_nonfinite(py::handle grads, RealObject grad_scale_obj, py::handle str
   const bool in64 = !f64.sizes.empty() && table.f64.nonfinite(f64, grad_scale);
   return in32 || in64;
 }
-
-constexpr const char* kListNote =
-    "Every array argument takes one array or a list/tuple of them (one per parameter); the whole list is\n"
-    "updated in one native call with the GIL released. An array is a numpy.ndarray or any object with\n"
-    "__dlpack__ (PyTorch, CuPy, JAX) or __cuda_array_interface__, on the CPU or a CUDA device, taken\n"
-    "without a copy; all arrays of a call sit on one device. Arrays are updated in place and must be\n"
-    "C-contiguous, writeable (grads may be read-only), of one dtype (float32 or float64; on CUDA also\n"
-    "float16/bfloat16 params and grads, whose optimizer state is float32), of matching shapes, and must\n"
-    "not share memory. Nothing is converted: bad input raises TypeError/ValueError naming the argument,\n"
-    "before any array is written. eps, where there is one, must be > 0.\n\n"
-    "On CUDA, lr (and step, where there is one) and grad_scale may be 0-d device arrays, read on the\n"
-    "device when the kernel runs, so that a captured CUDA graph replays with new values and nothing waits\n"
-    "for the device (a device grad_scale is used as it is, as torch's fused optimizers use GradScaler's).\n"
-    "found_inf (torch's GradScaler hands it to fused optimizers): None, a number, or a one-element array;\n"
-    "when it is not zero the call writes nothing. A device array is read by the kernels (the call returns\n"
-    "False: the host never learns it); anything else is read on the host (the call returns True when it\n"
-    "is set). stream: the CUDA stream the work\n"
-    "is queued on (an int handle, or an object with .cuda_stream or .ptr); None takes the current stream\n"
-    "of the arrays' framework. Nothing waits for the device, except skip_nonfinite=True, which reads\n"
-    "found_inf back (the stream is synchronised, the device is not). stream is ignored for CPU arrays.\n\n"
-    "grad_scale (finite, > 0): the gradients are divided by it on the fly (loss scaling; 1 divides\n"
-    "nothing). skip_nonfinite=True: if any gradient / grad_scale holds a NaN or Inf, nothing at all is\n"
-    "written. Returns found_inf: True when the call was skipped for that reason, else False (always\n"
-    "False without skip_nonfinite).\n";
 
 }  // namespace
 

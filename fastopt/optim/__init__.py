@@ -7,5 +7,12 @@ from fastopt.optim.checkpoint import load_checkpoint, save_checkpoint
 from fastopt.optim.optimizer import Optimizer
 from fastopt.optim.rmsprop import RMSprop
 from fastopt.optim.sgd import SGD
+from fastopt.optim._from_rule import optimizer_class
+from fastopt.rules import SPECS as _SPECS
 
-__all__ = ["Optimizer", "SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "save_checkpoint", "load_checkpoint"]
+# The optimizers described as rules (fastopt/rules/): Lion ...
+for _spec in _SPECS:
+    globals()[_spec.name] = optimizer_class(_spec)
+
+__all__ = ["Optimizer", "SGD", "Adagrad", "RMSprop", "Adam", "AdamW", *(s.name for s in _SPECS),
+           "save_checkpoint", "load_checkpoint"]

@@ -30,5 +30,12 @@ from fastopt.torch.adam import Adam, AdamW
 from fastopt.torch.linear_cross_entropy import linear_cross_entropy
 from fastopt.torch.rmsprop import RMSprop
 from fastopt.torch.sgd import SGD
+from fastopt.torch._from_rule import twin_class
+from fastopt.rules import SPECS as _SPECS
 
-__all__ = ["FusedOptimizer", "SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "linear_cross_entropy"]
+# The optimizers described as rules (fastopt/rules/): Lion ...
+for _spec in _SPECS:
+    globals()[_spec.name] = twin_class(_spec)
+
+__all__ = ["FusedOptimizer", "SGD", "Adagrad", "RMSprop", "Adam", "AdamW", *(s.name for s in _SPECS),
+           "linear_cross_entropy"]

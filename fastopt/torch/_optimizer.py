@@ -441,6 +441,10 @@ class FusedOptimizer(torch.optim.Optimizer):
             raise RuntimeError(f"param group {k} {why}, which torch.optim's own implementation steps; GradScaler's "
                                "fused unscaling does not reach it: call scaler.unscale_(optimizer) before "
                                "scaler.step(optimizer)")
+        if not self._torch_name:
+            raise TypeError(f"param group {k} {why}: {type(self).__name__} is not in torch.optim, so there is no "
+                            "torch implementation to step it, and fastopt's fused kernels take dense, "
+                            "non-differentiable updates only")
         cls = getattr(torch.optim, self._torch_name)
         accepted = inspect.signature(cls).parameters
         options = {key: group[key] for key in self.defaults if key in group and key in accepted}

@@ -16,4 +16,12 @@ FASTOPT_HD M maximum(M a, M b) {
   return (a > b || a != a) ? a : b;
 }
 
+// -1, 0 or +1, and NaN for NaN, like torch.sign (hinge.h's sign_ maps NaN to 0). Written as compares
+// and a select, so that the loops vectorise.
+template <typename M>
+FASTOPT_HD M signum(M x) {
+  const M s = M(x > M(0)) - M(x < M(0));
+  return x != x ? x : s;
+}
+
 }  // namespace fastopt

@@ -1,0 +1,135 @@
+// The Python functions of every optimizer described as a rule (fastopt/registry.h): fastopt.<name>_,
+// with the signature, the checks and the docstring produced from the rule's description.
+//
+//   <name>_(params, grads, <state>..., *, <hyper>=<default>..., [step,] grad_scale=1.0,
+//           skip_nonfinite=False, found_inf=None, stream=None)
+//
+// State operands a variant does not use default to None (and are not read); the others are required.
+#include <pybind11/pybind11.h>
+
+#include <array>
+#include <cstdio>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/rule_checks.h"
+#include "python/update_call.h"
+
+namespace fastopt::bindings {
+
+namespace {
+
+template <typename Rule>
+struct RuleBinding {
+  static inline const Signature* signature = nullptr;
+
+  static Signature* make_signature() {
+    using P = Signature::Param;
+    std::vector<P> params;
+    for (const OperandSpec& op : Rule::kOperandSpecs) {
+      params.push_back(P{op.name, op.needed_when == nullptr ? py::object() : py::object(py::none())});
+    }
+    for (const HyperSpec& h : Rule::kHyperSpecs) {
+      const py::object value = h.rule == HyperRule::Flag ? py::object(py::bool_(h.default_value != 0.0))
+                                                          : py::object(py::float_(h.default_value));
+      params.push_back(P{h.name, value});
+    }
+    if (Rule::kUsesStep) params.push_back(P{"step", {}});
+    params.push_back(P{"grad_scale", py::float_(1.0)});
+    params.push_back(P{"skip_nonfinite", py::bool_(false)});
+    params.push_back(P{"found_inf", py::none()});
+    params.push_back(P{"stream", py::none()});
+    const std::string name = std::string(Rule::kName) + "_";
+    static const std::string stored = name;  // (one per rule: the template is instantiated per rule)
+    return new Signature(stored.c_str(), size_t(Rule::kOperands), std::move(params));
+  }
+
+  static std::string doc() {
+    std::string text = std::string(Rule::kSummary) + "\n\n";
+    for (const HyperSpec& h : Rule::kHyperSpecs) {
+      char value[32];
+      std::snprintf(value, sizeof value, "%g", h.default_value);
+      text += std::string("  ") + h.name + " (" + (h.rule == HyperRule::Flag ? (h.default_value != 0.0 ? "True" : "False") : value) +
+              "): " + h.doc + "\n";
+    }
+    for (const OperandSpec& op : Rule::kOperandSpecs) {
+      if (op.needed_when != nullptr) text += std::string("  ") + op.name + ": required when " + op.needed_when + "\n";
+    }
+    if (Rule::kUsesStep) text += "  step: the 1-based number of this update\n";
+    return text + "\n" + kListNote;
+  }
+
+  static bool update(py::handle (&operands)[Rule::kOperands], const Scalar& lr, const double* values,
+                     const Scalar& step, const Scaling& scaling, CallDevice& call) {
+    using Hyper = typename Rule::Hyper;
+    const Hyper hyper = Rule::from_values(values, step.host_step(), scaling.host);
+    require(rules::check_rule<Rule>(values, hyper));
+    if (step.device && !Rule::kDeviceStep) {
+      throw py::type_error(std::string(Rule::kName) + "_() needs step as a host number (its constants are not "
+                           "computed from a device step)");
+    }
+    unsigned used = 0;
+    with_variant<Rule::kVariants>(Rule::variant(hyper), [&](auto V) { used = Rule::used(V.value); });
+    const ArrayArg p = take_arrays(operands[0], Rule::kOperandSpecs[0].name, true, call);
+    const ArrayArg g = take_arrays(operands[1], Rule::kOperandSpecs[1].name, false, call);
+    std::array<std::optional<ArrayArg>, Rule::kOperands> states;
+    std::array<const ArrayArg*, Rule::kOperands - 1> others{};
+    others[0] = &g;
+    for (int j = 2; j < Rule::kOperands; ++j) {
+      const OperandSpec& op = Rule::kOperandSpecs[j];
+      if (op.needed_when == nullptr) {
+        states[j] = take_arrays(operands[j], op.name, true, call);
+      } else {
+        states[j] = take_state(operands[j], op.name, (used & operand_bit(j)) != 0, op.needed_when, call);
+      }
+      others[j - 1] = ptr(states[j]);
+    }
+    const DeviceScalars device{lr, step, scaling, call};
+    auto range = [&](const rules::MathRange& r) { return rules::check_rule_range<Rule>(values, hyper, r); };
+    return run_update<Rule::kOperands>(
+        p, others, range, device.skip_now, call,
+        [&](const auto& list) { return kernels_for(list).rules.template of<Rule>()(list, hyper); },
+        [&](const auto& list, const cuda::Queue& queue) {
+          return cuda::rule_update<Rule>(list, hyper, device.hyper, queue);
+        });
+  }
+
+  static PyObject* call(PyObject*, PyObject* const* args, Py_ssize_t nargsf, PyObject* kwnames) {
+    return guarded([&] {
+      BoundArgs a = signature->bind(args, size_t(nargsf), kwnames);
+      py::handle operands[Rule::kOperands];
+      for (auto& op : operands) op = a.next();
+      double values[Rule::kHypers];
+      Scalar lr;
+      for (int i = 0; i < Rule::kHypers; ++i) {
+        const HyperSpec& h = Rule::kHyperSpecs[i];
+        if (i == 0) {  // lr: a host number, or a 0-d device array read by the kernels
+          lr = next_lr(a);
+          values[i] = lr.value;
+        } else if (h.rule == HyperRule::Flag) {
+          values[i] = a.next_bool() ? 1.0 : 0.0;
+        } else {
+          values[i] = a.next_real();
+        }
+      }
+      const Scalar step = Rule::kUsesStep ? next_step(a) : Scalar{0.0, 1, {}};
+      const Scaling scaling = next_checked_scaling(a);
+      CallDevice device(a.next());
+      return boolean(update(operands, lr, values, step, scaling, device));
+    });
+  }
+};
+
+}  // namespace
+
+void bind_rules(py::module_& m) {
+  for_each_rule(Registry{}, [&](auto* rule) {
+    using Rule = std::remove_pointer_t<decltype(rule)>;
+    static_assert(std::string_view(Rule::kHyperSpecs[0].name) == "lr", "a rule's first hyperparameter is lr");
+    RuleBinding<Rule>::signature = RuleBinding<Rule>::make_signature();
+    def_fast(m, *RuleBinding<Rule>::signature, &RuleBinding<Rule>::call, RuleBinding<Rule>::doc());
+  });
+}
+
+}  // namespace fastopt::bindings

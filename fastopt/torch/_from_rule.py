@@ -1,0 +1,69 @@
+"""The torch twin of an optimizer described as a rule (fastopt/rules/): FusedOptimizer with the
+description's signature (torch.optim's, where torch has the optimizer), state and kernel call."""
+
+from __future__ import annotations
+
+import inspect
+
+from fastopt import _core
+from fastopt.rules._spec import RuleSpec
+from fastopt.torch import _arrays
+from fastopt.torch._optimizer import FusedOptimizer, new_step, scalar
+
+
+def _host_value(value):
+    """A group's hyperparameter for the kernel: numbers as Python numbers, betas as tuples of them."""
+    if isinstance(value, (tuple, list)):
+        return tuple(_host_value(v) for v in value)
+    if isinstance(value, bool):
+        return value
+    return scalar(value)
+
+
+def twin_class(spec: RuleSpec) -> type:
+    kernel = getattr(_core, spec.kernel)
+    keyword_only = dict(spec.torch_keywords)
+    keyword_only.setdefault("maximize", False)
+
+    def __init__(self, params, *args, **kwargs):
+        bound = signature.bind(self, params, *args, **kwargs)
+        bound.apply_defaults()
+        values = dict(bound.arguments)
+        values.pop("self")
+        values.pop("params")
+        values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+        FusedOptimizer.__init__(self, params, values)
+
+    def _new_state(self, p, group):
+        state = {"step": new_step(group, p)}
+        for s in spec.state:
+            state[s.key] = _arrays.state_tensor(p, _host_value(s.fill(group)))
+        return state
+
+    def _bucket_key(self, p, state, group):
+        if spec.uses_step:
+            return FusedOptimizer._bucket_key(self, p, state, group)
+        return None  # the update does not depend on the step number: one call per dtype
+
+    def _check_key(self):
+        return 1 if spec.uses_step else None
+
+    def _run(self, group, params, grads, states, step, grad_scale=1.0, found_inf=None):
+        arrays = {s.operand: self._views(states, s.key) for s in spec.state}
+        hyper = {k: _host_value(v) for k, v in spec.kernel_args(group).items()}
+        hyper["lr"] = self._lr(group, params)
+        extra = dict(step=step) if spec.uses_step else {}
+        kernel(params, grads, **arrays, **hyper, **extra, grad_scale=grad_scale, found_inf=found_inf)
+
+    parameters = [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD),
+                  inspect.Parameter("params", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+    parameters += [inspect.Parameter(k, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=v)
+                   for k, v in spec.defaults.items()]
+    parameters += [inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=v) for k, v in keyword_only.items()]
+    signature = inspect.Signature(parameters)
+    __init__.__signature__ = signature
+    text = str(signature.replace(parameters=parameters[1:]))[1:-1]
+    return type(spec.name, (FusedOptimizer,), dict(
+        __init__=__init__, _new_state=_new_state, _bucket_key=_bucket_key, _check_key=_check_key, _run=_run,
+        _state_keys=("step",) + tuple(s.key for s in spec.state), _torch_name=spec.torch_name,
+        __doc__=f"``{spec.name}({text})``\n\n{spec.doc}", __module__="fastopt.torch"))
