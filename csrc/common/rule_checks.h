@@ -4,6 +4,7 @@
 // by the Python binding and the C ABI. `values` are the kHypers values in spec order.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 #include <string>
 
@@ -28,6 +29,10 @@ inline Check check_spec(const HyperSpec& spec, double v) {
       if (auto bad = finite(spec.name, v)) return bad;
       if (v >= 1.0) return std::nullopt;
       return Violation{spec.name, "must be >= 1", v, false, true};
+    case HyperRule::OptionalUnit:
+      return std::isnan(v) ? std::nullopt : closed_unit_interval(spec.name, v);
+    case HyperRule::OptionalNonNegative:
+      return std::isnan(v) ? std::nullopt : nonnegative(spec.name, v);
     case HyperRule::Flag:
       if (v == 0.0 || v == 1.0) return std::nullopt;
       return Violation{spec.name, "must be a bool (0 or 1)", v, false, true};
@@ -50,7 +55,7 @@ template <typename Rule>
 Check check_rule_range(const double* values, const typename Rule::Hyper& hyper, const MathRange& r) {
   for (int i = 0; i < Rule::kHypers; ++i) {
     const HyperSpec& spec = Rule::kHyperSpecs[i];
-    if (spec.rule == HyperRule::Flag) continue;
+    if (spec.rule == HyperRule::Flag || (is_optional(spec.rule) && std::isnan(values[i]))) continue;
     Check bad = spec.rule == HyperRule::Positive ? positive_fits(spec.name, values[i], r)
                                                  : fits(spec.name, values[i], r);
     if (bad) return bad;

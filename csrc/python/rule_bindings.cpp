@@ -9,6 +9,8 @@
 
 #include <array>
 #include <cstdio>
+#include <limits>
+#include <string_view>
 #include <optional>
 #include <string>
 #include <vector>
@@ -32,7 +34,8 @@ struct RuleBinding {
     }
     for (const HyperSpec& h : Rule::kHyperSpecs) {
       const py::object value = h.rule == HyperRule::Flag ? py::object(py::bool_(h.default_value != 0.0))
-                                                          : py::object(py::float_(h.default_value));
+                               : is_optional(h.rule)    ? py::object(py::none())
+                                                        : py::object(py::float_(h.default_value));
       params.push_back(P{h.name, value});
     }
     if (Rule::kUsesStep) params.push_back(P{"step", {}});
@@ -50,8 +53,10 @@ struct RuleBinding {
     for (const HyperSpec& h : Rule::kHyperSpecs) {
       char value[32];
       std::snprintf(value, sizeof value, "%g", h.default_value);
-      text += std::string("  ") + h.name + " (" + (h.rule == HyperRule::Flag ? (h.default_value != 0.0 ? "True" : "False") : value) +
-              "): " + h.doc + "\n";
+      const std::string shown = h.rule == HyperRule::Flag ? (h.default_value != 0.0 ? "True" : "False")
+                                : is_optional(h.rule)    ? "None"
+                                                         : value;
+      text += std::string("  ") + h.name + " (" + shown + "): " + h.doc + "\n";
     }
     for (const OperandSpec& op : Rule::kOperandSpecs) {
       if (op.needed_when != nullptr) text += std::string("  ") + op.name + ": required when " + op.needed_when + "\n";
@@ -104,11 +109,14 @@ struct RuleBinding {
       Scalar lr;
       for (int i = 0; i < Rule::kHypers; ++i) {
         const HyperSpec& h = Rule::kHyperSpecs[i];
-        if (i == 0) {  // lr: a host number, or a 0-d device array read by the kernels
+        if (i == 0 && std::string_view(h.name) == "lr") {  // a host number, or a 0-d device array
           lr = next_lr(a);
           values[i] = lr.value;
         } else if (h.rule == HyperRule::Flag) {
           values[i] = a.next_bool() ? 1.0 : 0.0;
+        } else if (is_optional(h.rule) && a.peek().is_none()) {
+          a.next();
+          values[i] = std::numeric_limits<double>::quiet_NaN();
         } else {
           values[i] = a.next_real();
         }
@@ -126,7 +134,6 @@ struct RuleBinding {
 void bind_rules(py::module_& m) {
   for_each_rule(Registry{}, [&](auto* rule) {
     using Rule = std::remove_pointer_t<decltype(rule)>;
-    static_assert(std::string_view(Rule::kHyperSpecs[0].name) == "lr", "a rule's first hyperparameter is lr");
     RuleBinding<Rule>::signature = RuleBinding<Rule>::make_signature();
     def_fast(m, *RuleBinding<Rule>::signature, &RuleBinding<Rule>::call, RuleBinding<Rule>::doc());
   });

@@ -6,7 +6,13 @@
 
 #include <utility>
 
+#include "fastopt/adadelta.h"
+#include "fastopt/adamax.h"
+#include "fastopt/asgd.h"
 #include "fastopt/lion.h"
+#include "fastopt/nadam.h"
+#include "fastopt/radam.h"
+#include "fastopt/rprop.h"
 
 namespace fastopt {
 
@@ -15,7 +21,7 @@ struct RuleList {
   static constexpr int size = int(sizeof...(Rules));
 };
 
-using Registry = RuleList<LionRule>;
+using Registry = RuleList<LionRule, AdamaxRule, AdadeltaRule, RadamRule, NadamRule, RpropRule, AsgdRule>;
 
 // f(Rule*) (a null pointer of each rule's type) for every rule of the list, in order.
 template <typename... Rules, typename F>

@@ -51,7 +51,12 @@ enum class HyperRule : uint8_t {
   ClosedUnit,      // [0, 1]
   AtLeastOne,      // >= 1 (Rprop's etaplus)
   Flag,            // a bool (0 or 1)
+  // Optional values (Python None, NaN in the values array: the rule computes them from the step).
+  OptionalUnit,         // None or [0, 1]
+  OptionalNonNegative,  // None or >= 0
 };
+
+constexpr bool is_optional(HyperRule r) { return r == HyperRule::OptionalUnit || r == HyperRule::OptionalNonNegative; }
 
 struct HyperSpec {
   const char* name;

@@ -24,4 +24,17 @@ FASTOPT_HD M signum(M x) {
   return x != x ? x : s;
 }
 
+// torch.lerp's formula, a + w * (b - a) for w < 0.5 and b - (b - a) * (1 - w) otherwise (exact at both
+// ends): torch's optimizers move their averages with lerp_, and matching its rounding keeps float32 close.
+template <typename M>
+FASTOPT_HD M lerp_(M a, M b, M w, M one_minus_w, bool small_w) {
+  return small_w ? a + w * (b - a) : b - (b - a) * one_minus_w;
+}
+
+// x limited to [lo, hi], NaN staying NaN (torch.clamp).
+template <typename M>
+FASTOPT_HD M clamp_(M x, M lo, M hi) {
+  return x < lo ? lo : (x > hi ? hi : x);
+}
+
 }  // namespace fastopt
