@@ -1,6 +1,7 @@
 """fastopt: fused optimizer kernels in C++ for NumPy arrays.
 
-The update functions (``sgd_``, ``adagrad_``, ``rmsprop_``, ``adam_``, ``adamw_``, ``lion_``) run one fused pass over
+The update functions (``sgd_``, ``adagrad_``, ``rmsprop_``, ``adam_``, ``adamw_``, ``nadam_``, ``radam_``,
+``adamax_``, ``adadelta_``, ``asgd_``, ``rprop_``, ``lion_``) run one fused pass over
 memory per update, in place, on one array or a whole list of arrays per call. ``fastopt.optim`` wraps them
 in stateful optimizers. ``softmax_cross_entropy`` computes a stable softmax cross-entropy and its gradient in one
 fused kernel, and ``linear_cross_entropy`` the same for ``hidden @ weight.T + bias`` chunk by chunk, without
@@ -10,16 +11,22 @@ course notes' training recipe. ``fastopt.reference`` is the plain NumPy witness 
 
 try:
     from fastopt._core import (
+        adadelta_,
         adagrad_,
         adam_,
+        adamax_,
         adamw_,
+        asgd_,
         build_info,
         get_num_threads,
         lion_,
         log_softmax,
         multiclass_svm_loss,
+        nadam_,
         penalty,
+        radam_,
         rmsprop_,
+        rprop_,
         set_cpu_isa,
         set_num_threads,
         sgd_,
@@ -42,9 +49,12 @@ __version__ = build_info()["version"]
 
 __all__ = [
     "__version__",
+    "adadelta_",
     "adagrad_",
     "adam_",
+    "adamax_",
     "adamw_",
+    "asgd_",
     "build_info",
     "capi",
     "cuda",
@@ -55,10 +65,13 @@ __all__ = [
     "lion_",
     "log_softmax",
     "multiclass_svm_loss",
+    "nadam_",
     "optim",
     "penalty",
+    "radam_",
     "reference",
     "rmsprop_",
+    "rprop_",
     "schedules",
     "set_cpu_isa",
     "set_num_threads",

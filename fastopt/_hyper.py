@@ -28,8 +28,8 @@ BOOL_NAMES = frozenset({"amsgrad", "maximize", "nesterov", "centered", "capturab
                         "decoupled_weight_decay"})
 # torch's tri-state options: True, False or None (let torch choose).
 OPTIONAL_BOOL_NAMES = frozenset({"foreach", "fused"})
-# (beta1, beta2)
-PAIR_NAMES = frozenset({"betas"})
+# (beta1, beta2); Rprop's (etaminus, etaplus) and (step_size_min, step_size_max)
+PAIR_NAMES = frozenset({"betas", "etas", "step_sizes"})
 # Everything else a constructor takes (lr, eps, momentum, weight_decay, ...) is a real number.
 
 

@@ -80,6 +80,8 @@ class Optimizer:
     _lazy_state: Tuple[str, ...] = ()
     # ... and those of them that may be None (SGD's momentum buffer before its first momentum step).
     _nullable_state: Tuple[str, ...] = ()
+    # ... and numbers kept beside the arrays (NAdam's mu_product, ASGD's eta and mu).
+    _scalar_state: Tuple[str, ...] = ()
 
     def __init__(self, params: Iterable, defaults: Dict[str, Any]):
         # The constructor's own arguments are checked first, so their errors name just the argument.
@@ -316,6 +318,9 @@ class Optimizer:
             _hyper.step_count(value, where)
         elif value is None and key in self._nullable_state:
             return
+        elif key in self._scalar_state:
+            if not isinstance(value, (float, np.floating)) or not np.isfinite(value):
+                raise TypeError(f"{where} must be a finite float (the optimizer's {key}), got {value!r}")
         elif not isinstance(value, np.ndarray) or isinstance(value, np.ma.MaskedArray):
             raise TypeError(f"{where} must be a numpy.ndarray, got {type(value).__name__}")
         elif value.dtype != p.dtype or value.shape != p.shape:

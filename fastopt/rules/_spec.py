@@ -22,6 +22,22 @@ class State:
 
 
 @dataclass(frozen=True)
+class Scalars:
+    """Numbers kept per parameter beside the arrays, as torch keeps them (0-d tensors of its default scalar
+    dtype in the twin, floats in fastopt.optim): NAdam's mu_product, ASGD's eta and mu.
+
+    ``initial(group)`` gives their first values; ``before(group, values, step)`` updates ``values`` (a dict
+    key -> number or 0-d tensor, changed in place with ``*=`` or replaced) ahead of the kernel call of
+    update ``step`` and returns the kernel's extra arguments; ``after(group, values, step)`` updates them
+    once the call is done."""
+
+    keys: Tuple[str, ...]
+    initial: Callable[[Dict[str, Any]], Dict[str, float]]
+    before: Callable[[Dict[str, Any], Dict[str, Any], int], Dict[str, float]]
+    after: Callable[[Dict[str, Any], Dict[str, Any], int], None] = lambda group, values, step: None
+
+
+@dataclass(frozen=True)
 class RuleSpec:
     #: the class name ("Lion") and the kernel function of fastopt._core ("lion_")
     name: str
@@ -42,3 +58,5 @@ class RuleSpec:
     torch_name: Optional[str] = None
     #: the twin's keyword-only arguments beyond ``defaults`` (torch's foreach, capturable, ...)
     torch_keywords: Dict[str, Any] = field(default_factory=dict)
+    #: numbers kept per parameter beside the arrays (see Scalars)
+    scalars: Optional[Scalars] = None

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import inspect
 
+import torch
+from torch.optim.optimizer import _get_scalar_dtype
+
 from fastopt import _core
 from fastopt.rules._spec import RuleSpec
 from fastopt.torch import _arrays
@@ -23,37 +26,58 @@ def _host_value(value):
 def twin_class(spec: RuleSpec) -> type:
     kernel = getattr(_core, spec.kernel)
     keyword_only = dict(spec.torch_keywords)
-    keyword_only.setdefault("maximize", False)
+    if "maximize" not in spec.defaults:
+        keyword_only.setdefault("maximize", False)
+    scalars = spec.scalars
 
     def __init__(self, params, *args, **kwargs):
         bound = signature.bind(self, params, *args, **kwargs)
         bound.apply_defaults()
-        values = dict(bound.arguments)
-        values.pop("self")
-        values.pop("params")
-        values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+        values = {k: tuple(v) if isinstance(v, list) else v for k, v in bound.arguments.items()
+                  if k not in ("self", "params")}
         FusedOptimizer.__init__(self, params, values)
 
     def _new_state(self, p, group):
         state = {"step": new_step(group, p)}
+        if scalars is not None:
+            # (torch: 0-d tensors of its default scalar dtype, on the parameter's device)
+            for key, value in scalars.initial(group).items():
+                state[key] = torch.tensor(_host_value(value), dtype=_get_scalar_dtype(), device=p.device)
         for s in spec.state:
             state[s.key] = _arrays.state_tensor(p, _host_value(s.fill(group)))
         return state
 
     def _bucket_key(self, p, state, group):
-        if spec.uses_step:
-            return FusedOptimizer._bucket_key(self, p, state, group)
-        return None  # the update does not depend on the step number: one call per dtype
+        step = FusedOptimizer._bucket_key(self, p, state, group) if spec.uses_step else None
+        if scalars is None:
+            return step
+        numbers = tuple(float(state[k]) for k in scalars.keys) if state else \
+            tuple(float(v) for v in scalars.initial(group).values())
+        return step, numbers  # (parameters share a kernel call only where their numbers agree)
 
     def _check_key(self):
-        return 1 if spec.uses_step else None
+        step = 1 if spec.uses_step else None
+        return step if scalars is None else (step, ())
 
-    def _run(self, group, params, grads, states, step, grad_scale=1.0, found_inf=None):
+    def _run(self, group, params, grads, states, key, grad_scale=1.0, found_inf=None):
+        step = key[0] if scalars is not None else key
         arrays = {s.operand: self._views(states, s.key) for s in spec.state}
         hyper = {k: _host_value(v) for k, v in spec.kernel_args(group).items()}
-        hyper["lr"] = self._lr(group, params)
+        if "lr" in hyper:
+            hyper["lr"] = self._lr(group, params)
         extra = dict(step=step) if spec.uses_step else {}
-        kernel(params, grads, **arrays, **hyper, **extra, grad_scale=grad_scale, found_inf=found_inf)
+        values = []
+        if scalars is not None:
+            if states:
+                values = [{k: state[k] for k in scalars.keys} for state in states]
+                extra.update([scalars.before(group, v, step) for v in values][0])
+            else:  # (the checking call on an empty list)
+                extra.update(scalars.before(group, dict(scalars.initial(group)), step))
+        skipped = kernel(params, grads, **arrays, **hyper, **extra, grad_scale=grad_scale, found_inf=found_inf)
+        for state, v in zip(states, values):
+            if not skipped:
+                scalars.after(group, v, step)
+            state.update(v)
 
     parameters = [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD),
                   inspect.Parameter("params", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
@@ -65,5 +89,6 @@ def twin_class(spec: RuleSpec) -> type:
     text = str(signature.replace(parameters=parameters[1:]))[1:-1]
     return type(spec.name, (FusedOptimizer,), dict(
         __init__=__init__, _new_state=_new_state, _bucket_key=_bucket_key, _check_key=_check_key, _run=_run,
-        _state_keys=("step",) + tuple(s.key for s in spec.state), _torch_name=spec.torch_name,
+        _state_keys=("step",) + (scalars.keys if scalars else ()) + tuple(s.key for s in spec.state),
+        _scalar_state=scalars.keys if scalars else (), _torch_name=spec.torch_name,
         __doc__=f"``{spec.name}({text})``\n\n{spec.doc}", __module__="fastopt.torch"))

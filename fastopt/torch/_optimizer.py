@@ -165,6 +165,7 @@ class FusedOptimizer(torch.optim.Optimizer):
     _state_keys: Tuple[str, ...] = ()
     _lazy_state: Tuple[str, ...] = ()
     _nullable_state: Tuple[str, ...] = ()  # entries that may be None (SGD's momentum buffer)
+    _scalar_state: Tuple[str, ...] = ()  # one-element tensors beside the step (NAdam's mu_product, ASGD's eta, mu)
 
     def __init__(self, params, defaults: Dict[str, Any]):
         # The constructor's arguments first, so that a refusal names just the argument ("lr", not
@@ -604,6 +605,10 @@ class FusedOptimizer(torch.optim.Optimizer):
                     raise ValueError(f"state[{i}]['step'] is on {value.device} but param group {k} is capturable: "
                                      f"its step counts live on the parameters' device, {p.device} (torch.optim "
                                      "refuses this too)")
+            elif name in self._scalar_state:
+                if not (torch.is_tensor(value) and value.numel() == 1 and value.is_floating_point()):
+                    raise TypeError(f"state[{i}]['{name}'] must be a one-element floating-point tensor (torch's "
+                                    f"{name}), got {_hyper.describe(value)}")
             elif torch.is_tensor(value):
                 # (the common case first: what check_tensor accepts without a message)
                 if not (plain and value.is_cpu and value.dtype == p.dtype and value.layout == torch.strided
