@@ -26,6 +26,17 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 SOURCE = ROOT / "csrc" / "cpu" / "kernels_for_isa.cpp"
 OPTIMIZERS = ("sgd", "adagrad", "rmsprop", "adam")
+
+
+def _registered_rules():
+    """The optimizers described as rules (csrc/include/fastopt/registry.h): their one generic loop,
+    rule_update<fastopt::<Name>Rule, T>, is instantiated per variant and checked the same way."""
+    text = (ROOT / "csrc" / "include" / "fastopt" / "registry.h").read_text()
+    names = re.search(r"using Registry = RuleList<([^>]*)>", text).group(1)
+    return tuple(n.strip() for n in names.split(",") if n.strip())
+
+
+RULES = _registered_rules() if (ROOT / "csrc").exists() else ()
 #: The packed multiply a vectorised loop of each set uses, per storage type, and its register.
 PACKED = {
     "baseline": {"float": ("mulps", "xmm"), "double": ("mulpd", "xmm")},
@@ -92,6 +103,20 @@ def unvectorised(functions, isa: str):
     multiply of the set's width: an empty list when every loop is vectorised."""
     groups = defaultdict(list)
     for name, body in functions.items():
+        for rule in RULES:
+            for dtype in ("float", "double"):
+                if f"{isa}::rule_update<fastopt::{rule}, {dtype}>" in name:
+                    # the variant's lambda (integral_constant<int, V>), then the scaling's (bool)
+                    variant = re.search(r"integral_constant<int, (\d+)>", name)
+                    scaled = re.search(r"integral_constant<bool, (true|false)>", name)
+                    bits = f"V{variant.group(1)}{'T' if scaled.group(1) == 'true' else 'F'}" \
+                        if variant and scaled else ""
+                else:
+                    elements = re.search(rf"{isa}::rule_elements<fastopt::{rule}, (\d+), (true|false), {dtype},", name)
+                    if not elements:
+                        continue
+                    bits = f"V{elements.group(1)}{'T' if elements.group(2) == 'true' else 'F'}"
+                groups[(rule, dtype, bits)].extend(body)
         for opt in OPTIMIZERS:
             for dtype in ("float", "double"):
                 if f"{isa}::{opt}<{dtype}>(" in name:
@@ -115,7 +140,7 @@ def unvectorised(functions, isa: str):
             missing.append(f"{opt}<{dtype}> flags {bits}")
     # Every optimizer must have been found with at least one flag combination.
     found = {(opt, dtype) for opt, dtype, flags in groups if flags}
-    for opt in OPTIMIZERS:
+    for opt in OPTIMIZERS + RULES:
         for dtype in ("float", "double"):
             if (opt, dtype) not in found:
                 missing.append(f"{opt}<{dtype}>: no instantiation found")
@@ -143,3 +168,4 @@ def test_the_guard_sees_a_loop_that_does_not_vectorise():
         assert not any("no instantiation" in m for m in missing), (isa, missing)
         assert any(m.startswith("sgd<float> flags") for m in missing), (isa, missing)
         assert any(m.startswith("adam<double> flags") for m in missing), (isa, missing)
+        assert any(m.startswith("LionRule<float> flags") for m in missing), (isa, missing)

@@ -72,11 +72,15 @@ struct RpropRule : RuleDefaults {
     M& prev = e[2];
     M& size = e[3];
     M g = e[1] * s.grad_sign;
-    const M direction = signum(g * prev);
-    // (a NaN direction stays NaN, as torch's masked assignments leave it)
-    const M factor = direction > M(0) ? s.etaplus : (direction < M(0) ? s.etaminus : (direction == M(0) ? M(1) : direction));
+    const M product = g * prev;
+    // etaplus, etaminus or 1 as a chain of plain selects (nested ones, or arithmetic on the compare
+    // results, keep GCC from vectorising); a NaN product stays NaN, as torch's masked assignments
+    // leave its sign
+    M factor = product > M(0) ? s.etaplus : M(1);
+    factor = product < M(0) ? s.etaminus : factor;
+    factor = product != product ? product : factor;
     size = clamp_(size * factor, s.step_size_min, s.step_size_max);
-    g = factor == s.etaminus ? M(0) : g;
+    g = product < M(0) ? M(0) : g;  // no move after a sign flip (torch: where the factor is etaminus)
     p = p - signum(g) * size;
     prev = g;
   }
