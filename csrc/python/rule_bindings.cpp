@@ -8,6 +8,7 @@
 #include <pybind11/pybind11.h>
 
 #include <array>
+#include <cmath>
 #include <cstdio>
 #include <limits>
 #include <string_view>
@@ -119,6 +120,9 @@ struct RuleBinding {
           values[i] = std::numeric_limits<double>::quiet_NaN();
         } else {
           values[i] = a.next_real();
+          if (is_optional(h.rule) && std::isnan(values[i])) {  // (NaN stands for None inside)
+            throw py::value_error(std::string(h.name) + " must be a finite number or None, got nan");
+          }
         }
       }
       const Scalar step = Rule::kUsesStep ? next_step(a) : Scalar{0.0, 1, {}};

@@ -29,6 +29,7 @@ then never waits for the device. Elsewhere found_inf is read on the host once pe
 from __future__ import annotations
 
 import inspect
+import math
 from itertools import chain
 from typing import Any, Dict, Hashable, List, Tuple
 
@@ -303,6 +304,17 @@ class FusedOptimizer(torch.optim.Optimizer):
                         raise ValueError(str(error)) from None
                 elif value is None and key in self._nullable_state:
                     continue
+                elif key in self._scalar_state:  # (a number torch keeps per parameter: one element)
+                    if torch.is_tensor(value):
+                        if value.numel() != 1 or not value.is_floating_point():
+                            raise ValueError(f"{where} is a tensor of shape {tuple(value.shape)} and dtype "
+                                             f"{value.dtype}, not one floating-point number")
+                        value = value.item()
+                    try:
+                        if not math.isfinite(_hyper.real(value, where)):
+                            raise ValueError(f"{where} is {value}, not a finite number")
+                    except TypeError as error:
+                        raise ValueError(str(error)) from None
                 elif not torch.is_tensor(value):
                     raise ValueError(f"{where} is a {type(value).__name__}, not a tensor")
                 elif value.shape != p.shape:
