@@ -138,3 +138,21 @@ def test_optional_scalars_default_to_the_step_schedule():
     fn(*b, lr=lr, lambd=lambd, alpha=alpha, t0=t0, step=step, eta=lr / (1 + lambd * lr * (step - 1)) ** alpha,
        mu=1 / max(1, step - 1 - t0))
     assert all(np.array_equal(x, y) for x, y in zip(a, b))
+
+
+def test_nadam_mu_product_from_step_in_any_call_order():
+    # nadam_ remembers its last product per thread; any order of steps and hyperparameters must give
+    # the product from scratch
+    def product(beta1, momentum_decay, step):
+        value = 1.0
+        for i in range(1, step + 1):
+            value *= beta1 * (1.0 - 0.5 * 0.96 ** (i * momentum_decay))
+        return value
+
+    for beta1, md, step in [(0.9, 4e-3, 1), (0.9, 4e-3, 2), (0.9, 4e-3, 7), (0.8, 4e-3, 8), (0.8, 4e-3, 3),
+                            (0.8, 1e-2, 3), (0.8, 1e-2, 50)]:
+        fn, _, a, _ = _call_parts("nadam_", seed=step)
+        _, _, b, _ = _call_parts("nadam_", seed=step)
+        fn(*a, beta1=beta1, momentum_decay=md, step=step)
+        fn(*b, beta1=beta1, momentum_decay=md, step=step, mu_product=product(beta1, md, step))
+        assert all(np.array_equal(x, y) for x, y in zip(a, b)), (beta1, md, step)

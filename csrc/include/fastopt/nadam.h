@@ -70,11 +70,26 @@ struct NadamRule : RuleDefaults {
   using Hyper = NadamHyper;
   static Hyper from_values(const double* v, int64_t step, GradScaling scaling) {
     double mu_product = v[8];
-    if (std::isnan(mu_product)) {  // not given: the product over steps 1..step
-      mu_product = 1.0;
-      for (int64_t i = 1; i <= step; ++i) mu_product *= nadam_mu(v[1], v[5], double(i));
-    }
+    if (std::isnan(mu_product)) mu_product = product_of_mus(v[1], v[5], step);
     return {v[0], v[1], v[2], v[3], v[4], v[5], v[6] != 0.0, v[7] != 0.0, mu_product, step, scaling};
+  }
+
+  // mu_1 * ... * mu_step. A product of `step` factors, so each thread remembers its last one and goes
+  // on from there when called with the same beta1 and momentum_decay and a later step (a training
+  // loop's calls): O(1) per call instead of O(step).
+  static double product_of_mus(double beta1, double momentum_decay, int64_t step) {
+    struct Last {
+      double beta1 = -1.0, momentum_decay = -1.0, product = 1.0;
+      int64_t step = 0;
+    };
+    static thread_local Last last;
+    if (step < 1) return 1.0;  // (refused by the step check; the memory is left as it was)
+    if (!(last.beta1 == beta1 && last.momentum_decay == momentum_decay && last.step <= step)) {
+      last = Last{beta1, momentum_decay, 1.0, 0};
+    }
+    for (int64_t i = last.step + 1; i <= step; ++i) last.product *= nadam_mu(beta1, momentum_decay, double(i));
+    last.step = step;
+    return last.product;
   }
 
   static constexpr int kVariants = 3;  // weight decay mode (weight_decay.h)
