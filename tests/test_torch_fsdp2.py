@@ -114,6 +114,8 @@ REFUSALS = {
     "partial": ("ValueError", "params[1].grad has placements (Partial(sum),) but params[1] has (Replicate(),)"),
     "plain_grad": ("TypeError", "params[1].grad is a plain Tensor but params[1] is a DTensor"),
     "partial_param": ("ValueError", "params[1] is a DTensor with placements (Partial(sum),)"),
+    "dtensor_grad_of_plain_one_call": ("TypeError", "a DTensor (a tensor subclass) is among the tensors"),
+    "dtensor_grad_of_plain_two_calls": ("TypeError", "params[1].grad has no memory of its own"),
     "load_plain_state": ("ValueError", "state_dict: state[0]['exp_avg'] is a plain Tensor but params[0] is a DTensor"),
 }
 

@@ -189,13 +189,8 @@ def refused_cases(seed, mesh, world):
         "partial_param": (partial, lambda: DTensor.from_local(rand(4, 3), mesh, [Partial()])),
     }
     results = {}
-    for case, (param, bad_grad) in cases.items():
-        params = [good, param]
-        opt = ft.AdamW(params, lr=0.1)
-        good.grad = distribute_tensor(rand(4, 3), mesh, [Shard(0)])
-        param.grad = None if param is partial else distribute_tensor(rand(4, 3), mesh, list(param.placements))
-        opt.step()
-        param.grad = bad_grad()
+
+    def attempt(case, params, opt):
         before = snapshot(params, opt)
         try:
             opt.step()
@@ -203,6 +198,28 @@ def refused_cases(seed, mesh, world):
         except (TypeError, ValueError) as refusal:
             error = f"{type(refusal).__name__}: {refusal}"
         results[case] = {"error": error, "unchanged": same(before, snapshot(params, opt))}
+
+    for case, (param, bad_grad) in cases.items():
+        params = [good, param]
+        opt = ft.AdamW(params, lr=0.1)
+        good.grad = distribute_tensor(rand(4, 3), mesh, [Shard(0)])
+        param.grad = None if param is partial else distribute_tensor(rand(4, 3), mesh, list(param.placements))
+        opt.step()
+        param.grad = bad_grad()
+        attempt(case, params, opt)
+
+    # A DTensor gradient of a plain parameter (autograd accepts it) in a group of plain parameters: in a
+    # step of one kernel call, and of two (the second group's parameter has the DTensor gradient).
+    for case, groups in (("dtensor_grad_of_plain_one_call", lambda a, b: [{"params": [a, b]}]),
+                         ("dtensor_grad_of_plain_two_calls", lambda a, b: [{"params": [a]},
+                                                                           {"params": [b], "lr": 0.2}])):
+        params = [torch.nn.Parameter(rand(4, 3)), torch.nn.Parameter(rand(4, 3))]
+        opt = ft.AdamW(groups(*params), lr=0.1)
+        for p in params:
+            p.grad = rand(4, 3)
+        opt.step()
+        params[1].grad = distribute_tensor(rand(4, 3), mesh, [Shard(0)])
+        attempt(case, params, opt)
 
     # A state_dict of plain (full) tensors loaded straight into the twin of DTensor parameters: refused at
     # load (set_optimizer_state_dict distributes such a state_dict into DTensors first).
