@@ -37,12 +37,13 @@ from torch_mlp import loss_of, make_batches, make_mlp
 
 STEPS, BATCH, DTYPE = 10, 16, torch.float64
 
-# run name -> (optimizer name, hyperparameters)
+# run name -> (optimizer name, hyperparameters, the biases in a param group of their own without weight
+# decay? (then a step makes several kernel calls, checked together before the first))
 RUNS = {
-    "adamw": ("AdamW", dict(lr=1e-2, weight_decay=0.1, amsgrad=True)),
-    "sgd": ("SGD", dict(lr=0.05, momentum=0.9, nesterov=True, weight_decay=0.01)),
-    "rmsprop": ("RMSprop", dict(lr=1e-2, momentum=0.5, centered=True, weight_decay=0.01)),
-    "adagrad": ("Adagrad", dict(lr=0.05, lr_decay=0.01, initial_accumulator_value=0.1)),
+    "adamw": ("AdamW", dict(lr=1e-2, weight_decay=0.1, amsgrad=True), True),
+    "sgd": ("SGD", dict(lr=0.05, momentum=0.9, nesterov=True, weight_decay=0.01), True),
+    "rmsprop": ("RMSprop", dict(lr=1e-2, momentum=0.5, centered=True, weight_decay=0.01), False),
+    "adagrad": ("Adagrad", dict(lr=0.05, lr_decay=0.01, initial_accumulator_value=0.1), False),
 }
 CHECKPOINT_HYPER = dict(lr=1e-2, weight_decay=0.1)
 
@@ -70,9 +71,9 @@ def train(model, opt, batches, rank, world):
         opt.step()
 
 
-def state_layout(model, opt):
+def state_layout(opt):
     """[(param index, key, kind, placements equal to the parameter's)] of opt.state_dict()'s state."""
-    params = list(model.parameters())
+    params = [p for group in opt.param_groups for p in group["params"]]  # (state_dict's ids, in order)
     rows = []
     for i, state in opt.state_dict()["state"].items():
         for key, value in state.items():
@@ -84,15 +85,19 @@ def state_layout(model, opt):
 def train_runs(seed, rank, world):
     batches = make_batches(seed, STEPS, BATCH, DTYPE)
     results, layouts = {}, {}
-    for run, (name, hyper) in RUNS.items():
+    for run, (name, hyper, bias_group) in RUNS.items():
         results[run] = {"start": full(sharded_mlp(seed))}
         for kind, cls in (("torch", getattr(torch.optim, name)), ("twin", getattr(ft, name))):
             model = sharded_mlp(seed)
-            opt = cls(model.parameters(), **hyper)
+            params = list(model.parameters())
+            if bias_group:
+                params = [{"params": [p for p in params if p.dim() > 1]},
+                          {"params": [p for p in params if p.dim() == 1], "weight_decay": 0.0}]
+            opt = cls(params, **hyper)
             train(model, opt, batches, rank, world)
             results[run][kind] = full(model)
             if kind == "twin":
-                layouts[run] = state_layout(model, opt)
+                layouts[run] = state_layout(opt)
     return results, layouts
 
 

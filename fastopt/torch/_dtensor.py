@@ -89,11 +89,12 @@ def check_param(p: torch.Tensor, name: str) -> None:
                          "redistribute it to Shard or Replicate placements")
 
 
-def local_operands(p: torch.Tensor, state: Any, name: str) -> Tuple[torch.Tensor, torch.Tensor, Any]:
-    """Checks that parameter `p` (named `name`, in a group holding DTensors), its gradient and its state
+def local_operands(p: torch.Tensor, state: Any, i: int) -> Tuple[torch.Tensor, torch.Tensor, Any]:
+    """Checks that parameter `p` (params[i], in a group holding DTensors), its gradient and its state
     tensors are laid out alike (check_alike) and returns their local shards: (param, grad, state), the
     state a dict of the same keys (or `state` itself when it is not a dict: the caller's check names it).
     The step count, a plain tensor, stays as it is."""
+    name = f"params[{i}]"
     grad = p.grad
     cls = dtensor_type()
     if isinstance(p, cls):
@@ -101,11 +102,10 @@ def local_operands(p: torch.Tensor, state: Any, name: str) -> Tuple[torch.Tensor
     check_alike(grad, f"{name}.grad", p, name)
     if not isinstance(state, dict):
         return local(p), local(grad), state
-    index = name[len("params"):]  # "[i]"
     shards: Dict[str, Any] = {}
     for key, value in state.items():
         if key != "step" and torch.is_tensor(value):
-            check_alike(value, f"state{index}['{key}']", p, name)
+            check_alike(value, f"state[{i}]['{key}']", p, name)
             value = local(value)
         shards[key] = value
     return local(p), local(grad), shards

@@ -554,7 +554,7 @@ class FusedOptimizer(torch.optim.Optimizer):
             if group.get("differentiable"):
                 index += len(group["params"])
                 continue  # torch's own implementation steps it (_torch_step)
-            if _dtensor.holds_dtensor(group["params"]):  # (one pass over the types; none before DTensor is loaded)
+            if _dtensor.holds_dtensor(group["params"]):  # (one C-level pass over the parameters' types)
                 calls += self._plan_shards(k, group, index)
                 index += len(group["params"])
                 continue
@@ -597,7 +597,7 @@ class FusedOptimizer(torch.optim.Optimizer):
                 continue
             name = f"params[{i}]"
             state = self.state.get(p)
-            local_p, local_grad, local_state = _dtensor.local_operands(p, state, name)
+            local_p, local_grad, local_state = _dtensor.local_operands(p, state, i)
             _arrays.check_tensor(local_p, name)
             if first is None:
                 first = (i, local_p)
