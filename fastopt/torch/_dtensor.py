@@ -61,6 +61,8 @@ def check_alike(t: Any, name: str, p: torch.Tensor, param_name: str) -> None:
     """Raises unless `t` (named `name`), a gradient or state tensor of parameter `p` (named `param_name`),
     is laid out as `p`: both DTensors of one mesh and placements (not Partial), or both not DTensors."""
     cls = dtensor_type()
+    if cls is None:  # (no DTensor exists)
+        return
     if not isinstance(p, cls):
         if isinstance(t, cls):
             raise TypeError(f"{name} is a DTensor ({_layout(t)}) but {param_name} is a plain tensor; fastopt "
