@@ -11,6 +11,10 @@ def check_disjoint(spans: Iterable[Tuple[int, int, str]], what: str) -> None:
     """spans: (first byte, one past the last byte, name) of every non-empty buffer of the step.
     Raises ValueError naming the first two that overlap; `what` is "array" or "tensor"."""
     ordered = sorted(spans)
+    if ordered and ordered[0][0] == 0:  # (no real buffer starts at address 0: checked once, on the lowest)
+        raise TypeError(f"{ordered[0][2]} has no memory of its own (its address is 0: a tensor subclass such as "
+                        "a DTensor, whose data lives in its local tensor); every buffer of a step must be "
+                        "one the kernels can update (a plain parameter takes plain gradients and state)")
     for (_, prev_end, prev_name), (start, _, name) in zip(ordered, ordered[1:]):
         if start < prev_end:
             raise ValueError(f"{name} shares memory with {prev_name}; every {what} of a step must be "

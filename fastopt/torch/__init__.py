@@ -3,7 +3,10 @@
 Each is a torch.optim.Optimizer with torch's constructor arguments and defaults, param_groups, closures,
 zero_grad and torch's state_dict format: a torch.optim state_dict loads into the twin and back, and
 training continues with the same numbers. torch's LR schedulers, DistributedDataParallel and
-ZeroRedundancyOptimizer(optimizer_class=...) work with them unchanged. A step makes one fused call per
+ZeroRedundancyOptimizer(optimizer_class=...) work with them unchanged, and so does FSDP2 (fully_shard): DTensor
+parameters are updated through their local shards, with state kept as DTensors laid out as the parameters,
+as torch.optim keeps it, so torch.distributed.checkpoint's get/set_optimizer_state_dict work (a gradient or
+state laid out otherwise, or a Partial placement, is refused). A step makes one fused call per
 param group (and dtype), before anything is written checking that the tensors are dense and contiguous:
 float32/float64 on the CPU; on CUDA (when fastopt is built with its CUDA backend) also float16/bfloat16,
 whose optimizer state is float32 (torch's fused optimizers keep it in the parameter's dtype; load_state_dict

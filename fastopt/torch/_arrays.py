@@ -174,7 +174,15 @@ def views(tensors: List[torch.Tensor]) -> list:
         tensors = [torch.view_as_real(t.detach()) for t in tensors]
     if tensors and tensors[0].is_cuda:
         return [flat(t.detach() if t.requires_grad else t) for t in tensors]
-    return [flat(t.detach()).numpy() for t in tensors]
+    try:
+        return [flat(t.detach()).numpy() for t in tensors]
+    except RuntimeError:  # (.numpy() refuses tensor subclasses: say which, at no cost to the plain path)
+        subclass = next((t for t in tensors if type(t) not in (torch.Tensor, torch.nn.Parameter)), None)
+        if subclass is None:
+            raise
+        raise TypeError(f"a {type(subclass).__name__} (a tensor subclass) is among the tensors of a kernel call "
+                        "whose parameters are plain tensors; fastopt updates plain parameters with plain "
+                        "gradients and state, and DTensor parameters through their local shards") from None
 
 
 def mark_modified(tensors: List[torch.Tensor]) -> None:

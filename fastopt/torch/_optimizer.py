@@ -21,6 +21,10 @@ a schedule that writes into the lr tensor. The host never reads those counts; it
 kernel calls by tokens that are shared exactly by parameters whose device counts are equal (StepTokens).
 A step being captured in a CUDA graph must be capturable in every group (torch's capture health check).
 
+DTensor parameters (FSDP2's fully_shard): a param group that holds one is planned by _plan_shards, which
+checks that each parameter, its gradient and its state are laid out alike and checks their local shards,
+and the kernels update those shards (see _dtensor); plain groups pay one check of their types per step.
+
 Under torch.amp.GradScaler on CUDA, the loss scale reaches the kernels as a device tensor (never read on
 the host); so does found_inf where every call's step counts live on the device (capturable), and the step
 then never waits for the device. Elsewhere found_inf is read on the host once per step (see _amp_scaling).
@@ -37,7 +41,7 @@ import torch
 
 from fastopt import _hyper
 from fastopt._overlap import check_disjoint
-from fastopt.torch import _arrays
+from fastopt.torch import _arrays, _dtensor
 from fastopt.torch._torch_wording import torch_wording
 
 
@@ -280,6 +284,7 @@ class FusedOptimizer(torch.optim.Optimizer):
                 except TypeError:  # an unhashable id: torch's message then
                     return
         known = self._state_keys + self._lazy_state
+        dtensors = _dtensor.dtensor_type() is not None  # (else neither the state nor the parameters hold any)
         for old, state in saved_state.items():
             i, p = index.get(old, (None, None)) if _hashable(old) else (None, None)
             if p is None or not isinstance(state, dict) or not state:
@@ -322,6 +327,12 @@ class FusedOptimizer(torch.optim.Optimizer):
                                      f"{tuple(p.shape)}")
                 elif not (value.is_floating_point() or (value.is_complex() and p.is_complex())):
                     raise ValueError(f"{where} has dtype {value.dtype}, not a floating-point dtype")
+                elif dtensors:  # a DTensor parameter's state must be DTensors laid out as it is (and only then)
+                    try:
+                        _dtensor.check_alike(value, where, p, f"params[{i}]")
+                    except (TypeError, ValueError) as error:
+                        raise ValueError(f"{error} (torch.distributed.checkpoint.state_dict's "
+                                         "set_optimizer_state_dict loads a full state_dict into DTensors)") from None
 
     @staticmethod
     def _hold_float32_state(self: "FusedOptimizer", state_dict: Dict[str, Any]) -> Dict[str, Any]:
@@ -405,8 +416,17 @@ class FusedOptimizer(torch.optim.Optimizer):
             # A count on the device is read there: the kernel gets this update's number as a tensor.
             step = states[0]["step"] + 1 if is_device_key(key) else key
             call_found_inf = self._for_call(found_inf, params)
+            # DTensor parameters (_plan_shards): the kernel updates local shards of the parameters, their
+            # gradients and their (stored, DTensor) state; the states' own dicts keep the DTensors.
+            sharded = isinstance(members, _dtensor.Shards)
+            if sharded:
+                kernel_params = [_dtensor.local(p) for p in params]
+                kernel_grads = [_dtensor.local(p.grad) for p in params]
+                kernel_states = _dtensor.local_states(states)
+            else:
+                kernel_params, kernel_grads, kernel_states = params, [p.grad for p in params], states
             with _hyper.named(f"param group {k}"):  # (the tensors are checked: a refusal is a hyperparameter's)
-                self._run(group, _arrays.views(params), _arrays.views([p.grad for p in params]), states, step,
+                self._run(group, _arrays.views(kernel_params), _arrays.views(kernel_grads), kernel_states, step,
                           grad_scale=self._for_call(grad_scale, params), found_inf=call_found_inf)
             # The update happened: commit the new states and count the step.
             for p, state in zip(params, states):
@@ -425,6 +445,9 @@ class FusedOptimizer(torch.optim.Optimizer):
                 self._step_tokens.advanced(params)
             _arrays.mark_modified(params + [v for s in states for name, v in s.items()
                                             if name != "step" and torch.is_tensor(v)])
+            if sharded:  # (the shards have version counters of their own, which torch's in-place ops bump too)
+                _arrays.mark_modified(kernel_params + [v for s in kernel_states for name, v in s.items()
+                                                       if name != "step" and torch.is_tensor(v)])
         return loss
 
     # The torch.optim class of the same algorithm (its name): it steps what the fused kernels cannot.
@@ -548,6 +571,10 @@ class FusedOptimizer(torch.optim.Optimizer):
             if group.get("differentiable"):
                 index += len(group["params"])
                 continue  # torch's own implementation steps it (_torch_step)
+            if _dtensor.holds_dtensor(group["params"]):  # (one C-level pass over the parameters' types)
+                calls += self._plan_shards(k, group, index)
+                index += len(group["params"])
+                continue
             buckets: Dict[Hashable, List[Tuple[int, torch.Tensor]]] = {}
             first = None  # the group's first updated parameter and its index
             for i, p in enumerate(group["params"], start=index):
@@ -574,6 +601,37 @@ class FusedOptimizer(torch.optim.Optimizer):
             calls += [(k, group, key, members) for (_, key), members in buckets.items()]
             index += len(group["params"])
         return calls
+
+    def _plan_shards(self, k: int, group: Dict[str, Any], index: int) -> list:
+        """_plan for param group k when it holds DTensors (FSDP2's parameters): each parameter, its gradient
+        and its state are checked to be laid out alike (_dtensor.local_operands), then checked as _plan checks
+        plain tensors, on their local shards, which are what the kernels update. The calls' members are
+        _dtensor.Shards, so that the step hands the kernels local shards."""
+        buckets: Dict[Hashable, List[Tuple[int, torch.Tensor]]] = {}
+        first = None
+        for i, p in enumerate(group["params"], start=index):
+            if p.grad is None or p.grad.layout != torch.strided:
+                continue
+            name = f"params[{i}]"
+            state = self.state.get(p)
+            local_p, local_grad, local_state = _dtensor.local_operands(p, state, i)
+            _arrays.check_tensor(local_p, name)
+            if first is None:
+                first = (i, local_p)
+            elif not (local_p.is_cpu and first[1].is_cpu) and local_p.device != first[1].device:
+                raise ValueError(f"param group {k} mixes devices: params[{i}] is on {local_p.device} but "
+                                 f"params[{first[0]}] is on {first[1].device}; fastopt updates one device "
+                                 "per param group (give each device's parameters a group of their own)")
+            _arrays.check_tensor(local_grad, f"{name}.grad", like=local_p)
+            if state:
+                self._check_state(i, local_p, local_state, group, k)
+            try:
+                key = self._bucket_key(p, state, group)
+            except StepOutOfRange as error:
+                _hyper.float_step_count(error.count, f"state[{i}]['step']")
+                raise
+            buckets.setdefault((p.dtype, key), _dtensor.Shards()).append((i, p))
+        return [(k, group, key, members) for (_, key), members in buckets.items()]
 
     def _check_hyper(self, group: Dict[str, Any], dtypes: List[torch.dtype], grad_scale: float = 1.0) -> None:
         """Checks the group's hyperparameters with its kernel (the rules live there) on empty CPU tensors, one
@@ -635,14 +693,17 @@ class FusedOptimizer(torch.optim.Optimizer):
         arrays; this covers arrays that meet in different calls)."""
         spans = []
         for _, _, _, members in calls:
+            named = []
             for i, p in members:
-                named = [(p, f"params[{i}]"), (p.grad, f"params[{i}].grad")]
+                named += [(p, f"params[{i}]"), (p.grad, f"params[{i}].grad")]
                 named += [(v, f"state[{i}]['{k}']") for k, v in (self.state.get(p) or {}).items()
                           if k != "step" and torch.is_tensor(v)]
-                for t, name in named:
-                    if t.numel():
-                        start = t.data_ptr()
-                        spans.append((start, start + t.numel() * t.element_size(), name))
+            if isinstance(members, _dtensor.Shards):  # (a DTensor's own data_ptr is not its shard's)
+                named = [(_dtensor.local(t), name) for t, name in named]
+            for t, name in named:
+                if t.numel():
+                    start = t.data_ptr()
+                    spans.append((start, start + t.numel() * t.element_size(), name))
         check_disjoint(spans, "tensor")
 
     # ------------------------------------------------------------------ subclass hooks
