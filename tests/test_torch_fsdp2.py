@@ -89,7 +89,7 @@ def test_twin_state_is_dtensors_laid_out_as_the_parameters(ranks, run):
         rows = result["layout"][run]
         assert rows, f"{run}: the twin kept no state"
         for i, key, kind, same in rows:
-            if key == "step":  # a plain tensor, as torch.optim keeps it
+            if key in ("step", "mu_product", "eta", "mu"):  # plain tensors, as torch.optim keeps them
                 assert kind == "Tensor", (run, i, key, kind)
             else:
                 assert kind == "DTensor" and same, (run, i, key, kind, same)

@@ -44,6 +44,10 @@ RUNS = {
     "sgd": ("SGD", dict(lr=0.05, momentum=0.9, nesterov=True, weight_decay=0.01), True),
     "rmsprop": ("RMSprop", dict(lr=1e-2, momentum=0.5, centered=True, weight_decay=0.01), False),
     "adagrad": ("Adagrad", dict(lr=0.05, lr_decay=0.01, initial_accumulator_value=0.1), False),
+    # optimizers described as rules, with per-parameter numbers kept beside the DTensor state (Rprop is
+    # left out: torch.optim.Rprop itself fails under FSDP2, its masked index_put_ on a sharded DTensor)
+    "nadam": ("NAdam", dict(lr=1e-2, weight_decay=0.1, decoupled_weight_decay=True), True),
+    "asgd": ("ASGD", dict(lr=1e-2, t0=3, weight_decay=0.01), False),
 }
 CHECKPOINT_HYPER = dict(lr=1e-2, weight_decay=0.1)
 

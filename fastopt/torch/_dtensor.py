@@ -91,11 +91,13 @@ def check_param(p: torch.Tensor, name: str) -> None:
                          "redistribute it to Shard or Replicate placements")
 
 
-def local_operands(p: torch.Tensor, state: Any, i: int) -> Tuple[torch.Tensor, torch.Tensor, Any]:
+def local_operands(p: torch.Tensor, state: Any, i: int, plain: Tuple[str, ...] = ("step",)
+                   ) -> Tuple[torch.Tensor, torch.Tensor, Any]:
     """Checks that parameter `p` (params[i], in a group holding DTensors), its gradient and its state
     tensors are laid out alike (check_alike) and returns their local shards: (param, grad, state), the
     state a dict of the same keys (or `state` itself when it is not a dict: the caller's check names it).
-    The step count, a plain tensor, stays as it is."""
+    The entries `plain` (the step count, and numbers such as NAdam's mu_product), plain tensors as torch
+    keeps them, stay as they are."""
     name = f"params[{i}]"
     grad = p.grad
     cls = dtensor_type()
@@ -106,7 +108,7 @@ def local_operands(p: torch.Tensor, state: Any, i: int) -> Tuple[torch.Tensor, t
         return local(p), local(grad), state
     shards: Dict[str, Any] = {}
     for key, value in state.items():
-        if key != "step" and torch.is_tensor(value):
+        if key not in plain and torch.is_tensor(value):
             check_alike(value, f"state[{i}]['{key}']", p, name)
             value = local(value)
         shards[key] = value

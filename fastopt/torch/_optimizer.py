@@ -614,7 +614,7 @@ class FusedOptimizer(torch.optim.Optimizer):
                 continue
             name = f"params[{i}]"
             state = self.state.get(p)
-            local_p, local_grad, local_state = _dtensor.local_operands(p, state, i)
+            local_p, local_grad, local_state = _dtensor.local_operands(p, state, i, ("step",) + self._scalar_state)
             _arrays.check_tensor(local_p, name)
             if first is None:
                 first = (i, local_p)
