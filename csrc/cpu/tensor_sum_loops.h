@@ -52,21 +52,33 @@ inline double lane_total(const double (&lanes)[kSumLanes]) {
   return total;
 }
 
-// Sum of (g / gs)^2 over n gradients.
+// Adds terms[0..n) into the lanes (term i into lane i % kSumLanes; n is a multiple of kSumLanes except in a
+// block's last piece). Each lane keeps its order of additions, so this vectorises with no reassociation.
+inline void add_to_lanes(const double* __restrict terms, int64_t n, double (&lanes)[kSumLanes]) {
+  int64_t i = 0;
+  for (; i + kSumLanes <= n; i += kSumLanes) {
+    for (int l = 0; l < kSumLanes; ++l) lanes[l] += terms[i + l];
+  }
+  for (int l = 0; i < n; ++i, ++l) lanes[l] += terms[i];
+}
+
+// Elements of pass 1 between two additions into the lanes: the element loop writes their terms to a
+// small buffer on the stack (it stays element-wise, so it vectorises), then add_to_lanes sums them.
+constexpr int64_t kGatherPiece = 512;
+static_assert(kGatherPiece % kSumLanes == 0, "a piece must keep every element in its lane");
+
+// Sum of (g / gs)^2 over n gradients (in pieces, as pass 1).
 template <bool SCALED, typename T>
 inline double grad_square_block(int64_t n, const T* __restrict g, T gs) {
   double lanes[kSumLanes] = {};
-  int64_t i = 0;
-  for (; i + kSumLanes <= n; i += kSumLanes) {
-#pragma GCC unroll 16
-    for (int l = 0; l < kSumLanes; ++l) {
-      const double x = double(unscale_grad<SCALED>(g[i + l], gs));
-      lanes[l] += x * x;
+  alignas(64) double squares[kGatherPiece];
+  for (int64_t base = 0; base < n; base += kGatherPiece) {
+    const int64_t count = n - base < kGatherPiece ? n - base : kGatherPiece;
+    for (int64_t i = 0; i < count; ++i) {
+      const double x = double(unscale_grad<SCALED>(g[base + i], gs));
+      squares[i] = x * x;
     }
-  }
-  for (int l = 0; i < n; ++i, ++l) {
-    const double x = double(unscale_grad<SCALED>(g[i], gs));
-    lanes[l] += x * x;
+    add_to_lanes(squares, count, lanes);
   }
   return lane_total(lanes);
 }
@@ -79,20 +91,20 @@ inline void gather_block(std::index_sequence<J...>, int64_t n, T gs, T clip,
   constexpr unsigned used = Rule::first_used(V);
   constexpr unsigned written = Rule::first_written(V);
   double lanes[S][kSumLanes] = {};
-  auto element = [&](int64_t i, int lane) {
-    T e[Rule::kOperands] = {((used & operand_bit(int(J))) ? operand[i] : T(0))...};
-    if constexpr ((used & operand_bit(1)) != 0) e[1] = pass_grad<SCALED, CLIP>(e[1], gs, clip);
-    double terms[S];
-    Rule::template gather<V>(c, e, terms);
-    (((written & operand_bit(int(J))) ? void(operand[i] = e[J]) : void()), ...);
-    for (int s = 0; s < S; ++s) lanes[s][lane] += terms[s];
-  };
-  int64_t i = 0;
-  for (; i + kSumLanes <= n; i += kSumLanes) {
-#pragma GCC unroll 16
-    for (int l = 0; l < kSumLanes; ++l) element(i + l, l);
+  alignas(64) double terms[S][kGatherPiece];
+  for (int64_t base = 0; base < n; base += kGatherPiece) {
+    const int64_t count = n - base < kGatherPiece ? n - base : kGatherPiece;
+    for (int64_t i = 0; i < count; ++i) {
+      const int64_t at = base + i;
+      T e[Rule::kOperands] = {((used & operand_bit(int(J))) ? operand[at] : T(0))...};
+      if constexpr ((used & operand_bit(1)) != 0) e[1] = pass_grad<SCALED, CLIP>(e[1], gs, clip);
+      double t[S];
+      Rule::template gather<V>(c, e, t);
+      (((written & operand_bit(int(J))) ? void(operand[at] = e[J]) : void()), ...);
+      for (int s = 0; s < S; ++s) terms[s][i] = t[s];
+    }
+    for (int s = 0; s < S; ++s) add_to_lanes(terms[s], count, lanes[s]);
   }
-  for (int l = 0; i < n; ++i, ++l) element(i, l);
   for (int s = 0; s < S; ++s) out[s] = lane_total(lanes[s]);
 }
 
