@@ -1,7 +1,7 @@
 """fastopt: fused optimizer kernels in C++ for NumPy arrays.
 
 The update functions (``sgd_``, ``adagrad_``, ``rmsprop_``, ``adam_``, ``adamw_``, ``nadam_``, ``radam_``,
-``adamax_``, ``adadelta_``, ``asgd_``, ``rprop_``, ``lion_``) run one fused pass over
+``adamax_``, ``adadelta_``, ``asgd_``, ``rprop_``, ``lion_``, ``lamb_``) run one fused pass over
 memory per update, in place, on one array or a whole list of arrays per call. ``fastopt.optim`` wraps them
 in stateful optimizers. ``softmax_cross_entropy`` computes a stable softmax cross-entropy and its gradient in one
 fused kernel, and ``linear_cross_entropy`` the same for ``hidden @ weight.T + bias`` chunk by chunk, without
@@ -19,6 +19,7 @@ try:
         asgd_,
         build_info,
         get_num_threads,
+        lamb_,
         lion_,
         log_softmax,
         multiclass_svm_loss,
@@ -61,6 +62,7 @@ __all__ = [
     "get_num_threads",
     "gradcheck",
     "init",
+    "lamb_",
     "linear_cross_entropy",
     "lion_",
     "log_softmax",

@@ -25,11 +25,13 @@ MAX_STEP_COUNT = 2**63 - 2
 
 # Flags: a bool (NumPy's too), never a truthy string or number.
 BOOL_NAMES = frozenset({"amsgrad", "maximize", "nesterov", "centered", "capturable", "differentiable",
-                        "decoupled_weight_decay"})
+                        "decoupled_weight_decay", "bias_correction"})
 # torch's tri-state options: True, False or None (let torch choose).
 OPTIONAL_BOOL_NAMES = frozenset({"foreach", "fused"})
 # (beta1, beta2); Rprop's (etaminus, etaplus) and (step_size_min, step_size_max)
 PAIR_NAMES = frozenset({"betas", "etas", "step_sizes"})
+# Real numbers that may be None (off): LAMB's max_grad_norm.
+OPTIONAL_REAL_NAMES = frozenset({"max_grad_norm"})
 # Everything else a constructor takes (lr, eps, momentum, weight_decay, ...) is a real number.
 
 
@@ -115,7 +117,7 @@ def check_hyperparameters(hyper: Dict[str, Any], where: str = "", lr=None, eleme
             _check_other(name, value, where, lr, element)
 
 
-_NOT_REAL_NAMES = OPTIONAL_BOOL_NAMES | PAIR_NAMES
+_NOT_REAL_NAMES = OPTIONAL_BOOL_NAMES | PAIR_NAMES | OPTIONAL_REAL_NAMES
 
 
 def _check_other(name: Any, value: Any, where: str, lr, element) -> None:
@@ -126,6 +128,9 @@ def _check_other(name: Any, value: Any, where: str, lr, element) -> None:
         optional_flag(value, label)
     elif name in PAIR_NAMES:
         pair(value, label, element)
+    elif name in OPTIONAL_REAL_NAMES:
+        if value is not None:
+            element(value, label)
     elif isinstance(name, str):
         element(value, label)
 

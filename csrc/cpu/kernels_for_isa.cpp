@@ -5,6 +5,7 @@
 #include "cpu/loss_loops.h"
 #include "cpu/optim_loops.h"
 #include "cpu/rule_loops.h"
+#include "cpu/tensor_sum_loops.h"
 
 #ifndef FASTOPT_ISA_NS
 #error "FASTOPT_ISA_NS must name the instruction set (set by CMakeLists.txt)"
@@ -19,7 +20,7 @@ namespace FASTOPT_ISA_NS {
 
 template <typename T, typename... Rules>
 RuleTable<T, RuleList<Rules...>> rule_table(RuleList<Rules...>) {
-  return {{&rule_update<Rules, T>...}};
+  return {{rule_update_of<Rules, T>()...}};
 }
 
 template <typename T>

@@ -8,6 +8,7 @@
 
 #include "cuda/optim_backend.cuh"
 #include "fastopt/registry.h"
+#include "fastopt/tensor_sums.h"
 
 namespace fastopt::cuda {
 
@@ -32,6 +33,11 @@ bool run_rule(Runner& runner, const DeviceTensorList<Rule::kOperands>& list, con
               const DeviceHyper& device_hyper) {
   using namespace detail;
   const char* name = Rule::kName;
+  if constexpr (has_tensor_sums<Rule>) {
+    // Rules with per-tensor sums (fastopt/tensor_sums.h: LAMB) have only the CPU loops so far; the
+    // binding refuses them on CUDA arrays before this is reached.
+    throw Error(std::string(name) + ": no CUDA kernel for rules with per-tensor norms yet (CPU arrays only)");
+  } else {
   const int variant = Rule::variant(hyper);
   unsigned used = 0;
   with_variant<Rule::kVariants>(variant, [&](auto V) { used = Rule::used(V.value); });
@@ -49,6 +55,7 @@ bool run_rule(Runner& runner, const DeviceTensorList<Rule::kOperands>& list, con
     });
     return found_inf;
   });
+  }
 }
 
 }  // namespace fastopt::cuda

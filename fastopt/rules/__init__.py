@@ -1,9 +1,9 @@
 """The Python side of the optimizers described as rules (csrc/include/fastopt/registry.h): one module per
 optimizer with its ``SPEC``, from which fastopt.optim and fastopt.torch build their classes."""
 
-from fastopt.rules import adadelta, adamax, asgd, lion, nadam, radam, rprop
+from fastopt.rules import adadelta, adamax, asgd, lamb, lion, nadam, radam, rprop
 
 #: every rule's description, in the order the classes are exported
-SPECS = (nadam.SPEC, radam.SPEC, adamax.SPEC, adadelta.SPEC, asgd.SPEC, rprop.SPEC, lion.SPEC)
+SPECS = (nadam.SPEC, radam.SPEC, adamax.SPEC, adadelta.SPEC, asgd.SPEC, rprop.SPEC, lion.SPEC, lamb.SPEC)
 
 __all__ = ["SPECS"]

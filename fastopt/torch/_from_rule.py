@@ -18,7 +18,7 @@ def _host_value(value):
     """A group's hyperparameter for the kernel: numbers as Python numbers, betas as tuples of them."""
     if isinstance(value, (tuple, list)):
         return tuple(_host_value(v) for v in value)
-    if isinstance(value, bool):
+    if isinstance(value, bool) or value is None:  # (None: an optional value left off, LAMB's max_grad_norm)
         return value
     return scalar(value)
 

@@ -9,6 +9,7 @@
 #include "fastopt/adadelta.h"
 #include "fastopt/adamax.h"
 #include "fastopt/asgd.h"
+#include "fastopt/lamb.h"
 #include "fastopt/lion.h"
 #include "fastopt/nadam.h"
 #include "fastopt/radam.h"
@@ -21,7 +22,7 @@ struct RuleList {
   static constexpr int size = int(sizeof...(Rules));
 };
 
-using Registry = RuleList<LionRule, AdamaxRule, AdadeltaRule, RadamRule, NadamRule, RpropRule, AsgdRule>;
+using Registry = RuleList<LionRule, AdamaxRule, AdadeltaRule, RadamRule, NadamRule, RpropRule, AsgdRule, LambRule>;
 
 // f(Rule*) (a null pointer of each rule's type) for every rule of the list, in order.
 template <typename... Rules, typename F>
