@@ -3,20 +3,15 @@
 // hyperparameters are common/hyper_rules.h, shared with the Python binding.
 //
 // Errors travel inside as a CError exception and are turned into a status code and a thread-local
-// message at the boundary (guard); nothing is thrown across the C ABI.
+// message at the boundary (guard, capi_common.h); nothing is thrown across the C ABI. The
+// optimizers described as rules (fastopt/registry.h) have their generic entries in c_api_rules.cpp.
 #include "fastopt/c_api.h"
 
-#include <algorithm>
 #include <cmath>
-#include <array>
-#include <cstdio>
-#include <exception>
 #include <string>
-#include <type_traits>
 #include <vector>
 
-#include "common/hyper_rules.h"
-#include "cpu/kernel_table.h"
+#include "capi/capi_common.h"
 
 #ifndef FASTOPT_VERSION
 #define FASTOPT_VERSION "unknown"
@@ -25,125 +20,6 @@
 namespace fastopt::capi {
 
 namespace {
-
-thread_local std::string last_error;
-
-struct CError {
-  int32_t status;
-  std::string message;
-};
-
-// Runs body() and returns its status; every exception becomes a status and a message.
-template <typename Body>
-int32_t guard(Body&& body) noexcept {
-  try {
-    last_error.clear();
-    body();
-    return FASTOPT_OK;
-  } catch (const CError& e) {
-    last_error = e.message;
-    return e.status;
-  } catch (const std::exception& e) {
-    last_error = std::string("internal error: ") + e.what();
-  } catch (...) {
-    last_error = "internal error";
-  }
-  return FASTOPT_ERROR_INTERNAL;
-}
-
-// Doubles as C shows them (%.17g is exact; "nan", "inf").
-std::string show(double value) {
-  if (std::isnan(value)) return "nan";  // whatever its sign bit
-  char text[32];
-  std::snprintf(text, sizeof text, "%.17g", value);
-  return text;
-}
-
-void require(const rules::Check& check) {
-  if (check) throw CError{FASTOPT_ERROR_HYPERPARAMETER, rules::describe(*check, show)};
-}
-
-// The range of the arithmetic the kernels of element type T compute in (rules::check_range).
-template <typename T>
-rules::MathRange range_of() {
-  return rules::math_range(std::is_same_v<T, double>);
-}
-
-// One operand of an update: its name in messages (plural for lists), its pointer array, whether
-// the call uses it (unused optional states stay nullptr in the list).
-template <typename T>
-struct Operand {
-  const char* name;
-  T* const* ptrs;
-  bool used;
-};
-
-// Byte range of one array, for the overlap check.
-struct Span {
-  uintptr_t begin, end;
-  std::string name;
-};
-
-std::string element_name(const char* name, bool single, int64_t k) {
-  return single ? std::string(name) : std::string(name) + "[" + std::to_string(k) + "]";
-}
-
-// Refuses any two spans that share a byte (spans of zero bytes never do).
-void check_disjoint(std::vector<Span> spans) {
-  std::sort(spans.begin(), spans.end(), [](const Span& a, const Span& b) { return a.begin < b.begin; });
-  for (size_t i = 1; i < spans.size(); ++i) {
-    if (spans[i].begin < spans[i - 1].end) {
-      throw CError{FASTOPT_ERROR_OVERLAP,
-                   spans[i].name + " overlaps " + spans[i - 1].name + "; every array must be a separate buffer"};
-    }
-  }
-}
-
-// Checks the list and fills the kernels' TensorList. `single`: names without an index.
-template <typename T, int N>
-cpu::TensorList<T, N> take_list(int64_t count, const int64_t* sizes, const std::array<Operand<T>, N>& ops,
-                                bool single) {
-  if (count < 0) throw CError{FASTOPT_ERROR_SIZE, "count must be >= 0, got " + std::to_string(count)};
-  cpu::TensorList<T, N> list;
-  if (count == 0) return list;
-  if (sizes == nullptr) throw CError{FASTOPT_ERROR_NULL_POINTER, single ? "n is NULL" : "sizes is NULL"};
-  for (const Operand<T>& op : ops) {
-    if (op.used && op.ptrs == nullptr) {
-      throw CError{FASTOPT_ERROR_NULL_POINTER, std::string(op.name) + " is NULL"};
-    }
-  }
-  std::vector<Span> spans;
-  list.ptrs.reserve(size_t(count));
-  list.sizes.reserve(size_t(count));
-  for (int64_t k = 0; k < count; ++k) {
-    const int64_t n = sizes[k];
-    if (n < 0) {
-      throw CError{FASTOPT_ERROR_SIZE, (single ? std::string("n") : "sizes[" + std::to_string(k) + "]") +
-                                           " must be >= 0, got " + std::to_string(n)};
-    }
-    std::array<T*, N> row{};
-    for (int j = 0; j < N; ++j) {
-      if (!ops[j].used) continue;
-      T* p = ops[j].ptrs[k];
-      if (p == nullptr && n > 0) {
-        throw CError{FASTOPT_ERROR_NULL_POINTER, element_name(ops[j].name, single, k) + " is NULL"};
-      }
-      row[j] = p;
-      if (n > 0) {
-        const auto begin = reinterpret_cast<uintptr_t>(p);
-        spans.push_back({begin, begin + uintptr_t(n) * sizeof(T), element_name(ops[j].name, single, k)});
-      }
-    }
-    list.add(row, n);
-  }
-  check_disjoint(std::move(spans));
-  return list;
-}
-
-template <typename T>
-T* const* mut(const T* const* p) {
-  return const_cast<T* const*>(p);
-}
 
 // The optimizers: list form; the single form calls it with a list of one.
 template <typename T>
@@ -289,6 +165,7 @@ const char* fastopt_status_name(int32_t status) {
     case FASTOPT_ERROR_OVERLAP: return "FASTOPT_ERROR_OVERLAP";
     case FASTOPT_ERROR_LABEL: return "FASTOPT_ERROR_LABEL";
     case FASTOPT_ERROR_INTERNAL: return "FASTOPT_ERROR_INTERNAL";
+    case FASTOPT_ERROR_UNKNOWN_OPTIMIZER: return "FASTOPT_ERROR_UNKNOWN_OPTIMIZER";
     default: return "unknown status";
   }
 }

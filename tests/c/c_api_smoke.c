@@ -1,6 +1,8 @@
 /* A plain C99 program against fastopt/c_api.h: calls every function once (both types, single and
  * list forms), checks a hand-computed SGD step, and checks an error path (NaN lr: code, message,
- * nothing written). Prints "all C ABI checks passed" and exits 0 when everything holds. */
+ * nothing written); then the generic entry of the optimizers described as rules, driven by the
+ * introspection (Lion's hyperparameters from their defaults, a hand-computed step, an unknown
+ * name). Prints "all C ABI checks passed" and exits 0 when everything holds. */
 #include <fastopt/c_api.h>
 
 #include <math.h>
@@ -73,6 +75,39 @@ enum { N = 5 };
       OK(fastopt_softmax_cross_entropy_##S(logits, labels, NULL, 2, 3, -100, 0.1, FASTOPT_REDUCTION_NONE, \
                                            0.0, logits, rows, NULL));                                    \
     }                                                                                                    \
+    {                                                                                                    \
+      /* Lion through fastopt_update: two tensors, operands tensor-major {param, grad, exp_avg};      \
+         lr = 0.5, the other hyperparameters at their defaults (weight_decay 0): g > 0 and m = 0      \
+         make sign(c) = 1, so p -= 0.5 exactly */                                                      \
+      T* table[2][3];                                                                                    \
+      double hyper[16];                                                                                  \
+      int32_t n_operands = 0, n_hyper = 0, takes_step = -1, found_inf = -1, h;                          \
+      const char* name = NULL;                                                                           \
+      for (i = 0; i < N; ++i) {                                                                          \
+        p[i] = p2[i] = (T)(0.5 * i - 1.0);                                                               \
+        a[i] = a2[i] = 0;                                                                                \
+      }                                                                                                  \
+      table[0][0] = p; table[0][1] = g; table[0][2] = a;                                                 \
+      table[1][0] = p2; table[1][1] = g2; table[1][2] = a2;                                              \
+      OK(fastopt_optimizer_info("lion", &n_operands, &n_hyper, &takes_step, NULL));                    \
+      expect(n_operands == 3 && n_hyper >= 1 && n_hyper <= 16 && takes_step == 0, "lion info " #S);     \
+      for (h = 0; h < n_hyper && h < 16; ++h) OK(fastopt_optimizer_hyper("lion", h, NULL, &hyper[h], NULL, NULL)); \
+      OK(fastopt_optimizer_hyper("lion", 0, &name, NULL, NULL, NULL));                                 \
+      expect(name != NULL && strcmp(name, "lr") == 0, "lion hyper 0 is lr " #S);                        \
+      hyper[0] = 0.5;                                                                                    \
+      OK(fastopt_update_##S("lion", 2, sizes, &table[0][0], n_operands, hyper, n_hyper, 1, 1.0, 1,     \
+                            &found_inf));                                                                \
+      expect(found_inf == 0, "lion found_inf " #S);                                                      \
+      for (i = 0; i < N; ++i) {                                                                          \
+        expect(p[i] == (T)(0.5 * i - 1.0) - (T)0.5, "lion value " #S);                                   \
+        expect(p2[i] == p[i] && a2[i] == a[i] && a[i] > 0, "lion list " #S);                            \
+      }                                                                                                  \
+      memcpy(c, p, sizeof p);                                                                            \
+      expect(fastopt_update_##S("adamw", 2, sizes, &table[0][0], n_operands, hyper, n_hyper, 1, 1.0, 0, \
+                                &found_inf) == FASTOPT_ERROR_UNKNOWN_OPTIMIZER, "unknown optimizer " #S); \
+      expect(strstr(fastopt_last_error(), "lion") != NULL, "unknown optimizer lists the names " #S);    \
+      expect(memcmp(c, p, sizeof p) == 0, "unknown optimizer wrote nothing " #S);                       \
+    }                                                                                                    \
   }
 
 EXERCISE(float, f32)
@@ -83,6 +118,12 @@ int main(void) {
   exercise_f32();
   exercise_f64();
   expect(strcmp(fastopt_status_name(FASTOPT_ERROR_LABEL), "FASTOPT_ERROR_LABEL") == 0, "status name");
+  {
+    int32_t k, count = fastopt_optimizer_count();
+    expect(count >= 1, "registered optimizers");
+    for (k = 0; k < count; ++k) OK(fastopt_optimizer_info(fastopt_optimizer_name(k), NULL, NULL, NULL, NULL));
+    expect(fastopt_optimizer_name(count) == NULL, "name out of range");
+  }
   if (failures) {
     printf("%d C ABI checks failed\n", failures);
     return 1;

@@ -10,7 +10,8 @@
  *  - Arrays are contiguous and updated in place. Each optimizer comes in float32 (_f32) and float64
  *    (_f64), for one tensor (n elements) and for a list of `count` tensors (`sizes[k]` elements each,
  *    operands given as arrays of pointers, one per tensor) updated in one call.
- *  - Booleans are int32_t: 0 is false, anything else true.
+ *  - Booleans are int32_t: 0 is false, anything else true (the generic entries' flags excepted,
+ *    which are doubles and must be exactly 0 or 1).
  *  - `step` is the 1-based number of this update (it drives bias corrections and lr decay).
  *  - Everything is checked before anything is written: NULL pointers (a pointer may be NULL only
  *    for a tensor of 0 elements or an optional state not in use), negative sizes, hyperparameters
@@ -43,11 +44,14 @@ extern "C" {
 enum fastopt_status {
   FASTOPT_OK = 0,
   FASTOPT_ERROR_NULL_POINTER = 1,   /* a required pointer is NULL */
-  FASTOPT_ERROR_SIZE = 2,           /* a negative size or count, or an empty class axis */
+  FASTOPT_ERROR_SIZE = 2,           /* a negative size or count, an empty class axis, an index out
+                                       of range, or a count that disagrees with the optimizer's */
   FASTOPT_ERROR_HYPERPARAMETER = 3, /* a scalar outside its range (NaN lr, beta1 = 1, float eps 1e-50) */
   FASTOPT_ERROR_OVERLAP = 4,        /* two arrays of the call share memory */
   FASTOPT_ERROR_LABEL = 5,          /* a label outside [0, c) that is not ignore_index */
-  FASTOPT_ERROR_INTERNAL = 6        /* anything else (out of memory): see fastopt_last_error() */
+  FASTOPT_ERROR_INTERNAL = 6,       /* anything else (out of memory): see fastopt_last_error() */
+  FASTOPT_ERROR_UNKNOWN_OPTIMIZER = 7 /* a name that is not a registered optimizer (the message
+                                         lists the known ones) */
 };
 
 /* The message of this thread's last failed call ("" after a successful one). The pointer stays
@@ -157,6 +161,77 @@ FASTOPT_C_API int32_t fastopt_softmax_cross_entropy_f32(const float* logits, con
 FASTOPT_C_API int32_t fastopt_softmax_cross_entropy_f64(const double* logits, const int64_t* labels,
     const double* weight, int64_t n, int64_t c, int64_t ignore_index, double label_smoothing,
     int32_t reduction, double z_loss, double* dlogits, double* row_losses, double* loss);
+
+/* ---------------------------------------------------------------- optimizers described as rules
+ *
+ * The optimizers of fastopt's registry (Lion, Adamax, Adadelta, RAdam, NAdam, Rprop, ASGD: the
+ * Python functions fastopt.lion_, fastopt.adamax_ ...) through one generic entry each for float32
+ * and float64, and enough introspection for a binding in another language to be generated from the
+ * library itself: the names, and for each its operands and hyperparameters in argument order.
+ * New optimizers appear here without a change to this header.
+ *
+ * Operands: operand 0 is the parameter, 1 the gradient (only read), then the optimizer's state, all
+ * of one tensor's elements each, in the order fastopt_optimizer_operand() gives (the Python
+ * function's positional arguments). Hyperparameters: doubles in the order fastopt_optimizer_hyper()
+ * gives (the Python function's keywords); a flag is 0.0 or 1.0; an optional value (NAdam's
+ * mu_product, ASGD's eta and mu) is NaN for "compute it from step" (Python's None). */
+
+/* What a hyperparameter holds (fastopt_optimizer_hyper's kind). */
+enum fastopt_hyper_kind {
+  FASTOPT_HYPER_REAL = 0,     /* a number, checked against its rule (lr >= 0, beta in [0, 1) ...) */
+  FASTOPT_HYPER_FLAG = 1,     /* a bool: 0.0 or 1.0 */
+  FASTOPT_HYPER_OPTIONAL = 2  /* a number, or NaN: computed from step (its default) */
+};
+
+/* The number of registered optimizers, and the name of the i-th (0 <= i < count; "lion" ...):
+   NULL, with a message for fastopt_last_error(), for an i out of range. Names are static. */
+FASTOPT_C_API int32_t fastopt_optimizer_count(void);
+FASTOPT_C_API const char* fastopt_optimizer_name(int32_t index);
+
+/* One optimizer's shape: its operand count (param and grad included), its hyperparameter count,
+   whether its update takes `step` (1) or ignores it (0), and a one-paragraph summary (static).
+   Any output pointer may be NULL (not written). FASTOPT_ERROR_UNKNOWN_OPTIMIZER for an unknown
+   name, FASTOPT_ERROR_NULL_POINTER for a NULL one. */
+FASTOPT_C_API int32_t fastopt_optimizer_info(const char* optimizer, int32_t* n_operands,
+    int32_t* n_hyper, int32_t* takes_step, const char** summary);
+
+/* Operand j (0 <= j < n_operands) of an optimizer: its name ("params", "grads", "exp_avgs" ...)
+   and *needed_when: NULL for an operand always required, else the condition under which an
+   optional state is read ("amsgrad=True"); otherwise it may be NULL. Outputs may be NULL.
+   FASTOPT_ERROR_SIZE for a j out of range. */
+FASTOPT_C_API int32_t fastopt_optimizer_operand(const char* optimizer, int32_t j, const char** name,
+    const char** needed_when);
+
+/* Hyperparameter i (0 <= i < n_hyper) of an optimizer: its name ("lr" ...), its default (the
+   Python function's; a flag's is 0.0 or 1.0, an optional one's NaN), its kind (enum
+   fastopt_hyper_kind) and a one-line description. Outputs may be NULL. FASTOPT_ERROR_SIZE for an
+   i out of range. */
+FASTOPT_C_API int32_t fastopt_optimizer_hyper(const char* optimizer, int32_t i, const char** name,
+    double* default_value, int32_t* kind, const char** doc);
+
+/* One update of `count` tensors by the named optimizer, in place: the Python function
+ * fastopt.<optimizer>_ on the same arrays, with the same checks and the same kernels (same bits).
+ *   operands     count x n_operands pointers, tensor-major: operands[k * n_operands + j] is operand
+ *                j of tensor k, of sizes[k] elements. A pointer may be NULL when sizes[k] == 0 or
+ *                when operand j is an optional state the call does not read.
+ *   n_operands   must equal the optimizer's (fastopt_optimizer_info): a guard against a stale
+ *                binding reading past the array.
+ *   hyper        n_hyper doubles in the optimizer's order; n_hyper must equal its count.
+ *   step         the 1-based number of this update; ignored by optimizers that take no step.
+ *   grad_scale   gradients are divided by it on the fly (finite, > 0; 1.0: not scaled).
+ *   skip_nonfinite  when nonzero, a first pass reads every grad / grad_scale and, if any is NaN or
+ *                +-Inf, nothing is written and *found_inf is set to 1.
+ *   found_inf    may be NULL; on success receives 1 when the call was skipped, else 0. Not written
+ *                when the call fails.
+ * Checked before anything is written: the name, n_operands and n_hyper, NULL pointers, negative
+ * sizes, each hyperparameter against its rule and the arithmetic's range (float32's for _f32), and
+ * overlapping arrays. */
+FASTOPT_C_API int32_t fastopt_update_f32(const char* optimizer, int64_t count, const int64_t* sizes,
+    float* const* operands, int32_t n_operands, const double* hyper, int32_t n_hyper, int64_t step,
+    double grad_scale, int32_t skip_nonfinite, int32_t* found_inf);
+FASTOPT_C_API int32_t fastopt_update_f64(const char* optimizer, int64_t count, const int64_t* sizes,
+    double* const* operands, int32_t n_operands, const double* hyper, int32_t n_hyper, int64_t step,
+    double grad_scale, int32_t skip_nonfinite, int32_t* found_inf);
 
 #ifdef __cplusplus
 } /* extern "C" */
