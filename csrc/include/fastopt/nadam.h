@@ -15,6 +15,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <limits>
 
 #include "fastopt/grad_scale.h"
 #include "fastopt/rule.h"
@@ -77,6 +78,9 @@ struct NadamRule : RuleDefaults {
   // mu_1 * ... * mu_step. A product of `step` factors, so each thread remembers its last one and goes
   // on from there when called with the same beta1 and momentum_decay and a later step (a training
   // loop's calls): O(1) per call instead of O(step).
+  // The most factors one call multiplies (about 0.1 s); beyond, the caller must pass mu_product.
+  static constexpr int64_t kMaxProductSteps = 10000000;
+
   static double product_of_mus(double beta1, double momentum_decay, int64_t step) {
     struct Last {
       double beta1 = -1.0, momentum_decay = -1.0, product = 1.0;
@@ -87,7 +91,12 @@ struct NadamRule : RuleDefaults {
     if (!(last.beta1 == beta1 && last.momentum_decay == momentum_decay && last.step <= step)) {
       last = Last{beta1, momentum_decay, 1.0, 0};
     }
-    for (int64_t i = last.step + 1; i <= step; ++i) last.product *= nadam_mu(beta1, momentum_decay, double(i));
+    if (step - last.step > kMaxProductSteps && last.product != 0.0) {
+      return std::numeric_limits<double>::quiet_NaN();  // (refused by check_more: too many factors to multiply)
+    }
+    for (int64_t i = last.step + 1; i <= step && last.product != 0.0; ++i) {  // (0 stays 0: done)
+      last.product *= nadam_mu(beta1, momentum_decay, double(i));
+    }
     last.step = step;
     return last.product;
   }
@@ -134,6 +143,10 @@ struct NadamRule : RuleDefaults {
   }
 
   static HyperProblem check_more(const Hyper& h) {
+    if (std::isnan(h.mu_product)) {
+      return {"step", "is more than 10,000,000 steps past the last one this thread computed mu_product for: pass "
+              "mu_product (torch's state) with it", double(h.step), true};
+    }
     if (h.mu_product >= 1.0 && h.beta1 > 0.0) {
       return {"mu_product", "must be < 1 (a product of momentum factors mu_t < 1)", h.mu_product, true};
     }
