@@ -11,6 +11,8 @@ documented algorithms, sharing no code with fastopt's kernels or with ``fastopt.
 from fastopt.references.adadelta import adadelta_init_state, adadelta_step
 from fastopt.references.adamax import adamax_init_state, adamax_step
 from fastopt.references.asgd import asgd_init_state, asgd_step
+from fastopt.references.lamb import lamb_init_state, lamb_step
+from fastopt.references.lion import lion_init_state, lion_step
 from fastopt.references.nadam import nadam_init_state, nadam_step
 from fastopt.references.radam import radam_init_state, radam_rectifies, radam_step
 from fastopt.references.rprop import rprop_init_state, rprop_step
@@ -22,6 +24,10 @@ __all__ = [
     "adamax_step",
     "asgd_init_state",
     "asgd_step",
+    "lamb_init_state",
+    "lamb_step",
+    "lion_init_state",
+    "lion_step",
     "nadam_init_state",
     "nadam_step",
     "radam_init_state",
