@@ -1,5 +1,5 @@
 """fastopt.references (the NumPy witnesses of the optimizers fastopt adds) checked against torch.optim's
-single-tensor implementation (foreach=False): NAdam, RAdam, Adamax, Adadelta, ASGD, Rprop.
+single-tensor implementation (foreach=False): NAdam, RAdam, Adamax, Adadelta, ASGD, Rprop, Adafactor.
 
 Each case draws its hyperparameters and data from its own seed, runs 40 steps on a list of mixed
 shapes with a fresh random gradient every step, and compares the parameters and every state entry
@@ -22,7 +22,7 @@ torch = pytest.importorskip("torch")
 
 STEPS = 40
 CHECK_EVERY = 5
-SHAPES = [(7,), (3, 5), (33,), (2, 3, 4), (1,)]
+SHAPES = [(7,), (3, 5), (33,), (2, 3, 4), (1,), (4, 1)]
 TOLERANCE = {
     np.float64: dict(rtol=1e-10, atol=1e-12),
     # float32: torch's lerp against the reference's beta*m + (1-beta)*g, and torch's float32 scalar
@@ -80,6 +80,15 @@ def _draw_rprop(rng, maximize=False, tight_bounds=False):
                 step_size_max=lr * 1.5 if tight_bounds else 50.0, maximize=maximize)
 
 
+def _draw_adafactor(rng, wd=False, maximize=False, eps1=False, clip=False):
+    # lr in (0.2, 0.5): rho_t = min(lr, 1/sqrt(t)) takes lr first, then 1/sqrt(t) within 40 steps.
+    # clip: a threshold d just above 1 (the default d = 1 clips only when RMS(U) > 1).
+    return dict(lr=float(rng.uniform(0.2, 0.5)), beta2_decay=float(rng.uniform(-1.0, -0.5)),
+                eps1=_log_uniform(rng, 1e-8, 1e-7) if eps1 else None, eps2=_log_uniform(rng, 1e-4, 1e-2),
+                d=float(rng.uniform(1.0, 1.2)) if clip else 1.0, weight_decay=_weight_decay(rng, wd),
+                maximize=maximize)
+
+
 OPTIMIZERS = {
     "nadam": ("NAdam", _draw_nadam),
     "radam": ("RAdam", _draw_radam),
@@ -87,6 +96,7 @@ OPTIMIZERS = {
     "adadelta": ("Adadelta", _draw_adadelta),
     "asgd": ("ASGD", _draw_asgd),
     "rprop": ("Rprop", _draw_rprop),
+    "adafactor": ("Adafactor", _draw_adafactor),
 }
 
 CASES = [
@@ -116,6 +126,10 @@ CASES = [
     ("rprop", dict(maximize=True)),
     ("rprop", dict(tight_bounds=True)),
     ("rprop", dict(tight_bounds=True, maximize=True)),
+    ("adafactor", {}),
+    ("adafactor", dict(wd=True)),
+    ("adafactor", dict(maximize=True, eps1=True)),
+    ("adafactor", dict(wd=True, clip=True)),
 ]
 
 
@@ -132,6 +146,8 @@ def _torch_kwargs(name, hyper):
     if name == "rprop":
         kwargs["etas"] = (kwargs.pop("etaminus"), kwargs.pop("etaplus"))
         kwargs["step_sizes"] = (kwargs.pop("step_size_min"), kwargs.pop("step_size_max"))
+    if name == "adafactor":
+        kwargs["eps"] = (kwargs.pop("eps1"), kwargs.pop("eps2"))
     return kwargs
 
 
@@ -140,6 +156,10 @@ def _gradient(rng, name, shape, dtype):
     if name == "rprop":
         # Exact zeros give Rprop's "no sign information" branch (factor 1, no move).
         grad[rng.random(shape) < 0.15] = 0.0
+    if name == "adafactor" and shape in ((33,), (4, 1)):
+        # Gradients ~1e-5: V ~ 1e-10 sits between eps1**2 and eps1 for the drawn eps1, so the
+        # clamp max(V, eps1**2) is tested on both a vector and a factored parameter.
+        grad *= 1e-5
     return grad.astype(dtype)
 
 
@@ -152,7 +172,8 @@ def _compare(ref_params, ref_states, torch_params, opt, dtype, where):
         for key, value in ref_states[i].items():
             expected = torch_state[key].detach().numpy()
             if isinstance(value, np.ndarray):
-                assert value.dtype == dtype and value.shape == p_ref.shape, f"{where}: state {key!r} of param {i}"
+                # Adafactor's row_var/col_var have keepdim shapes, not the parameter's.
+                assert value.dtype == dtype and value.shape == expected.shape, f"{where}: state {key!r} of param {i}"
             else:
                 assert isinstance(value, float), f"{where}: scalar state {key!r} must be a Python float"
             np.testing.assert_allclose(value, expected, **tol, err_msg=f"{where}: state {key!r} of param {i}")

@@ -1,5 +1,5 @@
 """Independent NumPy references for the optimizers fastopt adds (NAdam, RAdam, Adamax, Adadelta, ASGD,
-Rprop: torch.optim's for-loop semantics; Lion and LAMB: from their papers).
+Rprop, Adafactor: torch.optim's for-loop semantics; Lion and LAMB: from their papers).
 
 Each module defines ``<name>_init_state(param, **hyper) -> dict`` (the state torch creates on the
 first step, with torch's key names, without "step") and ``<name>_step(params, grads, states, *, step,
@@ -8,6 +8,7 @@ update). Arithmetic happens in the arrays' dtype; per-step scalars are Python fl
 documented algorithms, sharing no code with fastopt's kernels or with ``fastopt.reference``.
 """
 
+from fastopt.references.adafactor import adafactor_init_state, adafactor_step
 from fastopt.references.adadelta import adadelta_init_state, adadelta_step
 from fastopt.references.adamax import adamax_init_state, adamax_step
 from fastopt.references.asgd import asgd_init_state, asgd_step
@@ -18,6 +19,8 @@ from fastopt.references.radam import radam_init_state, radam_rectifies, radam_st
 from fastopt.references.rprop import rprop_init_state, rprop_step
 
 __all__ = [
+    "adafactor_init_state",
+    "adafactor_step",
     "adadelta_init_state",
     "adadelta_step",
     "adamax_init_state",
