@@ -11,6 +11,7 @@ compared at a float32 tolerance.
 
 from __future__ import annotations
 
+import math
 import zlib
 
 import numpy as np
@@ -263,3 +264,111 @@ def test_float32_arithmetic_stays_float32():
             runs.append(params)
         for a, b in zip(*runs):
             np.testing.assert_array_equal(a, b, err_msg=name)
+
+
+# ---------------------------------------------------------------- Muon
+# torch.optim.Muon runs Newton-Schulz in bfloat16, the reference in float32. The exact comparison swaps
+# torch's iteration for the same recipe in float32 (written below from torch's function, .float()
+# where torch has .bfloat16()), so everything else -- momentum, Nesterov, the lr adjustment, the weight
+# decay -- is compared at float32 rounding; one more test compares against torch unmodified at a
+# bfloat16 tolerance.
+
+MUON_SHAPES = [(3, 5), (6, 2), (4, 4), (1, 7), (7, 1)]
+MUON_CASES = [
+    dict(),
+    dict(nesterov=False),
+    dict(adjust_lr_fn="match_rms_adamw", weight_decay=0.0),
+    dict(adjust_lr_fn="original", nesterov=False, ns_steps=3),
+]
+
+
+def _newton_schulz_float32_torch(grad, ns_coefficients, ns_steps, eps):
+    a, b, c = ns_coefficients
+    x = grad.float()
+    if grad.size(0) > grad.size(1):
+        x = x.T
+    x = x / x.norm().clamp(min=eps)
+    for _ in range(ns_steps):
+        gram = x @ x.T
+        x = a * x + (b * gram + c * gram @ gram) @ x
+    return x.T if grad.size(0) > grad.size(1) else x
+
+
+def _run_muon(flags, seed, steps):
+    rng = np.random.default_rng(seed)
+    hyper = dict(lr=float(rng.uniform(1e-3, 2e-2)), momentum=float(rng.uniform(0.8, 0.97)),
+                 weight_decay=float(rng.uniform(0.0, 0.2)))
+    hyper.update(flags)
+    ref_params = [rng.standard_normal(s) for s in MUON_SHAPES]
+    torch_params = [torch.nn.Parameter(torch.from_numpy(p.copy())) for p in ref_params]
+    opt = torch.optim.Muon(torch_params, **hyper)
+    ref_states = [references.muon_init_state(p, **hyper) for p in ref_params]
+    for step in range(1, steps + 1):
+        grads = [rng.standard_normal(s) for s in MUON_SHAPES]
+        for p, g in zip(torch_params, grads):
+            p.grad = torch.from_numpy(g.copy())
+        opt.step()
+        references.muon_step(ref_params, grads, ref_states, step=step, **hyper)
+        yield step, ref_params, ref_states, torch_params, opt, hyper
+
+
+@pytest.mark.parametrize("flags", MUON_CASES, ids=[str(c) for c in MUON_CASES])
+def test_muon_matches_torch_with_float32_newton_schulz(flags, monkeypatch, default_dtype):
+    default_dtype(torch.float64)
+    import torch.optim._muon as torch_muon
+
+    monkeypatch.setattr(torch_muon, "_zeropower_via_newtonschulz", _newton_schulz_float32_torch)
+    for step, ref_params, ref_states, torch_params, opt, hyper in _run_muon(flags, zlib.crc32(str(flags).encode()), STEPS):
+        if step % CHECK_EVERY:
+            continue
+        for i, (p_ref, p_torch) in enumerate(zip(ref_params, torch_params)):
+            # The parameters carry float32 Newton-Schulz rounding (two BLAS orders): measured 2e-7 after 40 steps.
+            np.testing.assert_allclose(p_ref, p_torch.detach().numpy(), rtol=1e-6, atol=1e-6,
+                                       err_msg=f"step {step} param {i}")
+            # The momentum buffer sees no float32 arithmetic.
+            np.testing.assert_allclose(ref_states[i]["momentum_buffer"],
+                                       opt.state[p_torch]["momentum_buffer"].numpy(), **TOLERANCE[np.float64])
+
+
+def test_muon_close_to_torch_bfloat16(default_dtype):
+    # torch's own bfloat16 Newton-Schulz: each step the difference is bfloat16 rounding of O (entries
+    # up to ~1, 8 bits of mantissa: ~0.01) times lr_adj (<= lr*sqrt(7)); bound over 10 steps.
+    default_dtype(torch.float64)
+    for step, ref_params, ref_states, torch_params, opt, hyper in _run_muon({}, 5, 10):
+        pass
+    bound = 10 * hyper["lr"] * math.sqrt(7) * 0.02
+    for i, (p_ref, p_torch) in enumerate(zip(ref_params, torch_params)):
+        diff = float(np.max(np.abs(p_ref - p_torch.detach().numpy())))
+        assert diff < bound, (i, diff, bound)
+
+
+def test_muon_newton_schulz_orthogonalises():
+    # Jordan's coefficients push every singular value into roughly (0.5, 1.5) (not exactly 1) in 5 steps.
+    rng = np.random.default_rng(3)
+    for shape in [(8, 20), (20, 8), (16, 16)]:
+        out = references.newton_schulz_float32(rng.standard_normal(shape))
+        assert out.dtype == np.float32 and out.shape == shape
+        singular = np.linalg.svd(out.astype(np.float64), compute_uv=False)
+        assert singular.min() > 0.4 and singular.max() < 1.3, singular
+
+
+def test_muon_maximize_is_minimizing_the_negated_gradient():
+    rng = np.random.default_rng(9)
+    start = rng.standard_normal((4, 6))
+    grads = [rng.standard_normal((4, 6)) for _ in range(3)]
+    a, b = start.copy(), start.copy()
+    sa, sb = references.muon_init_state(a), references.muon_init_state(b)
+    for step, g in enumerate(grads, 1):
+        references.muon_step([a], [g], [sa], step=step, lr=0.02, maximize=True)
+        references.muon_step([b], [-g], [sb], step=step, lr=0.02)
+    np.testing.assert_array_equal(a, b)
+    assert not np.allclose(a, start)
+
+
+def test_muon_rejects_non_matrices():
+    with pytest.raises(ValueError, match="2-D"):
+        references.muon_init_state(np.zeros(3))
+    p = np.zeros(3)
+    with pytest.raises(ValueError, match=r"params\[0\]"):
+        references.muon_step([p], [np.ones(3)], [{"momentum_buffer": np.zeros(3)}], step=1)
+    np.testing.assert_array_equal(p, np.zeros(3))

@@ -1,5 +1,5 @@
 """Independent NumPy references for the optimizers fastopt adds (NAdam, RAdam, Adamax, Adadelta, ASGD,
-Rprop, Adafactor: torch.optim's for-loop semantics; Lion and LAMB: from their papers).
+Rprop, Adafactor, Muon: torch.optim's for-loop semantics; Lion and LAMB: from their papers).
 
 Each module defines ``<name>_init_state(param, **hyper) -> dict`` (the state torch creates on the
 first step, with torch's key names, without "step") and ``<name>_step(params, grads, states, *, step,
@@ -14,6 +14,7 @@ from fastopt.references.adamax import adamax_init_state, adamax_step
 from fastopt.references.asgd import asgd_init_state, asgd_step
 from fastopt.references.lamb import lamb_init_state, lamb_step
 from fastopt.references.lion import lion_init_state, lion_step
+from fastopt.references.muon import muon_init_state, muon_step, newton_schulz_float32
 from fastopt.references.nadam import nadam_init_state, nadam_step
 from fastopt.references.radam import radam_init_state, radam_rectifies, radam_step
 from fastopt.references.rprop import rprop_init_state, rprop_step
@@ -31,6 +32,8 @@ __all__ = [
     "lamb_step",
     "lion_init_state",
     "lion_step",
+    "muon_init_state",
+    "muon_step",
     "nadam_init_state",
     "nadam_step",
     "radam_init_state",
@@ -38,4 +41,5 @@ __all__ = [
     "radam_step",
     "rprop_init_state",
     "rprop_step",
+    "newton_schulz_float32",
 ]
