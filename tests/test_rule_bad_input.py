@@ -156,3 +156,14 @@ def test_nadam_mu_product_from_step_in_any_call_order():
         fn(*a, beta1=beta1, momentum_decay=md, step=step)
         fn(*b, beta1=beta1, momentum_decay=md, step=step, mu_product=product(beta1, md, step))
         assert all(np.array_equal(x, y) for x, y in zip(a, b)), (beta1, md, step)
+
+
+def test_nadam_step_far_ahead_without_mu_product_is_refused_not_hung():
+    # (mu_product from the step multiplies one factor per step: a step 10**12 would take hours)
+    fn, _, a, _ = _call_parts("nadam_", seed=9)
+    before = _snapshot(a)
+    with pytest.raises(ValueError, match="mu_product"):
+        fn(*a, beta1=0.999999, step=10**12)
+    assert _unchanged(before, a)
+    fn(*a, beta1=0.999999, step=10**12, mu_product=0.5)  # given: fine
+    assert not _unchanged(before, a)
