@@ -18,6 +18,13 @@ CONFIG_IDS = [f"{case.name}-{config}" for case, config in CONFIGS]
 # The combination with the most flags on, one per optimizer.
 FULL = [(case, list(case.configs)[-1]) for case in CASES]
 FULL_IDS = [case.name for case, _ in FULL]
+# The same for the CUDA backend (optimizers it has), and for CUDA graph capture (device lr and step).
+CUDA_CONFIGS = [(case, config) for case, config in CONFIGS if case.cuda]
+CUDA_CONFIG_IDS = [f"{case.name}-{config}" for case, config in CUDA_CONFIGS]
+CUDA_FULL = [(case, config) for case, config in FULL if case.cuda]
+CUDA_FULL_IDS = [case.name for case, _ in CUDA_FULL]
+CAPTURE_FULL = [(case, config) for case, config in CUDA_FULL if case.device_step]
+CAPTURE_FULL_IDS = [case.name for case, _ in CAPTURE_FULL]
 
 Args = Dict[str, List[object]]  # argument name -> one array per parameter tensor
 

@@ -10,7 +10,7 @@ from typing import Callable, Dict, List, Sequence
 import numpy as np
 
 import fastopt
-from fastopt import reference
+from fastopt import reference, references
 
 
 @dataclass(frozen=True)
@@ -23,6 +23,8 @@ class KernelCase:
     configs: Dict[str, dict]  # named flag combinations
     draw: Callable[[np.random.Generator, dict], dict]  # hyperparameters for one config
     initial_state: Callable[[str, dict], float] = field(default=lambda state, hyper: 0.0)
+    cuda: bool = True         # the CUDA backend has it (LAMB's per-tensor norms are CPU-only for now)
+    device_step: bool = True  # takes lr/step as device arrays (not NAdam, RAdam, ASGD: host constants)
 
     def used_states(self, hyper: dict) -> List[str]:
         """The state arguments this configuration reads and writes (others are passed as None)."""
@@ -101,6 +103,122 @@ CASES = [
         {"plain": dict(), "decay": dict(wd=True), "amsgrad": dict(amsgrad=True, wd=True, maximize=True)},
         _draw_adam),
 ]
+
+
+
+# ------------------------------------------------------------------ the optimizers described as rules
+# Their references (fastopt/references/, written from torch's documented algorithms and the papers) update
+# lists in place with torch's state names; _functional turns one into this table's form: a function of
+# (param, grad, *states, **hyper, step) returning new arrays.
+
+def _scalar_state(name: str, hyper: dict, step: int) -> dict:
+    """The numbers torch keeps beside the arrays, as they are before update `step` of a run whose
+    hyperparameters never changed (what the kernels compute from `step` when they are not given)."""
+    if name == "nadam":
+        product = 1.0
+        for i in range(1, step):
+            product *= hyper["beta1"] * (1.0 - 0.5 * 0.96 ** (i * hyper["momentum_decay"]))
+        return {"mu_product": product}
+    if name == "asgd":
+        lr, t = hyper["lr"], step - 1
+        return {"eta": lr / (1 + hyper["lambd"] * lr * t) ** hyper["alpha"],
+                "mu": 1.0 if step == 1 else 1 / max(1, t - hyper["t0"])}
+    return {}
+
+
+def _functional(name: str, keys: Sequence[str]):
+    step_fn = getattr(references, f"{name}_step")
+
+    def reference_update(param, grad, *states, step=1, **hyper):
+        p = param.copy()
+        state = {key: s.copy() for key, s in zip(keys, states)}
+        state.update(_scalar_state(name, hyper, step))
+        step_fn([p], [grad], [state], step=step, **hyper)
+        return (p, *[state[key] for key in keys])
+
+    return reference_update
+
+
+def _unit(rng, low=0.8, high=0.95):
+    return float(rng.uniform(low, high))
+
+
+def _draw_nadam(rng, cfg):
+    return dict(lr=float(rng.uniform(1e-4, 1e-2)), beta1=_unit(rng), beta2=_unit(rng, 0.9, 0.9999),
+                eps=float(rng.choice([1e-8, 1e-6])), weight_decay=_maybe(rng, cfg.get("wd", False), 1e-3, 0.1),
+                momentum_decay=float(rng.uniform(1e-3, 1e-2)),
+                decoupled_weight_decay=cfg.get("decoupled", False), maximize=cfg.get("maximize", False))
+
+
+def _draw_radam(rng, cfg):
+    return dict(lr=float(rng.uniform(1e-4, 1e-2)), beta1=_unit(rng),
+                beta2=float(rng.uniform(0.85, 0.95)) if cfg.get("rectified") else float(rng.uniform(0.99, 0.9999)),
+                eps=float(rng.choice([1e-8, 1e-6])), weight_decay=_maybe(rng, cfg.get("wd", False), 1e-3, 0.1),
+                decoupled_weight_decay=cfg.get("decoupled", False), maximize=cfg.get("maximize", False))
+
+
+def _draw_adamax(rng, cfg):
+    return dict(lr=float(rng.uniform(1e-4, 1e-2)), beta1=_unit(rng), beta2=_unit(rng, 0.9, 0.9999),
+                eps=float(rng.choice([1e-8, 1e-6])), weight_decay=_maybe(rng, cfg.get("wd", False), 1e-3, 0.1),
+                maximize=cfg.get("maximize", False))
+
+
+def _draw_adadelta(rng, cfg):
+    return dict(lr=float(rng.uniform(0.1, 1.0)), rho=_unit(rng), eps=float(rng.choice([1e-6, 1e-4])),
+                weight_decay=_maybe(rng, cfg.get("wd", False), 1e-3, 0.1), maximize=cfg.get("maximize", False))
+
+
+def _draw_asgd(rng, cfg):
+    return dict(lr=float(rng.uniform(1e-3, 1e-2)), lambd=float(rng.uniform(1e-5, 1e-3)),
+                alpha=float(rng.uniform(0.5, 0.9)), t0=float(rng.integers(3, 20)) if cfg.get("average") else 1e6,
+                weight_decay=_maybe(rng, cfg.get("wd", False), 1e-3, 0.1), maximize=cfg.get("maximize", False))
+
+
+def _draw_rprop(rng, cfg):
+    return dict(etaminus=float(rng.uniform(0.3, 0.7)), etaplus=float(rng.uniform(1.1, 1.5)),
+                step_size_min=float(rng.uniform(1e-6, 1e-4)), step_size_max=float(rng.uniform(0.05, 1.0)),
+                maximize=cfg.get("maximize", False))
+
+
+def _draw_lion(rng, cfg):
+    return dict(lr=float(rng.uniform(1e-5, 1e-3)), beta1=_unit(rng), beta2=_unit(rng, 0.95, 0.999),
+                weight_decay=_maybe(rng, cfg.get("wd", False), 1e-3, 0.1), maximize=cfg.get("maximize", False))
+
+
+def _draw_lamb(rng, cfg):
+    return dict(lr=float(rng.uniform(1e-4, 1e-2)), beta1=_unit(rng), beta2=_unit(rng, 0.9, 0.9999),
+                eps=float(rng.choice([1e-6, 1e-8])), weight_decay=_maybe(rng, cfg.get("wd", True), 1e-3, 0.1),
+                bias_correction=cfg.get("bias_correction", True), maximize=cfg.get("maximize", False))
+
+
+RULE_CASES = [
+    KernelCase("nadam", fastopt.nadam_, _functional("nadam", ("exp_avg", "exp_avg_sq")),
+               ("exp_avgs", "exp_avg_sqs"), True,
+               {"plain": dict(), "l2": dict(wd=True), "decoupled": dict(wd=True, decoupled=True, maximize=True)},
+               _draw_nadam, device_step=False),
+    KernelCase("radam", fastopt.radam_, _functional("radam", ("exp_avg", "exp_avg_sq")),
+               ("exp_avgs", "exp_avg_sqs"), True,
+               {"plain": dict(), "rectified": dict(rectified=True, wd=True),
+                "decoupled": dict(rectified=True, wd=True, decoupled=True, maximize=True)},
+               _draw_radam, device_step=False),
+    KernelCase("adamax", fastopt.adamax_, _functional("adamax", ("exp_avg", "exp_inf")), ("exp_avgs", "exp_infs"),
+               True, {"plain": dict(), "l2": dict(wd=True, maximize=True)}, _draw_adamax),
+    KernelCase("adadelta", fastopt.adadelta_, _functional("adadelta", ("square_avg", "acc_delta")),
+               ("square_avgs", "acc_deltas"), False, {"plain": dict(), "l2": dict(wd=True, maximize=True)},
+               _draw_adadelta),
+    KernelCase("asgd", fastopt.asgd_, _functional("asgd", ("ax",)), ("axs",), True,
+               {"plain": dict(), "averaging": dict(average=True, wd=True, maximize=True)}, _draw_asgd,
+               device_step=False),
+    KernelCase("rprop", fastopt.rprop_, _functional("rprop", ("prev", "step_size")), ("prevs", "step_sizes"), False,
+               {"plain": dict(), "maximize": dict(maximize=True)}, _draw_rprop,
+               initial_state=lambda state, hyper: 0.01 if state == "step_sizes" else 0.0),
+    KernelCase("lion", fastopt.lion_, _functional("lion", ("exp_avg",)), ("exp_avgs",), False,
+               {"plain": dict(), "decay": dict(wd=True, maximize=True)}, _draw_lion),
+    KernelCase("lamb", fastopt.lamb_, _functional("lamb", ("exp_avg", "exp_avg_sq")), ("exp_avgs", "exp_avg_sqs"),
+               True, {"plain": dict(), "no_bias_correction": dict(bias_correction=False, maximize=True)},
+               _draw_lamb, cuda=False),
+]
+CASES = CASES + RULE_CASES
 
 CASES_BY_NAME = {case.name: case for case in CASES}
 

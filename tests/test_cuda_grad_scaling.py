@@ -25,7 +25,7 @@ import pytest
 
 import fastopt
 from cuda_support import CUDA_MARKS, args_to_cuda, assert_bits_equal, clone_all, gpu_sleep, to_cuda, torch_with_cuda
-from interop_cases import FULL, FULL_IDS, array_names, call_case, copy_args, hyper_of, make_numpy_args, new_grads
+from interop_cases import CUDA_FULL as FULL, CUDA_FULL_IDS as FULL_IDS, array_names, call_case, copy_args, hyper_of, make_numpy_args, new_grads
 from kernel_cases import CASES_BY_NAME
 
 pytestmark = CUDA_MARKS

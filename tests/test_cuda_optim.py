@@ -21,7 +21,8 @@ import pytest
 
 import fastopt
 from cuda_support import CUDA_MARKS, args_to_cuda, assert_bits_equal, clone_all, to_cuda, to_numpy, torch_with_cuda
-from interop_cases import CONFIG_IDS, CONFIGS, FULL, FULL_IDS, array_names, call_case, copy_args, hyper_of
+from interop_cases import CUDA_CONFIG_IDS as CONFIG_IDS, CUDA_CONFIGS as CONFIGS, CUDA_FULL as FULL
+from interop_cases import CUDA_FULL_IDS as FULL_IDS, array_names, call_case, copy_args, hyper_of
 from interop_cases import make_numpy_args, new_grads, run_reference
 from optim_cases import CASE_IDS, OPTIM_CASES
 

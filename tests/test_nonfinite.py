@@ -127,6 +127,9 @@ def test_without_skip_nonfinite_a_nan_goes_through(case):
     hyper, params, grads, states = setup(case, np.float64)
     grads[0][0] = np.nan
     assert run(case, hyper, params, grads, states) is False
+    if case.name == "lamb":  # (the tensor's trust ratio comes from its norms: the NaN reaches all of it)
+        assert np.isnan(params[0]).all() and np.isfinite(params[1]).all()
+        return
     assert np.isnan(params[0][0]) and np.isfinite(params[0][1:]).all()
 
 
