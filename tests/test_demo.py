@@ -231,3 +231,24 @@ def test_bad_flags_are_refused_cleanly(tmp_path):
                  ["info", "--rounds", "0"]):
         err = usage_error(*args, *(["--out", str(tmp_path)] if args[0] != "info" else []))
         assert err.startswith(f"usage: fastopt {args[0]}"), err
+
+
+RULE_RACERS = ("NAdam", "RAdam", "Adamax", "Adadelta", "ASGD", "Rprop", "Lion", "LAMB")
+
+
+def test_race_with_all_optimizers_each_reaches_the_beale_minimum_or_moves(tmp_path):
+    # `--optimizers all`: the course's seven and every optimizer described as a rule; on Beale each of the
+    # newer ones at its default lr comes within 1e-2 of (3, 0.5) or at least improves on the start
+    out = fastopt("race", "--optimizers", "all", "--steps", "2000", "--functions", "beale", "--out", str(tmp_path))
+    assert_png(tmp_path / "race.png")
+    rows = table_rows(out, RACERS + RULE_RACERS)
+    assert len(rows) == len(RACERS) + len(RULE_RACERS), out
+    start_loss = (1.5 - 1.0 + 1.0 * 1.4) ** 2 + (2.25 - 1.0 + 1.0 * 1.4 ** 2) ** 2 + (2.625 - 1.0 + 1.0 * 1.4 ** 3) ** 2
+    for row in table_rows(out, RULE_RACERS):
+        assert row[2] != "-" or float(row[3]) < start_loss / 10, row
+
+
+def test_train_runs_the_newer_optimizers(tmp_path):
+    out = fastopt("train", "--optimizers", "lion", "nadam", "--epochs", "10", "--out", str(tmp_path))
+    rows = table_rows(out, ("Lion", "NAdam"))
+    assert len(rows) == 4 and all(float(row[3]) > 60.0 for row in rows), out  # (chance: 10%)

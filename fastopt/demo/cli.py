@@ -68,6 +68,15 @@ def nonnegative_float(text: str) -> float:
     return value
 
 
+def _expand_all(names):
+    """--optimizers as given, with `all` standing for every optimizer (in the race's order, no repeats)."""
+    from fastopt.demo import race
+
+    if "all" in names:
+        return list(race.OPTIMIZERS)
+    return list(dict.fromkeys(names))
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser; parser.commands maps each command to its own parser, whose usage an error
     found after parsing prints (fastopt race: error: ..., not the top-level usage)."""
@@ -98,7 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--steps", type=positive_int, default=2000, help="steps per optimizer and function (default 2000)")
     r.add_argument("--functions", nargs="+", choices=list(race.SURFACES), default=list(race.SURFACES),
                    help="test functions (default: all)")
-    r.add_argument("--optimizers", nargs="+", choices=names, default=names, help="racers (default: all)")
+    r.add_argument("--optimizers", nargs="+", choices=names + ["all"], default=list(race.DEFAULT_RACERS),
+                   help="racers (default: the course notes' seven; all: every optimizer fastopt has)")
     lr_option(r, "tuned per function, see the table")
     r.add_argument("--tol", type=positive_float, default=race.TOLERANCE,
                    help=f"'reached': distance to the minimum below this (> 0; default {race.TOLERANCE:g})")
@@ -109,7 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
     out_option(t)
     t.add_argument("--models", nargs="+", choices=train.MODELS, default=list(train.MODELS),
                    help="linear and/or mlp (default: both)")
-    t.add_argument("--optimizers", nargs="+", choices=names, default=names, help="optimizers (default: all)")
+    t.add_argument("--optimizers", nargs="+", choices=names + ["all"], default=list(race.DEFAULT_RACERS),
+                   help="optimizers (default: the course notes' seven; all: every optimizer fastopt has)")
     lr_option(t, ", ".join(f"{k}={v:g}" for k, v in train.DEFAULT_LRS.items()))
     t.add_argument("--schedule", choices=train.SCHEDULES, default="warmup-cosine",
                    help="learning-rate schedule over all updates (default warmup-cosine: 5%% linear warmup)")
@@ -151,6 +162,7 @@ def run_race(args) -> List[str]:
     from fastopt.bench.progress import Progress
     from fastopt.demo import plots, race
 
+    args.optimizers = _expand_all(args.optimizers)
     progress = Progress(len(args.functions) * len(args.optimizers))
     results = race.race(args.functions, args.optimizers, args.steps, args.lrs, args.tol, progress=progress)
     progress.finish(f"race: {len(results)} runs of {args.steps} steps")
@@ -185,6 +197,7 @@ def run_train(args) -> List[str]:
               f"(limit {train.GRADCHECK_LIMIT:g})")
     caption = (f"digits, batch {args.batch_size}, schedule {args.schedule}, penalty {args.penalty} "
                f"(l1={l1:g}, l2={l2:g}); every update a fused fastopt call")
+    args.optimizers = _expand_all(args.optimizers)
     progress = Progress(len(models) * len(args.optimizers) * args.epochs)
     histories = []
     for model in models:

@@ -24,6 +24,14 @@ STYLES = {
     "rmsprop": dict(color="#2ca02c", ls="-", marker="D"),
     "adam": dict(color="#ff7f0e", ls="-", marker="P"),
     "adamw": dict(color="#7b2cbf", ls="--", marker="X"),
+    "nadam": dict(color="#e377c2", ls="-", marker="*"),
+    "radam": dict(color="#bcbd22", ls="--", marker="p"),
+    "adamax": dict(color="#9467bd", ls=":", marker="h"),
+    "adadelta": dict(color="#7f7f7f", ls="-.", marker="<"),
+    "asgd": dict(color="#393b79", ls="-", marker=">"),
+    "rprop": dict(color="#637939", ls="--", marker="d"),
+    "lion": dict(color="#843c39", ls=":", marker="8"),
+    "lamb": dict(color="#e7ba52", ls="-.", marker="H"),
 }
 ORDER = list(STYLES)
 COLORS = {name: s["color"] for name, s in STYLES.items()}

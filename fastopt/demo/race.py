@@ -99,18 +99,34 @@ OPTIMIZERS: Dict[str, Tuple[str, dict]] = {
     "rmsprop": ("RMSprop", dict(alpha=0.9)),
     "adam": ("Adam", {}),
     "adamw": ("AdamW", dict(weight_decay=1e-2)),
+    # beyond the course notes' seven (fastopt.optim's optimizers described as rules): `--optimizers all`
+    "nadam": ("NAdam", {}),
+    "radam": ("RAdam", {}),
+    "adamax": ("Adamax", {}),
+    "adadelta": ("Adadelta", {}),
+    "asgd": ("ASGD", {}),
+    "rprop": ("Rprop", {}),
+    "lion": ("Lion", {}),
+    "lamb": ("LAMB", dict(weight_decay=0.0)),
 }
 LABELS = dict(sgd="SGD", momentum="Momentum", nesterov="Nesterov", adagrad="AdaGrad", rmsprop="RMSProp",
-              adam="Adam", adamw="AdamW")
+              adam="Adam", adamw="AdamW", nadam="NAdam", radam="RAdam", adamax="Adamax", adadelta="Adadelta",
+              asgd="ASGD", rprop="Rprop", lion="Lion", lamb="LAMB")
+#: the racers of a run without --optimizers: the course notes' seven (the pictures stay readable)
+DEFAULT_RACERS = ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw")
 
 # Learning rates per surface, chosen so that each optimizer does something sensible (no racer
 # diverges at these) and the differences the notes describe show: SGD zigzags and crawls, momentum
 # overshoots and recovers, the adaptive methods cope with the scales. Override with --lr name=value.
 DEFAULT_LRS: Dict[str, Dict[str, float]] = {
-    "rosenbrock": dict(sgd=1e-3, momentum=1e-3, nesterov=1e-3, adagrad=0.5, rmsprop=5e-3, adam=0.05, adamw=0.05),
-    "beale": dict(sgd=1e-2, momentum=2e-3, nesterov=2e-3, adagrad=0.5, rmsprop=1e-2, adam=0.05, adamw=0.05),
-    "saddle": dict(sgd=0.01, momentum=0.01, nesterov=0.01, adagrad=0.01, rmsprop=0.01, adam=0.01, adamw=0.01),
-    "valley": dict(sgd=0.15, momentum=0.02, nesterov=0.02, adagrad=1.0, rmsprop=0.05, adam=0.1, adamw=0.1),
+    "rosenbrock": dict(sgd=1e-3, momentum=1e-3, nesterov=1e-3, adagrad=0.5, rmsprop=5e-3, adam=0.05, adamw=0.05,
+                   nadam=0.03, radam=0.01, adamax=1.0, adadelta=0.3, asgd=1e-3, rprop=0.1, lion=0.01, lamb=0.01),
+    "beale": dict(sgd=1e-2, momentum=2e-3, nesterov=2e-3, adagrad=0.5, rmsprop=1e-2, adam=0.05, adamw=0.05,
+                   nadam=1.0, radam=0.01, adamax=1.0, adadelta=0.3, asgd=0.03, rprop=0.3, lion=0.01, lamb=0.01),
+    "saddle": dict(sgd=0.01, momentum=0.01, nesterov=0.01, adagrad=0.01, rmsprop=0.01, adam=0.01, adamw=0.01,
+                   nadam=0.01, radam=0.01, adamax=0.01, adadelta=1.0, asgd=0.01, rprop=0.01, lion=0.01, lamb=0.01),
+    "valley": dict(sgd=0.15, momentum=0.02, nesterov=0.02, adagrad=1.0, rmsprop=0.05, adam=0.1, adamw=0.1,
+                   nadam=0.3, radam=0.3, adamax=3.0, adadelta=1.0, asgd=0.1, rprop=0.1, lion=0.01, lamb=0.1),
 }
 
 TOLERANCE = 1e-2  # "reached the minimum": Euclidean distance to the known minimum below this

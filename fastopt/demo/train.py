@@ -25,7 +25,8 @@ GRADCHECK_LIMIT = 1e-5  # float64 relative error above which the analytic gradie
 
 # Base learning rates (the schedule's peak) per optimizer, tuned on this data at the defaults
 # (30 epochs, batch 64, warmup + cosine). Override with --lr name=value.
-DEFAULT_LRS = dict(sgd=0.2, momentum=0.02, nesterov=0.02, adagrad=0.2, rmsprop=5e-3, adam=1e-2, adamw=1e-2)
+DEFAULT_LRS = dict(sgd=0.2, momentum=0.02, nesterov=0.02, adagrad=0.2, rmsprop=5e-3, adam=1e-2, adamw=1e-2,
+                   nadam=1e-2, radam=1e-2, adamax=2e-2, adadelta=1.0, asgd=0.2, rprop=1e-3, lion=1e-3, lamb=1e-2)
 
 
 class GradcheckError(RuntimeError):
