@@ -66,7 +66,7 @@ def test_race_in_process_every_step_through_fastopt():
     result = race.run_one(race.SURFACES["rosenbrock"], "adam", race.DEFAULT_LRS["rosenbrock"]["adam"], 1500)
     assert result.reached is not None and abs(result.path[-1] - 1).max() < 1e-2
     assert race.parse_lrs(["adam=0.1", "SGD=1e-3"]) == {"adam": 0.1, "sgd": 1e-3}
-    for bad in (["adam"], ["adam=x"], ["lion=0.1"], ["adam=-1"]):
+    for bad in (["adam"], ["adam=x"], ["adabelief=0.1"], ["adam=-1"]):
         with pytest.raises(ValueError):
             race.parse_lrs(bad)
 
