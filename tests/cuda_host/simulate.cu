@@ -56,6 +56,8 @@ int checks = 0;
 
 // Whether the runners of the cases below plan with the 32 KB kernel-argument space (where compiled).
 bool g_large_args = false;
+// Only the optimizers described as rules (the command-line argument `rules`).
+bool g_rules_only = false;
 
 struct HostRunner {
   bool capture = false;
@@ -745,14 +747,16 @@ void rule_reference(Model<T, S, N>& m, const typename Rule::Hyper& h) {
 // One rule over one size list: every case, and for each variant's first case the modes of test_adam:
 // 0 plain, 1 scaled (grad_scale 1024), 2 device lr / step (where the rule takes them), 3 skip_nonfinite,
 // 4 device grad_scale (found_inf 0), 5 device found_inf set, 6 skip_nonfinite with a device
-// grad_scale < 1 that overflows a gradient.
+// grad_scale < 1 that overflows a gradient. brief: each variant's first case in modes 0 and 1 only (the
+// multi-chunk sizes, where the element count would otherwise dominate the run time).
 template <typename Rule, typename T, typename S>
 void test_rule(const std::vector<RuleCase<Rule>>& cases, const std::vector<int64_t>& sizes, int misalign,
-               uint32_t seed) {
+               uint32_t seed, bool brief) {
   constexpr int N = Rule::kOperands;
   constexpr bool kHasLr = std::string_view(Rule::kHyperSpecs[0].name) == "lr";
   for (const RuleCase<Rule>& rc : cases) {
-    for (int mode = 0; mode < (rc.first ? 7 : 2); ++mode) {
+    if (brief && !rc.first) continue;
+    for (int mode = 0; mode < (rc.first && !brief ? 7 : 2); ++mode) {
       GradScaling scaling;
       if (mode == 1 || mode == 4 || mode == 5) scaling.grad_scale = 1024.0;
       if (mode == 6) scaling.grad_scale = 0.25;
@@ -806,11 +810,11 @@ void test_rule(const std::vector<RuleCase<Rule>>& cases, const std::vector<int64
 }
 
 template <typename T, typename S>
-void test_rules(const std::vector<int64_t>& sizes, int misalign, uint32_t seed) {
+void test_rules(const std::vector<int64_t>& sizes, int misalign, uint32_t seed, bool brief = false) {
   for_each_rule(Registry{}, [&](auto* rule) {
     using Rule = std::remove_pointer_t<decltype(rule)>;
     static const std::vector<RuleCase<Rule>> cases = rule_cases<Rule>();
-    test_rule<Rule, T, S>(cases, sizes, misalign, seed);
+    test_rule<Rule, T, S>(cases, sizes, misalign, seed, brief);
   });
 }
 
@@ -821,11 +825,13 @@ void test_large_lists(uint32_t seed) {
   g_large_args = true;
   const std::vector<int64_t> sizes = many_sizes(150, seed);
   for (int misalign : {0, 3}) {
-    test_adam<T, S>(sizes, misalign, seed + misalign);
-    test_sgd<T, S>(sizes, misalign, seed + misalign);
-    test_adagrad<T, S>(sizes, misalign, seed + misalign);
-    test_rmsprop<T, S>(sizes, misalign, seed + misalign);
-    test_nonfinite<T>(sizes, misalign, seed + misalign);
+    if (!g_rules_only) {
+      test_adam<T, S>(sizes, misalign, seed + misalign);
+      test_sgd<T, S>(sizes, misalign, seed + misalign);
+      test_adagrad<T, S>(sizes, misalign, seed + misalign);
+      test_rmsprop<T, S>(sizes, misalign, seed + misalign);
+      test_nonfinite<T>(sizes, misalign, seed + misalign);
+    }
     test_rules<T, S>(sizes, misalign, seed + misalign);
   }
   g_large_args = false;
@@ -837,12 +843,14 @@ void test_all(uint32_t seed) {
   for (size_t li = 0; li < lists.size(); ++li) {
     for (int misalign = 0; misalign < 4; ++misalign) {
       const uint32_t s = seed + uint32_t(li * 16 + misalign);
-      test_adam<T, S>(lists[li], misalign, s);
-      test_sgd<T, S>(lists[li], misalign, s);
-      test_adagrad<T, S>(lists[li], misalign, s);
-      test_rmsprop<T, S>(lists[li], misalign, s);
-      test_nonfinite<T>(lists[li], misalign, s);
-      test_rules<T, S>(lists[li], misalign, s);
+      if (!g_rules_only) {
+        test_adam<T, S>(lists[li], misalign, s);
+        test_sgd<T, S>(lists[li], misalign, s);
+        test_adagrad<T, S>(lists[li], misalign, s);
+        test_rmsprop<T, S>(lists[li], misalign, s);
+        test_nonfinite<T>(lists[li], misalign, s);
+      }
+      test_rules<T, S>(lists[li], misalign, s, lists[li] == kSizesChunks);
     }
   }
 }
@@ -1007,12 +1015,16 @@ void test_errors() {
 
 }  // namespace
 
-int main() {
-  std::printf("simulating %d threads per block, %lld elements per chunk, CPU reference isa %s\n", kBlockThreads,
-              (long long)kChunkElements, cpu::kernels().isa);
-  test_planning();
-  test_large_planning();
-  test_errors();
+// `fastopt_cuda_simulate rules`: the rules alone (a quicker run while working on rule_backend.cuh).
+int main(int argc, char** argv) {
+  g_rules_only = argc > 1 && std::string(argv[1]) == "rules";
+  std::printf("simulating %d threads per block, %lld elements per chunk, CPU reference isa %s%s\n", kBlockThreads,
+              (long long)kChunkElements, cpu::kernels().isa, g_rules_only ? " (rules only)" : "");
+  if (!g_rules_only) {
+    test_planning();
+    test_large_planning();
+    test_errors();
+  }
   test_all<float, float>(11);
   test_all<double, double>(23);
   test_all<__half, float>(37);
