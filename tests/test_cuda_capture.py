@@ -24,11 +24,11 @@ import numpy as np
 import pytest
 
 import fastopt
+import cuda_rule_cases as rule_cases
+from cuda_rule_cases import HOST_STEP_RULES, rule_case, takes_device_step, takes_lr
 from cuda_support import CUDA_MARKS, args_to_cuda, assert_bits_equal, clone_all, gpu_sleep, to_cuda, torch_with_cuda
 from interop_cases import FULL, FULL_IDS, array_names, call_case, copy_args, hyper_of, make_numpy_args, new_grads
 from kernel_cases import CASES_BY_NAME
-import cuda_rule_cases as rule_cases
-from cuda_rule_cases import HOST_STEP_RULES, rule_case, takes_device_step, takes_lr
 
 pytestmark = CUDA_MARKS
 

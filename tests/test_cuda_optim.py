@@ -24,11 +24,11 @@ import numpy as np
 import pytest
 
 import fastopt
+import cuda_rule_cases as rule_cases
 from cuda_support import CUDA_MARKS, args_to_cuda, assert_bits_equal, clone_all, to_cuda, to_numpy, torch_with_cuda
 from interop_cases import CONFIG_IDS, CONFIGS, FULL, FULL_IDS, array_names, call_case, copy_args, hyper_of
 from interop_cases import make_numpy_args, new_grads, run_reference
 from optim_cases import CASE_IDS, OPTIM_CASES
-import cuda_rule_cases as rule_cases
 
 pytestmark = CUDA_MARKS
 
