@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 
 import fastopt
+import cuda_rule_cases as rule_cases
 from cuda_support import CUDA_MARKS, args_to_cuda, assert_bits_equal, clone_all, gpu_sleep, to_cuda, torch_with_cuda
 from interop_cases import CUDA_FULL as FULL, CUDA_FULL_IDS as FULL_IDS, array_names, call_case, copy_args, hyper_of, make_numpy_args, new_grads
 from kernel_cases import CASES_BY_NAME
@@ -46,6 +47,11 @@ def device_number(torch, value, dtype="float32"):
     return torch.full((), value, dtype=getattr(torch, dtype), device="cuda")
 
 
+# kernel_cases' optimizers and the rules it has no entry for yet (cuda_rule_cases.py)
+ALL_FULL = FULL + rule_cases.FULL
+ALL_FULL_IDS = FULL_IDS + rule_cases.FULL_IDS
+
+
 def has_gpu_sleep(torch):
     return getattr(torch.cuda, "_sleep", None) is not None
 
@@ -54,7 +60,7 @@ def has_gpu_sleep(torch):
 
 @pytest.mark.parametrize("scale_dtype", ["float32", "float64"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
-@pytest.mark.parametrize("case,config", FULL, ids=FULL_IDS)
+@pytest.mark.parametrize("case,config", ALL_FULL, ids=ALL_FULL_IDS)
 def test_device_grad_scale_gives_the_bits_of_a_host_one(torch, case, config, dtype, scale_dtype):
     hyper = hyper_of(case, config, seed=900)
     base = make_numpy_args(case, hyper, SIZES, dtype, seed=901)
@@ -72,7 +78,7 @@ def test_device_grad_scale_gives_the_bits_of_a_host_one(torch, case, config, dty
 
 
 @pytest.mark.parametrize("found_dtype", ["float32", "int64"])
-@pytest.mark.parametrize("case,config", FULL, ids=FULL_IDS)
+@pytest.mark.parametrize("case,config", ALL_FULL, ids=ALL_FULL_IDS)
 def test_a_set_device_found_inf_writes_nothing(torch, case, config, found_dtype):
     hyper = hyper_of(case, config, seed=910)
     base = make_numpy_args(case, hyper, SIZES, np.float32, seed=911)

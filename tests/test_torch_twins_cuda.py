@@ -47,7 +47,23 @@ CASES = [
     ("Adam", dict(lr=1e-2, betas=(0.8, 0.99), weight_decay=1e-2, amsgrad=True)),
     ("AdamW", dict(lr=1e-2)),
     ("AdamW", dict(lr=1e-2, betas=(0.85, 0.995), weight_decay=0.1, amsgrad=True)),
+    # the twins built from the rules (fastopt/rules/), every weight-decay mode and branch
+    ("NAdam", dict(lr=1e-2)),
+    ("NAdam", dict(lr=1e-2, betas=(0.85, 0.99), weight_decay=1e-2, momentum_decay=8e-3, maximize=True)),
+    ("NAdam", dict(lr=1e-2, weight_decay=0.1, decoupled_weight_decay=True)),
+    ("RAdam", dict(lr=1e-2)),  # 20 steps: unrectified at first, rectified from step 6
+    ("RAdam", dict(lr=1e-2, betas=(0.8, 0.99), weight_decay=1e-2, maximize=True)),
+    ("RAdam", dict(lr=1e-2, weight_decay=0.1, decoupled_weight_decay=True)),
+    ("Adamax", dict(lr=1e-2)),
+    ("Adamax", dict(lr=1e-2, betas=(0.8, 0.99), weight_decay=1e-2, maximize=True)),
+    ("Adadelta", dict(lr=1.0, eps=1e-4)),
+    ("Adadelta", dict(lr=0.5, rho=0.8, eps=1e-4, weight_decay=1e-2, maximize=True)),
+    ("ASGD", dict(lr=0.05)),
+    ("ASGD", dict(lr=0.05, lambd=1e-2, alpha=0.6, t0=3.0, weight_decay=1e-2, maximize=True)),  # averages from step 5
+    ("Rprop", dict(lr=0.01)),
+    ("Rprop", dict(lr=0.005, etas=(0.4, 1.3), step_sizes=(1e-5, 0.02), maximize=True)),
 ]
+RULE_TWINS = ("NAdam", "RAdam", "Adamax", "Adadelta", "ASGD", "Rprop")
 IDS = [f"{name}-{i}" for i, (name, _) in enumerate(CASES)]
 TOLERANCE = {torch.float64: dict(rtol=1e-9, atol=1e-11), torch.float32: dict(rtol=1e-5, atol=1e-6)}
 STATE_TOLERANCE = {torch.float64: TOLERANCE[torch.float64], torch.float32: dict(rtol=5e-4, atol=1e-5)}
@@ -108,6 +124,8 @@ def test_mlp_matches_torch_on_cuda(name, hyper, dtype):
 
 
 HALF_CASES = [CASES[1], CASES[3], CASES[5], CASES[7], CASES[9]]
+# each rule twin's case with maximize and weight decay on
+HALF_CASES += [case for case in CASES if case[0] in RULE_TWINS and case[1].get("maximize")]
 
 
 @pytest.mark.parametrize("name,hyper", HALF_CASES, ids=[c[0] for c in HALF_CASES])

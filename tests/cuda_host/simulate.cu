@@ -7,6 +7,11 @@
 // (so a write out of bounds shows), at aligned and misaligned offsets (vector and scalar paths),
 // with sizes that hit ILP tails, chunk boundaries and several launches.
 //
+// The optimizers described as rules (fastopt/registry.h, rule_backend.cuh) are driven from the registry:
+// every rule, every variant its hyperparameter specs reach, each dtype, against the CPU kernel of the
+// rule (cpu::kernels().of<T>().rules.of<Rule>(); half parameters: the float32 kernel on the upcast
+// values, the parameter rounded to nearest). Registering a rule adds it here with no edit.
+//
 // What it cannot check: the device compiler's arithmetic (-fmad=false, IEEE division / sqrt), the
 // launch configuration, real concurrency, the kernel-argument ABI. Those need a GPU.
 //
@@ -19,10 +24,14 @@
 #include <limits>
 #include <random>
 #include <string>
+#include <string_view>
+#include <type_traits>
 #include <vector>
 
 #include "cpu/kernel_table.h"
+#include "common/rule_checks.h"
 #include "cuda/optim_backend.cuh"
+#include "cuda/rule_backend.cuh"
 
 using namespace fastopt;
 using namespace fastopt::cuda;
@@ -47,6 +56,8 @@ int checks = 0;
 
 // Whether the runners of the cases below plan with the 32 KB kernel-argument space (where compiled).
 bool g_large_args = false;
+// Only the optimizers described as rules (the command-line argument `rules`).
+bool g_rules_only = false;
 
 struct HostRunner {
   bool capture = false;
@@ -638,6 +649,175 @@ void test_nonfinite(const std::vector<int64_t>& sizes, int misalign, uint32_t se
   }
 }
 
+// ---------------------------------------------------------------- rules (fastopt/registry.h)
+// Every registered rule, every variant, driven from the registry and the rule's own description:
+// a newly registered optimizer is simulated with no edit here.
+
+// The values a hyperparameter takes in the cases: flags both ways, a zero default also nonzero (weight
+// decay: the variants that decay), optional values absent (NaN: computed from the step) and given.
+std::vector<double> spec_choices(const HyperSpec& spec) {
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  switch (spec.rule) {
+    case HyperRule::Flag: return {0.0, 1.0};
+    case HyperRule::OptionalUnit:
+    case HyperRule::OptionalNonNegative: return {nan, 0.5};
+    case HyperRule::Finite:
+    case HyperRule::NonNegative:
+      if (spec.default_value == 0.0) return {0.0, 0.01};
+      return {spec.default_value};
+    default: return {spec.default_value};
+  }
+}
+
+template <typename Rule>
+struct RuleCase {
+  std::array<double, Rule::kHypers> values;
+  int64_t step;
+  int variant;
+  bool first;  // the first case found for its variant (the one that also runs the device and skip modes)
+};
+
+// Every valid combination of the choices (and steps 1, 3 and 10 when the rule uses the step, which
+// RAdam's rectification depends on); per variant the first and the last combination found (mostly
+// defaults, mostly changed). A variant no combination reaches is a failure: the cases miss it.
+template <typename Rule>
+std::vector<RuleCase<Rule>> rule_cases() {
+  std::vector<std::vector<double>> choices;
+  for (const HyperSpec& spec : Rule::kHyperSpecs) choices.push_back(spec_choices(spec));
+  const std::vector<int64_t> steps = Rule::kUsesStep ? std::vector<int64_t>{1, 3, 10} : std::vector<int64_t>{1};
+  std::vector<std::vector<RuleCase<Rule>>> found(Rule::kVariants);
+  std::array<size_t, Rule::kHypers> at{};
+  for (;;) {
+    for (int64_t step : steps) {
+      RuleCase<Rule> c{};
+      for (int i = 0; i < Rule::kHypers; ++i) c.values[size_t(i)] = choices[size_t(i)][at[size_t(i)]];
+      c.step = step;
+      const typename Rule::Hyper h = Rule::from_values(c.values.data(), step, GradScaling{});
+      if (rules::check_rule<Rule>(c.values.data(), h)) continue;  // an invalid combination
+      c.variant = Rule::variant(h);
+      auto& mine = found[size_t(c.variant)];
+      c.first = mine.empty();
+      if (mine.size() < 2) {
+        mine.push_back(c);
+      } else {
+        mine[1] = c;
+      }
+    }
+    int i = 0;  // the next combination (odometer)
+    while (i < Rule::kHypers && ++at[size_t(i)] == choices[size_t(i)].size()) at[size_t(i++)] = 0;
+    if (i == Rule::kHypers) break;
+  }
+  std::vector<RuleCase<Rule>> out;
+  for (int v = 0; v < Rule::kVariants; ++v) {
+    EXPECT(!found[size_t(v)].empty(), "%s: no case reaches variant %d", Rule::kName, v);
+    for (const auto& c : found[size_t(v)]) out.push_back(c);
+  }
+  return out;
+}
+
+// The CPU kernel of the rule on a copy. Half parameters: the float32 kernel on the parameters and
+// gradients converted to float (the state is float32 already, updated in place), the parameters
+// rounded back to nearest, which is what the CUDA op does per element (math in float).
+template <typename Rule, typename T, typename S, int N>
+void rule_reference(Model<T, S, N>& m, const typename Rule::Hyper& h) {
+  if constexpr (std::is_same_v<T, S>) {
+    cpu::kernels().of<T>().rules.template of<Rule>()(cpu_list(m), h);
+  } else {
+    std::vector<std::vector<float>> p(m.sizes.size()), g(m.sizes.size());
+    cpu::TensorList<float, N> list;
+    for (size_t k = 0; k < m.sizes.size(); ++k) {
+      for (int64_t i = 0; i < m.sizes[k]; ++i) {
+        p[k].push_back(to_f(m.params[k].data()[i]));
+        g[k].push_back(to_f(m.grads[k].data()[i]));
+      }
+      std::array<float*, N> ptrs{};
+      ptrs[0] = p[k].data();
+      ptrs[1] = g[k].data();
+      const auto device = m.ptrs(k);
+      for (int j = 2; j < N; ++j) ptrs[j] = static_cast<float*>(device[j]);
+      list.add(ptrs, m.sizes[k]);
+    }
+    cpu::kernels().of<float>().rules.template of<Rule>()(list, h);
+    for (size_t k = 0; k < m.sizes.size(); ++k) {
+      for (int64_t i = 0; i < m.sizes[k]; ++i) m.params[k].data()[i] = Storage<T>::from_math(p[k][size_t(i)]);
+    }
+  }
+}
+
+// One rule over one size list: every case, and for each variant's first case the modes of test_adam:
+// 0 plain, 1 scaled (grad_scale 1024), 2 device lr / step (where the rule takes them), 3 skip_nonfinite,
+// 4 device grad_scale (found_inf 0), 5 device found_inf set, 6 skip_nonfinite with a device
+// grad_scale < 1 that overflows a gradient. brief: each variant's first case in modes 0 and 1 only (the
+// multi-chunk sizes, where the element count would otherwise dominate the run time).
+template <typename Rule, typename T, typename S>
+void test_rule(const std::vector<RuleCase<Rule>>& cases, const std::vector<int64_t>& sizes, int misalign,
+               uint32_t seed, bool brief) {
+  constexpr int N = Rule::kOperands;
+  constexpr bool kHasLr = std::string_view(Rule::kHyperSpecs[0].name) == "lr";
+  for (const RuleCase<Rule>& rc : cases) {
+    if (brief && !rc.first) continue;
+    for (int mode = 0; mode < (rc.first && !brief ? 7 : 2); ++mode) {
+      GradScaling scaling;
+      if (mode == 1 || mode == 4 || mode == 5) scaling.grad_scale = 1024.0;
+      if (mode == 6) scaling.grad_scale = 0.25;
+      const typename Rule::Hyper h = Rule::from_values(rc.values.data(), rc.step, scaling);
+      unsigned present = 0;
+      with_variant<Rule::kVariants>(rc.variant, [&](auto V) { present = Rule::used(V.value); });
+      Model<T, S, N> m = make_model<T, S, N>(sizes, present, misalign, seed, true);
+      typename Rule::Hyper host = h;
+      DeviceScalars dev;
+      DeviceHyper dh;
+      if (mode == 2) {  // the device values win over garbage host ones
+        const bool device_step = Rule::kUsesStep && Rule::kDeviceStep;
+        if (!kHasLr && !device_step) continue;
+        dh = make_device_hyper(dev, h.lr, h.step, 1 + int(seed % 4));
+        if (!kHasLr) dh.lr = {};
+        if (!device_step) dh.step = {};
+        if (!dh.lr && !dh.step) dh.lr = {&dev.lr64, DType::Float64};  // (make_device_hyper's step-only case)
+        if (dh.lr) host.lr = 999.0;
+        if (dh.step) host.step = 77;
+      }
+      bool expect_skip = false, device_skip = false;
+      if (mode == 3) {
+        host.scaling.skip_nonfinite = true;
+        expect_skip = seed % 2 == 0;
+        if (expect_skip) poison<T, S>(m.grads, sizes, seed % 4 == 0 ? std::numeric_limits<double>::infinity()
+                                                                      : std::numeric_limits<double>::quiet_NaN());
+      }
+      if (mode >= 4) {  // the device scale wins over a garbage host one (which would also pass the probe)
+        add_device_scaling(dh, dev, h.scaling.grad_scale, mode == 5, int(seed) + rc.variant);
+        host.scaling.grad_scale = mode == 6 ? 1.0 : 999.0;
+        device_skip = mode == 5;
+      }
+      if (mode == 6) {
+        host.scaling.skip_nonfinite = true;
+        const double big =
+            sizeof(T) == 4 ? 3e38 : (sizeof(T) == 8 ? 1.7e308 : std::numeric_limits<double>::quiet_NaN());
+        poison<T, S>(m.grads, sizes, big);
+        bool any = false;
+        for (int64_t n : sizes) any = any || n > 0;
+        expect_skip = any;
+      }
+      std::string what = std::string(Rule::kName) + "<" + dtype_name(dtype_of<T>()) + "> variant=" +
+                         std::to_string(rc.variant) + " step=" + std::to_string(rc.step) + " mode=" +
+                         std::to_string(mode) + " misalign=" + std::to_string(misalign);
+      check_case(
+          what.c_str(), m,
+          [&](HostRunner& r, const DeviceTensorList<N>& l) { return run_rule<Rule>(r, l, host, dh); },
+          [&](Model<T, S, N>& ref) { rule_reference<Rule>(ref, h); }, expect_skip, device_skip);
+    }
+  }
+}
+
+template <typename T, typename S>
+void test_rules(const std::vector<int64_t>& sizes, int misalign, uint32_t seed, bool brief = false) {
+  for_each_rule(Registry{}, [&](auto* rule) {
+    using Rule = std::remove_pointer_t<decltype(rule)>;
+    static const std::vector<RuleCase<Rule>> cases = rule_cases<Rule>();
+    test_rule<Rule, T, S>(cases, sizes, misalign, seed, brief);
+  });
+}
+
 // Lists longer than one 4 KB launch, planned in the 32 KB argument space, bit for bit as before.
 template <typename T, typename S>
 void test_large_lists(uint32_t seed) {
@@ -645,11 +825,14 @@ void test_large_lists(uint32_t seed) {
   g_large_args = true;
   const std::vector<int64_t> sizes = many_sizes(150, seed);
   for (int misalign : {0, 3}) {
-    test_adam<T, S>(sizes, misalign, seed + misalign);
-    test_sgd<T, S>(sizes, misalign, seed + misalign);
-    test_adagrad<T, S>(sizes, misalign, seed + misalign);
-    test_rmsprop<T, S>(sizes, misalign, seed + misalign);
-    test_nonfinite<T>(sizes, misalign, seed + misalign);
+    if (!g_rules_only) {
+      test_adam<T, S>(sizes, misalign, seed + misalign);
+      test_sgd<T, S>(sizes, misalign, seed + misalign);
+      test_adagrad<T, S>(sizes, misalign, seed + misalign);
+      test_rmsprop<T, S>(sizes, misalign, seed + misalign);
+      test_nonfinite<T>(sizes, misalign, seed + misalign);
+    }
+    test_rules<T, S>(sizes, misalign, seed + misalign);
   }
   g_large_args = false;
 }
@@ -660,11 +843,14 @@ void test_all(uint32_t seed) {
   for (size_t li = 0; li < lists.size(); ++li) {
     for (int misalign = 0; misalign < 4; ++misalign) {
       const uint32_t s = seed + uint32_t(li * 16 + misalign);
-      test_adam<T, S>(lists[li], misalign, s);
-      test_sgd<T, S>(lists[li], misalign, s);
-      test_adagrad<T, S>(lists[li], misalign, s);
-      test_rmsprop<T, S>(lists[li], misalign, s);
-      test_nonfinite<T>(lists[li], misalign, s);
+      if (!g_rules_only) {
+        test_adam<T, S>(lists[li], misalign, s);
+        test_sgd<T, S>(lists[li], misalign, s);
+        test_adagrad<T, S>(lists[li], misalign, s);
+        test_rmsprop<T, S>(lists[li], misalign, s);
+        test_nonfinite<T>(lists[li], misalign, s);
+      }
+      test_rules<T, S>(lists[li], misalign, s, lists[li] == kSizesChunks);
     }
   }
 }
@@ -829,12 +1015,16 @@ void test_errors() {
 
 }  // namespace
 
-int main() {
-  std::printf("simulating %d threads per block, %lld elements per chunk, CPU reference isa %s\n", kBlockThreads,
-              (long long)kChunkElements, cpu::kernels().isa);
-  test_planning();
-  test_large_planning();
-  test_errors();
+// `fastopt_cuda_simulate rules`: the rules alone (a quicker run while working on rule_backend.cuh).
+int main(int argc, char** argv) {
+  g_rules_only = argc > 1 && std::string(argv[1]) == "rules";
+  std::printf("simulating %d threads per block, %lld elements per chunk, CPU reference isa %s%s\n", kBlockThreads,
+              (long long)kChunkElements, cpu::kernels().isa, g_rules_only ? " (rules only)" : "");
+  if (!g_rules_only) {
+    test_planning();
+    test_large_planning();
+    test_errors();
+  }
   test_all<float, float>(11);
   test_all<double, double>(23);
   test_all<__half, float>(37);
