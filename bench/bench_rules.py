@@ -1,9 +1,9 @@
-"""The optimizers described as rules (NAdam, RAdam, Adamax, Adadelta, ASGD, Rprop, Lion) on the CPU, float32:
+"""The optimizers described as rules (NAdam, RAdam, Adamax, Adadelta, ASGD, Rprop, Lion, LAMB) on the CPU, float32:
 
   - one 16M-element tensor: fastopt's call against the in-place bandwidth probe (a += b, the same chunks and
     threads), as the fraction of the probe's bandwidth reached for the bytes each optimizer must move (params
     and states read and written, grads read), and against torch.optim's foreach implementation (torch has no
-    fused kernel for any of these; Lion has no torch class, so it has no torch column);
+    fused kernel for any of these; Lion and LAMB have no torch class, so no torch column);
   - one call on 1,000 elements from Python: the median time of the call.
 
 Everything is interleaved in one process (fastopt, probe, torch, fastopt, ...), medians over the rounds.
@@ -35,7 +35,11 @@ CASES = {
     "asgd": ("asgd_", "ASGD", dict(lr=1e-2), dict(lr=1e-2), 1, True),
     "rprop": ("rprop_", "Rprop", dict(), dict(lr=1e-2), 2, False),
     "lion": ("lion_", None, dict(lr=1e-4, weight_decay=1e-2), None, 1, False),
+    "lamb": ("lamb_", None, dict(lr=1e-3), None, 2, True),
 }
+# LAMB reads the params, m and v twice (its trust ratio needs the tensor's norms before the update):
+# bytes per element, float32: pass 1 reads p, g, m, v and writes m, v; pass 2 reads p, m, v, writes p
+BYTES_PER_ELEMENT = {"lamb": 4 * (6 + 4)}
 
 
 def parse_size(text: str) -> int:
@@ -56,7 +60,8 @@ def fastopt_call(name, n, rng):
         extra = {"step": step[0]} if takes_step else {}
         fn(p, g, *st, **kwargs, **extra)
 
-    return call, 4 * n * (3 + 2 * states)  # (params read + written, grads read, each state read + written)
+    # (params read + written, grads read, each state read + written)
+    return call, n * BYTES_PER_ELEMENT.get(name, 4 * (3 + 2 * states))
 
 
 def torch_step(name, n, rng):

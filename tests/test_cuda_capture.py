@@ -27,7 +27,7 @@ import fastopt
 import cuda_rule_cases as rule_cases
 from cuda_rule_cases import HOST_STEP_RULES, rule_case, takes_device_step, takes_lr
 from cuda_support import CUDA_MARKS, args_to_cuda, assert_bits_equal, clone_all, gpu_sleep, to_cuda, torch_with_cuda
-from interop_cases import CAPTURE_FULL as FULL, CAPTURE_FULL_IDS as FULL_IDS, array_names, call_case, copy_args, hyper_of, make_numpy_args, new_grads
+from interop_cases import CUDA_FULL as FULL, CUDA_FULL_IDS as FULL_IDS, array_names, call_case, copy_args, hyper_of, make_numpy_args, new_grads
 from kernel_cases import CASES_BY_NAME
 
 pytestmark = CUDA_MARKS
@@ -60,17 +60,23 @@ SCALAR_IDS = [f"lr_{lr}-step_{step}-{'0d' if not shape else '1d'}" for lr, step,
 # Every optimizer (kernel_cases', and the rules it has no entry for yet: cuda_rule_cases.py) that takes lr
 # or step as a device value: all but Rprop, which has no lr and no step.
 ALL_FULL = FULL + rule_cases.FULL
-DEVICE_VALUE_CASES = [(c, cfg) for c, cfg in ALL_FULL if takes_lr(c) or takes_device_step(c)]
+DEVICE_VALUE_CASES = [(c, cfg) for c, cfg in ALL_FULL
+                      if (takes_lr(c) and c.name != "asgd") or takes_device_step(c)]  # (asgd: host lr only)
 DEVICE_VALUE_IDS = [c.name for c, _ in DEVICE_VALUE_CASES]
 
 
-def xfail_asgd_device_lr(request, case):
-    if case.name == "asgd":
-        # Found by this test's extension to the rules: asgd_ computes eta on the host from lr (eta=None:
-        # lr / (1 + lambd lr (t - 1))^alpha); with lr on the device the host's number is 0, so eta is 0 and
-        # nothing moves: the device lr is neither used nor refused (csrc/python/rule_bindings.cpp, asgd.h).
-        request.applymarker(pytest.mark.xfail(strict=True, reason="asgd_ with a device lr and eta=None does "
-                                                                  "not use the device lr"))
+def test_asgd_refuses_a_device_lr(torch):
+    # asgd_ computes eta on the host from lr (eta=None: lr / (1 + lambd lr (t - 1))^alpha), so a device lr
+    # (whose value the host never reads) is refused rather than taken as 0 (AsgdRule::kDeviceLr)
+    case = rule_cases.rule_case("asgd")
+    hyper = hyper_of(case, list(case.configs)[-1], seed=704)
+    base = make_numpy_args(case, hyper, SIZES, np.float32, seed=705)
+    args = args_to_cuda(torch, base)
+    args["grads"] = [to_cuda(torch, g) for g in new_grads(SIZES, np.float32, seed=706)]
+    before = [p.clone() for p in args["params"]]
+    with pytest.raises(TypeError, match="needs lr as a host number"):
+        call_case(case, dict(hyper, lr=torch.tensor(0.01, device="cuda")), args, step=1)
+    assert all(torch.equal(a, b) for a, b in zip(args["params"], before))
 
 
 @pytest.mark.parametrize("lr_dtype,step_dtype,shape", SCALARS, ids=SCALAR_IDS)
@@ -82,7 +88,6 @@ def test_device_lr_and_step_match_host_values(torch, request, case, config, dtyp
     # The optimizers without a power of beta give the host bits with a device lr
     # (test_device_lr_gives_the_bits_of_host_lr). The rules that need the host step (HOST_STEP_RULES)
     # get it as a host number, and lr on the device.
-    xfail_asgd_device_lr(request, case)
     hyper = hyper_of(case, config, seed=700)
     for key in ("eta", "mu"):  # (ASGD's: left to the kernel, which computes them from lr and the step)
         hyper.pop(key, None)

@@ -71,6 +71,10 @@ struct RuleBinding {
     using Hyper = typename Rule::Hyper;
     const Hyper hyper = Rule::from_values(values, step.host_step(), scaling.host);
     require(rules::check_rule<Rule>(values, hyper));
+    if (lr.device && !Rule::kDeviceLr) {
+      throw py::type_error(std::string(Rule::kName) + "_() needs lr as a host number (its constants are computed "
+                           "from it on the host)");
+    }
     if (step.device && !Rule::kDeviceStep) {
       throw py::type_error(std::string(Rule::kName) + "_() needs step as a host number (its constants are not "
                            "computed from a device step)");

@@ -813,8 +813,10 @@ template <typename T, typename S>
 void test_rules(const std::vector<int64_t>& sizes, int misalign, uint32_t seed, bool brief = false) {
   for_each_rule(Registry{}, [&](auto* rule) {
     using Rule = std::remove_pointer_t<decltype(rule)>;
-    static const std::vector<RuleCase<Rule>> cases = rule_cases<Rule>();
-    test_rule<Rule, T, S>(cases, sizes, misalign, seed, brief);
+    if constexpr (!has_tensor_sums<Rule>) {  // (LAMB's per-tensor norms have no CUDA path yet)
+      static const std::vector<RuleCase<Rule>> cases = rule_cases<Rule>();
+      test_rule<Rule, T, S>(cases, sizes, misalign, seed, brief);
+    }
   });
 }
 

@@ -54,6 +54,7 @@ struct AsgdRule : RuleDefaults {
   };
   static constexpr bool kUsesStep = true;
   static constexpr bool kDeviceStep = false;
+  static constexpr bool kDeviceLr = false;  // (eta = None is computed from the host's lr)
 
   using Hyper = AsgdHyper;
   static Hyper from_values(const double* v, int64_t step, GradScaling scaling) {

@@ -88,6 +88,9 @@ struct RuleDefaults {
   // consts() may compute from a step read on the device (a captured CUDA graph replays with the
   // device's step). false: the rule needs host values the step alone does not give (they are refused).
   static constexpr bool kDeviceStep = true;
+  // consts() may compute from an lr read on the device. false: from_values derives host values from
+  // the lr (ASGD's eta when it is not given), so a device lr is refused.
+  static constexpr bool kDeviceLr = true;
 
   template <typename Hyper>
   static HyperProblem check_more(const Hyper&) {
