@@ -239,7 +239,12 @@ def test_a_storage_swapped_by_another_thread_during_the_kernel():
         thread.start()
         try:
             for step in range(1, 301):
-                fastopt.adam_(p, g, m, v, lr=1e-3, step=step)
+                try:
+                    fastopt.adam_(p, g, m, v, lr=1e-3, step=step)
+                except ValueError as error:
+                    # a swap caught between reading the tensor and checking it: refused by name, and fine
+                    # (the point is no crash, no hang); anything else fails the child
+                    assert "set_()" in str(error), error
         finally:
             stop.set()
             thread.join()

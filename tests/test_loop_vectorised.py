@@ -33,7 +33,14 @@ def _registered_rules():
     rule_update<fastopt::<Name>Rule, T>, is instantiated per variant and checked the same way."""
     text = (ROOT / "csrc" / "include" / "fastopt" / "registry.h").read_text()
     names = re.search(r"using Registry = RuleList<([^>]*)>", text).group(1)
-    return tuple(n.strip() for n in names.split(",") if n.strip())
+    # (rules with per-tensor sums, LAMB's, run their own two-pass loop, tensor_sum_loops.h, not rule_update)
+    with_sums = set()
+    for header in (ROOT / "csrc" / "include" / "fastopt").glob("*.h"):
+        for struct in re.split(r"\n(?=struct )", header.read_text()):
+            found = re.match(r"struct (\w+Rule)\b", struct)
+            if found and "kTensorSums" in struct:
+                with_sums.add(found.group(1))
+    return tuple(n.strip() for n in names.split(",") if n.strip() and n.strip() not in with_sums)
 
 
 RULES = _registered_rules() if (ROOT / "csrc").exists() else ()
