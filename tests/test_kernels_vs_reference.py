@@ -40,7 +40,8 @@ def run_kernel_and_reference(case, config, sizes, dtype, seed):
 
     params = [rng.standard_normal(n).astype(dtype) for n in sizes]
     states = {s: [np.full(n, case.initial_state(s, hyper), dtype=dtype) for n in sizes] for s in used}
-    initial = [p.copy() for p in params]
+    # (params and every state: the run must have changed something, see assert_matches)
+    initial = [p.copy() for p in params] + [a.copy() for arrays in states.values() for a in arrays]
     ref_dtype = np.float64 if dtype == np.float64 else np.float32  # (see the module's docstring)
     ref_params = [p.astype(ref_dtype) for p in params]
     ref_states = {s: [a.astype(ref_dtype) for a in arrays] for s, arrays in states.items()}
@@ -69,9 +70,11 @@ def assert_matches(case, config, sizes, dtype, seed):
         for i, (a, ref) in enumerate(zip(states[s], ref_states[s])):
             np.testing.assert_allclose(a, ref, err_msg=f"{case.name}/{config} {s}[{i}]",
                                        **tolerance(dtype, ref))
-    # The run really moved the parameters, so a degenerate draw cannot pass silently.
+    # The run really moved something, so a degenerate draw cannot pass silently. (The state too: Lion's
+    # parameter moves by exactly +-lr a step, and one element can come back to its start bit for bit.)
     if sum(sizes) > 0:
-        assert any(np.any(p != p0) for p, p0 in zip(params, initial))
+        current = params + [a for arrays in states.values() for a in arrays]
+        assert any(np.any(x != x0) for x, x0 in zip(current, initial))
 
 
 SMALL = [(case, config, size_name)
