@@ -29,6 +29,7 @@ from __future__ import annotations
 import functools
 from typing import List, Optional
 
+import numpy as np
 import torch
 
 import fastopt.cuda
@@ -169,7 +170,10 @@ def views(tensors: List[torch.Tensor]) -> list:
     ones as their real pairs, torch.view_as_real): for CPU tensors
     writeable NumPy arrays over the tensors' own memory (Tensor.numpy() always shares it; an update into a
     copy would be lost without a word, so the tests check the addresses and that the update lands in the
-    tensor); for CUDA tensors the tensors themselves, detached (the same memory)."""
+    tensor); for CUDA tensors the tensors themselves, detached (the same memory). Views already made (a
+    StepPlan's NumPy arrays) pass through."""
+    if tensors and isinstance(tensors[0], np.ndarray):
+        return tensors
     if tensors and tensors[0].is_complex():
         tensors = [torch.view_as_real(t.detach()) for t in tensors]
     if tensors and tensors[0].is_cuda:

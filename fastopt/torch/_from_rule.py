@@ -91,4 +91,7 @@ def twin_class(spec: RuleSpec) -> type:
         __init__=__init__, _new_state=_new_state, _bucket_key=_bucket_key, _check_key=_check_key, _run=_run,
         _state_keys=("step",) + (scalars.keys if scalars else ()) + tuple(s.key for s in spec.state),
         _scalar_state=scalars.keys if scalars else (), _torch_name=spec.torch_name,
+        # (the repeated step: a rule's state never depends on its hyperparameters; per-parameter numbers
+        # beside the arrays are left to the full path)
+        _step_plan_ok=scalars is None, _step_keyed=spec.uses_step, _free_hyper=tuple(spec.defaults),
         __doc__=f"``{spec.name}({text})``\n\n{spec.doc}", __module__="fastopt.torch"))

@@ -42,6 +42,7 @@ import torch
 from fastopt import _hyper
 from fastopt._overlap import check_disjoint
 from fastopt.torch import _arrays, _dtensor
+from fastopt.torch._step_plan import StepPlan
 from fastopt.torch._torch_wording import torch_wording
 
 
@@ -172,6 +173,13 @@ class FusedOptimizer(torch.optim.Optimizer):
     _nullable_state: Tuple[str, ...] = ()  # entries that may be None (SGD's momentum buffer)
     _scalar_state: Tuple[str, ...] = ()  # one-element tensors beside the step (NAdam's mu_product, ASGD's eta, mu)
 
+    # The repeated step (fastopt/torch/_step_plan.py): whether a plan may step this optimizer, whether its
+    # calls' key is the step number (else a constant the plan keeps), and the options a scheduler may
+    # change without changing which state exists (the plan checks them again; any other change re-plans).
+    _step_plan_ok = True
+    _step_keyed = True
+    _free_hyper: Tuple[str, ...] = ("lr", "betas", "eps", "weight_decay")
+
     def __init__(self, params, defaults: Dict[str, Any]):
         # The constructor's arguments first, so that a refusal names just the argument ("lr", not
         # "param group 0: lr"): their kinds here, their values by the kernel on an empty list.
@@ -182,6 +190,7 @@ class FusedOptimizer(torch.optim.Optimizer):
 
     def add_param_group(self, param_group: Dict[str, Any]) -> None:
         super().add_param_group(param_group)
+        self.__dict__["_step_plan"] = None
         group = self.param_groups[-1]
         # Check the options and hyperparameters now, as torch does in its constructors: the kernel
         # validates them itself when called on an empty list, so the rules live in one place.
@@ -203,6 +212,7 @@ class FusedOptimizer(torch.optim.Optimizer):
         # numeric step into torch's 0-d tensor where the group keeps it, and give half parameters float32 state.
         super().__setstate__(state)
         self.__dict__.pop("_tokens", None)
+        self.__dict__["_step_plan"] = None
         for group in self.param_groups:
             for key, value in self.defaults.items():
                 group.setdefault(key, value)
@@ -390,6 +400,13 @@ class FusedOptimizer(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        # The repeated step: everything as the last full step left it but the gradients (and a scheduler's
+        # numbers): it steps at a fraction of the full path's cost per parameter, or declines, changing nothing.
+        plan = self.__dict__.get("_step_plan")
+        if plan is not None:
+            if plan.run(self):
+                return loss
+            self.__dict__["_step_plan"] = None
         calls = self._plan()
         grad_scale, found_inf, skip = self._amp_scaling(calls)
         if skip:
@@ -448,6 +465,8 @@ class FusedOptimizer(torch.optim.Optimizer):
             if sharded:  # (the shards have version counters of their own, which torch's in-place ops bump too)
                 _arrays.mark_modified(kernel_params + [v for s in kernel_states for name, v in s.items()
                                                        if name != "step" and torch.is_tensor(v)])
+        if not by_torch:
+            self.__dict__["_step_plan"] = StepPlan.build(self, calls)
         return loss
 
     # The torch.optim class of the same algorithm (its name): it steps what the fused kernels cannot.

@@ -21,6 +21,7 @@ class Adagrad(FusedOptimizer):
     _torch_name = "Adagrad"  # torch.optim's class: it steps differentiable=True groups
 
     _state_keys = ("step", "sum")
+    _free_hyper = ("lr", "lr_decay", "eps", "weight_decay")
 
     def __init__(self, params, lr=1e-2, lr_decay=0, weight_decay=0, initial_accumulator_value=0, eps=1e-10,
                  foreach=None, *, maximize=False, differentiable=False, fused=None):

@@ -20,6 +20,8 @@ class RMSprop(FusedOptimizer):
 
     _state_keys = ("step", "square_avg")
     _lazy_state = ("momentum_buffer", "grad_avg")
+    _step_keyed = False  # (the update does not depend on the step number)
+    _free_hyper = ("lr", "alpha", "eps", "weight_decay")  # (not momentum or centered: they add state)
 
     def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0, momentum=0, centered=False,
                  capturable=False, foreach=None, maximize=False, differentiable=False):

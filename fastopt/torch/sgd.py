@@ -21,6 +21,8 @@ class SGD(FusedOptimizer):
 
     _lazy_state = ("momentum_buffer",)
     _nullable_state = ("momentum_buffer",)
+    _step_keyed = False  # (its calls' key says whether the momentum buffers exist yet)
+    _free_hyper = ("lr", "dampening", "weight_decay")  # (not momentum: it decides whether buffers exist)
 
     def __init__(self, params, lr=1e-3, momentum=0, dampening=0, weight_decay=0, nesterov=False, *,
                  maximize=False, foreach=None, differentiable=False, fused=None):
