@@ -231,6 +231,17 @@ class StepPlan:
                 return None
         if [t.data_ptr() for t in plan.kept] != plan.addresses or [t.shape for t in plan.kept] != plan.kept_shapes:
             return None
+        dtype = plan.dtype
+        views = []
+        try:
+            for g, shape in zip(grads, plan.shapes):
+                if type(g) not in _PLAIN_TYPES or g.dtype is not dtype or g.shape != shape or not g.is_contiguous():
+                    return None
+                # (numpy() raises for a CUDA, sparse, conjugated or negated tensor, or one that requires grad:
+                # the full path then names it)
+                views.append(g.numpy())
+        except (RuntimeError, TypeError):
+            return None
         count = None
         if plan.counted:
             counts = [float(view) for view in plan.step_views]
@@ -240,16 +251,6 @@ class StepPlan:
                 return None
             count = int(count)
         key = count + 1 if plan.step_keyed else plan.key
-        dtype = plan.dtype
-        views = []
-        try:
-            for g, shape in zip(grads, plan.shapes):
-                if type(g) not in _PLAIN_TYPES or g.dtype is not dtype or g.shape != shape or not g.is_contiguous():
-                    return None
-                views.append(g.numpy())  # (raises for a CUDA, sparse, conjugated or negated tensor, or one
-                # that requires grad: the full path then names it)
-        except (RuntimeError, TypeError):
-            return None
         return grads, views, key, count
 
     @staticmethod
