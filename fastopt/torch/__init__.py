@@ -27,6 +27,7 @@ except ImportError as error:  # pragma: no cover - exercised by a subprocess tes
     raise ImportError("fastopt.torch needs PyTorch, which is not installed: `pip install torch` "
                       "(fastopt itself works without it)") from error
 
+from fastopt.torch import _compile
 from fastopt.torch._optimizer import FusedOptimizer
 from fastopt.torch.adagrad import Adagrad
 from fastopt.torch.adam import Adam, AdamW
@@ -39,6 +40,10 @@ from fastopt.rules import SPECS as _SPECS
 # The optimizers described as rules (fastopt/rules/): Lion ...
 for _spec in _SPECS:
     globals()[_spec.name] = twin_class(_spec)
+
+# (torch.compile's op finds a traced step's class here: fastopt/torch/_compile.py)
+_compile.TWINS.update((cls.__name__, cls) for cls in (SGD, Adagrad, RMSprop, Adam, AdamW))
+_compile.TWINS.update((s.name, globals()[s.name]) for s in _SPECS)
 
 __all__ = ["FusedOptimizer", "SGD", "Adagrad", "RMSprop", "Adam", "AdamW", *(s.name for s in _SPECS),
            "linear_cross_entropy"]

@@ -41,7 +41,7 @@ import torch
 
 from fastopt import _hyper
 from fastopt._overlap import check_disjoint
-from fastopt.torch import _arrays, _dtensor
+from fastopt.torch import _arrays, _compile, _dtensor
 from fastopt.torch._step_plan import StepPlan
 from fastopt.torch._torch_wording import torch_wording
 
@@ -395,8 +395,15 @@ class FusedOptimizer(torch.optim.Optimizer):
     def step(self, closure=None):
         """One update of every parameter that has a .grad; `closure` (optional) re-evaluates the model
         under torch.enable_grad() and its loss is returned."""
-        self._capture_health_check()
         loss = None
+        if torch.compiler.is_compiling():  # (traced by torch.compile: one custom op per group, see _compile)
+            if closure is not None:
+                with torch.enable_grad():
+                    loss = closure()
+            if _compile.traced_step(self):
+                return loss
+            closure = None  # (evaluated: the eager path below takes the step)
+        self._capture_health_check()
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
