@@ -112,6 +112,18 @@ def test_a_state_tensor_narrowed_in_place_is_refused_as_by_the_full_step():
     assert_unchanged(before, ours, twin)
 
 
+def test_a_parameter_reshaped_over_the_same_memory_is_checked_as_by_the_full_step():
+    ours, theirs, twin, ref = make_pair("SGD", dict(lr=0.1, momentum=0.9), shapes=[(4, 3)])
+    for k in range(2):
+        step_both(ours, theirs, twin, ref, k)
+    ours[0].data = ours[0].data.view(12)  # (the same address and size, another shape; its buffer keeps (4, 3))
+    ours[0].grad = torch.randn(12, dtype=torch.float64)
+    before = snapshot(ours, twin)
+    with pytest.raises(ValueError, match=r"state\[0\]\['momentum_buffer'\] has shape \(4, 3\)"):
+        twin.step()
+    assert_unchanged(before, ours, twin)
+
+
 @pytest.mark.parametrize("name, hyper", [c for c in CASES if c[0] in ("AdamW", "Adagrad", "RMSprop", "Rprop")])
 def test_replaced_state_tensors_are_used(name, hyper):
     ours, theirs, twin, ref = make_pair(name, hyper)

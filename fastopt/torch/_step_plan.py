@@ -9,8 +9,9 @@ at each step, proves that they still are what the full step checked, per tensor 
 
 - the same param_groups (the same dicts, the same parameter objects in the same order, gradients present
   for exactly the same parameters), the same state dicts holding the same tensor objects, and every kept
-  tensor still at the address and shape it had (so `p.data = ...`, `set_()` or a replaced state tensor is
-  seen, never written through an outdated view);
+  tensor still at the address and of the size it had (so `p.data = ...`, `set_()` or a replaced state
+  tensor is seen, never written through an outdated view; a view of the same memory in another shape is
+  the same elementwise update);
 - the group's options: the numbers a scheduler changes (`_free_hyper`: lr, betas, ...) are checked again
   when they change, as the full step checks them; any other change (amsgrad, momentum, ...) may change
   which state exists, so it sends the step back to the full path, which plans again;
@@ -27,7 +28,7 @@ and checks that no gradient shares memory with another operand of the step, as t
 
 from __future__ import annotations
 
-from operator import is_
+from operator import attrgetter, is_
 from typing import Any, Dict, List, Optional
 
 import numpy as np
@@ -36,7 +37,11 @@ import torch
 from fastopt import _hyper
 
 _PLANNED_DTYPES = (torch.float32, torch.float64)
-_PLAIN_TYPES = (torch.Tensor, torch.nn.Parameter)
+_PLAIN_TYPES = frozenset((torch.Tensor, torch.nn.Parameter))
+# torch's own methods and attributes, for map() over whole lists
+_data_ptr, _numel, _is_contiguous, _numpy = (torch.Tensor.data_ptr, torch.Tensor.numel, torch.Tensor.is_contiguous,
+                                             torch.Tensor.numpy)
+_dtype, _shape = attrgetter("dtype"), attrgetter("shape")
 
 
 def _holds_tensor(values) -> bool:
@@ -57,8 +62,8 @@ class _GroupPlan:
     """One param group as planned, and (`members` non-empty) its kernel call over the parameters that have
     a gradient."""
 
-    __slots__ = ("k", "group", "params", "mask", "options", "members", "shapes", "nbytes", "dtype", "states",
-                 "values", "param_views", "state_views", "step_views", "kept", "addresses", "kept_shapes",
+    __slots__ = ("k", "group", "params", "mask", "options", "members", "shapes", "dtypes", "nbytes", "dtype", "states",
+                 "values", "param_views", "state_views", "step_views", "kept", "addresses", "kept_sizes",
                  "written", "spans", "counted", "step_keyed", "key", "stand_in")
 
 
@@ -121,7 +126,7 @@ class StepPlan:
                                                 and not value.requires_grad):
                     return False
             states.append(state)
-            values.append([value for _, value in items])
+            values += [value for _, value in items]
         entries = [dict(state) if state else {} for state in states]
         plan.counted = all("step" in items for items in entries)
         if not plan.counted and any("step" in items for items in entries):
@@ -142,6 +147,7 @@ class StepPlan:
             return False
         plan.members, plan.dtype, plan.states, plan.values = params, dtype, states, values
         plan.shapes = [p.shape for p in params]
+        plan.dtypes = [dtype] * len(params)
         plan.nbytes = [p.numel() * p.element_size() for p in params]
         # Views of everything the call writes or reads besides the gradients, and what each tensor must
         # still be at the next step: the parameters, each state tensor, the step counts.
@@ -163,7 +169,7 @@ class StepPlan:
             plan.state_views.append(views)
         plan.kept = plan.written + steps
         plan.addresses = [t.data_ptr() for t in plan.kept]
-        plan.kept_shapes = [t.shape for t in plan.kept]
+        plan.kept_sizes = [t.numel() for t in plan.kept]
         plan.spans = [(t.data_ptr(), t.data_ptr() + t.numel() * t.element_size()) for t in plan.written if t.numel()]
         # An empty call of the same kind: a scheduler's new hyperparameters checked by the kernel before
         # any call of a step of several writes (as the full step's rehearsal).
@@ -221,30 +227,28 @@ class StepPlan:
 
     def _check_call(self, opt, plan: _GroupPlan, grads: list):
         """(gradients, their views, the call's key, the step count before it) when the call's tensors are
-        as planned, else None."""
-        state = opt.state
-        for p, planned, values in zip(plan.members, plan.states, plan.values):
-            now = state.get(p)
-            if now is not planned:
-                return None
-            if planned is not None and (len(now) != len(values) or not all(map(is_, now.values(), values))):
-                return None
-        if [t.data_ptr() for t in plan.kept] != plan.addresses or [t.shape for t in plan.kept] != plan.kept_shapes:
+        as planned, else None. (Written as whole-list operations, map over torch's own methods: a Python
+        loop's own cost per parameter would be most of the step's.)"""
+        states = list(map(opt.state.get, plan.members))
+        if not all(map(is_, states, plan.states)):
             return None
-        dtype = plan.dtype
-        views = []
+        values = [value for state in states if state for value in state.values()]
+        if len(values) != len(plan.values) or not all(map(is_, values, plan.values)):
+            return None
+        if list(map(_data_ptr, plan.kept)) != plan.addresses or list(map(_numel, plan.kept)) != plan.kept_sizes:
+            return None
+        if not _PLAIN_TYPES.issuperset(map(type, grads)) or list(map(_dtype, grads)) != plan.dtypes \
+                or list(map(_shape, grads)) != plan.shapes or not all(map(_is_contiguous, grads)):
+            return None
         try:
-            for g, shape in zip(grads, plan.shapes):
-                if type(g) not in _PLAIN_TYPES or g.dtype is not dtype or g.shape != shape or not g.is_contiguous():
-                    return None
-                # (numpy() raises for a CUDA, sparse, conjugated or negated tensor, or one that requires grad:
-                # the full path then names it)
-                views.append(g.numpy())
+            # (numpy() raises for a CUDA, sparse, conjugated or negated tensor, or one that requires grad:
+            # the full path then names it)
+            views = list(map(_numpy, grads))
         except (RuntimeError, TypeError):
             return None
         count = None
         if plan.counted:
-            counts = [float(view) for view in plan.step_views]
+            counts = list(map(float, plan.step_views))
             count = counts[0]
             if min(counts) != count or max(counts) != count or not (0 <= count <= _hyper.MAX_STEP_COUNT) \
                     or count != int(count):
