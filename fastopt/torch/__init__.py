@@ -31,6 +31,7 @@ from fastopt.torch._optimizer import FusedOptimizer
 from fastopt.torch.adagrad import Adagrad
 from fastopt.torch.adam import Adam, AdamW
 from fastopt.torch.linear_cross_entropy import linear_cross_entropy
+from fastopt.torch.muon import Muon
 from fastopt.torch.rmsprop import RMSprop
 from fastopt.torch.sgd import SGD
 from fastopt.torch._from_rule import twin_class
@@ -40,5 +41,5 @@ from fastopt.rules import SPECS as _SPECS
 for _spec in _SPECS:
     globals()[_spec.name] = twin_class(_spec)
 
-__all__ = ["FusedOptimizer", "SGD", "Adagrad", "RMSprop", "Adam", "AdamW", *(s.name for s in _SPECS),
+__all__ = ["FusedOptimizer", "SGD", "Adagrad", "RMSprop", "Adam", "AdamW", *(s.name for s in _SPECS), "Muon",
            "linear_cross_entropy"]
