@@ -112,7 +112,9 @@ class Muon(FusedOptimizer):
 
         def orthogonalise(k, u):
             out = _muon.newton_schulz_torch(u, coefficients, steps, eps, self._ns_dtype)
-            out = out.to(buffers[k].dtype, memory_format=torch.contiguous_format)
+            # (.contiguous(): a tall matrix's result is a transposed view, and .to() returns it unchanged
+            # when ns_dtype is the parameter's dtype)
+            out = out.to(buffers[k].dtype).contiguous()
             return _arrays.views([out])[0]
 
         _muon.run_step(params, grads, self._views(states, "momentum_buffer"), shapes, lr=lr,
