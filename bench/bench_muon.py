@@ -4,11 +4,12 @@
 difference is the elementwise work: fastopt fuses the momentum pass over the whole list into one call and
 the update into one call per shape aspect; torch runs lerp, lerp, mul and add per parameter.
 
-Also reported: the twin with its float32 iteration (ns_dtype=torch.float32), and the elementwise passes
+Also reported: the twin with its float32 iteration (ns_dtype=torch.float32, with --float32-iteration), and the
+elementwise passes
 alone (fastopt.muon_momentum_ + muon_apply_ on the list, against torch's per-parameter ops), which is where
 the fusion shows; the matrix products dominate a whole step on the CPU.
 
-    python bench/bench_muon.py [--rounds 5] [--layers 12] [--device cpu|cuda]
+    python bench/bench_muon.py [--rounds 5] [--layers 12] [--device cpu|cuda] [--float32-iteration]
 """
 
 import argparse
@@ -41,6 +42,7 @@ def timed(fn, device):
     return time.perf_counter() - start
 
 
+@torch.no_grad()
 def elementwise_torch(params, buffers, momentum=0.95, lr=1e-3, wd=0.1):
     """torch.optim.Muon's elementwise ops, without the iteration (O stands in as the nesterov update)."""
     for p, buf in zip(params, buffers):
@@ -60,11 +62,12 @@ def main():
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--layers", type=int, default=12)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--float32-iteration", action="store_true", help="also the twin with ns_dtype=float32")
     args = parser.parse_args()
     device = args.device
 
     runs = {}
-    for name in ("fastopt", "torch", "fastopt_f32ns"):
+    for name in ("fastopt", "torch") + (("fastopt_f32ns",) if args.float32_iteration else ()):
         params = make_params(args.layers, device, seed=0)
         if name == "torch":
             opt = torch.optim.Muon(params)
