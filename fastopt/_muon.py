@@ -30,6 +30,8 @@ def lr_scale(adjust_lr_fn: Optional[str], shape: Sequence[int]) -> float:
     """Muon's shape adjustment of the step (torch's _adjust_lr, divided by lr): the update's step is
     lr * lr_scale."""
     rows, cols = int(shape[0]), int(shape[1])
+    if cols == 0:  # (an empty matrix: no update to scale; torch divides by zero here)
+        return 1.0
     if adjust_lr_fn == "match_rms_adamw":
         return 0.2 * math.sqrt(max(rows, cols))
     return math.sqrt(max(1, rows / cols))

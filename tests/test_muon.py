@@ -212,3 +212,38 @@ def test_optim_muon_refuses_non_2d():
     with pytest.raises(ValueError, match=r"params\[1\]"):
         opt.step([np.ones((2, 2)), np.ones(4)])
     np.testing.assert_array_equal(opt.param_groups[0]["params"][0], 0.0)
+
+
+def test_muon_empty_matrices():
+    """Matrices with no elements (0 x n, n x 0) change nothing and do not stop the others (torch divides by
+    zero working out the step of an n x 0 matrix)."""
+    rng = np.random.default_rng(3)
+    full = rng.standard_normal((4, 3)).astype(np.float32)
+    grad = rng.standard_normal((4, 3)).astype(np.float32)
+    alone = full.copy()
+    fastopt.muon_([alone], [grad], [np.zeros_like(full)], lr=0.1)
+    shapes = [(0, 3), (5, 0), (4, 3)]
+    params = [np.zeros(s, np.float32) for s in shapes[:2]] + [full.copy()]
+    fastopt.muon_(params, [np.zeros(s, np.float32) for s in shapes[:2]] + [grad],
+                  [np.zeros(s, np.float32) for s in shapes], lr=0.1)
+    np.testing.assert_array_equal(params[2], alone)
+    assert not np.array_equal(alone, full)
+
+
+def test_optim_muon_checkpoint_file(tmp_path):
+    """save / load (.npz) keep Muon's tuple and None hyperparameters and its buffers."""
+    rng = np.random.default_rng(4)
+    params = [rng.standard_normal((4, 3)), rng.standard_normal((2, 6))]
+    opt = fastopt.optim.Muon(params, lr=0.1, adjust_lr_fn="match_rms_adamw", ns_coefficients=(3.0, -4.0, 2.0))
+    opt.step([np.ones((4, 3)), np.ones((2, 6))])
+    opt.save(tmp_path / "muon.npz")
+    copies = [p.copy() for p in params]
+    other = fastopt.optim.Muon(copies)
+    other.load(tmp_path / "muon.npz")
+    assert other.param_groups[0]["ns_coefficients"] == (3.0, -4.0, 2.0)
+    assert other.param_groups[0]["adjust_lr_fn"] == "match_rms_adamw"
+    grads = [rng.standard_normal((4, 3)), rng.standard_normal((2, 6))]
+    opt.step(grads)
+    other.step(grads)
+    for p, q in zip(params, copies):
+        np.testing.assert_array_equal(p, q)
