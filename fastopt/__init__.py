@@ -2,7 +2,8 @@
 
 The update functions (``sgd_``, ``adagrad_``, ``rmsprop_``, ``adam_``, ``adamw_``, ``nadam_``, ``radam_``,
 ``adamax_``, ``adadelta_``, ``asgd_``, ``rprop_``, ``lion_``, ``lamb_``) run one fused pass over
-memory per update, in place, on one array or a whole list of arrays per call. ``fastopt.optim`` wraps them
+memory per update (``muon_`` runs Muon: its fused momentum and update passes, ``muon_momentum_`` and
+``muon_apply_``, around a NumPy Newton-Schulz iteration), in place, on one array or a whole list of arrays per call. ``fastopt.optim`` wraps them
 in stateful optimizers. ``softmax_cross_entropy`` computes a stable softmax cross-entropy and its gradient in one
 fused kernel, and ``linear_cross_entropy`` the same for ``hidden @ weight.T + bias`` chunk by chunk, without
 the (N, V) logits; ``softmax``, ``log_softmax``, ``multiclass_svm_loss``, ``penalty`` and ``gradcheck`` complete the
@@ -23,6 +24,8 @@ try:
         lion_,
         log_softmax,
         multiclass_svm_loss,
+        muon_apply_,
+        muon_momentum_,
         nadam_,
         penalty,
         radam_,
@@ -42,6 +45,7 @@ except ImportError as error:  # pragma: no cover - only when the source tree sha
 from fastopt import capi, cuda, init, optim, reference, schedules
 from fastopt._environment import apply_environment
 from fastopt._linear_cross_entropy import linear_cross_entropy
+from fastopt._muon import muon_
 from fastopt.gradcheck import gradcheck
 
 apply_environment()
@@ -67,6 +71,9 @@ __all__ = [
     "lion_",
     "log_softmax",
     "multiclass_svm_loss",
+    "muon_",
+    "muon_apply_",
+    "muon_momentum_",
     "nadam_",
     "optim",
     "penalty",

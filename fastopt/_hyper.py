@@ -32,6 +32,10 @@ OPTIONAL_BOOL_NAMES = frozenset({"foreach", "fused"})
 PAIR_NAMES = frozenset({"betas", "etas", "step_sizes"})
 # Real numbers that may be None (off): LAMB's max_grad_norm.
 OPTIONAL_REAL_NAMES = frozenset({"max_grad_norm"})
+# Muon's: a triple of reals, a whole number of iterations, None or the name of a rule.
+TRIPLE_NAMES = frozenset({"ns_coefficients"})
+COUNT_NAMES = frozenset({"ns_steps"})
+CHOICE_NAMES = frozenset({"adjust_lr_fn"})
 # Everything else a constructor takes (lr, eps, momentum, weight_decay, ...) is a real number.
 
 
@@ -97,6 +101,22 @@ def pair(value: Any, name: str, element=real) -> None:
         element(item, f"{name}[{k}]")
 
 
+def triple(value: Any, name: str, element=real) -> None:
+    if not isinstance(value, (tuple, list)):
+        raise TypeError(f"{name} must be a tuple of 3 real numbers, got {describe(value)}")
+    if len(value) != 3:
+        raise ValueError(f"{name} must hold exactly 3 values, got {len(value)}")
+    for k, item in enumerate(value):
+        element(item, f"{name}[{k}]")
+
+
+def count(value: Any, name: str) -> int:
+    """A whole number (Python's or NumPy's integer, not a bool) as an int, or TypeError naming `name`."""
+    if is_bool(value) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an int, got {describe(value)}")
+    return int(value)
+
+
 def check_hyperparameters(hyper: Dict[str, Any], where: str = "", lr=None, element=real) -> None:
     """Checks the kind of every entry of `hyper` (a constructor's defaults or a param group) except
     "params"; `where` prefixes the name ("param group 1: "). `lr` checks the lr (by default a real
@@ -117,7 +137,7 @@ def check_hyperparameters(hyper: Dict[str, Any], where: str = "", lr=None, eleme
             _check_other(name, value, where, lr, element)
 
 
-_NOT_REAL_NAMES = OPTIONAL_BOOL_NAMES | PAIR_NAMES | OPTIONAL_REAL_NAMES
+_NOT_REAL_NAMES = OPTIONAL_BOOL_NAMES | PAIR_NAMES | OPTIONAL_REAL_NAMES | TRIPLE_NAMES | COUNT_NAMES | CHOICE_NAMES
 
 
 def _check_other(name: Any, value: Any, where: str, lr, element) -> None:
@@ -131,6 +151,13 @@ def _check_other(name: Any, value: Any, where: str, lr, element) -> None:
     elif name in OPTIONAL_REAL_NAMES:
         if value is not None:
             element(value, label)
+    elif name in TRIPLE_NAMES:
+        triple(value, label, element)
+    elif name in COUNT_NAMES:
+        count(value, label)
+    elif name in CHOICE_NAMES:
+        if value is not None and not isinstance(value, str):
+            raise TypeError(f"{label} must be None or a string, got {describe(value)}")
     elif isinstance(name, str):
         element(value, label)
 

@@ -18,10 +18,10 @@ import fastopt
 import fastopt.rules
 from kernel_cases import CASES_BY_NAME, KernelCase
 
-#: every registered rule's kernel name ("lion", "nadam", ...), in fastopt.rules.SPECS' order
-#: (less those kernel_cases.py marks as having no CUDA path yet: LAMB)
-RULE_NAMES = [spec.kernel.rstrip("_") for spec in fastopt.rules.SPECS
-              if getattr(CASES_BY_NAME.get(spec.kernel.rstrip("_")), "cuda", True)]
+#: every registered rule's kernel name ("lion", "nadam", ...), in fastopt.rules.SPECS' order, then the passes
+#: (Muon's), less those kernel_cases.py marks as having no CUDA path yet (LAMB)
+RULE_NAMES = [kernel.rstrip("_") for kernel in [spec.kernel for spec in fastopt.rules.SPECS] + list(fastopt.rules.PASSES)
+              if getattr(CASES_BY_NAME.get(kernel.rstrip("_")), "cuda", True)]
 
 
 def _maybe(rng: np.random.Generator, on: bool, low: float, high: float) -> float:

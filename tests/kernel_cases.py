@@ -185,6 +185,16 @@ def _draw_lion(rng, cfg):
                 weight_decay=_maybe(rng, cfg.get("wd", False), 1e-3, 0.1), maximize=cfg.get("maximize", False))
 
 
+def _draw_muon_momentum(rng, cfg):
+    return dict(momentum=_unit(rng, 0.8, 0.99), nesterov=cfg.get("nesterov", False),
+                maximize=cfg.get("maximize", False))
+
+
+def _draw_muon_apply(rng, cfg):
+    return dict(lr=float(rng.uniform(1e-4, 1e-2)), weight_decay=_maybe(rng, cfg.get("wd", False), 1e-3, 0.1),
+                lr_scale=float(rng.uniform(0.5, 4.0)))
+
+
 def _draw_lamb(rng, cfg):
     return dict(lr=float(rng.uniform(1e-4, 1e-2)), beta1=_unit(rng), beta2=_unit(rng, 0.9, 0.9999),
                 eps=float(rng.choice([1e-6, 1e-8])), weight_decay=_maybe(rng, cfg.get("wd", True), 1e-3, 0.1),
@@ -217,6 +227,15 @@ RULE_CASES = [
     KernelCase("lamb", fastopt.lamb_, _functional("lamb", ("exp_avg", "exp_avg_sq")), ("exp_avgs", "exp_avg_sqs"),
                True, {"plain": dict(), "no_bias_correction": dict(bias_correction=False, maximize=True)},
                _draw_lamb, cuda=False),
+    # Muon's elementwise passes (the Newton-Schulz iteration between them is matrix work, not a rule): the
+    # momentum pass writes the iteration's input into its first operand; the apply pass reads the
+    # orthogonalised update in the gradient's slot.
+    KernelCase("muon_momentum", fastopt.muon_momentum_, _functional("muon_momentum", ("momentum_buffer",)),
+               ("momentum_buffers",), False,
+               {"plain": dict(), "nesterov": dict(nesterov=True), "maximize": dict(nesterov=True, maximize=True)},
+               _draw_muon_momentum),
+    KernelCase("muon_apply", fastopt.muon_apply_, _functional("muon_apply", ()), (), False,
+               {"plain": dict(), "decay": dict(wd=True)}, _draw_muon_apply),
 ]
 CASES = CASES + RULE_CASES
 

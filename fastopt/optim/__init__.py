@@ -5,6 +5,7 @@ from fastopt.optim.adagrad import Adagrad
 from fastopt.optim.adam import Adam, AdamW
 from fastopt.optim.checkpoint import load_checkpoint, save_checkpoint
 from fastopt.optim.optimizer import Optimizer
+from fastopt.optim.muon import Muon
 from fastopt.optim.rmsprop import RMSprop
 from fastopt.optim.sgd import SGD
 from fastopt.optim._from_rule import optimizer_class
@@ -14,5 +15,5 @@ from fastopt.rules import SPECS as _SPECS
 for _spec in _SPECS:
     globals()[_spec.name] = optimizer_class(_spec)
 
-__all__ = ["Optimizer", "SGD", "Adagrad", "RMSprop", "Adam", "AdamW", *(s.name for s in _SPECS),
+__all__ = ["Optimizer", "SGD", "Adagrad", "RMSprop", "Adam", "AdamW", *(s.name for s in _SPECS), "Muon",
            "save_checkpoint", "load_checkpoint"]

@@ -15,6 +15,8 @@ from fastopt.references.asgd import asgd_init_state, asgd_step
 from fastopt.references.lamb import lamb_init_state, lamb_step
 from fastopt.references.lion import lion_init_state, lion_step
 from fastopt.references.muon import muon_init_state, muon_step, newton_schulz_float32
+from fastopt.references.muon_passes import (muon_apply_init_state, muon_apply_step, muon_momentum_init_state,
+                                          muon_momentum_step)
 from fastopt.references.nadam import nadam_init_state, nadam_step
 from fastopt.references.radam import radam_init_state, radam_rectifies, radam_step
 from fastopt.references.rprop import rprop_init_state, rprop_step
@@ -34,6 +36,10 @@ __all__ = [
     "lion_step",
     "muon_init_state",
     "muon_step",
+    "muon_apply_init_state",
+    "muon_apply_step",
+    "muon_momentum_init_state",
+    "muon_momentum_step",
     "nadam_init_state",
     "nadam_step",
     "radam_init_state",

@@ -6,4 +6,8 @@ from fastopt.rules import adadelta, adamax, asgd, lamb, lion, nadam, radam, rpro
 #: every rule's description, in the order the classes are exported
 SPECS = (nadam.SPEC, radam.SPEC, adamax.SPEC, adadelta.SPEC, asgd.SPEC, rprop.SPEC, lion.SPEC, lamb.SPEC)
 
-__all__ = ["SPECS"]
+#: the registered rules that are passes of an optimizer rather than one: Muon's elementwise steps around its
+#: Newton-Schulz iteration (fastopt._muon), public as fastopt.muon_momentum_ and fastopt.muon_apply_
+PASSES = ("muon_momentum_", "muon_apply_")
+
+__all__ = ["SPECS", "PASSES"]

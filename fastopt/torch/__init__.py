@@ -32,6 +32,7 @@ from fastopt.torch._optimizer import FusedOptimizer
 from fastopt.torch.adagrad import Adagrad
 from fastopt.torch.adam import Adam, AdamW
 from fastopt.torch.linear_cross_entropy import linear_cross_entropy
+from fastopt.torch.muon import Muon
 from fastopt.torch.rmsprop import RMSprop
 from fastopt.torch.sgd import SGD
 from fastopt.torch._from_rule import twin_class
@@ -41,9 +42,10 @@ from fastopt.rules import SPECS as _SPECS
 for _spec in _SPECS:
     globals()[_spec.name] = twin_class(_spec)
 
-# (torch.compile's op finds a traced step's class here: fastopt/torch/_compile.py)
+# (torch.compile's op finds a traced step's class here: fastopt/torch/_compile.py; Muon's step, with its
+# matrix products in torch, is left to the eager path)
 _compile.TWINS.update((cls.__name__, cls) for cls in (SGD, Adagrad, RMSprop, Adam, AdamW))
 _compile.TWINS.update((s.name, globals()[s.name]) for s in _SPECS)
 
-__all__ = ["FusedOptimizer", "SGD", "Adagrad", "RMSprop", "Adam", "AdamW", *(s.name for s in _SPECS),
+__all__ = ["FusedOptimizer", "SGD", "Adagrad", "RMSprop", "Adam", "AdamW", *(s.name for s in _SPECS), "Muon",
            "linear_cross_entropy"]

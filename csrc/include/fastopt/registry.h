@@ -11,6 +11,7 @@
 #include "fastopt/asgd.h"
 #include "fastopt/lamb.h"
 #include "fastopt/lion.h"
+#include "fastopt/muon.h"
 #include "fastopt/nadam.h"
 #include "fastopt/radam.h"
 #include "fastopt/rprop.h"
@@ -22,7 +23,8 @@ struct RuleList {
   static constexpr int size = int(sizeof...(Rules));
 };
 
-using Registry = RuleList<LionRule, AdamaxRule, AdadeltaRule, RadamRule, NadamRule, RpropRule, AsgdRule, LambRule>;
+using Registry = RuleList<LionRule, AdamaxRule, AdadeltaRule, RadamRule, NadamRule, RpropRule, AsgdRule, LambRule,
+                         MuonMomentumRule, MuonApplyRule>;
 
 // f(Rule*) (a null pointer of each rule's type) for every rule of the list, in order.
 template <typename... Rules, typename F>
