@@ -1,9 +1,9 @@
 """fastopt: fused optimizer kernels in C++ for NumPy arrays.
 
 The update functions (``sgd_``, ``adagrad_``, ``rmsprop_``, ``adam_``, ``adamw_``, ``nadam_``, ``radam_``,
-``adamax_``, ``adadelta_``, ``asgd_``, ``rprop_``, ``lion_``, ``lamb_``) run one fused pass over
-memory per update, in place, on one array or a whole list of arrays per call. ``fastopt.optim`` wraps them
-in stateful optimizers. ``softmax_cross_entropy`` computes a stable softmax cross-entropy and its gradient in one
+``adamax_``, ``adadelta_``, ``asgd_``, ``rprop_``, ``lion_``, ``lamb_``; ``adafactor_``, whose row/column
+sums need three passes) run one fused pass over memory per update, in place, on one array or a whole list
+of arrays per call. ``fastopt.optim`` wraps them in stateful optimizers. ``softmax_cross_entropy`` computes a stable softmax cross-entropy and its gradient in one
 fused kernel, and ``linear_cross_entropy`` the same for ``hidden @ weight.T + bias`` chunk by chunk, without
 the (N, V) logits; ``softmax``, ``log_softmax``, ``multiclass_svm_loss``, ``penalty`` and ``gradcheck`` complete the
 course notes' training recipe. ``fastopt.reference`` is the plain NumPy witness they are all tested against.
@@ -12,6 +12,7 @@ course notes' training recipe. ``fastopt.reference`` is the plain NumPy witness 
 try:
     from fastopt._core import (
         adadelta_,
+        adafactor_,
         adagrad_,
         adam_,
         adamax_,
@@ -51,6 +52,7 @@ __version__ = build_info()["version"]
 __all__ = [
     "__version__",
     "adadelta_",
+    "adafactor_",
     "adagrad_",
     "adam_",
     "adamax_",
