@@ -28,6 +28,7 @@ except ImportError as error:  # pragma: no cover - exercised by a subprocess tes
                       "(fastopt itself works without it)") from error
 
 from fastopt.torch._optimizer import FusedOptimizer
+from fastopt.torch.adafactor import Adafactor
 from fastopt.torch.adagrad import Adagrad
 from fastopt.torch.adam import Adam, AdamW
 from fastopt.torch.linear_cross_entropy import linear_cross_entropy
@@ -40,5 +41,5 @@ from fastopt.rules import SPECS as _SPECS
 for _spec in _SPECS:
     globals()[_spec.name] = twin_class(_spec)
 
-__all__ = ["FusedOptimizer", "SGD", "Adagrad", "RMSprop", "Adam", "AdamW", *(s.name for s in _SPECS),
+__all__ = ["FusedOptimizer", "SGD", "Adagrad", "RMSprop", "Adam", "AdamW", *(s.name for s in _SPECS), "Adafactor",
            "linear_cross_entropy"]
