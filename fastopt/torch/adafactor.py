@@ -135,6 +135,9 @@ class Adafactor(FusedOptimizer):
         if found_inf is not None or not (isinstance(grad_scale, (int, float)) and grad_scale == 1.0):
             raise RuntimeError("Adafactor does not unscale gradients itself (torch.optim.Adafactor neither): "
                                "let GradScaler unscale them (scaler.unscale_(optimizer))")
+        if any(isinstance(p, torch.Tensor) for p in params):  # (views of CPU tensors are NumPy arrays)
+            raise TypeError("fastopt.torch.Adafactor has no CUDA kernel yet (fastopt.adafactor_ runs on the CPU "
+                            "only): use CPU parameters, or torch.optim.Adafactor on the GPU")
         eps = group["eps"]
         rows: List[Any] = []
         cols: List[Any] = []
