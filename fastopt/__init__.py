@@ -2,8 +2,9 @@
 
 The update functions (``sgd_``, ``adagrad_``, ``rmsprop_``, ``adam_``, ``adamw_``, ``nadam_``, ``radam_``,
 ``adamax_``, ``adadelta_``, ``asgd_``, ``rprop_``, ``lion_``, ``lamb_``) run one fused pass over
-memory per update (``muon_`` runs Muon: its fused momentum and update passes, ``muon_momentum_`` and
-``muon_apply_``, around a NumPy Newton-Schulz iteration), in place, on one array or a whole list of arrays per call. ``fastopt.optim`` wraps them
+memory per update (``adafactor_``, whose row/column sums need three passes; ``muon_`` runs Muon: its fused
+momentum and update passes, ``muon_momentum_`` and ``muon_apply_``, around a NumPy Newton-Schulz iteration),
+in place, on one array or a whole list of arrays per call. ``fastopt.optim`` wraps them
 in stateful optimizers. ``softmax_cross_entropy`` computes a stable softmax cross-entropy and its gradient in one
 fused kernel, and ``linear_cross_entropy`` the same for ``hidden @ weight.T + bias`` chunk by chunk, without
 the (N, V) logits; ``softmax``, ``log_softmax``, ``multiclass_svm_loss``, ``penalty`` and ``gradcheck`` complete the
@@ -13,6 +14,7 @@ course notes' training recipe. ``fastopt.reference`` is the plain NumPy witness 
 try:
     from fastopt._core import (
         adadelta_,
+        adafactor_,
         adagrad_,
         adam_,
         adamax_,
@@ -55,6 +57,7 @@ __version__ = build_info()["version"]
 __all__ = [
     "__version__",
     "adadelta_",
+    "adafactor_",
     "adagrad_",
     "adam_",
     "adamax_",

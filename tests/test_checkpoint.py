@@ -304,3 +304,16 @@ def test_a_different_schedule_is_refused_and_changes_nothing(tmp_path):
     with pytest.raises(ValueError, match="schedule"):
         other.load(tmp_path / "c.npz")
     assert (fingerprint(other, other_params), list(other.schedule_steps)) == before
+
+
+def test_a_zero_dimensional_parameter_round_trips(tmp_path):
+    # Its state arrays are 0-d too, and must come back 0-d (np.ascontiguousarray made them 1-d, and the
+    # checkpoint was refused as a shape mismatch).
+    w = np.array(1.5)
+    opt = optim.Adam([w], lr=0.1)
+    opt.step([np.array(0.3)])
+    opt.save(tmp_path / "scalar.npz")
+    again = optim.Adam([w.copy()], lr=0.1)
+    again.load(tmp_path / "scalar.npz")
+    assert again.state[0]["exp_avg"].shape == ()
+    assert again.state[0]["exp_avg"] == opt.state[0]["exp_avg"]

@@ -8,8 +8,10 @@
 #include <type_traits>
 #include <vector>
 
+#include "cpu/adafactor_tensor.h"
 #include "cpu/loss_args.h"
 #include "cpu/tensor_list.h"
+#include "fastopt/adafactor.h"
 #include "fastopt/fastopt.h"
 #include "fastopt/registry.h"
 
@@ -69,6 +71,8 @@ struct TypedKernels {
   void (*probe_add)(T* a, const T* b, int64_t n);
   // found_inf alone: any grad / grad_scale NaN or Inf, over {unused, grad} (the pre-pass of the updates)
   bool (*nonfinite)(const TensorList<T, 2>&, double grad_scale);
+  // Adafactor (fastopt/adafactor.h): not element-wise (row/column sums), so its own loops
+  void (*adafactor)(const std::vector<AdafactorTensor<T>>&, const AdafactorHyper&);
   // The optimizers described as rules (fastopt/registry.h): rules.of<LionRule>()(list, hyper)
   RuleTable<T, Registry> rules;
 

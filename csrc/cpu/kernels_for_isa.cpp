@@ -6,6 +6,7 @@
 #include "cpu/optim_loops.h"
 #include "cpu/rule_loops.h"
 #include "cpu/tensor_sum_loops.h"
+#include "cpu/adafactor_loops.h"
 
 #ifndef FASTOPT_ISA_NS
 #error "FASTOPT_ISA_NS must name the instruction set (set by CMakeLists.txt)"
@@ -38,6 +39,7 @@ TypedKernels<T> typed_kernels() {
           &exp_array<T>,
           &probe_add<T>,
           &nonfinite<T>,
+          &adafactor<T>,
           rule_table<T>(Registry{})};
 }
 

@@ -3,7 +3,8 @@
 
 namespace fastopt::bindings {
 void bind_optimizers(pybind11::module_& m);
-void bind_rules(pybind11::module_& m);  // the optimizers described as rules (fastopt/registry.h)
+void bind_rules(pybind11::module_& m);
+void bind_adafactor(pybind11::module_& m);  // adafactor_ (fastopt/adafactor.h)  // the optimizers described as rules (fastopt/registry.h)
 void bind_build_info(pybind11::module_& m);
 void bind_losses(pybind11::module_& m);
 void bind_cuda(pybind11::module_& m);
@@ -15,6 +16,7 @@ PYBIND11_MODULE(_core, m) {
   m.doc() = "fastopt native kernels (use the fastopt package, not this module directly)";
   fastopt::bindings::bind_optimizers(m);
   fastopt::bindings::bind_rules(m);
+  fastopt::bindings::bind_adafactor(m);
   fastopt::bindings::bind_build_info(m);
   fastopt::bindings::bind_losses(m);
   fastopt::bindings::bind_cuda(m);

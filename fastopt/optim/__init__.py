@@ -1,6 +1,7 @@
 """Stateful optimizers over lists of NumPy arrays, with torch.optim's defaults, param_groups and
 state_dict layout; every step runs the fused kernels of fastopt."""
 
+from fastopt.optim.adafactor import Adafactor
 from fastopt.optim.adagrad import Adagrad
 from fastopt.optim.adam import Adam, AdamW
 from fastopt.optim.checkpoint import load_checkpoint, save_checkpoint
@@ -15,5 +16,5 @@ from fastopt.rules import SPECS as _SPECS
 for _spec in _SPECS:
     globals()[_spec.name] = optimizer_class(_spec)
 
-__all__ = ["Optimizer", "SGD", "Adagrad", "RMSprop", "Adam", "AdamW", *(s.name for s in _SPECS), "Muon",
+__all__ = ["Optimizer", "SGD", "Adagrad", "RMSprop", "Adam", "AdamW", *(s.name for s in _SPECS), "Muon", "Adafactor",
            "save_checkpoint", "load_checkpoint"]

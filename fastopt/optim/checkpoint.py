@@ -228,7 +228,9 @@ def _restore(optimizer, contents: Dict[str, np.ndarray], what: str):
         state = new_state.setdefault(_index(parts[1]), {})
         if parts[2] in state:
             fail(f"state[{parts[1]}][{parts[2]!r}] is both in the metadata and an array")
-        state[parts[2]] = np.ascontiguousarray(array)  # np.load gives a fresh, writeable array
+        # (np.asarray, not np.ascontiguousarray, which makes a 0-d array 1-d; np.load gives a fresh,
+        # writeable, C-ordered array)
+        state[parts[2]] = np.asarray(array, order="C")
     for i, state in new_state.items():
         if not 0 <= i < len(params):
             fail(f"has state for parameter {i}, the optimizer has {len(params)} parameters")

@@ -375,6 +375,10 @@ class Optimizer:
     def _update(self, group, params, grads, states, step_key, grad_scale=1.0) -> None:
         raise NotImplementedError
 
+    def _state_shape(self, p: np.ndarray, key: str) -> tuple:
+        """The shape of state entry `key` of parameter p: p's own (Adafactor's factored state differs)."""
+        return p.shape
+
     # ------------------------------------------------------------------ persistence
     def state_dict(self) -> Dict[str, Any]:
         """A deep copy of the state and hyperparameters; parameters appear as their positions."""
@@ -455,9 +459,9 @@ class Optimizer:
                     if value.dtype.kind != "f" or isinstance(value, np.ma.MaskedArray):
                         raise ValueError(f"state[{old}][{key!r}] is a {type(value).__name__} of dtype {value.dtype}; "
                                          "optimizer state is a plain floating-point array")
-                    if value.shape != p.shape:
+                    if value.shape != self._state_shape(p, key):
                         raise ValueError(f"state[{old}][{key!r}] has shape {value.shape} but "
-                                         f"params[{i}] has shape {p.shape}")
+                                         f"params[{i}] of shape {p.shape} needs {self._state_shape(p, key)}")
                     value = np.array(value, dtype=p.dtype, order="C", copy=True)
                 restored[key] = value
             if restored:

@@ -29,6 +29,7 @@ except ImportError as error:  # pragma: no cover - exercised by a subprocess tes
 
 from fastopt.torch import _compile
 from fastopt.torch._optimizer import FusedOptimizer
+from fastopt.torch.adafactor import Adafactor
 from fastopt.torch.adagrad import Adagrad
 from fastopt.torch.adam import Adam, AdamW
 from fastopt.torch.linear_cross_entropy import linear_cross_entropy
@@ -47,5 +48,5 @@ for _spec in _SPECS:
 _compile.TWINS.update((cls.__name__, cls) for cls in (SGD, Adagrad, RMSprop, Adam, AdamW))
 _compile.TWINS.update((s.name, globals()[s.name]) for s in _SPECS)
 
-__all__ = ["FusedOptimizer", "SGD", "Adagrad", "RMSprop", "Adam", "AdamW", *(s.name for s in _SPECS), "Muon",
+__all__ = ["FusedOptimizer", "SGD", "Adagrad", "RMSprop", "Adam", "AdamW", *(s.name for s in _SPECS), "Muon", "Adafactor",
            "linear_cross_entropy"]
