@@ -16,5 +16,5 @@ from fastopt.rules import SPECS as _SPECS
 for _spec in _SPECS:
     globals()[_spec.name] = optimizer_class(_spec)
 
-__all__ = ["Optimizer", "SGD", "Adagrad", "RMSprop", "Adam", "AdamW", *(s.name for s in _SPECS), "Muon", "Adafactor",
-           "save_checkpoint", "load_checkpoint"]
+__all__ = ["Optimizer", "SGD", "Adagrad", "RMSprop", "Adam", "AdamW", *(s.name for s in _SPECS),
+           "Muon", "Adafactor", "save_checkpoint", "load_checkpoint"]

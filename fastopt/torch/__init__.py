@@ -48,5 +48,5 @@ for _spec in _SPECS:
 _compile.TWINS.update((cls.__name__, cls) for cls in (SGD, Adagrad, RMSprop, Adam, AdamW))
 _compile.TWINS.update((s.name, globals()[s.name]) for s in _SPECS)
 
-__all__ = ["FusedOptimizer", "SGD", "Adagrad", "RMSprop", "Adam", "AdamW", *(s.name for s in _SPECS), "Muon", "Adafactor",
-           "linear_cross_entropy"]
+__all__ = ["FusedOptimizer", "SGD", "Adagrad", "RMSprop", "Adam", "AdamW", *(s.name for s in _SPECS),
+           "Muon", "Adafactor", "linear_cross_entropy"]

@@ -46,6 +46,8 @@ class Adafactor(FusedOptimizer):
     foreach=None, maximize=False)``: torch.optim.Adafactor's update (its single-tensor loop, to float64
     rounding) by fastopt.adafactor_; its state_dict loads into torch.optim.Adafactor and back."""
 
+    _step_plan_ok = False  # (its _run reads the state tensors themselves: the repeated step's views do not fit)
+
     _state_keys = ("step",)
     _lazy_state = _TENSORS  # (which of them a parameter holds depends on its ndim: checked here)
     _torch_name = "Adafactor"
