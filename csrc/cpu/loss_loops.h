@@ -74,12 +74,29 @@ T block_max_of(const T* __restrict z, int64_t b, int64_t full_end, int64_t end) 
   return block_max;
 }
 
+// A row's sum of exponentials: each block's elements are added into kLanes accumulators of T (64
+// terms each: the inner loops stay vectorised), and the block sums into kLanes doubles, so that a
+// long float32 row's sum keeps float32's precision (131,072 terms added in float32 one after another
+// drift by up to ~1e-4 relative). The lanes are combined in a fixed order: the same bits on every
+// instruction set and for any thread count.
+template <typename T>
+inline void add_block_sums(double* __restrict lane_sum, const T* __restrict block_sum) {
+  for (int64_t l = 0; l < kLanes; ++l) lane_sum[l] += double(block_sum[l]);
+}
+
+template <typename T>
+inline T lanes_total(const double* lane_sum) {
+  double sum = 0.0;
+  for (int64_t l = 0; l < kLanes; ++l) sum += lane_sum[l];
+  return T(sum);
+}
+
 // max and log-sum of z[0..c) in one pass over memory: online softmax at block granularity. For
 // each block, the lane maxima give the block max; when it exceeds the running max, the lane sums
 // are rescaled once (exp(old - new)); then every element adds exp(z - running max) to its lane.
 template <typename T>
 SoftmaxRow<T> row_softmax_stats(const T* __restrict z, int64_t c) {
-  T lane_sum[kLanes] = {};
+  double lane_sum[kLanes] = {};
   T running_max = T(-INFINITY);
   for (int64_t b = 0; b < c; b += kBlock) {
     const int64_t end = b + kBlock < c ? b + kBlock : c;
@@ -88,18 +105,18 @@ SoftmaxRow<T> row_softmax_stats(const T* __restrict z, int64_t c) {
     if (block_max == T(-INFINITY)) continue;  // all masked: every exp is 0
     if (block_max > running_max) {
       const T rescale = exp_(running_max - block_max);  // 0 while running_max is -inf
-      for (int64_t l = 0; l < kLanes; ++l) lane_sum[l] *= rescale;
+      for (int64_t l = 0; l < kLanes; ++l) lane_sum[l] *= double(rescale);
       running_max = block_max;
     }
     const T m = running_max;
+    T block_sum[kLanes] = {};
     for (int64_t j = b; j < full_end; j += kLanes) {
-      for (int64_t l = 0; l < kLanes; ++l) lane_sum[l] += exp_(z[j + l] - m);
+      for (int64_t l = 0; l < kLanes; ++l) block_sum[l] += exp_(z[j + l] - m);
     }
-    for (int64_t j = full_end; j < end; ++j) lane_sum[j - full_end] += exp_(z[j] - m);
+    for (int64_t j = full_end; j < end; ++j) block_sum[j - full_end] += exp_(z[j] - m);
+    add_block_sums(lane_sum, block_sum);
   }
-  T sum = 0;
-  for (int64_t l = 0; l < kLanes; ++l) sum += lane_sum[l];
-  return {running_max, log_(sum)};  // all -inf: {-inf, -inf}, and every probability is NaN
+  return {running_max, log_(lanes_total<T>(lane_sum))};  // all -inf: {-inf, -inf}, every probability NaN
 }
 
 // Pass 1 of the cross-entropy without label smoothing: the same blocked online softmax as
@@ -111,7 +128,7 @@ SoftmaxRow<T> row_softmax_stats(const T* __restrict z, int64_t c) {
 template <bool IN_PLACE, typename T>
 SoftmaxRow<T> row_softmax_stats_store(const T* __restrict z, T* __restrict out, int64_t c,
                                       T* __restrict block_max) {
-  T lane_sum[kLanes] = {};
+  double lane_sum[kLanes] = {};
   T running_max = T(-INFINITY);
   for (int64_t b = 0; b < c; b += kBlock) {
     const T* in = IN_PLACE ? out : z;
@@ -120,7 +137,7 @@ SoftmaxRow<T> row_softmax_stats_store(const T* __restrict z, T* __restrict out, 
     const T block = block_max_of(in, b, full_end, end);
     if (block > running_max) {
       const T rescale = exp_(running_max - block);  // 0 while running_max is -inf
-      for (int64_t l = 0; l < kLanes; ++l) lane_sum[l] *= rescale;
+      for (int64_t l = 0; l < kLanes; ++l) lane_sum[l] *= double(rescale);
       running_max = block;
     }
     const T m = running_max;
@@ -129,22 +146,22 @@ SoftmaxRow<T> row_softmax_stats_store(const T* __restrict z, T* __restrict out, 
       for (int64_t j = b; j < end; ++j) out[j] = T(0);
       continue;
     }
+    T block_sum[kLanes] = {};
     for (int64_t j = b; j < full_end; j += kLanes) {
       for (int64_t l = 0; l < kLanes; ++l) {
         const T e = exp_(in[j + l] - m);
-        lane_sum[l] += e;
+        block_sum[l] += e;
         out[j + l] = e;
       }
     }
     for (int64_t j = full_end; j < end; ++j) {
       const T e = exp_(in[j] - m);
-      lane_sum[j - full_end] += e;
+      block_sum[j - full_end] += e;
       out[j] = e;
     }
+    add_block_sums(lane_sum, block_sum);
   }
-  T sum = 0;
-  for (int64_t l = 0; l < kLanes; ++l) sum += lane_sum[l];
-  return {running_max, log_(sum)};
+  return {running_max, log_(lanes_total<T>(lane_sum))};
 }
 
 // Pass 2 of the in-cache path: out_j = e_j * exp(m_b - max - log_sum) * p_scale, one factor per
