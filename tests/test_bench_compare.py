@@ -95,6 +95,42 @@ def test_rows_in_one_run_only_are_listed(saved_run):
     assert "rows only in old.json" in "\n".join(format_comparison(changes, only_old, only_new, "old.json"))
 
 
+@pytest.fixture(scope="module")
+def rule_rows(tmp_path_factory):
+    """The rows of a real tiny run of two optimizers described as rules (fastopt.rules.SPECS)."""
+    from fastopt.bench.workloads import RULE_OPTIMIZERS
+
+    names = list(RULE_OPTIMIZERS[:2])
+    path = tmp_path_factory.mktemp("bench") / "rules.json"
+    out = run("bench", "--part", "optimizers", "--optimizers", *names, "--sizes", "1K", "--rounds", "2",
+              "--no-gpt2", "--no-cuda", "--json", str(path))
+    assert out.returncode == 0, out.stderr
+    rows = load_run(str(path))["results"]
+    assert {r["case"] for r in rows} == set(names)
+    return rows
+
+
+def test_a_run_saved_before_the_rule_rows_still_compares(saved_run, rule_rows, tmp_path):
+    """A saved run without the rules' rows against one with them (and the other way round): the rows both
+    have are compared, the others listed per case as in one run only; no error, no regression."""
+    before = load_run(str(saved_run))
+    after = copy.deepcopy(before)
+    after["results"] += copy.deepcopy(rule_rows)
+    new_cases = sorted({r["case"] for r in rule_rows})
+    changes, only_old, only_new = compare(before, after)
+    assert len(changes) == len(before["results"]) and not only_old
+    assert sorted({k[1] for k in only_new}) == new_cases and len(only_new) == len(rule_rows)
+    old_path, new_path = tmp_path / "before.json", tmp_path / "after.json"
+    old_path.write_text(json.dumps(before))
+    new_path.write_text(json.dumps(after))
+    for old, new, line in ((old_path, new_path, "rows not in"), (new_path, old_path, "rows only in")):
+        out = run("bench", "--compare", str(old), "--against", str(new))
+        assert out.returncode == 0, out.stdout + out.stderr
+        listed = next(text for text in out.stdout.splitlines() if line in text)
+        assert listed.startswith(f"{len(rule_rows)} rows") and all(f"{case} (fastopt" in listed for case in new_cases), listed
+        assert f"0 of {len(before['results'])} figures moved" in out.stdout
+
+
 def test_cli_compares_two_saved_runs_and_exits_1_on_a_regression(saved_run, tmp_path):
     slower = tmp_path / "new.json"
     slower.write_text(json.dumps(changed(load_run(str(saved_run)), "fastopt", 2.0)))

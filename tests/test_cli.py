@@ -57,7 +57,10 @@ def test_bench_writes_json_and_plot(tmp_path):
     data = json.loads(json_path.read_text())
     rows = data["results"]
     implementations = {(r["case"], r["impl"]) for r in rows}
-    for optimizer in ("sgd", "adagrad", "rmsprop", "adam", "adamw", "cross_entropy"):
+    from fastopt.bench.workloads import RULE_OPTIMIZERS
+
+    # (by default every optimizer: the classic five and those described as rules, from the registry)
+    for optimizer in ("sgd", "adagrad", "rmsprop", "adam", "adamw", *RULE_OPTIMIZERS, "cross_entropy"):
         assert any(case == optimizer and impl.startswith("fastopt") for case, impl in implementations), optimizer
     linear = [r for r in rows if r["case"] == "linear_ce"]
     assert linear and linear[0]["impl"] == "fastopt" and linear[0]["shape"] == [16, 8, 100]

@@ -1,12 +1,24 @@
 """Property tests (hypothesis): any valid hyperparameters, any step number and any mid-training
-state give the reference's numbers; lr = 0 leaves parameters untouched."""
+state give the reference's numbers; lr = 0 leaves parameters untouched.
+
+The optimizers described as rules (csrc/include/fastopt/registry.h) get their strategies from what each
+kernel declares about its hyperparameters (fastopt._core._rule_registry(): names, rules such as
+positive or in [0, 1), defaults), so a newly registered rule is covered here without an edit: finite in,
+finite out; a value breaking its declared rule raises ValueError naming it and writes nothing; a list
+call equals one call per array; float64 matches the NumPy reference (fastopt/references) over one step
+from a random state."""
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import fastopt
+from fastopt import _core
+from fastopt.rules import SPECS
 from kernel_cases import CASES_BY_NAME
 
 unit = st.floats(0.0, 0.999)
@@ -25,8 +37,7 @@ HYPER = {
                                        amsgrad=flag, maximize=flag)),
 }
 HYPER["adamw"] = HYPER["adam"]
-# (the optimizers described as rules are covered by test_kernels_vs_reference.py and the torch comparisons;
-# property strategies for them are still to write)
+# (the optimizers described as rules: their strategies are generated from the registry, further down)
 
 
 def start_state(case, state, rng, n, hyper):
@@ -125,3 +136,166 @@ def test_random_shapes_dtypes_and_grad_scale_match_reference(name, data, shapes,
     for k in range(len(shapes)):
         assert params[k].shape == shapes[k] and params[k].dtype == dtype
         np.testing.assert_allclose(params[k], expected[k][0], rtol=rtol, atol=atol)
+
+
+# ------------------------------------------------------------------ the optimizers described as rules
+# (more examples than above: they are drawn over eight optimizers, and each costs about 2 ms)
+RULES = {info["name"]: info for info in _core._rule_registry()}
+SPECS_BY_KERNEL = {spec.kernel: spec for spec in SPECS}
+
+# A valid value for each declared rule (csrc/include/fastopt/rule.h, HyperRule), drawn from the inside of
+# its set at the scales optimizers meet. Inside, not up to the edge, where a rule's own checks tie
+# arguments together beyond the declaration (check_more): Rprop's etaminus is "positive" and must be
+# < 1, its etaplus "at least one" and must be > 1; NAdam's mu_product < 1; LAMB's max_grad_norm > 0.
+VALID = {
+    "finite": st.floats(-1e3, 1e3),
+    "non_negative": st.one_of(st.just(0.0), st.floats(1e-6, 1.0)),
+    "positive": st.floats(1e-12, 1.0, exclude_max=True),
+    "unit_interval": st.floats(0.0, 1.0, exclude_max=True),
+    "closed_unit": st.floats(0.0, 1.0),
+    "at_least_one": st.floats(1.0, 10.0, exclude_min=True),
+    "flag": st.booleans(),
+    "optional_unit": st.one_of(st.none(), st.floats(0.0, 1.0, exclude_max=True)),
+    "optional_non_negative": st.one_of(st.none(), st.floats(1e-3, 10.0)),
+}
+# Values each declared rule refuses (flags are bools: a number there is a TypeError, not covered here).
+INVALID = {
+    "finite": [math.nan, math.inf, -math.inf],
+    "non_negative": [-1e-3, -1.0, math.nan, math.inf],
+    "positive": [0.0, -1e-8, math.nan, math.inf],
+    "unit_interval": [1.0, 1.5, -0.1, math.nan],
+    "closed_unit": [1.0 + 1e-9, 2.0, -0.1, math.nan],
+    "at_least_one": [0.5, 0.0, math.nan, math.inf],
+    "optional_unit": [1.5, -0.1, math.inf],
+    "optional_non_negative": [-1.0, -1e-3, math.inf],
+}
+
+
+def rule_hypers(info):
+    """(name, rule, default) of each hyperparameter the rule declares, in argument order."""
+    return [(name, rule, default) for name, rule, default, _ in info["hypers"]]
+
+
+@st.composite
+def rule_hyper(draw, info):
+    """Every hyperparameter from its declared rule, or at its declared default (the common case)."""
+    return {name: draw(VALID[rule] if default is None or rule == "flag" else st.one_of(st.just(default), VALID[rule]))
+            for name, rule, default in rule_hypers(info)}
+
+
+def rule_scalars(name):
+    """The hyperparameters that carry per-parameter numbers torch keeps beside the arrays (NAdam's
+    mu_product, ASGD's eta and mu: RuleSpec.scalars): None makes the kernel compute them from step."""
+    spec = SPECS_BY_KERNEL[RULES[name]["function"]]
+    return spec.scalars.keys if spec.scalars is not None else ()
+
+
+def rule_call(name, params, grads, states, hyper, step, **extra):
+    info = RULES[name]
+    fn = getattr(fastopt, info["function"])
+    return fn(params, grads, *states, **hyper, **({"step": step} if info["takes_step"] else {}), **extra)
+
+
+def rule_arrays(name, rng, shape, dtype, grad_scale=1.0):
+    """params, grads and a plausible state: every state array non-negative (second moments, step sizes
+    and accumulators must be; the signed ones, momenta and previous gradients, may be)."""
+    n_states = len(RULES[name]["operands"]) - 2
+    param = np.asarray(rng.standard_normal(shape), dtype)
+    grad = np.asarray(rng.standard_normal(shape) * grad_scale, dtype)
+    states = [np.asarray(rng.uniform(0.0, 2.0, shape), dtype) for _ in range(n_states)]
+    return param, grad, states
+
+
+def test_every_rule_has_strategies_and_a_reference():
+    """A rule registered in C++ is drawn here: its hyperparameter rules have strategies, its kernel a
+    Python description (fastopt.rules) and a reference case (kernel_cases, fastopt/references)."""
+    assert RULES, "no rules registered"
+    for name, info in RULES.items():
+        for hyper, rule, _ in rule_hypers(info):
+            assert rule in VALID, f"{name}: {hyper} declares a rule ({rule}) the strategies do not know"
+            assert rule == "flag" or rule in INVALID, (name, hyper, rule)
+        assert info["function"] in SPECS_BY_KERNEL, f"{name}_ has no RuleSpec in fastopt.rules"
+        assert name in CASES_BY_NAME, f"{name} has no kernel case (tests/kernel_cases.py) with its reference"
+
+
+@settings(max_examples=600, deadline=None)
+@given(name=st.sampled_from(sorted(RULES)), data=st.data(), n=st.integers(0, 40),
+       dtype=st.sampled_from([np.float32, np.float64]), step=st.integers(1, 1000),
+       grad_scale=st.sampled_from([1e-3, 1.0, 1e3]), seed=st.integers(0, 2**31 - 1))
+def test_rule_finite_in_finite_out(name, data, n, dtype, step, grad_scale, seed):
+    hyper = data.draw(rule_hyper(RULES[name]))
+    rng = np.random.default_rng(seed)
+    param, grad, states = rule_arrays(name, rng, n, dtype, grad_scale)
+    assert rule_call(name, param, grad, states, hyper, step) is False
+    for what, array in [("params", param)] + [(op, s) for (op, _), s in zip(RULES[name]["operands"][2:], states)]:
+        assert np.isfinite(array).all(), f"{name}_ {hyper} step={step}: {what} not finite"
+
+
+@settings(max_examples=400, deadline=None)
+@given(name=st.sampled_from(sorted(RULES)), data=st.data(), dtype=st.sampled_from([np.float32, np.float64]),
+       seed=st.integers(0, 2**31 - 1))
+def test_rule_bad_hyperparameter_is_refused_by_name_and_writes_nothing(name, data, dtype, seed):
+    info = RULES[name]
+    hyper = data.draw(rule_hyper(info))
+    choices = [(h, bad) for h, rule, _ in rule_hypers(info) for bad in INVALID.get(rule, [])]
+    if info["takes_step"]:
+        choices += [("step", 0), ("step", -3)]
+    bad_name, bad_value = data.draw(st.sampled_from(choices))
+    step = 5
+    if bad_name == "step":
+        step = bad_value
+    else:
+        hyper[bad_name] = bad_value
+    rng = np.random.default_rng(seed)
+    arrays = [rule_arrays(name, rng, shape, dtype) for shape in [(7,), (3, 4)]]
+    params, grads = [a[0] for a in arrays], [a[1] for a in arrays]
+    states = [list(s) for s in zip(*[a[2] for a in arrays])]
+    before = [a.copy() for a in params + grads + [x for s in states for x in s]]
+    with np.testing.assert_raises(ValueError) as raised:
+        rule_call(name, params, grads, states, hyper, step)
+    assert bad_name in str(raised.exception), str(raised.exception)
+    after = params + grads + [x for s in states for x in s]
+    assert all(a.tobytes() == b.tobytes() for a, b in zip(before, after)), f"{name}_ wrote before refusing {bad_name}"
+
+
+@settings(max_examples=300, deadline=None)
+@given(name=st.sampled_from(sorted(RULES)), data=st.data(),
+       shapes=st.lists(st.lists(st.integers(0, 9), max_size=3).map(tuple), min_size=1, max_size=4),
+       dtype=st.sampled_from([np.float32, np.float64]), step=st.integers(1, 1000), seed=st.integers(0, 2**31 - 1))
+def test_rule_list_call_equals_per_array_calls(name, data, shapes, dtype, step, seed):
+    info = RULES[name]
+    hyper = data.draw(rule_hyper(info))
+    if info["tensor_sums"]:
+        # Its optional values may reduce over the whole call (LAMB's max_grad_norm clips by the norm of
+        # every gradient of the call): off here, so that each tensor's numbers are its own.
+        hyper.update({h: None for h, rule, _ in rule_hypers(info) if rule.startswith("optional")})
+    rng = np.random.default_rng(seed)
+    arrays = [rule_arrays(name, rng, shape, dtype) for shape in shapes]
+    together = [(p.copy(), g, [s.copy() for s in st_]) for p, g, st_ in arrays]
+    rule_call(name, [a[0] for a in together], [a[1] for a in together],
+              [list(s) for s in zip(*[a[2] for a in together])], hyper, step)
+    for k, (p, g, st_) in enumerate(arrays):
+        rule_call(name, p, g, st_, hyper, step)
+        assert p.tobytes() == together[k][0].tobytes(), f"{name}_ params[{k}] differ in a list call"
+        for (op, _), alone, listed in zip(info["operands"][2:], st_, together[k][2]):
+            assert alone.tobytes() == listed.tobytes(), f"{name}_ {op}[{k}] differ in a list call"
+
+
+@settings(max_examples=800, deadline=None)
+@given(name=st.sampled_from(sorted(RULES)), data=st.data(), n=st.integers(0, 40), step=st.integers(1, 1000),
+       seed=st.integers(0, 2**31 - 1))
+def test_rule_float64_matches_reference(name, data, n, step, seed):
+    """One float64 step from a random state against the NumPy reference (fastopt/references, through
+    kernel_cases' table); the per-parameter scalars are computed from step on both sides."""
+    case = CASES_BY_NAME[name]
+    hyper = data.draw(rule_hyper(RULES[name]))
+    for key in rule_scalars(name):
+        hyper.pop(key)
+    rng = np.random.default_rng(seed)
+    param, grad, states = rule_arrays(name, rng, n, np.float64)
+    with np.errstate(all="ignore"):
+        expected = case.reference(param, grad, *states, step=step, **hyper)
+    rule_call(name, param, grad, states, hyper, step)
+    np.testing.assert_allclose(param, expected[0], rtol=1e-10, atol=1e-12, err_msg=f"{name}_ params {hyper}")
+    for state, new, (op, _) in zip(states, expected[1:], RULES[name]["operands"][2:]):
+        np.testing.assert_allclose(state, new, rtol=1e-10, atol=1e-12, err_msg=f"{name}_ {op} {hyper}")

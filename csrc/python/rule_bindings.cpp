@@ -142,6 +142,48 @@ struct RuleBinding {
   }
 };
 
+// The name Python sees for a HyperRule (fastopt._core._rule_registry()).
+const char* hyper_rule_name(HyperRule r) {
+  switch (r) {
+    case HyperRule::Finite: return "finite";
+    case HyperRule::NonNegative: return "non_negative";
+    case HyperRule::Positive: return "positive";
+    case HyperRule::UnitInterval: return "unit_interval";
+    case HyperRule::ClosedUnit: return "closed_unit";
+    case HyperRule::AtLeastOne: return "at_least_one";
+    case HyperRule::Flag: return "flag";
+    case HyperRule::OptionalUnit: return "optional_unit";
+    case HyperRule::OptionalNonNegative: return "optional_non_negative";
+  }
+  return "unknown";
+}
+
+// One rule's description as Python data, for tests and tools that are generated from the registry
+// (the property tests' strategies, the benchmark's rows) rather than from a hand-kept list.
+template <typename Rule>
+py::dict describe_rule() {
+  py::list operands, hypers;
+  for (const OperandSpec& op : Rule::kOperandSpecs) {
+    operands.append(py::make_tuple(op.name, op.needed_when == nullptr ? py::object(py::none())
+                                                                        : py::object(py::str(op.needed_when))));
+  }
+  for (const HyperSpec& h : Rule::kHyperSpecs) {
+    const py::object value = h.rule == HyperRule::Flag ? py::object(py::bool_(h.default_value != 0.0))
+                             : is_optional(h.rule)    ? py::object(py::none())
+                                                      : py::object(py::float_(h.default_value));
+    hypers.append(py::make_tuple(h.name, hyper_rule_name(h.rule), value, h.doc));
+  }
+  py::dict d;
+  d["name"] = Rule::kName;
+  d["function"] = std::string(Rule::kName) + "_";
+  d["summary"] = Rule::kSummary;
+  d["operands"] = py::tuple(operands);
+  d["hypers"] = py::tuple(hypers);
+  d["takes_step"] = bool(Rule::kUsesStep);
+  d["tensor_sums"] = bool(has_tensor_sums<Rule>);  // a second pass over the tensor (LAMB's norms)
+  return d;
+}
+
 }  // namespace
 
 void bind_rules(py::module_& m) {
@@ -150,6 +192,17 @@ void bind_rules(py::module_& m) {
     RuleBinding<Rule>::signature = RuleBinding<Rule>::make_signature();
     def_fast(m, *RuleBinding<Rule>::signature, &RuleBinding<Rule>::call, RuleBinding<Rule>::doc());
   });
+  m.def(
+      "_rule_registry",
+      [] {
+        py::list rules;
+        for_each_rule(Registry{}, [&](auto* rule) { rules.append(describe_rule<std::remove_pointer_t<decltype(rule)>>()); });
+        return py::tuple(rules);
+      },
+      "Every optimizer described as a rule (csrc/include/fastopt/registry.h), in registry order: a dict each "
+      "with name, function, summary, operands ((name, needed_when or None), ...), hypers ((name, rule, default, "
+      "doc), ...: rule one of finite, non_negative, positive, unit_interval, closed_unit, at_least_one, flag, "
+      "optional_unit, optional_non_negative; default None for the optional ones), takes_step and tensor_sums.");
 }
 
 }  // namespace fastopt::bindings

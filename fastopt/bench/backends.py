@@ -16,8 +16,8 @@ import numpy as np
 
 import fastopt
 import fastopt.cuda
-from fastopt import reference
-from fastopt.bench.workloads import STATE_ARRAYS, LinearLossWork, LossWork, UpdateWork
+from fastopt import reference, references
+from fastopt.bench.workloads import RULE_SPECS, LinearLossWork, LossWork, UpdateWork
 
 Impls = Dict[str, Callable[[], object]]
 
@@ -36,7 +36,7 @@ class FastoptCPU:
             return {}
         kernel = getattr(fastopt, work.optimizer + "_")
         params = [p.copy() for p in work.params]
-        states = [[np.zeros_like(p) for p in params] for _ in range(STATE_ARRAYS[work.optimizer])]
+        states = [[np.full_like(p, fill) for p in params] for fill in work.state_fills]
         if work.single:  # one array, not a list of one: the cheapest call from Python
             args = (params[0], work.grads[0], *(s[0] for s in states))
         else:
@@ -77,15 +77,29 @@ class NumpyReference:
     def update(self, work: UpdateWork) -> Impls:
         if work.device != "cpu":
             return {}
+        if work.optimizer in RULE_SPECS:
+            return self._rule_update(work)
         ref = getattr(reference, work.optimizer)
         params = [p.copy() for p in work.params]
-        states = [[np.zeros_like(p) for p in params] for _ in range(STATE_ARRAYS[work.optimizer])]
+        states = [[np.full_like(p, fill) for p in params] for fill in work.state_fills]
         kwargs = {**work.hyper, **_step_kwargs(work)}
         per_array = [(p, g, *(s[i] for s in states)) for i, (p, g) in enumerate(zip(params, work.grads))]
         if work.single:
             args = per_array[0]
             return {"numpy": lambda: ref(*args, **kwargs)}
         return {"numpy": lambda: [ref(*a, **kwargs) for a in per_array]}
+
+    @staticmethod
+    def _rule_update(work: UpdateWork) -> Impls:
+        """fastopt.references' <name>_step over the list, in place (those references update lists of
+        arrays and torch-style state dicts, made by <name>_init_state)."""
+        step_fn = getattr(references, f"{work.optimizer}_step")
+        init = getattr(references, f"{work.optimizer}_init_state")
+        kwargs = work.hyper
+        params = [p.copy() for p in work.params]
+        states = [init(p, **kwargs) for p in params]
+        step = work.step if work.step is not None else 1
+        return {"numpy": lambda: step_fn(params, work.grads, states, step=step, **kwargs)}
 
     def loss(self, work: LossWork) -> Impls:
         if work.device != "cpu":
@@ -103,7 +117,9 @@ class TorchCPU:
 
     name = "torch"
     device = "cpu"
-    _CLASSES = {"sgd": "SGD", "adagrad": "Adagrad", "rmsprop": "RMSprop", "adam": "Adam", "adamw": "AdamW"}
+    _CLASSES = {"sgd": "SGD", "adagrad": "Adagrad", "rmsprop": "RMSprop", "adam": "Adam", "adamw": "AdamW",
+                # the rules torch.optim has (Lion and LAMB have no torch class: no torch rows)
+                **{name: spec.torch_name for name, spec in RULE_SPECS.items() if spec.torch_name}}
     _VARIANTS = (("torch-forloop", dict(foreach=False)), ("torch-foreach", dict(foreach=True)),
                  ("torch-fused", dict(fused=True)))
 
@@ -127,7 +143,7 @@ class TorchCPU:
     def update(self, work: UpdateWork) -> Impls:
         import torch
 
-        if work.device != self.device:
+        if work.device != self.device or work.optimizer not in self._CLASSES:
             return {}
         impls: Impls = {}
         for variant, flags in self._VARIANTS:
@@ -137,7 +153,7 @@ class TorchCPU:
                 param.grad = self._tensor(g, copy=False)
                 params.append(param)
             try:
-                opt = getattr(torch.optim, self._CLASSES[work.optimizer])(params, **work.hyper, **flags)
+                opt = getattr(torch.optim, self._CLASSES[work.optimizer])(params, **work.torch_hyper, **flags)
                 opt.step()  # creates the state; raises here when this variant is unsupported
             except (RuntimeError, TypeError, ValueError, NotImplementedError):
                 continue
@@ -226,7 +242,7 @@ class FastoptCUDA:
             return {}
         kernel = getattr(fastopt, work.optimizer + "_")
         params = [p.clone() for p in work.params]
-        states = [[torch.zeros_like(p) for p in params] for _ in range(STATE_ARRAYS[work.optimizer])]
+        states = [[torch.full_like(p, fill) for p in params] for fill in work.state_fills]
         args = (params, work.grads, *states)
         kwargs = {**work.hyper, **_step_kwargs(work)}
         return {"fastopt-cuda": lambda: kernel(*args, **kwargs)}

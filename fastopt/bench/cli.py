@@ -17,14 +17,15 @@ from fastopt.bench.progress import Progress
 from fastopt.bench.report import banner, load_warning, machine_info, machine_title, write_json
 from fastopt.bench.suite import run
 from fastopt.bench.timing import NOISY_SPREAD, plan_rounds
-from fastopt.bench.workloads import LOSSES, OPTIMIZERS
+from fastopt.bench.workloads import ALL_OPTIMIZERS, LOSSES, RULE_OPTIMIZERS, TRAFFIC
 
 DEFAULT_SIZES = [1_000, 16_000, 256_000, 1_000_000, 4_000_000, 16_000_000, 64_000_000]
 DEFAULT_SHAPES = ["4096x32000", "32768x1000", "512x50257"]
 # --quick: seconds, not minutes (QUICK_SECONDS): a small size (the cost of a call from
 # Python) and one beyond the L2 caches, one loss shape, no GPT-2, fewer rounds; still every implementation
 # against its peers in the same interleaved rounds.
-QUICK_SECONDS = "about 9 s"  # measured on our 2-core machine, quiet, torch installed; README and BENCHMARKS.md agree
+QUICK_SECONDS = "about 12 s"  # our 2-core machine, torch installed; README and BENCHMARKS.md agree. 9 s measured
+# quiet with the five classic optimizers; the rules' rows made a loaded run 1.3x as long (26 s -> 34 s)
 QUICK_SIZES = [1_000, 1_000_000]
 QUICK_SHAPES = ["1024x1000"]
 # Linear cross-entropy: hidden N x D, weight V x D (GPT-2 small's width, a 32K vocabulary); --quick: small.
@@ -45,7 +46,8 @@ def default_name(quick: bool, part: str, cuda_only: bool = False) -> str:
 
 DESCRIPTION = f"""\
 fastopt's benchmark suite (float32, CPU): every optimizer update (SGD with momentum, Adagrad, RMSprop,
-Adam, AdamW) against the NumPy reference and torch's for-loop, foreach and fused implementations
+Adam, AdamW, and the optimizers described as rules: {", ".join(RULE_OPTIMIZERS)}, at their defaults)
+against the NumPy references and torch's for-loop, foreach and fused implementations (those torch has)
 from 1K to 64M elements; AdamW over GPT-2 small's 148 parameter tensors in one call; softmax
 cross-entropy forward+backward and softmax against the NumPy reference and torch; linear cross-entropy
 (hidden 4096 x 768, weight 32000 x 768: fastopt.linear_cross_entropy and fastopt.torch's against torch's
@@ -55,7 +57,8 @@ F.linear_cross_entropy, plain and chunked, and F.linear + F.cross_entropy) with 
 Every run writes a JSON file of all rows and a PNG figure, by default into ./fastopt-bench/.
 
 Times are medians of interleaved rounds. GB/s is effective bandwidth: the bytes an ideal fused pass
-moves (AdamW 28 B/element, SGD momentum/Adagrad/RMSprop 20 B, losses 12 B/logit) / time. "% probe"
+moves (AdamW 28 B/element, SGD momentum/Adagrad/RMSprop 20 B, each rule 4 B for every array it reads or
+writes: {", ".join(f"{name} {4 * TRAFFIC[name]}" for name in RULE_OPTIMIZERS)}; losses 12 B/logit) / time. "% probe"
 compares it with fastopt._core._probe_add (a += b, threaded like the kernels, 12 B/element) timed
 in the same rounds. "x fastopt" is time / fastopt's time: above 1, fastopt is faster. "spread" is
 the interquartile range of the rounds / their median, marked '!' above 25%: when the probe's spread is that
@@ -98,8 +101,9 @@ def build_parser(prog: Optional[str] = None, part: str = "all") -> argparse.Argu
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=parse_size, nargs="+", metavar="N",
                         help="optimizer sizes in elements (default 1K 16K 256K 1M 4M 16M 64M; --quick: 1K 1M)")
-    parser.add_argument("--optimizers", nargs="+", choices=OPTIMIZERS, default=list(OPTIMIZERS),
-                        help="optimizers to time (default: all)")
+    parser.add_argument("--optimizers", nargs="+", choices=ALL_OPTIMIZERS, default=list(ALL_OPTIMIZERS),
+                        metavar="NAME",
+                        help=f"optimizers to time, of {' '.join(ALL_OPTIMIZERS)} (default: all)")
     parser.add_argument("--no-gpt2", action="store_true",
                         help="leave out AdamW over GPT-2 small's parameters (--quick leaves it out)")
     parser.add_argument("--shapes", type=parse_shape, nargs="+", metavar="NxC",

@@ -112,9 +112,21 @@ def format_comparison(changes: List[Change], only_old: List[RowKey], only_new: L
                  f"({sum(c.verdict == 'slower' for c in moved)} slower, {sum(c.verdict == 'faster' for c in moved)} "
                  f"faster; {sum(c.regression for c in changes)} of fastopt's slower)")
     if only_old:
-        lines.append(f"{len(only_old)} rows only in {old_name} (not run now): "
-                     + ", ".join(f"{k[1]} {k[3]}" for k in only_old[:6]) + (" ..." if len(only_old) > 6 else ""))
+        lines.append(f"{len(only_old)} rows only in {old_name} (not run now, nothing to compare): "
+                     + _by_case(only_old))
     if only_new:
-        lines.append(f"{len(only_new)} rows not in {old_name}: "
-                     + ", ".join(f"{k[1]} {k[3]}" for k in only_new[:6]) + (" ..." if len(only_new) > 6 else ""))
+        lines.append(f"{len(only_new)} rows not in {old_name} (new rows, or not run then; nothing to compare): "
+                     + _by_case(only_new))
     return lines
+
+
+def _by_case(keys: List[RowKey]) -> str:
+    """Every case of the keys once, with its implementations ("lion (fastopt, numpy); nadam (...)"): a run
+    saved before an optimizer had rows lacks all of them, which one name says better than a row each."""
+    impls: Dict[str, List[str]] = {}
+    for _, case, _, impl, _, device in keys:
+        name = case + ("" if device == "cpu" else f" [{device}]")
+        seen = impls.setdefault(name, [])
+        if impl not in seen:
+            seen.append(impl)
+    return "; ".join(f"{name} ({', '.join(names)})" for name, names in impls.items())

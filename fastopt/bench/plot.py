@@ -138,7 +138,10 @@ def _bar_panels(axes, sweep, sizes, palette):
                 ax_b.plot([i - 0.45, i + 0.45], [probe, probe], color="k", ls="--", lw=1.4,
                           label="probe a += b" if i == 0 else None)
         for ax in (ax_t, ax_b):
-            ax.set_xticks(range(len(optimizers)), optimizers, fontsize=10)
+            # (thirteen optimizers' names side by side overlap: slanted past six)
+            many = len(optimizers) > 6
+            ax.set_xticks(range(len(optimizers)), optimizers, fontsize=9 if many else 10,
+                          rotation=35 if many else 0, ha="right" if many else "center")
             ax.set_yscale("log")
             ax.grid(True, axis="y", which="major", alpha=0.3)
         ax_t.set_ylim(top=ax_t.get_ylim()[1] * 8)  # room for the ratio labels

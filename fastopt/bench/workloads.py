@@ -13,7 +13,14 @@ from typing import List, Optional, Tuple
 
 import numpy as np
 
+from fastopt.rules import SPECS
+
 OPTIMIZERS = ("sgd", "adagrad", "rmsprop", "adam", "adamw")
+# The optimizers described as rules (fastopt.rules.SPECS, the registry's Python side), by kernel name
+# without its "_": a rule added there gets its rows here without a change to this file.
+RULE_SPECS = {spec.kernel[:-1]: spec for spec in SPECS}
+RULE_OPTIMIZERS = tuple(RULE_SPECS)
+ALL_OPTIMIZERS = OPTIMIZERS + RULE_OPTIMIZERS
 LOSSES = ("cross_entropy", "softmax", "linear_cross_entropy")
 LINEAR_LOSS = "linear_cross_entropy"  # timed at its own (N, D, V) shapes, not at the logits shapes
 
@@ -47,6 +54,35 @@ HYPER = {
 # The step number every timed call passes (RMSprop takes none). Not 1: SGD's first step only copies
 # the gradient into the momentum buffer, a lighter pass than the steady state torch runs.
 STEP = {"sgd": 10, "adagrad": 10, "rmsprop": None, "adam": 10, "adamw": 10}
+
+
+def _rule_traffic(name: str) -> int:
+    """A rule's arrays moved per element: the gradient read, params and every state read and written; a
+    rule with per-tensor sums (LAMB's norms, tensor_sums in the registry) makes a second pass, which
+    reads the params and the state again and writes the params (its first pass reads everything and
+    writes the state)."""
+    from fastopt import _core
+
+    info = next(r for r in _core._rule_registry() if r["name"] == name)
+    states = len(info["operands"]) - 2
+    if info["tensor_sums"]:
+        return (2 + states) + states + (1 + states) + 1
+    return 1 + 2 * (1 + states)
+
+
+def rule_group(name: str) -> dict:
+    """A rule's hyperparameters as a param group holds them: the defaults of its fastopt.optim class
+    (torch's, where torch has the optimizer), not maximizing."""
+    return {**RULE_SPECS[name].defaults, "maximize": False}
+
+
+# The rules run at their defaults (torch's defaults for torch's implementations: the same numbers);
+# their kernels take the flat keywords RuleSpec.kernel_args makes of a group.
+for _name, _spec in RULE_SPECS.items():
+    TRAFFIC[_name] = _rule_traffic(_name)
+    STATE_ARRAYS[_name] = len(_spec.state)
+    HYPER[_name] = {}
+    STEP[_name] = 10 if _spec.uses_step else None
 # The torch device of the CUDA workloads (and of their copy probe).
 CUDA_DEVICE = "cuda"
 
@@ -81,7 +117,23 @@ class UpdateWork:
 
     @property
     def hyper(self) -> dict:
+        """fastopt's keywords (and the NumPy reference's) for the update."""
+        if self.optimizer in RULE_SPECS:
+            return RULE_SPECS[self.optimizer].kernel_args(rule_group(self.optimizer))
         return HYPER[self.optimizer]
+
+    @property
+    def torch_hyper(self) -> dict:
+        """torch.optim's keywords for the same update."""
+        return HYPER[self.optimizer]
+
+    @property
+    def state_fills(self) -> List[float]:
+        """The value each state array starts at (Rprop's step sizes start at lr; the rest at 0)."""
+        if self.optimizer in RULE_SPECS:
+            group = rule_group(self.optimizer)
+            return [float(state.fill(group)) for state in RULE_SPECS[self.optimizer].state]
+        return [0.0] * STATE_ARRAYS[self.optimizer]
 
     @property
     def step(self) -> Optional[int]:
@@ -157,7 +209,7 @@ def _elements(a) -> int:
 def update_work(optimizer: str, shapes, dtype=np.float32, single: bool = True, seed: int = 0) -> UpdateWork:
     """Random parameters and small gradients of the given shapes (a list of shapes, or one size)."""
     if optimizer not in TRAFFIC:
-        raise ValueError(f"unknown optimizer {optimizer!r}; choose from {OPTIMIZERS}")
+        raise ValueError(f"unknown optimizer {optimizer!r}; choose from {ALL_OPTIMIZERS}")
     if isinstance(shapes, int):
         shapes = [(shapes,)]
     rng = np.random.default_rng(seed)
