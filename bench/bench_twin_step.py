@@ -6,6 +6,10 @@ rounds and twin / torch. The last row is the host time per parameter: a step ove
 parameters divided by 1,000.
 
     python bench/bench_twin_step.py [--rounds 31] [--runs 3] [--threads N] [--optimizers adamw,sgd,adagrad,rmsprop]
+                                    [--full-step]
+
+--full-step times the twins' fully checked step at every step (no StepPlan: fastopt/torch/_step_plan.py),
+as before the repeated step existed.
 """
 
 from __future__ import annotations
@@ -68,7 +72,10 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--optimizers", default=",".join(OPTIMIZERS))
+    parser.add_argument("--full-step", action="store_true")
     args = parser.parse_args()
+    if args.full_step:
+        ft.FusedOptimizer._step_plan_ok = False  # (the four classes here inherit it)
     if args.threads:
         fastopt.set_num_threads(args.threads)
         torch.set_num_threads(args.threads)
