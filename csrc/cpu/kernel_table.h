@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "cpu/adafactor_tensor.h"
+#include "cpu/adam_bf16_call.h"
 #include "cpu/loss_args.h"
 #include "cpu/tensor_list.h"
 #include "fastopt/adafactor.h"
@@ -86,6 +87,8 @@ struct KernelTable {
   const char* isa;  // "avx512", "avx2", "baseline"
   TypedKernels<float> f32;
   TypedKernels<double> f64;
+  // Adam/AdamW with bfloat16 params and/or state (adam_bf16_loops.h); returns found_inf
+  bool (*adam_bf16)(const Bf16AdamCall&, const AdamHyper&);
 
   template <typename T>
   const TypedKernels<T>& of() const {
