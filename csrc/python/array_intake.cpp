@@ -80,6 +80,7 @@ std::optional<DType> numpy_dtype(const py::array& a) {
     case 'i': return sizeof(int) == 4 ? std::optional<DType>(DType::Int32) : std::nullopt;
     case 'l': return sizeof(long) == 8 ? DType::Int64 : DType::Int32;
     case 'q': return sizeof(long long) == 8 ? std::optional<DType>(DType::Int64) : std::nullopt;
+    case 'B': return DType::UInt8;
     case 'E': return is_ml_dtypes_bfloat16(descr->typeobj) ? std::optional<DType>(DType::BFloat16) : std::nullopt;
     default: return std::nullopt;
   }

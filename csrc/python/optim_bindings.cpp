@@ -11,6 +11,7 @@
 #include "cpu/kernel_table.h"
 #include "cuda/backend.h"
 #include "python/adam_bf16_call.h"
+#include "python/adam_int8_call.h"
 #include "python/array_intake.h"
 #include "python/device_scalar.h"
 #include "python/fast_call.h"
@@ -84,6 +85,14 @@ bool adam_(bool decoupled, py::handle params, py::handle grads, py::handle exp_a
   require(rules::check(hyper));
   const ArrayArg p = take_arrays(params, "params", true, call);
   const ArrayArg g = take_arrays(grads, "grads", false, call);
+  if (quantized_state(exp_avgs) || quantized_state(exp_avg_sqs)) {  // adam_int8_call.h: 8-bit state, CPU
+    if (stochastic_rounding) {
+      throw py::value_error("stochastic_rounding=True rounds bfloat16 values; 8-bit state is rounded to the "
+                            "nearest code");
+    }
+    const DeviceScalars device{lr, step, scaling, call};
+    return run_adam_int8(hyper, p, g, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, device.skip_now, call);
+  }
   const ArrayArg m = take_arrays(exp_avgs, "exp_avgs", true, call);
   const ArrayArg v = take_arrays(exp_avg_sqs, "exp_avg_sqs", true, call);
   const auto vmax = take_state(max_exp_avg_sqs, "max_exp_avg_sqs", amsgrad, "amsgrad=True", call);
