@@ -52,8 +52,10 @@ struct QuantArg {
   ArrayArg codes, absmax;
 };
 
-QuantArg take_quantized(py::handle obj, const char* name, bool want_signed, CallDevice& call) {
-  QuantArg q{name, ArrayArg{"codes", true, {}}, ArrayArg{"absmax", true, {}}};
+// codes_name / absmax_name ("exp_avgs.codes"): the arrays' names in check_disjoint's messages.
+QuantArg take_quantized(py::handle obj, const char* name, const char* codes_name, const char* absmax_name,
+                        bool want_signed, CallDevice& call) {
+  QuantArg q{name, ArrayArg{codes_name, true, {}}, ArrayArg{absmax_name, true, {}}};
   const std::vector<py::handle> items = entries(obj);
   for (size_t i = 0; i < items.size(); ++i) {
     const std::string where = label(name, i);
@@ -179,12 +181,14 @@ bool run_adam_int8(const AdamHyper& hyper, const ArrayArg& params, const ArrayAr
                             label("params", i) + " has shape " + shape_str(params.arrays[i]));
     }
   }
-  const QuantArg m = take_quantized(exp_avgs, "exp_avgs", true, call);
-  const QuantArg v = take_quantized(exp_avg_sqs, "exp_avg_sqs", false, call);
+  const QuantArg m = take_quantized(exp_avgs, "exp_avgs", "exp_avgs.codes", "exp_avgs.absmax", true, call);
+  const QuantArg v = take_quantized(exp_avg_sqs, "exp_avg_sqs", "exp_avg_sqs.codes", "exp_avg_sqs.absmax", false,
+                                    call);
   std::optional<QuantArg> vmax;
   if (hyper.amsgrad) {
     if (max_exp_avg_sqs.is_none()) throw py::value_error("max_exp_avg_sqs is required when amsgrad=True");
-    vmax = take_quantized(max_exp_avg_sqs, "max_exp_avg_sqs", false, call);
+    vmax = take_quantized(max_exp_avg_sqs, "max_exp_avg_sqs", "max_exp_avg_sqs.codes",
+                          "max_exp_avg_sqs.absmax", false, call);
   }
   std::vector<const ArrayArg*> written{&grads, &m.codes, &m.absmax, &v.codes, &v.absmax};
   check_against_params(m, params);
