@@ -108,6 +108,13 @@ class QuantizedState:
         _core._dequantize_blockwise(codes, np.asarray(self.absmax), _map(self.signed), out)
         return out
 
+    def copy(self) -> "QuantizedState":
+        """A copy with its own codes and absmax (NumPy copies, or torch clones)."""
+        def own(a):
+            return a.clone() if hasattr(a, "clone") else np.array(a, copy=True)
+
+        return QuantizedState(own(self.codes), own(self.absmax), self.signed)
+
     @property
     def shape(self):
         return tuple(self.codes.shape)

@@ -1,13 +1,17 @@
 """The state precision of Adam/AdamW (``state_dtype=``, issue 18): "float32" (the default: state of the
 params' dtype, as before), "bfloat16" (float32 params keep exp_avg, exp_avg_sq and max_exp_avg_sq as
 ml_dtypes.bfloat16 arrays: half the memory; the update runs in float32 and rounds back), "int8" (8-bit
-blockwise state, built separately). ml_dtypes is imported only when bfloat16 is asked for."""
+blockwise state, fastopt.QuantizedState, for float32 params of at least MIN_8BIT_SIZE elements; smaller ones
+keep float32 state, as bitsandbytes' 8-bit optimizers do). ml_dtypes is imported only when bfloat16 is asked
+for."""
 
 from __future__ import annotations
 
 import numpy as np
 
 STATE_DTYPES = ("float32", "bfloat16", "int8")
+#: params with fewer elements keep float32 state under state_dtype="int8" (bitsandbytes' min_8bit_size)
+MIN_8BIT_SIZE = 4096
 
 
 def check_state_dtype(value) -> str:
@@ -33,8 +37,6 @@ class StatePrecision:
 
     def __init__(self, state_dtype, stochastic_rounding, seed):
         self.name = check_state_dtype(state_dtype)
-        if self.name == "int8":
-            raise NotImplementedError("state_dtype='int8' is not part of this build yet")
         if not isinstance(stochastic_rounding, (bool, np.bool_)):
             raise TypeError(f"stochastic_rounding must be True or False, got {stochastic_rounding!r}")
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) < 2**64:
@@ -46,8 +48,17 @@ class StatePrecision:
             raise ValueError("stochastic_rounding=True rounds bfloat16 values, but with state_dtype="
                              f"{self.name!r} nothing written is bfloat16")
 
+    def quantizes(self, p) -> bool:
+        """True when params p keeps 8-bit state (state_dtype="int8" and at least MIN_8BIT_SIZE elements)."""
+        return self.name == "int8" and p.size >= MIN_8BIT_SIZE
+
     def check_params(self, params) -> None:
-        """ValueError unless every parameter can keep this state (bfloat16: float32 params only)."""
+        """ValueError unless every parameter can keep this state (bfloat16, int8: float32 params only)."""
+        if self.name == "int8":
+            for i, p in enumerate(params):
+                if isinstance(p, np.ndarray) and p.dtype != np.float32:
+                    raise ValueError(f"state_dtype='int8' keeps the state of float32 params; params[{i}] "
+                                     f"has dtype {p.dtype}")
         if self.dtype is not None:
             for i, p in enumerate(params):
                 if isinstance(p, np.ndarray) and p.dtype != np.float32:
@@ -56,6 +67,8 @@ class StatePrecision:
 
     def of(self, p: np.ndarray) -> np.dtype:
         """The dtype of params p's state arrays."""
+        if self.name == "int8" and p.dtype != np.float32:
+            raise ValueError(f"state_dtype='int8' keeps the state of float32 params, not of {p.dtype} ones")
         if self.dtype is None:
             return p.dtype
         if p.dtype != np.float32:

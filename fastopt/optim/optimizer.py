@@ -22,6 +22,7 @@ import numpy as np
 from fastopt import _hyper
 from fastopt._core import _found_nonfinite
 from fastopt._overlap import check_disjoint
+from fastopt._quantized import QuantizedState
 from fastopt.optim.checkpoint import load_checkpoint, save_checkpoint
 
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -318,6 +319,8 @@ class Optimizer:
             _hyper.step_count(value, where)
         elif value is None and key in self._nullable_state:
             return
+        elif isinstance(value, QuantizedState):
+            self._check_quantized(where, p, key, value)
         elif key in self._scalar_state:
             if not isinstance(value, (float, np.floating)) or not np.isfinite(value):
                 raise TypeError(f"{where} must be a finite float (the optimizer's {key}), got {value!r}")
@@ -329,6 +332,10 @@ class Optimizer:
         elif not (value.flags.c_contiguous and value.flags.writeable):
             raise ValueError(f"{where} is not a writeable C-contiguous array")
 
+    def _check_quantized(self, where: str, p: np.ndarray, key: str, value: Any) -> None:
+        """A fastopt.QuantizedState entry: only optimizers with 8-bit state (Adam's state_dtype) keep them."""
+        raise TypeError(f"{where} is a fastopt.QuantizedState; {type(self).__name__} keeps no 8-bit state")
+
     def _check_no_shared_memory(self, params: List[np.ndarray], grads: List[Optional[np.ndarray]]) -> None:
         """The kernels refuse arrays that share memory, but one step may make several kernel calls
         (one per group and dtype), so the whole step is checked here first. All arrays are
@@ -338,8 +345,11 @@ class Optimizer:
             named = [(p, f"params[{i}]")]
             if g is not None:
                 named.append((g, f"grads[{i}]"))
-                named += [(a, f"state[{i}]['{k}']") for k, a in (self.state.get(i) or {}).items()
-                          if isinstance(a, np.ndarray)]
+                for k, a in (self.state.get(i) or {}).items():
+                    if isinstance(a, np.ndarray):
+                        named.append((a, f"state[{i}]['{k}']"))
+                    elif isinstance(a, QuantizedState):
+                        named += [(a.codes, f"state[{i}]['{k}'].codes"), (a.absmax, f"state[{i}]['{k}'].absmax")]
             for array, name in named:
                 if array.nbytes:
                     start = array.__array_interface__["data"][0]
@@ -394,7 +404,7 @@ class Optimizer:
             saved["params"] = list(range(index, index + len(group["params"])))
             index += len(group["params"])
             groups.append(saved)
-        state = {i: {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in s.items()}
+        state = {i: {k: (v.copy() if isinstance(v, (np.ndarray, QuantizedState)) else v) for k, v in s.items()}
                  for i, s in self.state.items()}
         return {"state": state, "param_groups": groups, "schedule_steps": list(self.schedule_steps)}
 
@@ -470,6 +480,8 @@ class Optimizer:
                         raise ValueError(f"state[{old}][{key!r}] has shape {value.shape} but "
                                          f"params[{i}] of shape {p.shape} needs {self._state_shape(p, key)}")
                     value = np.array(value, dtype=self._state_dtype(p), order="C", copy=True)
+                elif isinstance(value, QuantizedState):
+                    value = value.copy()
                 restored[key] = value
             if restored:
                 with _hyper.named("state_dict", as_value_error=True):
