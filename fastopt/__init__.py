@@ -44,18 +44,21 @@ except ImportError as error:  # pragma: no cover - only when the source tree sha
 
     raise ImportError(missing_core_message(__file__)) from error
 
-from fastopt import capi, cuda, init, optim, reference, schedules
+from fastopt import _core, _quantized, capi, cuda, init, optim, reference, schedules
 from fastopt._environment import apply_environment
 from fastopt._linear_cross_entropy import linear_cross_entropy
 from fastopt._muon import muon_
+from fastopt._quantized import QuantizedState, dequantize_blockwise, quantize_blockwise
 from fastopt.gradcheck import gradcheck
 
 apply_environment()
+_core._register_quantized(QuantizedState, _quantized.SIGNED_MAP, _quantized.UNSIGNED_MAP)
 
 __version__ = build_info()["version"]
 
 __all__ = [
     "__version__",
+    "QuantizedState",
     "adadelta_",
     "adafactor_",
     "adagrad_",
@@ -66,6 +69,7 @@ __all__ = [
     "build_info",
     "capi",
     "cuda",
+    "dequantize_blockwise",
     "get_num_threads",
     "gradcheck",
     "init",
@@ -80,6 +84,7 @@ __all__ = [
     "nadam_",
     "optim",
     "penalty",
+    "quantize_blockwise",
     "radam_",
     "reference",
     "rmsprop_",

@@ -22,13 +22,13 @@ def rmsprop_(params: Arrays, grads: Arrays, square_avgs: Arrays, momentum_buffer
 def adam_(params: Arrays, grads: Arrays, exp_avgs: Arrays, exp_avg_sqs: Arrays,
           max_exp_avg_sqs: Optional[Arrays] = None, *, lr: float = 1e-3, beta1: float = 0.9,
           beta2: float = 0.999, eps: float = 1e-8, weight_decay: float = 0.0, amsgrad: bool = False,
-          maximize: bool = False, step: int, grad_scale: Any = 1.0, skip_nonfinite: bool = False,
-          found_inf: Any = None) -> bool: ...
+          maximize: bool = False, step: int, stochastic_rounding: bool = False, seed: int = 0,
+          grad_scale: Any = 1.0, skip_nonfinite: bool = False, found_inf: Any = None) -> bool: ...
 def adamw_(params: Arrays, grads: Arrays, exp_avgs: Arrays, exp_avg_sqs: Arrays,
            max_exp_avg_sqs: Optional[Arrays] = None, *, lr: float = 1e-3, beta1: float = 0.9,
            beta2: float = 0.999, eps: float = 1e-8, weight_decay: float = 1e-2, amsgrad: bool = False,
-           maximize: bool = False, step: int, grad_scale: Any = 1.0, skip_nonfinite: bool = False,
-           found_inf: Any = None) -> bool: ...
+           maximize: bool = False, step: int, stochastic_rounding: bool = False, seed: int = 0,
+           grad_scale: Any = 1.0, skip_nonfinite: bool = False, found_inf: Any = None) -> bool: ...
 def lion_(params: Arrays, grads: Arrays, exp_avgs: Arrays, *, lr: float = 1e-4, beta1: float = 0.9,
           beta2: float = 0.99, weight_decay: float = 0.0, maximize: bool = False, grad_scale: Any = 1.0,
           skip_nonfinite: bool = False, found_inf: Any = None, stream: Any = None) -> bool: ...

@@ -7,7 +7,9 @@
 
 namespace fastopt {
 
-enum class DType : uint8_t { Float16, BFloat16, Float32, Float64, Int32, Int64 };
+// UInt8: the codes of 8-bit blockwise optimizer state (fastopt.QuantizedState), never an update's
+// params or grads.
+enum class DType : uint8_t { Float16, BFloat16, Float32, Float64, Int32, Int64, UInt8 };
 
 constexpr const char* dtype_name(DType t) {
   switch (t) {
@@ -17,12 +19,14 @@ constexpr const char* dtype_name(DType t) {
     case DType::Float64: return "float64";
     case DType::Int32: return "int32";
     case DType::Int64: return "int64";
+    case DType::UInt8: return "uint8";
   }
   return "?";
 }
 
 constexpr int dtype_size(DType t) {
   switch (t) {
+    case DType::UInt8: return 1;
     case DType::Float16:
     case DType::BFloat16: return 2;
     case DType::Float32:
@@ -34,6 +38,6 @@ constexpr int dtype_size(DType t) {
 }
 
 constexpr bool is_half(DType t) { return t == DType::Float16 || t == DType::BFloat16; }
-constexpr bool is_float(DType t) { return t != DType::Int32 && t != DType::Int64; }
+constexpr bool is_float(DType t) { return t != DType::Int32 && t != DType::Int64 && t != DType::UInt8; }
 
 }  // namespace fastopt

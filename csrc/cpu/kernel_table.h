@@ -9,6 +9,8 @@
 #include <vector>
 
 #include "cpu/adafactor_tensor.h"
+#include "cpu/adam_bf16_call.h"
+#include "cpu/adam_int8_call.h"
 #include "cpu/loss_args.h"
 #include "cpu/tensor_list.h"
 #include "fastopt/adafactor.h"
@@ -86,6 +88,13 @@ struct KernelTable {
   const char* isa;  // "avx512", "avx2", "baseline"
   TypedKernels<float> f32;
   TypedKernels<double> f64;
+  // Adam/AdamW with bfloat16 params and/or state (adam_bf16_loops.h); returns found_inf
+  bool (*adam_bf16)(const Bf16AdamCall&, const AdamHyper&);
+  // Adam/AdamW with 8-bit blockwise state (adam_int8_loops.h); returns found_inf
+  bool (*adam_int8)(const Int8AdamCall&, const AdamHyper&);
+  // blockwise 8-bit quantisation of one float32 array, and back (fastopt/quant8.h)
+  void (*quantize8)(const Quant8Call&);
+  void (*dequantize8)(const Quant8Call&);
 
   template <typename T>
   const TypedKernels<T>& of() const {

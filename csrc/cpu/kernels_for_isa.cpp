@@ -7,6 +7,8 @@
 #include "cpu/rule_loops.h"
 #include "cpu/tensor_sum_loops.h"
 #include "cpu/adafactor_loops.h"
+#include "cpu/adam_bf16_loops.h"
+#include "cpu/adam_int8_loops.h"
 
 #ifndef FASTOPT_ISA_NS
 #error "FASTOPT_ISA_NS must name the instruction set (set by CMakeLists.txt)"
@@ -45,7 +47,8 @@ TypedKernels<T> typed_kernels() {
 
 const KernelTable& table() {
   static const KernelTable instance{FASTOPT_STR(FASTOPT_ISA_NS), typed_kernels<float>(),
-                                    typed_kernels<double>()};
+                                    typed_kernels<double>(), &adam_bf16, &adam_int8,
+                                    &quantize8, &dequantize8};
   return instance;
 }
 

@@ -58,6 +58,15 @@ constexpr char kNativeOrder = '>';
 constexpr char kNativeOrder = '<';
 #endif
 
+// ml_dtypes.bfloat16 (a NumPy user dtype, type character 'E'): its scalar type is ml_dtypes' bfloat16.
+// (Compared by name, so ml_dtypes is never imported here.)
+bool is_ml_dtypes_bfloat16(PyObject* typeobj) {
+  if (typeobj == nullptr || !PyType_Check(typeobj)) return false;
+  const auto* type = reinterpret_cast<PyTypeObject*>(typeobj);
+  const std::string name = type->tp_name;
+  return name == "bfloat16" || name == "ml_dtypes.bfloat16";
+}
+
 // From the dtype's type character and byte order, read straight off the descriptor: isinstance with
 // py::array_t<T> would build a descriptor for T and compare the two, on every array of every call.
 std::optional<DType> numpy_dtype(const py::array& a) {
@@ -71,6 +80,8 @@ std::optional<DType> numpy_dtype(const py::array& a) {
     case 'i': return sizeof(int) == 4 ? std::optional<DType>(DType::Int32) : std::nullopt;
     case 'l': return sizeof(long) == 8 ? DType::Int64 : DType::Int32;
     case 'q': return sizeof(long long) == 8 ? std::optional<DType>(DType::Int64) : std::nullopt;
+    case 'B': return DType::UInt8;
+    case 'E': return is_ml_dtypes_bfloat16(descr->typeobj) ? std::optional<DType>(DType::BFloat16) : std::nullopt;
     default: return std::nullopt;
   }
 }
@@ -343,7 +354,7 @@ DType check_param_dtype(const ArrayRef& p, const std::string& where) {
     if (p.device.kind == DeviceKind::CUDA) return *p.dtype;
     throw py::type_error(where + " has dtype " + p.dtype_name() +
                          "; float16 and bfloat16 are updated on CUDA devices only (the CPU kernels take "
-                         "float32 or float64)");
+                         "float32 or float64; on the CPU, adam_ and adamw_ also take bfloat16)");
   }
   const std::string name = p.dtype_name();
   if (is_byte_swapped_float(name)) throw py::type_error(where + " has dtype " + name + byte_order_advice());
@@ -374,6 +385,21 @@ void check_no_shared_memory(std::vector<Extent>& extents) {
 }
 
 }  // namespace
+
+void check_disjoint(const ArrayArg& params, const std::vector<const ArrayArg*>& others) {
+  std::vector<Extent> extents;
+  auto record = [&](const ArrayArg& arg) {
+    for (size_t i = 0; i < arg.arrays.size(); ++i) {
+      const ArrayRef& a = arg.arrays[i];
+      if (a.nbytes() == 0) continue;
+      const auto begin = reinterpret_cast<uintptr_t>(a.data);
+      extents.push_back({begin, begin + uintptr_t(a.nbytes()), &arg, i});
+    }
+  };
+  record(params);
+  for (const ArrayArg* other : others) record(*other);
+  check_no_shared_memory(extents);
+}
 
 CallTypes check_arrays(const ArrayArg& params, const std::vector<const ArrayArg*>& others) {
   const size_t n = params.arrays.size();

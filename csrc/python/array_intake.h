@@ -98,6 +98,10 @@ struct CallTypes {
 //  - all params share one dtype; no two arrays of the call share memory.
 CallTypes check_arrays(const ArrayArg& params, const std::vector<const ArrayArg*>& others);
 
+// ValueError when two arrays of the call share memory (part of check_arrays, for callers with their
+// own dtype rules).
+void check_disjoint(const ArrayArg& params, const std::vector<const ArrayArg*>& others);
+
 // Single-array checks, shared with the loss bindings. `where` names the argument in messages.
 DType float_dtype_of(const ArrayRef& a, const std::string& where);  // TypeError unless f32/f64
 void check_layout(const ArrayRef& a, const std::string& where, bool written);

@@ -25,6 +25,7 @@ std::optional<DType> typestr_dtype(const std::string& typestr) {
   if (kind == "f8") return DType::Float64;
   if (kind == "i4") return DType::Int32;
   if (kind == "i8") return DType::Int64;
+  if (kind == "u1") return DType::UInt8;
   return std::nullopt;
 }
 

@@ -17,6 +17,7 @@ constexpr int32_t kCUDAManaged = 13; // unified memory: treated as the device it
 
 // DLDataTypeCode values fastopt uses.
 constexpr uint8_t kInt = 0;
+constexpr uint8_t kUInt = 1;
 constexpr uint8_t kFloat = 2;
 constexpr uint8_t kBfloat = 4;
 

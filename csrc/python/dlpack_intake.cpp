@@ -36,6 +36,7 @@ std::optional<DType> dlpack_dtype(const dlpack::DataType& t) {
   if (t.code == dlpack::kBfloat && t.bits == 16) return DType::BFloat16;
   if (t.code == dlpack::kInt && t.bits == 32) return DType::Int32;
   if (t.code == dlpack::kInt && t.bits == 64) return DType::Int64;
+  if (t.code == dlpack::kUInt && t.bits == 8) return DType::UInt8;
   return std::nullopt;
 }
 

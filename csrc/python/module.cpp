@@ -4,6 +4,7 @@
 namespace fastopt::bindings {
 void bind_optimizers(pybind11::module_& m);
 void bind_rules(pybind11::module_& m);
+void bind_quantized(pybind11::module_& m);  // 8-bit blockwise state (adam_int8_call.h)
 void bind_adafactor(pybind11::module_& m);  // adafactor_ (fastopt/adafactor.h)  // the optimizers described as rules (fastopt/registry.h)
 void bind_build_info(pybind11::module_& m);
 void bind_losses(pybind11::module_& m);
@@ -17,6 +18,7 @@ PYBIND11_MODULE(_core, m) {
   fastopt::bindings::bind_optimizers(m);
   fastopt::bindings::bind_rules(m);
   fastopt::bindings::bind_adafactor(m);
+  fastopt::bindings::bind_quantized(m);
   fastopt::bindings::bind_build_info(m);
   fastopt::bindings::bind_losses(m);
   fastopt::bindings::bind_cuda(m);

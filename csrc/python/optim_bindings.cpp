@@ -10,6 +10,8 @@
 
 #include "cpu/kernel_table.h"
 #include "cuda/backend.h"
+#include "python/adam_bf16_call.h"
+#include "python/adam_int8_call.h"
 #include "python/array_intake.h"
 #include "python/device_scalar.h"
 #include "python/fast_call.h"
@@ -76,16 +78,30 @@ bool rmsprop_(py::handle params, py::handle grads, py::handle square_avgs, py::h
 
 bool adam_(bool decoupled, py::handle params, py::handle grads, py::handle exp_avgs, py::handle exp_avg_sqs,
            py::handle max_exp_avg_sqs, const Scalar& lr, double beta1, double beta2, double eps,
-           double weight_decay, bool amsgrad, bool maximize, const Scalar& step, const Scaling& scaling,
-           CallDevice& call) {
+           double weight_decay, bool amsgrad, bool maximize, const Scalar& step, bool stochastic_rounding,
+           uint64_t seed, const Scaling& scaling, CallDevice& call) {
   const AdamHyper hyper{lr.value, beta1, beta2, eps, weight_decay, amsgrad, decoupled, maximize, step.host_step(),
                         scaling.host};
   require(rules::check(hyper));
   const ArrayArg p = take_arrays(params, "params", true, call);
   const ArrayArg g = take_arrays(grads, "grads", false, call);
+  if (quantized_state(exp_avgs) || quantized_state(exp_avg_sqs)) {  // adam_int8_call.h: 8-bit state, CPU
+    if (stochastic_rounding) {
+      throw py::value_error("stochastic_rounding=True rounds bfloat16 values; 8-bit state is rounded to the "
+                            "nearest code");
+    }
+    const DeviceScalars device{lr, step, scaling, call};
+    return run_adam_int8(hyper, p, g, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, device.skip_now, call);
+  }
   const ArrayArg m = take_arrays(exp_avgs, "exp_avgs", true, call);
   const ArrayArg v = take_arrays(exp_avg_sqs, "exp_avg_sqs", true, call);
   const auto vmax = take_state(max_exp_avg_sqs, "max_exp_avg_sqs", amsgrad, "amsgrad=True", call);
+  std::vector<const ArrayArg*> state{&m, &v};
+  if (vmax) state.push_back(&*vmax);
+  if (bfloat16_call(p, state, stochastic_rounding)) {  // adam_bf16_call.h: bfloat16 storage, CPU
+    const DeviceScalars device{lr, step, scaling, call};
+    return run_adam_bf16(hyper, p, g, state, stochastic_rounding, seed, device.skip_now);
+  }
   const DeviceScalars device{lr, step, scaling, call};
   return run_update<5>(
       p, {&g, &m, &v, ptr(vmax)}, range_of(hyper), device.skip_now, call,
@@ -176,10 +192,12 @@ PyObject* adam_call(PyObject*, PyObject* const* args, Py_ssize_t nargsf, PyObjec
     const double weight_decay = a.next_real();
     const bool amsgrad = a.next_bool(), maximize = a.next_bool();
     const Scalar step = next_step(a);
+    const bool stochastic_rounding = a.next_bool();
+    const uint64_t seed = seed_arg(a.next());
     const Scaling scaling = next_checked_scaling(a);
     CallDevice call(a.next());
     return boolean(adam_(Decoupled, params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, lr, beta1, beta2, eps,
-                         weight_decay, amsgrad, maximize, step, scaling, call));
+                         weight_decay, amsgrad, maximize, step, stochastic_rounding, seed, scaling, call));
   });
 }
 
@@ -279,12 +297,20 @@ void bind_optimizers(py::module_& m) {
     return std::vector<P>{P{"params", {}}, P{"grads", {}}, P{"exp_avgs", {}}, P{"exp_avg_sqs", {}},
                           P{"max_exp_avg_sqs", none_}, P{"lr", real(1e-3)}, P{"beta1", real(0.9)},
                           P{"beta2", real(0.999)}, P{"eps", real(1e-8)}, P{"weight_decay", real(weight_decay)},
-                          P{"amsgrad", no}, P{"maximize", no}, P{"step", {}}, P{"grad_scale", real(1.0)},
+                          P{"amsgrad", no}, P{"maximize", no}, P{"step", {}}, P{"stochastic_rounding", no},
+                          P{"seed", py::int_(0)}, P{"grad_scale", real(1.0)},
                           P{"skip_nonfinite", no}, P{"found_inf", none_}, P{"stream", none_}};
   };
   const std::string adam_doc_tail =
       "exp_avgs, exp_avg_sqs (and max_exp_avg_sqs, required when amsgrad=True) start at zero;\n"
-      "step is the 1-based number of this update, used for the bias corrections.\n\n";
+      "step is the 1-based number of this update, used for the bias corrections.\n\n"
+      "On the CPU the state may also be bfloat16 (NumPy ml_dtypes.bfloat16 or torch.bfloat16 arrays; all\n"
+      "state arrays of a call one dtype) with float32 or bfloat16 params, and params+grads may be bfloat16\n"
+      "with float32 or bfloat16 state: each element is widened to float32, updated as in the float32 kernel\n"
+      "and rounded back to nearest-even. stochastic_rounding=True rounds every bfloat16 value written\n"
+      "stochastically instead, with random bits from a counter-based hash of (seed, step, tensor index,\n"
+      "element index, operand): the same bits for every thread count and instruction set\n"
+      "(fastopt/bf16.h; 0 <= seed < 2**64). It is a ValueError when nothing written is bfloat16.\n\n";
   adam_signature = new Signature("adam_", 5, adam_params(0.0));
   def_fast(m, *adam_signature, adam_call<false>,
            "Fused Adam step (torch.optim.Adam semantics: weight_decay is L2, added to the\n"

@@ -64,7 +64,7 @@ class Member {
 // torch's types and the members read from a tensor and its storage.
 struct TorchTypes {
   py::object tensor, strided;
-  py::object f16, bf16, f32, f64, i32, i64;
+  py::object f16, bf16, f32, f64, i32, i64, u8;
   Member layout, requires_grad, dtype, shape, data_ptr, is_contiguous, is_cuda, is_cpu, get_device, is_neg,
       untyped_storage, is_nested;
   Member storage_data_ptr, storage_nbytes;
@@ -81,7 +81,7 @@ const TorchTypes* torch_types() {
   if (!py::hasattr(t, "Tensor") || !py::hasattr(t, "bfloat16") || !py::hasattr(t, "UntypedStorage")) return nullptr;
   const py::object tensor = t.attr("Tensor"), storage = t.attr("UntypedStorage");
   types = new TorchTypes{tensor, t.attr("strided"), t.attr("float16"), t.attr("bfloat16"), t.attr("float32"),
-                         t.attr("float64"), t.attr("int32"), t.attr("int64"),
+                         t.attr("float64"), t.attr("int32"), t.attr("int64"), t.attr("uint8"),
                          Member(tensor, "layout", false), Member(tensor, "requires_grad", false),
                          Member(tensor, "dtype", false), Member(tensor, "shape", false),
                          Member(tensor, "data_ptr", true), Member(tensor, "is_contiguous", true),
@@ -101,6 +101,7 @@ std::optional<DType> torch_dtype(const TorchTypes& torch, py::handle dtype) {
   if (dtype.is(torch.bf16)) return DType::BFloat16;
   if (dtype.is(torch.i64)) return DType::Int64;
   if (dtype.is(torch.i32)) return DType::Int32;
+  if (dtype.is(torch.u8)) return DType::UInt8;
   return std::nullopt;
 }
 

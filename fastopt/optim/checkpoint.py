@@ -9,7 +9,11 @@
     meta                 JSON: hyperparameters per group (a schedule lr as its description), the
                          groups' schedule step counts, the params' shapes and dtypes, and the
                          per-parameter scalars (step counts, absent momentum buffers)
-    state/<i>/<key>      every state array, exactly as it was (so a resumed run is bit-identical)
+    state/<i>/<key>      every state array, exactly as it was (so a resumed run is bit-identical);
+                         a bfloat16 array (ml_dtypes, which .npy cannot describe) as its uint16 bit
+                         patterns, its entry named in meta's "bfloat16_arrays"; an 8-bit state
+                         (fastopt.QuantizedState) as state/<i>/<key>.codes and .absmax, its entry
+                         and map (signed or not) in meta's "quantized_states"
 
 The parameters themselves are the caller's, as with torch: save them beside the checkpoint
 (np.savez) if the run is to resume. ``load`` reads and checks everything first (readable archive,
@@ -30,6 +34,8 @@ from typing import Any, Dict, List
 import numpy as np
 
 from fastopt._hyper import MAX_STEP_COUNT
+from fastopt._quantized import QuantizedState
+from fastopt.optim._state_dtype import bfloat16, is_bfloat16
 
 FORMAT_VERSION = 1
 _STATE_PREFIX = "state/"
@@ -60,10 +66,20 @@ def save_checkpoint(optimizer, path) -> None:
     exists; the name is used as given, no suffix is added)."""
     arrays: Dict[str, np.ndarray] = {}
     scalars: Dict[str, Dict[str, Any]] = {}
+    bfloat16_arrays: List[str] = []
+    quantized_states: Dict[str, bool] = {}
     for i, state in optimizer.state.items():
         scalars[str(i)] = {}
         for key, value in state.items():
-            if isinstance(value, np.ndarray):
+            if isinstance(value, QuantizedState):
+                entry = f"{_STATE_PREFIX}{i}/{key}"
+                arrays[entry + ".codes"] = np.asarray(value.codes)
+                arrays[entry + ".absmax"] = np.asarray(value.absmax)
+                quantized_states[entry] = value.signed
+            elif isinstance(value, np.ndarray):
+                if is_bfloat16(value.dtype):
+                    bfloat16_arrays.append(f"{_STATE_PREFIX}{i}/{key}")
+                    value = value.view(np.uint16)
                 arrays[f"{_STATE_PREFIX}{i}/{key}"] = value
             else:
                 scalars[str(i)][key] = _jsonable(value, f"state[{i}][{key!r}]")
@@ -75,6 +91,10 @@ def save_checkpoint(optimizer, path) -> None:
     meta = {"param_groups": groups, "schedule_steps": list(optimizer.schedule_steps),
             "params": [{"shape": list(p.shape), "dtype": p.dtype.str} for p in optimizer._all_params()],
             "state": scalars}
+    if bfloat16_arrays:
+        meta["bfloat16_arrays"] = bfloat16_arrays
+    if quantized_states:
+        meta["quantized_states"] = quantized_states
 
     path = os.fspath(path)
     folder = os.path.dirname(path) or "."
@@ -176,6 +196,18 @@ def _restore(optimizer, contents: Dict[str, np.ndarray], what: str):
     except ValueError as error:
         fail(f"unreadable header: 'meta' is not JSON: {error}")
     counts, hypers, shapes, scalars, schedule_steps = _parse_meta(meta, fail)
+    bfloat16_arrays = meta.get("bfloat16_arrays", []) if isinstance(meta, dict) else []
+    if not isinstance(bfloat16_arrays, list) or not all(isinstance(e, str) for e in bfloat16_arrays):
+        fail(f"malformed metadata: bfloat16_arrays is {_short(bfloat16_arrays)}, not a list of entry names")
+    for entry in bfloat16_arrays:
+        stored = contents.get(entry)
+        if entry in ("fastopt_checkpoint", "optimizer", "meta") or not isinstance(stored, np.ndarray) \
+                or stored.dtype != np.uint16:
+            fail(f"malformed metadata: bfloat16_arrays names {_short(entry)}, which is not a uint16 state array")
+    if bfloat16_arrays:
+        contents = dict(contents)
+        for entry in bfloat16_arrays:
+            contents[entry] = contents[entry].view(bfloat16())
 
     # The parameters: count, grouping, shapes, dtypes.
     params = optimizer._all_params()
@@ -219,6 +251,12 @@ def _restore(optimizer, contents: Dict[str, np.ndarray], what: str):
 
     # The state: the scalars of the metadata and the arrays of the archive, per parameter.
     new_state: Dict[int, Dict[str, Any]] = {i: dict(s) for i, s in scalars.items()}
+    contents, quantized = _quantized_entries(meta, contents, fail)
+    for entry, value in quantized.items():
+        parts = entry.split("/")
+        if len(parts) != 3 or parts[0] + "/" != _STATE_PREFIX or _index(parts[1]) is None or not parts[2]:
+            fail(f"malformed metadata: quantized_states names {_short(entry)}")
+        new_state.setdefault(_index(parts[1]), {})[parts[2]] = value
     for entry, array in contents.items():
         if entry in ("fastopt_checkpoint", "optimizer", "meta"):
             continue
@@ -313,3 +351,23 @@ def _parse_meta(meta: Any, fail):
         if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_STEP_COUNT:
             fail(f"malformed metadata: schedule_steps[{k}] is {_short(value)}, not a step count in [0, 2**63 - 2]")
     return counts, hypers, shapes, scalars, schedule_steps
+
+
+def _quantized_entries(meta, contents: Dict[str, np.ndarray], fail):
+    """The archive's members without the 8-bit states meta's "quantized_states" names, and those states
+    (entry -> QuantizedState over the stored codes and absmax)."""
+    named = meta.get("quantized_states", {}) if isinstance(meta, dict) else {}
+    if not isinstance(named, dict) or not all(isinstance(k, str) and isinstance(v, bool) for k, v in named.items()):
+        fail(f"malformed metadata: quantized_states is {_short(named)}, not a map of entry names to signed flags")
+    if not named:
+        return contents, {}
+    contents = dict(contents)
+    states = {}
+    for entry, signed in named.items():
+        codes, absmax = contents.pop(entry + ".codes", None), contents.pop(entry + ".absmax", None)
+        if not (isinstance(codes, np.ndarray) and codes.dtype == np.uint8):
+            fail(f"quantized_states names {_short(entry)}, but its .codes is not a uint8 array")
+        if not (isinstance(absmax, np.ndarray) and absmax.dtype == np.float32 and absmax.ndim == 1):
+            fail(f"quantized_states names {_short(entry)}, but its .absmax is not a float32 vector")
+        states[entry] = QuantizedState(np.asarray(codes, order="C"), np.asarray(absmax, order="C"), signed)
+    return contents, states

@@ -22,6 +22,7 @@ import numpy as np
 from fastopt import _hyper
 from fastopt._core import _found_nonfinite
 from fastopt._overlap import check_disjoint
+from fastopt._quantized import QuantizedState
 from fastopt.optim.checkpoint import load_checkpoint, save_checkpoint
 
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -297,7 +298,7 @@ class Optimizer:
                 missing = [key for key in self._state_keys if key not in state]
                 raise ValueError(f"state of params[{i}] lacks {missing}: {type(self).__name__} keeps "
                                  f"{list(self._state_keys + self._lazy_state)}")
-        dtype, shape = p.dtype, p.shape
+        dtype, shape = self._state_dtype(p), p.shape
         for key, value in state.items():
             if type(value) is np.ndarray:
                 if value.dtype == dtype and value.shape == shape and value.flags.c_contiguous \
@@ -318,15 +319,22 @@ class Optimizer:
             _hyper.step_count(value, where)
         elif value is None and key in self._nullable_state:
             return
+        elif isinstance(value, QuantizedState):
+            self._check_quantized(where, p, key, value)
         elif key in self._scalar_state:
             if not isinstance(value, (float, np.floating)) or not np.isfinite(value):
                 raise TypeError(f"{where} must be a finite float (the optimizer's {key}), got {value!r}")
         elif not isinstance(value, np.ndarray) or isinstance(value, np.ma.MaskedArray):
             raise TypeError(f"{where} must be a numpy.ndarray, got {type(value).__name__}")
-        elif value.dtype != p.dtype or value.shape != p.shape:
-            raise ValueError(f"{where} is {value.dtype} {value.shape}, but params[{i}] is {p.dtype} {p.shape}")
+        elif value.dtype != self._state_dtype(p) or value.shape != p.shape:
+            want = "" if self._state_dtype(p) == p.dtype else f" (its state: {self._state_dtype(p)})"
+            raise ValueError(f"{where} is {value.dtype} {value.shape}, but params[{i}] is {p.dtype} {p.shape}{want}")
         elif not (value.flags.c_contiguous and value.flags.writeable):
             raise ValueError(f"{where} is not a writeable C-contiguous array")
+
+    def _check_quantized(self, where: str, p: np.ndarray, key: str, value: Any) -> None:
+        """A fastopt.QuantizedState entry: only optimizers with 8-bit state (Adam's state_dtype) keep them."""
+        raise TypeError(f"{where} is a fastopt.QuantizedState; {type(self).__name__} keeps no 8-bit state")
 
     def _check_no_shared_memory(self, params: List[np.ndarray], grads: List[Optional[np.ndarray]]) -> None:
         """The kernels refuse arrays that share memory, but one step may make several kernel calls
@@ -337,8 +345,11 @@ class Optimizer:
             named = [(p, f"params[{i}]")]
             if g is not None:
                 named.append((g, f"grads[{i}]"))
-                named += [(a, f"state[{i}]['{k}']") for k, a in (self.state.get(i) or {}).items()
-                          if isinstance(a, np.ndarray)]
+                for k, a in (self.state.get(i) or {}).items():
+                    if isinstance(a, np.ndarray):
+                        named.append((a, f"state[{i}]['{k}']"))
+                    elif isinstance(a, QuantizedState):
+                        named += [(a.codes, f"state[{i}]['{k}'].codes"), (a.absmax, f"state[{i}]['{k}'].absmax")]
             for array, name in named:
                 if array.nbytes:
                     start = array.__array_interface__["data"][0]
@@ -375,6 +386,11 @@ class Optimizer:
     def _update(self, group, params, grads, states, step_key, grad_scale=1.0) -> None:
         raise NotImplementedError
 
+    def _state_dtype(self, p: np.ndarray) -> np.dtype:
+        """The dtype of p's state arrays: p's own, unless the optimizer keeps compact state (Adam's
+        state_dtype)."""
+        return p.dtype
+
     def _state_shape(self, p: np.ndarray, key: str) -> tuple:
         """The shape of state entry `key` of parameter p: p's own (Adafactor's factored state differs)."""
         return p.shape
@@ -388,7 +404,7 @@ class Optimizer:
             saved["params"] = list(range(index, index + len(group["params"])))
             index += len(group["params"])
             groups.append(saved)
-        state = {i: {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in s.items()}
+        state = {i: {k: (v.copy() if isinstance(v, (np.ndarray, QuantizedState)) else v) for k, v in s.items()}
                  for i, s in self.state.items()}
         return {"state": state, "param_groups": groups, "schedule_steps": list(self.schedule_steps)}
 
@@ -456,13 +472,16 @@ class Optimizer:
             restored = {}
             for key, value in saved.items():
                 if isinstance(value, np.ndarray):
-                    if value.dtype.kind != "f" or isinstance(value, np.ma.MaskedArray):
+                    if (value.dtype.kind != "f" and value.dtype != self._state_dtype(p)) \
+                            or isinstance(value, np.ma.MaskedArray):
                         raise ValueError(f"state[{old}][{key!r}] is a {type(value).__name__} of dtype {value.dtype}; "
                                          "optimizer state is a plain floating-point array")
                     if value.shape != self._state_shape(p, key):
                         raise ValueError(f"state[{old}][{key!r}] has shape {value.shape} but "
                                          f"params[{i}] of shape {p.shape} needs {self._state_shape(p, key)}")
-                    value = np.array(value, dtype=p.dtype, order="C", copy=True)
+                    value = np.array(value, dtype=self._state_dtype(p), order="C", copy=True)
+                elif isinstance(value, QuantizedState):
+                    value = value.copy()
                 restored[key] = value
             if restored:
                 with _hyper.named("state_dict", as_value_error=True):
