@@ -39,6 +39,10 @@ class Adam(FusedOptimizer):
                         decoupled_weight_decay=decoupled_weight_decay, state_dtype=state_dtype,
                         stochastic_rounding=stochastic_rounding)
         compact.check_options(defaults)
+        if state_dtype == "float32" and stochastic_rounding is False:
+            # (today's state: the groups hold torch's options only, so the state_dict is torch's exactly; a
+            # group without state_dtype has float32 state)
+            del defaults["state_dtype"], defaults["stochastic_rounding"]
         super().__init__(params, defaults)
 
     # ------------------------------------------------------------------ compact state (_state_dtype)
@@ -122,7 +126,7 @@ class Adam(FusedOptimizer):
         if form == "bfloat16":
             m, v, vmax = compact.kernel_operands(states, form, bool(group["amsgrad"]))
             return self._kernel(group, params, grads, m, v, vmax, step, grad_scale, found_inf,
-                                stochastic_rounding=bool(group["stochastic_rounding"]) and bool(params))
+                                stochastic_rounding=bool(group.get("stochastic_rounding")) and bool(params))
         self._kernel(group, params, grads, self._views(states, "exp_avg"), self._views(states, "exp_avg_sq"),
                      self._views(states, "max_exp_avg_sq") if group["amsgrad"] else None, step, grad_scale, found_inf)
 
@@ -215,6 +219,9 @@ def _hold_compact(self, state_dict):
             plain[old] = state
             continue
         i, p, group = found
+        if compact.form_of(state) == "bfloat16" and group.get("state_dtype") in (None, "float32"):
+            plain[old] = state  # (bfloat16 moments into float32 state: torch's cast, exact)
+            continue
         try:
             form = compact.normalise(group.get("state_dtype"))
             compact.check_state(f"state_dict: state[{i}]", p, state, form, bool(group.get("amsgrad")), check_maps=True)
