@@ -368,3 +368,24 @@ def test_other_optimizers_still_refuse_bf16_on_the_cpu():
     p = bf16(np.ones(4))
     with pytest.raises(TypeError, match=r"params\[0\]|params"):
         fastopt.sgd_(p, bf16(np.ones(4)), lr=0.1)
+
+
+@pytest.mark.parametrize("param_dtype", [np.float32, BF16])
+def test_skip_nonfinite_and_found_inf_write_nothing(param_dtype):
+    p = bf16([1.0, 2.0, 3.0]).astype(param_dtype)
+    g = np.array([0.5, np.inf, 1.0], np.float32).astype(param_dtype)
+    m, v = bf16([0.1, 0.2, 0.3]), bf16([0.1, 0.2, 0.3])
+    before = _snapshot(p, g, m, v)
+    assert fastopt.adamw_(p, g, m, v, step=1, skip_nonfinite=True) is True
+    assert _snapshot(p, g, m, v) == before
+    g[1] = 2.0
+    before = _snapshot(p, g, m, v)
+    assert fastopt.adamw_(p, g, m, v, step=1, found_inf=1.0) is True
+    assert _snapshot(p, g, m, v) == before
+    # a finite gradient that grad_scale < 1 pushes past float32's range is found too
+    g[1] = np.float32(3e38).astype(param_dtype)
+    before = _snapshot(p, g, m, v)
+    assert fastopt.adamw_(p, g, m, v, step=1, skip_nonfinite=True, grad_scale=0.5) is True
+    assert _snapshot(p, g, m, v) == before
+    assert fastopt.adamw_(p, g, m, v, step=1, skip_nonfinite=True) is False
+    assert _snapshot(p, g, m, v) != before

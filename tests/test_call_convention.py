@@ -28,10 +28,10 @@ SIGNATURES = {
                       maximize=False, grad_scale=1.0, skip_nonfinite=False, found_inf=None, stream=None)),
     "adam_": (["params", "grads", "exp_avgs", "exp_avg_sqs", "max_exp_avg_sqs"],
               dict(lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0, amsgrad=False,
-                   maximize=False, step=inspect.Parameter.empty, grad_scale=1.0, skip_nonfinite=False, found_inf=None, stream=None)),
+                   maximize=False, step=inspect.Parameter.empty, stochastic_rounding=False, seed=0, grad_scale=1.0, skip_nonfinite=False, found_inf=None, stream=None)),
     "adamw_": (["params", "grads", "exp_avgs", "exp_avg_sqs", "max_exp_avg_sqs"],
                dict(lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=1e-2, amsgrad=False,
-                    maximize=False, step=inspect.Parameter.empty, grad_scale=1.0, skip_nonfinite=False, found_inf=None, stream=None)),
+                    maximize=False, step=inspect.Parameter.empty, stochastic_rounding=False, seed=0, grad_scale=1.0, skip_nonfinite=False, found_inf=None, stream=None)),
 }
 OPTIONAL_STATES = {"momentum_buffers", "grad_avgs", "max_exp_avg_sqs"}
 REQUIRED = {"sgd_": dict(lr=0.1), "adagrad_": dict(step=1), "rmsprop_": {}, "adam_": dict(step=1),

@@ -29,8 +29,14 @@ NOT_PAIR = [("str", "ab"), ("number", 0.9), ("complex element", (0.9, 0.99j)),
             ("numpy complex element", (np.complex128(0.9), 0.999)), ("str element", (0.9, "x"))]
 
 
+# Options of the whole optimizer, not per-group hyperparameters (Adam/AdamW's state precision:
+# tests/test_bf16_optim.py checks their refusals).
+OPTIMIZER_OPTIONS = {"state_dtype", "stochastic_rounding", "seed"}
+
+
 def hyperparameters(cls):
-    return [name for name in inspect.signature(cls.__init__).parameters if name not in ("self", "params")]
+    return [name for name in inspect.signature(cls.__init__).parameters
+            if name not in ("self", "params") and name not in OPTIMIZER_OPTIONS]
 
 
 def bad_values(name):

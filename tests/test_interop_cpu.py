@@ -447,6 +447,8 @@ def test_half_params_are_refused_on_the_cpu(name, kind):
     args["params"] = [half_arrays(kind, a.size) for a in args["params"]]
     args["grads"] = [half_arrays(kind, a.size) for a in args["grads"]]
     dtype = kind.split("-")[1]
+    if name in ("adam", "adamw") and dtype == "bfloat16":
+        pytest.skip("adam_/adamw_ update bfloat16 params on the CPU (tests/test_bf16_state.py)")
     assert_refused(case, hyper, args, TypeError,
                    re.escape(f"params[0] has dtype {dtype}; float16 and bfloat16 are updated on CUDA devices only"))
 

@@ -353,7 +353,7 @@ DType check_param_dtype(const ArrayRef& p, const std::string& where) {
     if (p.device.kind == DeviceKind::CUDA) return *p.dtype;
     throw py::type_error(where + " has dtype " + p.dtype_name() +
                          "; float16 and bfloat16 are updated on CUDA devices only (the CPU kernels take "
-                         "float32 or float64)");
+                         "float32 or float64; on the CPU, adam_ and adamw_ also take bfloat16)");
   }
   const std::string name = p.dtype_name();
   if (is_byte_swapped_float(name)) throw py::type_error(where + " has dtype " + name + byte_order_advice());

@@ -9,7 +9,9 @@
     meta                 JSON: hyperparameters per group (a schedule lr as its description), the
                          groups' schedule step counts, the params' shapes and dtypes, and the
                          per-parameter scalars (step counts, absent momentum buffers)
-    state/<i>/<key>      every state array, exactly as it was (so a resumed run is bit-identical)
+    state/<i>/<key>      every state array, exactly as it was (so a resumed run is bit-identical);
+                         a bfloat16 array (ml_dtypes, which .npy cannot describe) as its uint16 bit
+                         patterns, its entry named in meta's "bfloat16_arrays"
 
 The parameters themselves are the caller's, as with torch: save them beside the checkpoint
 (np.savez) if the run is to resume. ``load`` reads and checks everything first (readable archive,
@@ -30,6 +32,7 @@ from typing import Any, Dict, List
 import numpy as np
 
 from fastopt._hyper import MAX_STEP_COUNT
+from fastopt.optim._state_dtype import bfloat16, is_bfloat16
 
 FORMAT_VERSION = 1
 _STATE_PREFIX = "state/"
@@ -60,10 +63,14 @@ def save_checkpoint(optimizer, path) -> None:
     exists; the name is used as given, no suffix is added)."""
     arrays: Dict[str, np.ndarray] = {}
     scalars: Dict[str, Dict[str, Any]] = {}
+    bfloat16_arrays: List[str] = []
     for i, state in optimizer.state.items():
         scalars[str(i)] = {}
         for key, value in state.items():
             if isinstance(value, np.ndarray):
+                if is_bfloat16(value.dtype):
+                    bfloat16_arrays.append(f"{_STATE_PREFIX}{i}/{key}")
+                    value = value.view(np.uint16)
                 arrays[f"{_STATE_PREFIX}{i}/{key}"] = value
             else:
                 scalars[str(i)][key] = _jsonable(value, f"state[{i}][{key!r}]")
@@ -75,6 +82,8 @@ def save_checkpoint(optimizer, path) -> None:
     meta = {"param_groups": groups, "schedule_steps": list(optimizer.schedule_steps),
             "params": [{"shape": list(p.shape), "dtype": p.dtype.str} for p in optimizer._all_params()],
             "state": scalars}
+    if bfloat16_arrays:
+        meta["bfloat16_arrays"] = bfloat16_arrays
 
     path = os.fspath(path)
     folder = os.path.dirname(path) or "."
@@ -176,6 +185,18 @@ def _restore(optimizer, contents: Dict[str, np.ndarray], what: str):
     except ValueError as error:
         fail(f"unreadable header: 'meta' is not JSON: {error}")
     counts, hypers, shapes, scalars, schedule_steps = _parse_meta(meta, fail)
+    bfloat16_arrays = meta.get("bfloat16_arrays", []) if isinstance(meta, dict) else []
+    if not isinstance(bfloat16_arrays, list) or not all(isinstance(e, str) for e in bfloat16_arrays):
+        fail(f"malformed metadata: bfloat16_arrays is {_short(bfloat16_arrays)}, not a list of entry names")
+    for entry in bfloat16_arrays:
+        stored = contents.get(entry)
+        if entry in ("fastopt_checkpoint", "optimizer", "meta") or not isinstance(stored, np.ndarray) \
+                or stored.dtype != np.uint16:
+            fail(f"malformed metadata: bfloat16_arrays names {_short(entry)}, which is not a uint16 state array")
+    if bfloat16_arrays:
+        contents = dict(contents)
+        for entry in bfloat16_arrays:
+            contents[entry] = contents[entry].view(bfloat16())
 
     # The parameters: count, grouping, shapes, dtypes.
     params = optimizer._all_params()

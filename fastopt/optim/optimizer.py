@@ -297,7 +297,7 @@ class Optimizer:
                 missing = [key for key in self._state_keys if key not in state]
                 raise ValueError(f"state of params[{i}] lacks {missing}: {type(self).__name__} keeps "
                                  f"{list(self._state_keys + self._lazy_state)}")
-        dtype, shape = p.dtype, p.shape
+        dtype, shape = self._state_dtype(p), p.shape
         for key, value in state.items():
             if type(value) is np.ndarray:
                 if value.dtype == dtype and value.shape == shape and value.flags.c_contiguous \
@@ -323,8 +323,9 @@ class Optimizer:
                 raise TypeError(f"{where} must be a finite float (the optimizer's {key}), got {value!r}")
         elif not isinstance(value, np.ndarray) or isinstance(value, np.ma.MaskedArray):
             raise TypeError(f"{where} must be a numpy.ndarray, got {type(value).__name__}")
-        elif value.dtype != p.dtype or value.shape != p.shape:
-            raise ValueError(f"{where} is {value.dtype} {value.shape}, but params[{i}] is {p.dtype} {p.shape}")
+        elif value.dtype != self._state_dtype(p) or value.shape != p.shape:
+            want = "" if self._state_dtype(p) == p.dtype else f" (its state: {self._state_dtype(p)})"
+            raise ValueError(f"{where} is {value.dtype} {value.shape}, but params[{i}] is {p.dtype} {p.shape}{want}")
         elif not (value.flags.c_contiguous and value.flags.writeable):
             raise ValueError(f"{where} is not a writeable C-contiguous array")
 
@@ -374,6 +375,11 @@ class Optimizer:
 
     def _update(self, group, params, grads, states, step_key, grad_scale=1.0) -> None:
         raise NotImplementedError
+
+    def _state_dtype(self, p: np.ndarray) -> np.dtype:
+        """The dtype of p's state arrays: p's own, unless the optimizer keeps compact state (Adam's
+        state_dtype)."""
+        return p.dtype
 
     def _state_shape(self, p: np.ndarray, key: str) -> tuple:
         """The shape of state entry `key` of parameter p: p's own (Adafactor's factored state differs)."""
@@ -456,13 +462,14 @@ class Optimizer:
             restored = {}
             for key, value in saved.items():
                 if isinstance(value, np.ndarray):
-                    if value.dtype.kind != "f" or isinstance(value, np.ma.MaskedArray):
+                    if (value.dtype.kind != "f" and value.dtype != self._state_dtype(p)) \
+                            or isinstance(value, np.ma.MaskedArray):
                         raise ValueError(f"state[{old}][{key!r}] is a {type(value).__name__} of dtype {value.dtype}; "
                                          "optimizer state is a plain floating-point array")
                     if value.shape != self._state_shape(p, key):
                         raise ValueError(f"state[{old}][{key!r}] has shape {value.shape} but "
                                          f"params[{i}] of shape {p.shape} needs {self._state_shape(p, key)}")
-                    value = np.array(value, dtype=p.dtype, order="C", copy=True)
+                    value = np.array(value, dtype=self._state_dtype(p), order="C", copy=True)
                 restored[key] = value
             if restored:
                 with _hyper.named("state_dict", as_value_error=True):
