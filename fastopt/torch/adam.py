@@ -214,16 +214,22 @@ def _hold_compact(self, state_dict):
     kept, plain = {}, {}
     for old, state in saved.items():
         found = where.get(old) if isinstance(old, (int, str)) else None
-        if found is None or not isinstance(state, dict) or not state or \
-                compact.form_of(state) == "float32":
+        if found is None or not isinstance(state, dict) or not state:
             plain[old] = state
             continue
         i, p, group = found
-        if compact.form_of(state) == "bfloat16" and group.get("state_dtype") in (None, "float32"):
-            plain[old] = state  # (bfloat16 moments into float32 state: torch's cast, exact)
-            continue
+        have = compact.form_of(state)
         try:
             form = compact.normalise(group.get("state_dtype"))
+        except ValueError as error:
+            raise ValueError(f"state_dict: param group of params[{i}]: {error}") from None
+        if have != "int8" and form != "int8":
+            # (torch's keys: float32 state loads as torch loads it, and becomes bfloat16 (rounded) in a
+            # bfloat16 group; bfloat16 moments in a float32 group become float32, exactly)
+            if have == "float32" or form == "float32":
+                plain[old] = state
+                continue
+        try:
             compact.check_state(f"state_dict: state[{i}]", p, state, form, bool(group.get("amsgrad")), check_maps=True)
             if "step" in state:
                 step = state["step"]
