@@ -46,7 +46,7 @@ def dequantised(state, j):
     codes = state[f"state{j}"]
     if codes.dtype == torch.float32:
         return codes.clone()
-    q = fastopt.QuantizedState(codes.numpy(), state[f"absmax{j}"].numpy(), j == 1)
+    q = fastopt.QuantizedState(codes=codes.numpy(), absmax=state[f"absmax{j}"].numpy(), signed=j == 1)
     return torch.from_numpy(np.asarray(q.dequantize(), dtype=np.float32)).reshape(codes.shape)
 
 
@@ -125,7 +125,10 @@ def test_int8_state_within_the_quantisation_error_of_torchs_update():
         states = [float_state(opt.state[p], "int8") if opt.state.get(p) else
                   (torch.zeros_like(p), torch.zeros_like(p)) for p in params]
         want_p, want_state = torch_step(before, [p.grad for p in params], states, [t] * len(params), HYPER)
+        held = {(i, key): (v, v.data_ptr()) for i, p in enumerate(params) for key, v in opt.state.get(p, {}).items()}
         opt.step()
+        for (i, key), (v, address) in held.items():  # updated in place: the kernel wrote the tensors' own memory
+            assert opt.state[params[i]][key] is v and v.data_ptr() == address, (i, key)
         for i, p in enumerate(params):
             s = opt.state[p]
             torch.testing.assert_close(p.detach(), want_p[i], rtol=1e-6, atol=1e-7)

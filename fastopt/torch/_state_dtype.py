@@ -88,9 +88,7 @@ def _map(signed: bool) -> torch.Tensor:
     """The dynamic quantisation map fastopt's kernels use (signed: exp_avg; unsigned: exp_avg_sq), read off
     the kernels themselves: codes 0..255 dequantised with absmax 1."""
     cls = quantised_module()
-    q = cls.zeros((BLOCKSIZE,), signed)
-    np.asarray(q.codes)[...] = np.arange(BLOCKSIZE, dtype=np.uint8)
-    np.asarray(q.absmax)[...] = 1.0
+    q = cls(codes=np.arange(BLOCKSIZE, dtype=np.uint8), absmax=np.ones(1, dtype=np.float32), signed=signed)
     return torch.from_numpy(np.ascontiguousarray(q.dequantize(), dtype=np.float32)).reshape(BLOCKSIZE)
 
 
@@ -248,7 +246,7 @@ def quantised_operands(states: List[Dict[str, Any]]):
 
 def wrap(cls, codes: torch.Tensor, absmax: torch.Tensor, signed: bool):
     """A QuantizedState over `codes` and `absmax` (NumPy views of the tensors' memory: no copy)."""
-    return cls(codes.detach().numpy(), absmax.detach().numpy(), signed)
+    return cls(codes=codes.detach().numpy(), absmax=absmax.detach().numpy(), signed=signed)
 
 
 def nbytes(state: Optional[Dict[str, Any]]) -> int:
