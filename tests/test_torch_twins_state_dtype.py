@@ -259,6 +259,8 @@ def test_bad_state_dtype_is_refused_at_construction():
         ft.Adam(params, state_dtype="bfloat16", stochastic_rounding="yes")
     with pytest.raises(ValueError, match="amsgrad"):
         ft.Adam(params, state_dtype="int8", amsgrad=True)
+    with pytest.raises(ValueError, match="differentiable"):
+        ft.Adam(params, state_dtype="bfloat16", differentiable=True)
     with pytest.raises(ValueError, match=r"params\[0\] has dtype torch.float64"):
         ft.Adam([torch.nn.Parameter(torch.zeros(3, dtype=torch.float64))], state_dtype="bfloat16")
     # the same values in any accepted spelling

@@ -62,6 +62,12 @@ def check_options(group: Dict[str, Any], where: str = "") -> None:
     if form == "int8" and group.get("amsgrad"):
         raise ValueError(f"{where}amsgrad=True is not available with state_dtype='int8' (bitsandbytes' 8-bit layout "
                          "has no max_exp_avg_sq); use state_dtype='bfloat16' or 'float32'")
+    if group.get("differentiable"):
+        raise ValueError(f"{where}differentiable=True (stepped by torch.optim's own Adam) keeps torch's float32 state; "
+                         f"state_dtype={form!r} is not available with it")
+    from fastopt.torch import _dtensor
+    if _dtensor.holds_dtensor(group.get("params", ())):
+        raise ValueError(f"{where}state_dtype={form!r} is not available for DTensor (FSDP2) parameters yet")
     for i, p in enumerate(group.get("params", ())):
         if not p.is_cpu:
             raise ValueError(f"{where}state_dtype={form!r}: params[{i}] is on {p.device}, but compact optimizer "
