@@ -296,7 +296,7 @@ def _snapshot(*groups):
 
 @pytest.mark.parametrize("case", ["float64_params", "shape", "mixed_in_operand", "mixed_operands", "grads_dtype",
                                   "sr_float32", "seed_negative", "seed_big", "seed_float", "float16_state",
-                                  "shared_memory", "readonly_state"])
+                                  "shared_memory", "readonly_state", "sr_float64"])
 def test_bad_input_raises_and_writes_nothing(case):
     rng = np.random.default_rng(8)
     p = [rng.standard_normal(5).astype(np.float32), rng.standard_normal(6).astype(np.float32)]
@@ -324,6 +324,10 @@ def test_bad_input_raises_and_writes_nothing(case):
     elif case == "sr_float32":
         m = [f32(a) for a in m]
         v = [f32(a) for a in v]
+        kwargs["stochastic_rounding"] = True
+        error, words = ValueError, "stochastic_rounding"
+    elif case == "sr_float64":
+        p, g, m, v = ([a.astype(np.float64) for a in arrays] for arrays in (p, g, m, v))
         kwargs["stochastic_rounding"] = True
         error, words = ValueError, "stochastic_rounding"
     elif case == "seed_negative":

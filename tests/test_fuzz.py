@@ -365,7 +365,9 @@ def test_settings_never_crash(name, value, small):
 CLASSES = [optim.SGD, optim.Adagrad, optim.RMSprop, optim.Adam, optim.AdamW]
 HYPERS = {"lr": 0.1, "momentum": 0.5, "dampening": 0.0, "weight_decay": 0.01, "nesterov": False, "maximize": False,
           "lr_decay": 0.0, "initial_accumulator_value": 0.0, "eps": 1e-8, "alpha": 0.9, "centered": True,
-          "betas": (0.9, 0.99), "amsgrad": True}
+          "betas": (0.9, 0.99), "amsgrad": True,
+          # Adam/AdamW's state precision (optimizer-wide options)
+          "state_dtype": "bfloat16", "stochastic_rounding": True, "seed": 3}
 
 
 @st.composite

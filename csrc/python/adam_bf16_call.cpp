@@ -87,6 +87,11 @@ bool run_adam_bf16(const AdamHyper& hyper, const ArrayArg& params, const ArrayAr
       if (arg->arrays[i].device.kind != DeviceKind::CPU) cpu_only(arg->arrays[i], label(*arg, i));
     }
   }
+  // stochastic_rounding with nothing bfloat16 at all (float64 params included): named as what is wrong.
+  if (stochastic_rounding && n > 0 && !bfloat16_call(params, state, false)) {
+    throw py::value_error("stochastic_rounding=True, but nothing this call writes is bfloat16 (params are " +
+                          params.arrays[0].dtype_name() + "): it rounds bfloat16 values only");
+  }
   // Forms: params (and grads) float32 or bfloat16; the state operands one form, shared by all of them.
   for (size_t i = 0; i < n; ++i) {
     const ArrayRef& p = params.arrays[i];
