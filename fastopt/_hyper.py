@@ -25,7 +25,7 @@ MAX_STEP_COUNT = 2**63 - 2
 
 # Flags: a bool (NumPy's too), never a truthy string or number.
 BOOL_NAMES = frozenset({"amsgrad", "maximize", "nesterov", "centered", "capturable", "differentiable",
-                        "decoupled_weight_decay", "bias_correction"})
+                        "decoupled_weight_decay", "bias_correction", "stochastic_rounding"})
 # torch's tri-state options: True, False or None (let torch choose).
 OPTIONAL_BOOL_NAMES = frozenset({"foreach", "fused"})
 # (beta1, beta2); Rprop's (etaminus, etaplus) and (step_size_min, step_size_max)
@@ -35,7 +35,7 @@ OPTIONAL_REAL_NAMES = frozenset({"max_grad_norm"})
 # Muon's: a triple of reals, a whole number of iterations, None or the name of a rule.
 TRIPLE_NAMES = frozenset({"ns_coefficients"})
 COUNT_NAMES = frozenset({"ns_steps"})
-CHOICE_NAMES = frozenset({"adjust_lr_fn"})
+CHOICE_NAMES = frozenset({"adjust_lr_fn", "state_dtype"})  # (state_dtype: its values checked by its optimizer)
 # Everything else a constructor takes (lr, eps, momentum, weight_decay, ...) is a real number.
 
 

@@ -96,8 +96,8 @@ def traced_step(opt) -> bool:
         return False
     params, grads, flat, lrs, layout = [], [], [], [], []
     for group in opt.param_groups:
-        if group.get("differentiable"):
-            return False
+        if group.get("differentiable") or not opt._plannable(group):
+            return False  # (compact state_dtype: the eager, checked step)
         with_grad = [p for p in group["params"] if p.grad is not None]
         if any(p.grad.is_sparse or not p.is_cpu for p in with_grad):
             return False  # (sparse gradients, and CUDA's device step counts and streams: the eager path)

@@ -172,6 +172,7 @@ class FusedOptimizer(torch.optim.Optimizer):
     _lazy_state: Tuple[str, ...] = ()
     _nullable_state: Tuple[str, ...] = ()  # entries that may be None (SGD's momentum buffer)
     _scalar_state: Tuple[str, ...] = ()  # one-element tensors beside the step (NAdam's mu_product, ASGD's eta, mu)
+    _shared_state: Tuple[str, ...] = ()  # read-only tensors parameters may share (int8 Adam's qmap1/qmap2)
 
     # The repeated step (fastopt/torch/_step_plan.py): whether a plan may step this optimizer, whether its
     # calls' key is the step number (else a constant the plan keeps), and the options a scheduler may
@@ -179,6 +180,11 @@ class FusedOptimizer(torch.optim.Optimizer):
     _step_plan_ok = True
     _step_keyed = True
     _free_hyper: Tuple[str, ...] = ("lr", "betas", "eps", "weight_decay")
+
+    def _plannable(self, group: Dict[str, Any]) -> bool:
+        """Whether the repeated step and torch.compile's traced step may take this group (Adam/AdamW with
+        compact state_dtype: no, the checked full step takes it)."""
+        return True
 
     def __init__(self, params, defaults: Dict[str, Any]):
         # The constructor's arguments first, so that a refusal names just the argument ("lr", not
@@ -254,7 +260,7 @@ class FusedOptimizer(torch.optim.Optimizer):
         register = getattr(self, "register_load_state_dict_pre_hook", None)
         if register is None:  # torch < 2.1: no hooks to run after
             return super().load_state_dict(self._prepare_load(self, state_dict))
-        handle = register(FusedOptimizer._prepare_load)  # appended: runs after the user's hooks
+        handle = register(type(self)._prepare_load)  # appended: runs after the user's hooks
         try:
             return super().load_state_dict(state_dict)
         finally:
@@ -723,7 +729,7 @@ class FusedOptimizer(torch.optim.Optimizer):
             for i, p in members:
                 named += [(p, f"params[{i}]"), (p.grad, f"params[{i}].grad")]
                 named += [(v, f"state[{i}]['{k}']") for k, v in (self.state.get(p) or {}).items()
-                          if k != "step" and torch.is_tensor(v)]
+                          if k != "step" and k not in self._shared_state and torch.is_tensor(v)]
             if isinstance(members, _dtensor.Shards):  # (a DTensor's own data_ptr is not its shard's)
                 named = [(_dtensor.local(t), name) for t, name in named]
             for t, name in named:

@@ -90,7 +90,7 @@ class StepPlan:
         for k, group in enumerate(opt.param_groups):
             plan = _GroupPlan()
             plan.k, plan.group, plan.params, plan.options = k, group, list(group["params"]), _options(group)
-            if group.get("differentiable") or _holds_tensor(plan.options.values()):
+            if group.get("differentiable") or _holds_tensor(plan.options.values()) or not opt._plannable(group):
                 return None
             plan.mask = [p.grad is not None for p in plan.params]
             with_grad = [p for p, has in zip(plan.params, plan.mask) if has]

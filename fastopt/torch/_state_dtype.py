@@ -1,0 +1,263 @@
+"""Compact optimizer state for the torch twins Adam / AdamW (issue 18): `state_dtype` and its state layouts.
+
+- "float32" (also None and torch.float32; the default): today's state, torch's keys and dtypes.
+- "bfloat16" (also torch.bfloat16): torch's keys (exp_avg, exp_avg_sq, max_exp_avg_sq), torch.bfloat16 tensors;
+  the kernel reads them, updates in float32 and rounds back (round-to-nearest-even, or stochastically with
+  stochastic_rounding=True).
+- "int8": bitsandbytes' layout, so that a twin's state_dict loads into bitsandbytes.optim.Adam8bit/AdamW8bit
+  and back. Per parameter of >= MIN_8BIT_SIZE elements: `state1` / `state2` (uint8 codes of exp_avg /
+  exp_avg_sq, the parameter's shape), `absmax1` / `absmax2` (float32, one per block of 256 elements),
+  `qmap1` / `qmap2` (float32 (256,): the signed and unsigned dynamic maps, as bitsandbytes stores them; read
+  only, checked at load, one tensor shared by all parameters as in bitsandbytes) and `step`. Smaller
+  parameters keep float32 `state1` / `state2` (bitsandbytes' min_8bit_size rule). The kernel gets each
+  quantised pair wrapped in fastopt.QuantizedState, over the same memory (NumPy views, no copy).
+
+Compact state runs on the CPU only for now (float32 parameters); CUDA parameters are refused at construction
+and at each step, before anything is written.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+import torch
+
+MIN_8BIT_SIZE = 4096  # bitsandbytes' min_8bit_size: smaller tensors keep float32 state
+BLOCKSIZE = 256
+MOMENTS = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")  # torch's keys (the bfloat16 layout too)
+INT8_FLOAT_KEYS = ("state1", "state2")  # a small parameter's int8-mode state (float32)
+INT8_KEYS = ("state1", "state2", "absmax1", "absmax2", "qmap1", "qmap2")  # a quantised parameter's
+SHARED_KEYS = ("qmap1", "qmap2")  # read only, shared between parameters (never written)
+BNB_WRAPPED_KEY = "__bnb_optimizer_quant_state__"  # bitsandbytes' state_dict nests its tensors under it
+
+_NAMES = {None: "float32", "float32": "float32", torch.float32: "float32",
+          "bfloat16": "bfloat16", torch.bfloat16: "bfloat16", "int8": "int8"}
+
+
+def normalise(value: Any) -> str:
+    """state_dtype as one of "float32", "bfloat16", "int8" (ValueError naming state_dtype otherwise)."""
+    try:
+        name = _NAMES.get(value)
+    except TypeError:  # (unhashable)
+        name = None
+    if name is None:
+        raise ValueError(f"state_dtype must be one of 'float32', 'bfloat16', 'int8' (or None, torch.float32, "
+                         f"torch.bfloat16), got {value!r}")
+    return name
+
+
+def check_options(group: Dict[str, Any], where: str = "") -> None:
+    """The group's state_dtype and stochastic_rounding, and the parameters compact state can take."""
+    form = normalise(group.get("state_dtype"))
+    rounding = group.get("stochastic_rounding", False)
+    if not isinstance(rounding, bool):
+        raise TypeError(f"{where}stochastic_rounding must be a bool, got {type(rounding).__name__}")
+    if rounding and form != "bfloat16":
+        raise ValueError(f"{where}stochastic_rounding=True rounds bfloat16 values, but state_dtype is {form!r} "
+                         "(use state_dtype='bfloat16')")
+    if form == "float32":
+        return
+    if form == "int8" and group.get("amsgrad"):
+        raise ValueError(f"{where}amsgrad=True is not available with state_dtype='int8' (bitsandbytes' 8-bit layout "
+                         "has no max_exp_avg_sq); use state_dtype='bfloat16' or 'float32'")
+    if group.get("differentiable"):
+        raise ValueError(f"{where}differentiable=True (stepped by torch.optim's own Adam) keeps torch's float32 state; "
+                         f"state_dtype={form!r} is not available with it")
+    from fastopt.torch import _dtensor
+    if _dtensor.holds_dtensor(group.get("params", ())):
+        raise ValueError(f"{where}state_dtype={form!r} is not available for DTensor (FSDP2) parameters yet")
+    for i, p in enumerate(group.get("params", ())):
+        if not p.is_cpu:
+            raise ValueError(f"{where}state_dtype={form!r}: params[{i}] is on {p.device}, but compact optimizer "
+                             "state is implemented on the CPU only for now (use state_dtype='float32' on CUDA)")
+        if p.dtype != torch.float32:
+            raise ValueError(f"{where}state_dtype={form!r}: params[{i}] has dtype {p.dtype}, but compact optimizer "
+                             "state goes with float32 parameters")
+        if form == "int8" and quantised(p):
+            quantised_module()  # (NotImplementedError when this build has no 8-bit state)
+
+
+def quantised_module():
+    """fastopt.QuantizedState (part B of issue 18), or a clear error when this build lacks it."""
+    import fastopt
+    cls = getattr(fastopt, "QuantizedState", None)
+    if cls is None:
+        raise NotImplementedError("state_dtype='int8' needs fastopt.QuantizedState (8-bit blockwise state), which "
+                                  "this build of fastopt does not have")
+    return cls
+
+
+@functools.lru_cache(maxsize=None)
+def _map(signed: bool) -> torch.Tensor:
+    """The dynamic quantisation map fastopt's kernels use (signed: exp_avg; unsigned: exp_avg_sq), read off
+    the kernels themselves: codes 0..255 dequantised with absmax 1."""
+    cls = quantised_module()
+    q = cls(codes=np.arange(BLOCKSIZE, dtype=np.uint8), absmax=np.ones(1, dtype=np.float32), signed=signed)
+    return torch.from_numpy(np.ascontiguousarray(q.dequantize(), dtype=np.float32)).reshape(BLOCKSIZE)
+
+
+def qmap(signed: bool) -> torch.Tensor:
+    return _map(signed)
+
+
+def blocks(n: int) -> int:
+    return (n + BLOCKSIZE - 1) // BLOCKSIZE
+
+
+def quantised(p: torch.Tensor) -> bool:
+    return p.numel() >= MIN_8BIT_SIZE
+
+
+def new_state(p: torch.Tensor, form: str) -> Dict[str, Any]:
+    """A parameter's fresh moments in `form` ("bfloat16" or "int8"), without `step`."""
+    if form == "bfloat16":
+        return {key: torch.zeros_like(p, dtype=torch.bfloat16, memory_format=torch.contiguous_format)
+                for key in MOMENTS[:2]}
+    if not quantised(p):
+        return {key: torch.zeros_like(p, dtype=torch.float32, memory_format=torch.contiguous_format)
+                for key in INT8_FLOAT_KEYS}
+    cls = quantised_module()
+    state = {}
+    for j, signed in ((1, True), (2, False)):
+        q = cls.zeros(tuple(p.shape), signed)
+        state[f"state{j}"] = torch.from_numpy(np.array(q.codes, dtype=np.uint8, copy=True)).reshape(p.shape)
+        state[f"absmax{j}"] = torch.zeros(blocks(p.numel()), dtype=torch.float32)
+        state[f"qmap{j}"] = qmap(signed)
+    return state
+
+
+def bf16_zeros(p: torch.Tensor) -> torch.Tensor:
+    return torch.zeros_like(p, dtype=torch.bfloat16, memory_format=torch.contiguous_format)
+
+
+def form_of(state: Dict[str, Any]) -> str:
+    """The layout a parameter's (non-empty) state is in: "int8" (state1...), "bfloat16" (torch's keys in
+    bfloat16) or "float32"."""
+    if "state1" in state or "state2" in state:
+        return "int8"
+    value = state.get("exp_avg")
+    if torch.is_tensor(value) and value.dtype == torch.bfloat16:
+        return "bfloat16"
+    return "float32"
+
+
+def _tensor_ok(value: Any, dtype: torch.dtype, shape) -> bool:
+    return (type(value) in (torch.Tensor, torch.nn.Parameter) and value.is_cpu and value.dtype == dtype
+            and value.layout == torch.strided and tuple(value.shape) == tuple(shape) and value.is_contiguous()
+            and not value.requires_grad)
+
+
+def _describe(value: Any) -> str:
+    if torch.is_tensor(value):
+        return f"a {value.device} tensor of dtype {value.dtype}, shape {tuple(value.shape)}" + \
+            ("" if value.is_contiguous() else ", not contiguous")
+    return f"a {type(value).__name__}"
+
+
+def check_state(name: str, p: torch.Tensor, state: Dict[str, Any], form: str, amsgrad: bool,
+                check_maps: bool = False) -> None:
+    """Raises (TypeError / ValueError naming the entry) unless `state` is a state of `form` for p.
+    `name`: how the state is called ("state[3]"); check_maps: also that qmap1/qmap2 hold fastopt's maps
+    (at load; a step checks their kind only)."""
+    have = form_of(state)
+    if have != form:
+        raise ValueError(f"{name} is in the {have} layout but its param group has state_dtype={form!r} "
+                         f"({'torch' if have != 'int8' else 'bitsandbytes'}' keys {sorted(state)})")
+    if form == "bfloat16":
+        keys = MOMENTS if amsgrad else MOMENTS[:2]
+        for key in state:
+            if key != "step" and key not in MOMENTS:
+                raise ValueError(f"{name} has an entry {key!r} that Adam with state_dtype='bfloat16' does not keep")
+        for key in keys:
+            if key not in state and key != "max_exp_avg_sq":
+                raise ValueError(f"{name} lacks {key!r}")
+        for key in MOMENTS:
+            if key in state and not _tensor_ok(state[key], torch.bfloat16, p.shape):
+                raise TypeError(f"{name}['{key}'] must be a contiguous CPU torch.bfloat16 tensor of shape "
+                                f"{tuple(p.shape)} (state_dtype='bfloat16'), got {_describe(state[key])}")
+        return
+    q = quantised(p)
+    expected = INT8_KEYS if q else INT8_FLOAT_KEYS
+    extra = [key for key in state if key != "step" and key not in expected]
+    missing = [key for key in expected if key not in state]
+    if extra or missing:
+        size = f"{p.numel()} elements, {'>=' if q else '<'} {MIN_8BIT_SIZE}"
+        raise ValueError(f"{name} {'lacks ' + str(missing) if missing else 'has entries ' + str(extra)}: with "
+                         f"state_dtype='int8' a parameter of {size} keeps {['step', *expected]}")
+    if not q:
+        for key in INT8_FLOAT_KEYS:
+            if not _tensor_ok(state[key], torch.float32, p.shape):
+                raise TypeError(f"{name}['{key}'] must be a contiguous CPU float32 tensor of shape {tuple(p.shape)}, "
+                                f"got {_describe(state[key])}")
+        return
+    for j in (1, 2):
+        for key, dtype, shape in ((f"state{j}", torch.uint8, p.shape), (f"absmax{j}", torch.float32,
+                                                                        (blocks(p.numel()),)),
+                                  (f"qmap{j}", torch.float32, (BLOCKSIZE,))):
+            if not _tensor_ok(state[key], dtype, shape):
+                raise TypeError(f"{name}['{key}'] must be a contiguous CPU {dtype} tensor of shape {tuple(shape)}, "
+                                f"got {_describe(state[key])}")
+        if check_maps and not torch.equal(state[f"qmap{j}"], qmap(j == 1)):
+            raise ValueError(f"{name}['qmap{j}'] is not the {'signed' if j == 1 else 'unsigned'} dynamic map fastopt "
+                             "(and bitsandbytes) quantise with")
+
+
+def unwrap_bnb(state: Any) -> Any:
+    """A parameter's state from bitsandbytes' state_dict, its nested quantisation tensors put back in place."""
+    if isinstance(state, dict) and BNB_WRAPPED_KEY in state:
+        state = dict(state)
+        state.update(state.pop(BNB_WRAPPED_KEY))
+    return state
+
+
+def to_form(p: torch.Tensor, state: Dict[str, Any], form: str) -> None:
+    """A loaded float32/bfloat16 state (torch's keys) put into `form` where that is a cast: torch's float32
+    state into a bfloat16 twin (rounded to nearest), bfloat16 state into a float32 twin (exact)."""
+    have = form_of(state)
+    if have == form or "int8" in (have, form):
+        return
+    dtype = torch.bfloat16 if form == "bfloat16" else torch.float32
+    for key in MOMENTS:
+        value = state.get(key)
+        if torch.is_tensor(value) and value.is_floating_point() and value.dtype in (torch.float32, torch.bfloat16):
+            state[key] = value.to(dtype=dtype).contiguous()
+
+
+def kernel_operands(states: List[Dict[str, Any]], form: str, amsgrad: bool):
+    """The state operands of one kernel call: (exp_avgs, exp_avg_sqs, max_exp_avg_sqs or None).
+    bfloat16: the bfloat16 tensors themselves (the kernels take torch.bfloat16 CPU tensors)."""
+    m = [s["exp_avg"] for s in states]
+    v = [s["exp_avg_sq"] for s in states]
+    vmax = [s["max_exp_avg_sq"] for s in states] if amsgrad else None
+    return m, v, vmax
+
+
+def int8_split(states: List[Dict[str, Any]]):
+    """Indices of the call's float32-state members and of its quantised ones."""
+    small, big = [], []
+    for i, s in enumerate(states):
+        (big if s["state1"].dtype == torch.uint8 else small).append(i)
+    return small, big
+
+
+def quantised_operands(states: List[Dict[str, Any]]):
+    """exp_avgs and exp_avg_sqs of quantised members as fastopt.QuantizedState over the state's own memory."""
+    cls = quantised_module()
+    m = [wrap(cls, s["state1"], s["absmax1"], True) for s in states]
+    v = [wrap(cls, s["state2"], s["absmax2"], False) for s in states]
+    return m, v
+
+
+def wrap(cls, codes: torch.Tensor, absmax: torch.Tensor, signed: bool):
+    """A QuantizedState over `codes` and `absmax` (NumPy views of the tensors' memory: no copy)."""
+    return cls(codes=codes.detach().numpy(), absmax=absmax.detach().numpy(), signed=signed)
+
+
+def nbytes(state: Optional[Dict[str, Any]]) -> int:
+    """Bytes of a parameter's moment tensors (the shared maps and the step count not counted)."""
+    if not state:
+        return 0
+    return sum(v.numel() * v.element_size() for k, v in state.items()
+               if torch.is_tensor(v) and k != "step" and k not in SHARED_KEYS)
