@@ -119,8 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
     out_option(t)
     t.add_argument("--models", nargs="+", choices=train.MODELS, default=list(train.MODELS),
                    help="linear and/or mlp (default: both)")
-    t.add_argument("--optimizers", nargs="+", choices=names + ["all"], default=list(race.DEFAULT_RACERS),
-                   help="optimizers (default: the course notes' seven; all: every optimizer fastopt has)")
+    t.add_argument("--optimizers", nargs="+", choices=names + ["all"], default=None,
+                   help="optimizers (default: the course notes' seven, or Adam and AdamW with --state-dtypes; "
+                        "all: every optimizer fastopt has)")
     lr_option(t, ", ".join(f"{k}={v:g}" for k, v in train.DEFAULT_LRS.items()))
     t.add_argument("--schedule", choices=train.SCHEDULES, default="warmup-cosine",
                    help="learning-rate schedule over all updates (default warmup-cosine: 5%% linear warmup)")
@@ -132,6 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--l2", type=nonnegative_float, help="L2 strength (default 1e-4)")
     t.add_argument("--hidden", type=positive_int, default=64, help="hidden units of the mlp (default 64)")
     t.add_argument("--seed", type=int, default=0, help="initial weights and batch order (default 0)")
+    t.add_argument("--state-dtypes", nargs="+", choices=train.STATE_DTYPES, metavar="DTYPE",
+                   help="train Adam/AdamW once per optimizer state precision (float32, bfloat16, int8: "
+                        "fastopt.optim's state_dtype=); the table adds each run's optimizer memory")
     t.add_argument("--linear-ce", action="store_true",
                    help="train the mlp's last layer and loss through fastopt.linear_cross_entropy")
 
@@ -154,6 +158,17 @@ def check_args(args) -> None:
 
     if hasattr(args, "lr"):
         args.lrs = race.parse_lrs(args.lr)
+    if args.command == "train" and args.optimizers is None:
+        from fastopt.demo import race, train
+
+        args.optimizers = list(train.STATE_DTYPE_OPTIMIZERS if args.state_dtypes else race.DEFAULT_RACERS)
+    if getattr(args, "state_dtypes", None):
+        from fastopt.demo import train
+
+        others = [n for n in _expand_all(args.optimizers) if n not in train.STATE_DTYPE_OPTIMIZERS]
+        if others:
+            raise ValueError(f"--state-dtypes applies to {' and '.join(train.STATE_DTYPE_OPTIMIZERS)} only; "
+                             f"leave out --optimizers {' '.join(others)} (or pass --optimizers adam adamw)")
     if hasattr(args, "out"):
         ensure_folder(args.out, "--out")
 
@@ -198,15 +213,18 @@ def run_train(args) -> List[str]:
     caption = (f"digits, batch {args.batch_size}, schedule {args.schedule}, penalty {args.penalty} "
                f"(l1={l1:g}, l2={l2:g}); every update a fused fastopt call")
     args.optimizers = _expand_all(args.optimizers)
-    progress = Progress(len(models) * len(args.optimizers) * args.epochs)
+    state_dtypes = getattr(args, "state_dtypes", None) or [None]
+    progress = Progress(len(models) * len(args.optimizers) * len(state_dtypes) * args.epochs)
     histories = []
     for model in models:
         for name in args.optimizers:
-            progress.set_status(f"train: {model.name} with {race.LABELS[name]}")
-            histories.append(train.train_one(model, name, lrs.get(name, train.DEFAULT_LRS[name]), data,
-                                             epochs=args.epochs, batch_size=args.batch_size,
-                                             schedule=args.schedule, l1=l1, l2=l2, seed=args.seed,
-                                             caption=caption, progress=progress))
+            for state_dtype in state_dtypes:
+                progress.set_status(f"train: {model.name} with {race.LABELS[name]}"
+                                    + (f", {state_dtype} state" if state_dtype else ""))
+                histories.append(train.train_one(model, name, lrs.get(name, train.DEFAULT_LRS[name]), data,
+                                                 epochs=args.epochs, batch_size=args.batch_size,
+                                                 schedule=args.schedule, l1=l1, l2=l2, seed=args.seed,
+                                                 caption=caption, progress=progress, state_dtype=state_dtype))
     progress.finish(f"train: {len(histories)} runs of {args.epochs} epochs")
     for line in train.table(histories, args.hidden):
         print(line)

@@ -163,12 +163,14 @@ def _zoom(values: List[np.ndarray], skip: float = 0.25) -> tuple:
     return max(0.0, lo - 1.25 * span), hi + 0.1 * span
 
 
+#: the line of each state precision (fastopt train --state-dtypes)
+STATE_DTYPE_DASHES = {"float32": "-", "bfloat16": "--", "int8": ":"}
+
+
 def train_figure(histories: List, path: str, dpi: int = 80) -> str:
     """Per model: training loss (log scale) and validation accuracy per epoch, one line per optimizer;
     the accuracy axis zoomed onto the later epochs, with an inset of the whole range."""
     from matplotlib.ticker import MaxNLocator
-
-    from fastopt.demo.race import LABELS
 
     plt = pyplot()
     models = list(dict.fromkeys(h.model for h in histories))
@@ -185,8 +187,10 @@ def train_figure(histories: List, path: str, dpi: int = 80) -> str:
             acc = 100 * np.asarray(h.val_acc)
             accs.append(acc)
             style = line_style(h.optimizer, len(x), markers=10)
+            if h.state_dtype:  # one optimizer in several state precisions: told apart by the line's dashes
+                style["ls"] = STATE_DTYPE_DASHES.get(h.state_dtype, style["ls"])
             ax_loss.plot(x, h.train_loss, **style)
-            ax_acc.plot(x, acc, **style, label=f"{LABELS[h.optimizer]} (lr {h.lr:g}): {acc[-1]:.1f}%")
+            ax_acc.plot(x, acc, **style, label=f"{h.label} (lr {h.lr:g}): {acc[-1]:.1f}%")
             if inset is not None:
                 inset.plot(x, acc, color=style["color"], ls=style["ls"], lw=max(1.0, style["lw"] / 2))
         ax_loss.set_yscale("log")

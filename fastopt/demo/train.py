@@ -210,22 +210,41 @@ class History:
     train_loss: List[float] = field(default_factory=list)  # mean over each epoch's batches
     val_acc: List[float] = field(default_factory=list)     # after each epoch
     seconds: float = 0.0
+    state_dtype: str = ""  # the optimizer's state_dtype= when one was asked for ("" : the default)
+    state_bytes: int = 0   # the optimizer's state in memory after training (step counts left out)
+
+    @property
+    def label(self) -> str:
+        return LABELS[self.optimizer] + (f" {self.state_dtype}" if self.state_dtype else "")
 
 
 def accuracy(model: Model, params, X, y) -> float:
     return float(np.mean(np.argmax(model.scores(params, X), axis=1) == y))
 
 
+#: the optimizers whose state can be held in another precision (fastopt.optim's state_dtype=)
+STATE_DTYPE_OPTIMIZERS = ("adam", "adamw")
+STATE_DTYPES = ("float32", "bfloat16", "int8")
+
+
+def state_nbytes(opt) -> int:
+    """Bytes of an optimizer's state arrays (float arrays, bfloat16 arrays and fastopt.QuantizedState all
+    tell their nbytes; the integer step counts do not count)."""
+    return sum(int(getattr(value, "nbytes", 0)) for state in opt.state.values() for value in state.values())
+
+
 def train_one(model: Model, optimizer: str, lr: float, data, *, epochs: int, batch_size: int, schedule: str,
-              l1: float, l2: float, seed: int = 0, caption: str = "", progress=None) -> History:
+              l1: float, l2: float, seed: int = 0, caption: str = "", progress=None,
+              state_dtype: Optional[str] = None) -> History:
     Xtr, ytr, Xva, yva = data
     rng = np.random.default_rng(seed)  # the same initial weights and batches for every optimizer
     params = model.make(rng, Xtr.dtype.type)
     steps_per_epoch = math.ceil(len(ytr) / batch_size)
     lr_arg = make_schedule(schedule, lr, epochs * steps_per_epoch)
     cls_name, hyper = OPTIMIZERS[optimizer]
-    opt = getattr(fastopt.optim, cls_name)(params, lr=lr_arg, **hyper)
-    history = History(model.name, optimizer, lr, caption)
+    extra = {} if state_dtype is None else dict(state_dtype=state_dtype)
+    opt = getattr(fastopt.optim, cls_name)(params, lr=lr_arg, **hyper, **extra)
+    history = History(model.name, optimizer, lr, caption, state_dtype=state_dtype or "")
     start = time.perf_counter()
     for _ in range(epochs):
         order = rng.permutation(len(ytr))
@@ -240,16 +259,24 @@ def train_one(model: Model, optimizer: str, lr: float, data, *, epochs: int, bat
         if progress is not None:
             progress.advance()
     history.seconds = time.perf_counter() - start
+    history.state_bytes = state_nbytes(opt)
     return history
 
 
 def table(histories: Sequence[History], hidden: int) -> List[str]:
+    """The results per model; with state precisions asked for, the optimizer's state memory too."""
     lines = []
+    memory = any(h.state_dtype for h in histories)
+    width = 18 if memory else 10
     for name in dict.fromkeys(h.model for h in histories):
-        lines += ["", f"== {model_title(name, hidden)} ==",
-                  f"{'optimizer':10s} {'lr':>8s} {'final loss':>11s} {'val acc %':>10s} {'best %':>7s} {'time':>7s}"]
+        header = (f"{'optimizer':{width}s} {'lr':>8s} {'final loss':>11s} {'val acc %':>10s} {'best %':>7s} "
+                  f"{'time':>7s}")
+        lines += ["", f"== {model_title(name, hidden)} ==", header + ("  optimizer state" if memory else "")]
         for h in histories:
             if h.model == name:
-                lines.append(f"{LABELS[h.optimizer]:10s} {h.lr:8.2g} {h.train_loss[-1]:11.4f} "
-                             f"{100 * h.val_acc[-1]:10.2f} {100 * max(h.val_acc):7.2f} {h.seconds:6.2f}s")
+                line = (f"{h.label:{width}s} {h.lr:8.2g} {h.train_loss[-1]:11.4f} "
+                        f"{100 * h.val_acc[-1]:10.2f} {100 * max(h.val_acc):7.2f} {h.seconds:6.2f}s")
+                if memory:
+                    line += f"  {h.state_bytes / 1024:9.1f} KiB"
+                lines.append(line)
     return lines
