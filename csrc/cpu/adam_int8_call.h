@@ -6,6 +6,8 @@
 #include <cstdint>
 #include <vector>
 
+#include "fastopt/quant8.h"
+
 namespace fastopt::cpu {
 
 struct Int8State {
@@ -21,14 +23,14 @@ struct Int8AdamTensor {
 };
 
 struct Int8AdamCall {
-  const float* signed_map = nullptr;    // 256 sorted values (first moments)
-  const float* unsigned_map = nullptr;  // 256 sorted values (second moments)
+  Quant8Map signed_map;    // first moments
+  Quant8Map unsigned_map;  // second moments
   std::vector<Int8AdamTensor> tensors;
 };
 
 // One array quantised (or read back) blockwise with `map`.
 struct Quant8Call {
-  const float* map = nullptr;
+  Quant8Map map;
   float* values = nullptr;  // read by quantise, written by dequantise
   uint8_t* codes = nullptr;
   float* absmax = nullptr;

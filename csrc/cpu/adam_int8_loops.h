@@ -19,7 +19,7 @@
 namespace fastopt::cpu::FASTOPT_ISA_NS {
 
 // absmax of x[0, n) and the nearest codes of x / absmax (all zeros: absmax 0, the map's code of 0).
-inline float quantise_block(const float* __restrict x, int64_t n, const float* __restrict map,
+inline float quantise_block(const float* __restrict x, int64_t n, const Quant8Map& map,
                             uint8_t* __restrict codes) {
   float top = 0.0f;
   for (int64_t j = 0; j < n; ++j) top = std::max(top, std::fabs(x[j]));
@@ -32,8 +32,9 @@ inline float quantise_block(const float* __restrict x, int64_t n, const float* _
   return top;
 }
 
-inline void dequantise_block(const uint8_t* __restrict codes, int64_t n, const float* __restrict map,
-                             float absmax, float* __restrict out) {
+inline void dequantise_block(const uint8_t* __restrict codes, int64_t n, const Quant8Map& q, float absmax,
+                             float* __restrict out) {
+  const float* __restrict map = q.values;
   for (int64_t j = 0; j < n; ++j) out[j] = map[codes[j]] * absmax;
 }
 

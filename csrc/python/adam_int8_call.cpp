@@ -16,7 +16,8 @@ namespace {
 // fastopt.QuantizedState and the two maps (NumPy float32 arrays of 256 sorted values), registered by
 // fastopt/__init__.py at import; they live as long as the process.
 PyObject* quantized_type = nullptr;
-const float* maps[2] = {nullptr, nullptr};  // [unsigned, signed]
+Quant8Map maps[2];  // [unsigned, signed]: the values and their lookup tables (quant8.h)
+int32_t luts[2][kQuantLutSize];
 
 std::string label(const std::string& name, size_t i) { return name + "[" + std::to_string(i) + "]"; }
 
@@ -141,15 +142,15 @@ const float* map_array(py::handle obj, const char* name) {
 }
 
 void require_maps() {
-  if (maps[0] == nullptr) throw py::type_error("fastopt.QuantizedState is not registered (import fastopt)");
+  if (maps[0].values == nullptr) throw py::type_error("fastopt.QuantizedState is not registered (import fastopt)");
 }
 
 // A map passed from Python: one of the two registered maps (which the kernels hold).
-const float* registered_map(py::handle obj) {
+Quant8Map registered_map(py::handle obj) {
   require_maps();
   auto arr = py::reinterpret_borrow<py::array>(obj);
-  for (const float* m : maps) {
-    if (arr.data() == static_cast<const void*>(m)) return m;
+  for (const Quant8Map& m : maps) {
+    if (arr.data() == static_cast<const void*>(m.values)) return m;
   }
   throw py::value_error("map must be fastopt's SIGNED_MAP or UNSIGNED_MAP");
 }
@@ -276,10 +277,13 @@ void bind_quantized(py::module_& m) {
         if (!PyType_Check(type.ptr())) throw py::type_error("type must be a class");
         const float* s = map_array(signed_map, "signed_map");
         const float* u = map_array(unsigned_map, "unsigned_map");
+        if (!build_quant8_lut(u, luts[0]) || !build_quant8_lut(s, luts[1])) {
+          throw py::value_error("a map has two values within one lookup bucket (quant8.h): not a dynamic map");
+        }
         type.inc_ref();
         quantized_type = type.ptr();
-        maps[0] = u;
-        maps[1] = s;
+        maps[0] = Quant8Map{u, luts[0]};
+        maps[1] = Quant8Map{s, luts[1]};
       },
       "fastopt/__init__.py: the QuantizedState class and the two dynamic maps the 8-bit kernels use.");
   m.def(
