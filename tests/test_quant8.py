@@ -132,3 +132,14 @@ def test_only_the_registered_maps():
                                           _quantized.SIGNED_MAP.copy())
     with pytest.raises(TypeError, match="QuantizedState"):
         fastopt.dequantize_blockwise(np.zeros(4, np.uint8))
+
+
+def test_a_map_the_lookup_table_cannot_serve_exactly_is_refused():
+    """The table finds the count of map values below x exactly only when no bucket (x's sign, exponent
+    and top 8 mantissa bits) holds two map values; registration checks it, and a refused map changes
+    nothing."""
+    dense = np.sort(np.concatenate([np.linspace(0.5, 0.5 + 255 * 2 ** -24, 255), [1.0]])).astype(np.float32)
+    with pytest.raises(ValueError, match="lookup bucket"):
+        fastopt._core._register_quantized(fastopt.QuantizedState, dense, _quantized.UNSIGNED_MAP)
+    x = _data(1000, True, np.random.default_rng(9))
+    assert np.array_equal(fastopt.quantize_blockwise(x).codes, quantize(x, MAPS[True])[0])

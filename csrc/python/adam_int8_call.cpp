@@ -1,5 +1,6 @@
 #include "python/adam_int8_call.h"
 
+#include <algorithm>
 #include <string>
 #include <vector>
 
@@ -277,9 +278,13 @@ void bind_quantized(py::module_& m) {
         if (!PyType_Check(type.ptr())) throw py::type_error("type must be a class");
         const float* s = map_array(signed_map, "signed_map");
         const float* u = map_array(unsigned_map, "unsigned_map");
-        if (!build_quant8_lut(u, luts[0]) || !build_quant8_lut(s, luts[1])) {
+        // (built aside and copied in only when both are exact: a refused map leaves the live tables as they were)
+        std::vector<int32_t> built_u(kQuantLutSize), built_s(kQuantLutSize);
+        if (!build_quant8_lut(u, built_u.data()) || !build_quant8_lut(s, built_s.data())) {
           throw py::value_error("a map has two values within one lookup bucket (quant8.h): not a dynamic map");
         }
+        std::copy(built_u.begin(), built_u.end(), luts[0]);
+        std::copy(built_s.begin(), built_s.end(), luts[1]);
         type.inc_ref();
         quantized_type = type.ptr();
         maps[0] = Quant8Map{u, luts[0]};
