@@ -66,6 +66,26 @@ def test_every_map_value_and_every_midpoint(signed):
     assert np.array_equal(fastopt.quantize_blockwise(qmap, signed=signed).codes, np.arange(256))
 
 
+@pytest.mark.parametrize("signed", [True, False])
+def test_every_exponent_and_every_bucket(signed):
+    """Values drawn over float32 bit patterns, not magnitudes: every exponent from the smallest subnormals
+    (which share the table's lowest buckets) to 1, each with random mantissa bits, so that every bucket
+    of the lookup table and the order keys within them meet the argmin reference."""
+    rng = np.random.default_rng(18)
+    n = 255 * 400
+    exponents = rng.integers(0, 128, n, dtype=np.uint32)  # biased: 0 (zero, subnormals) .. 127 (1.0 and up)
+    bits = (exponents << 23) | rng.integers(0, 1 << 23, n, dtype=np.uint32)
+    if signed:
+        bits |= rng.integers(0, 2, n, dtype=np.uint32) << 31
+    x = np.clip(bits.view(np.float32), np.float32(-1.0), np.float32(1.0)).reshape(-1, 255)
+    # one 1.0 per block of 256 fixes each absmax at 1, so the values are quantised as drawn
+    blocks = np.concatenate([x, np.ones((x.shape[0], 1), np.float32)], axis=1).ravel()
+    q = fastopt.quantize_blockwise(blocks, signed=signed)
+    codes, absmax = quantize(blocks, MAPS[signed])
+    assert np.all(q.absmax == 1.0) and np.array_equal(q.absmax, absmax)
+    assert np.array_equal(q.codes, codes)
+
+
 def test_edge_blocks():
     zeros = fastopt.quantize_blockwise(np.zeros(300, np.float32))
     assert np.all(zeros.absmax == 0) and np.all(zeros.dequantize() == 0)
@@ -135,9 +155,9 @@ def test_only_the_registered_maps():
 
 
 def test_a_map_the_lookup_table_cannot_serve_exactly_is_refused():
-    """The table finds the count of map values below x exactly only when no bucket (x's sign, exponent
-    and top 8 mantissa bits) holds two map values; registration checks it, and a refused map changes
-    nothing."""
+    """The table finds the count of decision bounds (the midpoints between neighbouring map values) below x
+    exactly only when no bucket (x's sign, exponent and top 8 mantissa bits) holds two of them;
+    registration checks it, and a refused map changes nothing."""
     dense = np.sort(np.concatenate([np.linspace(0.5, 0.5 + 255 * 2 ** -24, 255), [1.0]])).astype(np.float32)
     with pytest.raises(ValueError, match="lookup bucket"):
         fastopt._core._register_quantized(fastopt.QuantizedState, dense, _quantized.UNSIGNED_MAP)

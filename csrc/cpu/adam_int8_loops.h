@@ -18,17 +18,33 @@
 
 namespace fastopt::cpu::FASTOPT_ISA_NS {
 
-// absmax of x[0, n) and the nearest codes of x / absmax (all zeros: absmax 0, the map's code of 0).
+// absmax of x[0, n) and the nearest codes of x / absmax (all zeros: absmax 0, the map's code of 0). The
+// code loop is quant8_nearest spelled out on a local pointer, branch-free, so that it vectorises (one
+// gather per element).
 inline float quantise_block(const float* __restrict x, int64_t n, const Quant8Map& map,
                             uint8_t* __restrict codes) {
+  // (the max over 16 lanes, then over the lanes, so that it vectorises; max is exact in any order, and a
+  // NaN is passed over in either)
+  constexpr int64_t kLanes = 16;
+  float lanes[kLanes] = {};
+  const int64_t whole = n - n % kLanes;
+  for (int64_t j = 0; j < whole; j += kLanes) {
+    for (int64_t l = 0; l < kLanes; ++l) lanes[l] = std::max(lanes[l], std::fabs(x[j + l]));
+  }
   float top = 0.0f;
-  for (int64_t j = 0; j < n; ++j) top = std::max(top, std::fabs(x[j]));
+  for (int64_t j = whole; j < n; ++j) top = std::max(top, std::fabs(x[j]));
+  for (int64_t l = 0; l < kLanes; ++l) top = std::max(top, lanes[l]);
   if (top == 0.0f) {
     const uint8_t zero = quant8_nearest(map, 0.0f);
     for (int64_t j = 0; j < n; ++j) codes[j] = zero;
     return 0.0f;
   }
-  for (int64_t j = 0; j < n; ++j) codes[j] = quant8_nearest(map, x[j] / top);
+  const int32_t* __restrict lut = map.lut;
+  for (int64_t j = 0; j < n; ++j) {
+    const float q = x[j] / top;
+    const uint32_t entry = uint32_t(lut[quant8_bucket(q)]);
+    codes[j] = uint8_t((entry >> 16) + (quant8_order_key(q) >= (entry & 0xFFFFu) ? 1u : 0u));
+  }
   return top;
 }
 

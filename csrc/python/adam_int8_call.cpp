@@ -1,6 +1,7 @@
 #include "python/adam_int8_call.h"
 
 #include <algorithm>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -17,8 +18,8 @@ namespace {
 // fastopt.QuantizedState and the two maps (NumPy float32 arrays of 256 sorted values), registered by
 // fastopt/__init__.py at import; they live as long as the process.
 PyObject* quantized_type = nullptr;
-Quant8Map maps[2];  // [unsigned, signed]: the values and their lookup tables (quant8.h)
-int32_t luts[2][kQuantLutSize];
+Quant8Map maps[2];  // [unsigned, signed]: the values and their decision tables (quant8.h)
+Quant8Tables tables[2];
 
 std::string label(const std::string& name, size_t i) { return name + "[" + std::to_string(i) + "]"; }
 
@@ -279,16 +280,16 @@ void bind_quantized(py::module_& m) {
         const float* s = map_array(signed_map, "signed_map");
         const float* u = map_array(unsigned_map, "unsigned_map");
         // (built aside and copied in only when both are exact: a refused map leaves the live tables as they were)
-        std::vector<int32_t> built_u(kQuantLutSize), built_s(kQuantLutSize);
-        if (!build_quant8_lut(u, built_u.data()) || !build_quant8_lut(s, built_s.data())) {
-          throw py::value_error("a map has two values within one lookup bucket (quant8.h): not a dynamic map");
+        auto built_u = std::make_unique<Quant8Tables>(), built_s = std::make_unique<Quant8Tables>();
+        if (!build_quant8_tables(u, *built_u) || !build_quant8_tables(s, *built_s)) {
+          throw py::value_error("a map has two decision bounds within one lookup bucket, or one in a clamped bucket (quant8.h): not a dynamic map");
         }
-        std::copy(built_u.begin(), built_u.end(), luts[0]);
-        std::copy(built_s.begin(), built_s.end(), luts[1]);
+        tables[0] = *built_u;
+        tables[1] = *built_s;
         type.inc_ref();
         quantized_type = type.ptr();
-        maps[0] = Quant8Map{u, luts[0]};
-        maps[1] = Quant8Map{s, luts[1]};
+        maps[0] = Quant8Map{u, tables[0].lut};
+        maps[1] = Quant8Map{s, tables[1].lut};
       },
       "fastopt/__init__.py: the QuantizedState class and the two dynamic maps the 8-bit kernels use.");
   m.def(

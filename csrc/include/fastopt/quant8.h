@@ -8,16 +8,22 @@
 // for first moments, unsigned for second moments) are built on the Python side
 // (fastopt/_quantized.py) and handed to the kernels; this header only uses them.
 //
-// Nearest: i, the number of map values <= x, comes from a lookup table indexed by x's float32 bit
-// pattern (sign, exponent clamped to [2^-31, 2), the top 8 mantissa bits: 2^14 buckets): the table holds
-// the count at the bucket's lowest value, and one compare with the next map value finishes it, which is
-// exact when no bucket holds two map values (build_quant8_lut checks that for the map it is given; both
-// dynamic maps pass). Then x goes to map[i-1] or map[i], whichever is closer, the lower one on a tie (the
-// first minimum of |x - map|, as an argmin over the map picks); x below map[0] gets code 0, above map[255]
-// code 255. The inputs are x / absmax, in [-1, 1]. A block whose absmax is 0 (all zeros) is stored as
-// the code of the map's 0 with absmax 0.
+// Nearest, as decision bounds: code c is taken by the x in [above[c-1], above[c]), where above[c] is the
+// smallest float32 greater than the midpoint (map[c] + map[c+1]) / 2 (computed in double, where it is
+// exact). So x goes to the nearer of its two neighbouring map values, the lower one on a tie (the first
+// minimum of |x - map|, as an argmin over the map picks); x below map[0] gets code 0, above map[255] code
+// 255. The code is the count of bounds <= x, read from one lookup table indexed by x's float32 bit
+// pattern: the bucket is the sign, the exponent clamped to [2^-31, 2) and the top 8 mantissa bits (2^14
+// buckets), and its entry holds the count at the bucket's lowest value (upper 16 bits) and, when a bound
+// lies inside the bucket, where: the bound's low 15 mantissa bits, as an order key that grows with the
+// value (kQuantNoBound when none). One table read, one compare of x's own key with it, integer work, no
+// branch: the loops vectorise with one gather per element. Exact when no bucket holds two bounds and no
+// bound lies in a bucket that clamps its exponent; build_quant8_tables checks both for the map it is
+// given (both dynamic maps pass). The inputs are x / absmax, in [-1, 1]. A block whose absmax is 0 (all
+// zeros) is stored as the code of the map's 0 with absmax 0.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 
@@ -31,10 +37,17 @@ constexpr int kQuantLutBits = 14;              // sign, 5 exponent bits, 8 manti
 constexpr uint32_t kQuantLowExponent = 96;     // biased exponent of 2^-31; smaller ones share its buckets
 constexpr uint32_t kQuantLutSize = 1u << kQuantLutBits;
 
-// A map and its lookup table (min(count, 255) of map values <= each bucket's lowest value).
+constexpr uint32_t kQuantNoBound = 0x8000;   // a key above every order key: no bound in the bucket
+
+// A map and its lookup table.
 struct Quant8Map {
   const float* values = nullptr;  // 256 sorted values
-  const int32_t* lut = nullptr;   // kQuantLutSize entries (int32: the vectorised loops gather them)
+  const int32_t* lut = nullptr;   // kQuantLutSize entries: count << 16 | the bound's order key
+};
+
+// The table a Quant8Map points at (one per registered map; int32: the vectorised loops gather it).
+struct Quant8Tables {
+  int32_t lut[kQuantLutSize];
 };
 
 FASTOPT_HD uint32_t quant8_bucket(float x) {
@@ -45,15 +58,17 @@ FASTOPT_HD uint32_t quant8_bucket(float x) {
   return ((u >> 31) << 13) | ((e - kQuantLowExponent) << 8) | ((u >> 15) & 0xFFu);
 }
 
+// x's place within its bucket: the low 15 mantissa bits, reversed for negative x (there a larger
+// magnitude is a smaller value), so that within one unclamped bucket x < y exactly when key(x) < key(y).
+FASTOPT_HD uint32_t quant8_order_key(float x) {
+  uint32_t u;
+  memcpy(&u, &x, sizeof u);
+  return (u & 0x7FFFu) ^ ((u >> 31) * 0x7FFFu);
+}
+
 FASTOPT_HD uint8_t quant8_nearest(const Quant8Map& q, float x) {
-  const float* map = q.values;
-  int i = q.lut[quant8_bucket(x)];
-  i += (map[i] <= x) ? 1 : 0;  // the number of map values <= x (0..256)
-  // (branch-free, so the element loop vectorises: i == 0 compares map[0] with itself, i == 256 map[255])
-  const int lower = i > 0 ? i - 1 : 0, upper = i < 256 ? i : 255;
-  // x is nearer the upper value when x - lower > upper - x, that is 2x > lower + upper, computed in double,
-  // where both sides are exact: a tie goes to the lower code
-  return uint8_t(2.0 * double(x) > double(map[lower]) + double(map[upper]) ? upper : lower);
+  const uint32_t entry = uint32_t(q.lut[quant8_bucket(x)]);
+  return uint8_t((entry >> 16) + (quant8_order_key(x) >= (entry & 0xFFFFu) ? 1u : 0u));
 }
 
 // The lowest and highest float32 of bucket b (for the clamped exponents: of all values sharing it, within
@@ -69,20 +84,33 @@ inline void quant8_bucket_range(uint32_t b, float& lowest, float& highest) {
   highest = sign ? -lo : hi;
 }
 
-// Fills lut for the sorted map `values`; false when a bucket holds two map values (the table would not
-// be exact for it).
-inline bool build_quant8_lut(const float* values, int32_t* lut) {
+// The smallest float32 greater than the double d (|d| well inside float32's range).
+inline float float_above(double d) {
+  float f = float(d);
+  if (double(f) <= d) f = nextafterf(f, INFINITY);
+  return f;
+}
+
+// Fills t for the sorted map `values`; false when the table cannot be exact for it: a bucket holds two
+// bounds, or a bound lies in a bucket whose exponent is clamped (it shares the bucket with other exponents,
+// so its low mantissa bits do not order them).
+inline bool build_quant8_tables(const float* values, Quant8Tables& t) {
+  float above[255];
+  for (int c = 0; c < 255; ++c) above[c] = float_above((double(values[c]) + double(values[c + 1])) / 2.0);
   auto count = [&](float v) {
     int c = 0;
-    while (c < 256 && values[c] <= v) ++c;
+    while (c < 255 && above[c] <= v) ++c;
     return c;
   };
   for (uint32_t b = 0; b < kQuantLutSize; ++b) {
     float lowest, highest;
     quant8_bucket_range(b, lowest, highest);
     const int low = count(lowest), high = count(highest);
-    if (high - low > 1) return false;
-    lut[b] = low > 255 ? 255 : low;
+    const uint32_t exponent = (b >> 8) & 31u;
+    if (high - low > 1 || (high > low && (exponent == 0 || exponent == 31))) return false;
+    // lowest itself is counted in low, so a bound inside lies in (lowest, highest]
+    const uint32_t key = high > low ? quant8_order_key(above[low]) : kQuantNoBound;
+    t.lut[b] = int32_t((uint32_t(low) << 16) | key);
   }
   return true;
 }
