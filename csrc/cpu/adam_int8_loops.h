@@ -42,8 +42,7 @@ inline float quantise_block(const float* __restrict x, int64_t n, const Quant8Ma
   const int32_t* __restrict lut = map.lut;
   for (int64_t j = 0; j < n; ++j) {
     const float q = x[j] / top;
-    const uint32_t entry = uint32_t(lut[quant8_bucket(q)]);
-    codes[j] = uint8_t((entry >> 16) + (quant8_order_key(q) >= (entry & 0xFFFFu) ? 1u : 0u));
+    codes[j] = quant8_code(uint32_t(lut[quant8_bucket(q)]), quant8_order_key(q));
   }
   return top;
 }
