@@ -120,8 +120,9 @@ def test_float32_state_dtype_is_todays_behaviour():
 
 
 @pytest.mark.parametrize("kwargs,error,words", [
-    (dict(state_dtype="float16"), ValueError, "state_dtype must be one of 'float32', 'bfloat16', 'int8', got 'float16'"),
-    (dict(state_dtype=None), ValueError, "state_dtype must be one of"),
+    (dict(state_dtype="float16"), ValueError,
+     "state_dtype must be None (the params' dtype) or one of 'float32', 'bfloat16', 'int8', got 'float16'"),
+    (dict(state_dtype="none"), ValueError, "state_dtype must be None"),
     (dict(stochastic_rounding=True), ValueError, "stochastic_rounding"),
     (dict(state_dtype="bfloat16", stochastic_rounding="yes"), TypeError, "stochastic_rounding"),
     (dict(state_dtype="bfloat16", seed=-1), ValueError, "seed"),
@@ -132,8 +133,9 @@ def test_bad_arguments(kwargs, error, words):
         AdamW([np.zeros(3, np.float32)], **kwargs)
 
 
-def test_bfloat16_state_needs_float32_params():
-    with pytest.raises(ValueError, match="state_dtype='bfloat16' keeps the state of float32 params, not of float64"):
+def test_bfloat16_state_needs_float32_or_bfloat16_params():
+    with pytest.raises(ValueError, match="state_dtype='bfloat16' keeps the state of float32 or bfloat16 params; "
+                                         "params\\[1\\] has dtype float64"):
         Adam([np.zeros(3, np.float32), np.zeros(3)], state_dtype="bfloat16")
 
 

@@ -1,9 +1,10 @@
-"""The state precision of Adam/AdamW (``state_dtype=``, issue 18): "float32" (the default: state of the
-params' dtype, as before), "bfloat16" (float32 params keep exp_avg, exp_avg_sq and max_exp_avg_sq as
-ml_dtypes.bfloat16 arrays: half the memory; the update runs in float32 and rounds back), "int8" (8-bit
-blockwise state, fastopt.QuantizedState, for float32 params of at least MIN_8BIT_SIZE elements; smaller ones
-keep float32 state, as bitsandbytes' 8-bit optimizers do). ml_dtypes is imported only when bfloat16 is asked
-for."""
+"""The state precision of Adam/AdamW (``state_dtype=``, issue 18): None (the default: state of the params'
+dtype, as torch keeps it), "float32" (float32 state, for float32 or bfloat16 params), "bfloat16" (exp_avg,
+exp_avg_sq and max_exp_avg_sq as ml_dtypes.bfloat16 arrays, for float32 or bfloat16 params: half the memory of
+float32; the update runs in float32 and rounds back), "int8" (8-bit blockwise state, fastopt.QuantizedState,
+for float32 params of at least MIN_8BIT_SIZE elements; smaller ones keep float32 state, as bitsandbytes' 8-bit
+optimizers do). ``stochastic_rounding=True`` rounds every bfloat16 value written (bfloat16 params, bfloat16
+state) stochastically. ml_dtypes is imported only when bfloat16 is asked for or met."""
 
 from __future__ import annotations
 
@@ -14,9 +15,11 @@ STATE_DTYPES = ("float32", "bfloat16", "int8")
 MIN_8BIT_SIZE = 4096
 
 
-def check_state_dtype(value) -> str:
-    if not isinstance(value, str) or value not in STATE_DTYPES:
-        raise ValueError(f"state_dtype must be one of 'float32', 'bfloat16', 'int8', got {value!r}")
+def check_state_dtype(value):
+    """state_dtype: None or one of STATE_DTYPES (ValueError naming it otherwise)."""
+    if value is not None and (not isinstance(value, str) or value not in STATE_DTYPES):
+        raise ValueError(f"state_dtype must be None (the params' dtype) or one of 'float32', 'bfloat16', 'int8', "
+                         f"got {value!r}")
     return value
 
 
@@ -43,37 +46,38 @@ class StatePrecision:
             raise ValueError(f"seed must be an int with 0 <= seed < 2**64, got {seed!r}")
         self.stochastic_rounding = bool(stochastic_rounding)
         self.seed = int(seed)
-        self.dtype = bfloat16() if self.name == "bfloat16" else None
-        if self.dtype is None and self.stochastic_rounding:
-            raise ValueError("stochastic_rounding=True rounds bfloat16 values, but with state_dtype="
-                             f"{self.name!r} nothing written is bfloat16")
+        # the dtype every state array gets (None: the params' dtype; int8's small params: float32 = theirs)
+        self.dtype = bfloat16() if self.name == "bfloat16" else np.dtype(np.float32) if self.name == "float32" else None
 
     def quantizes(self, p) -> bool:
         """True when params p keeps 8-bit state (state_dtype="int8" and at least MIN_8BIT_SIZE elements)."""
         return self.name == "int8" and p.size >= MIN_8BIT_SIZE
 
-    def check_params(self, params) -> None:
-        """ValueError unless every parameter can keep this state (bfloat16, int8: float32 params only)."""
-        if self.name == "int8":
-            for i, p in enumerate(params):
-                if isinstance(p, np.ndarray) and p.dtype != np.float32:
-                    raise ValueError(f"state_dtype='int8' keeps the state of float32 params; params[{i}] "
-                                     f"has dtype {p.dtype}")
-        if self.dtype is not None:
-            for i, p in enumerate(params):
-                if isinstance(p, np.ndarray) and p.dtype != np.float32:
-                    raise ValueError(f"state_dtype='bfloat16' keeps the state of float32 params; params[{i}] "
-                                     f"has dtype {p.dtype}")
+    def check_param(self, p: np.ndarray, where: str) -> None:
+        """ValueError unless params p can keep this state (int8: float32 params; float32 and bfloat16:
+        float32 or bfloat16 params)."""
+        if self.name == "int8" and p.dtype != np.float32:
+            raise ValueError(f"state_dtype='int8' keeps the state of float32 params; {where} has dtype {p.dtype}")
+        if self.dtype is not None and not (p.dtype == np.float32 or is_bfloat16(p.dtype)):
+            raise ValueError(f"state_dtype={self.name!r} keeps the state of float32 or bfloat16 params; {where} "
+                             f"has dtype {p.dtype} (state_dtype=None keeps state of the params' dtype)")
+
+    def check_rounding(self, params) -> None:
+        """ValueError when stochastic rounding has no bfloat16 values to round (no bfloat16 state or params)."""
+        writes_bfloat16 = is_bfloat16(self.dtype) or any(is_bfloat16(p.dtype) for p in params)
+        if self.stochastic_rounding and not writes_bfloat16:
+            raise ValueError("stochastic_rounding=True rounds bfloat16 values, but with state_dtype="
+                             f"{self.name!r} and no bfloat16 params nothing written is bfloat16")
 
     def of(self, p: np.ndarray) -> np.dtype:
         """The dtype of params p's state arrays."""
-        if self.name == "int8" and p.dtype != np.float32:
-            raise ValueError(f"state_dtype='int8' keeps the state of float32 params, not of {p.dtype} ones")
-        if self.dtype is None:
+        self.check_param(p, "a parameter")
+        if self.name == "int8" or self.dtype is None:
             return p.dtype
-        if p.dtype != np.float32:
-            raise ValueError(f"state_dtype='bfloat16' keeps the state of float32 params, not of {p.dtype} ones")
         return self.dtype
 
-    def kernel_kwargs(self):
-        return dict(stochastic_rounding=True, seed=self.seed) if self.stochastic_rounding else {}
+    def kernel_kwargs(self, param_dtype):
+        """The rounding arguments of a kernel call over params of param_dtype (stochastic rounding only
+        where the call writes bfloat16 values: the kernels refuse it for float32 ones)."""
+        writes_bfloat16 = is_bfloat16(param_dtype) or is_bfloat16(self.dtype)
+        return dict(stochastic_rounding=True, seed=self.seed) if self.stochastic_rounding and writes_bfloat16 else {}

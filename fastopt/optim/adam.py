@@ -21,26 +21,33 @@ def _as_tuple(betas):
 
 class Adam(Optimizer):
     """``Adam(params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, amsgrad=False, maximize=False,
-    state_dtype="float32", stochastic_rounding=False, seed=0)``
+    state_dtype=None, stochastic_rounding=False, seed=0)``
 
-    State per parameter: ``step``, ``exp_avg``, ``exp_avg_sq`` and, with amsgrad, ``max_exp_avg_sq``:
-    arrays of the params' dtype, or with ``state_dtype="bfloat16"`` (float32 params) ml_dtypes.bfloat16
-    arrays, rounded to nearest-even, or stochastically with ``stochastic_rounding=True`` (random bits from
-    ``seed`` and the step count: reproducible), or with ``state_dtype="int8"`` fastopt.QuantizedState
-    (8-bit blockwise, bitsandbytes' layout: exp_avg signed, the others unsigned) for float32 params of at
-    least 4096 elements, float32 arrays for smaller ones.
+    Params: float32, float64, or ml_dtypes.bfloat16 arrays (with bfloat16 grads; each element is updated in
+    float32 and rounded back). State per parameter: ``step``, ``exp_avg``, ``exp_avg_sq`` and, with amsgrad,
+    ``max_exp_avg_sq``: arrays of the params' dtype (``state_dtype=None``), or float32 arrays
+    (``"float32"``, for float32 or bfloat16 params), or ml_dtypes.bfloat16 arrays (``"bfloat16"``), or with
+    ``state_dtype="int8"`` fastopt.QuantizedState (8-bit blockwise, bitsandbytes' layout: exp_avg signed, the
+    others unsigned) for float32 params of at least 4096 elements, float32 arrays for smaller ones. Every
+    bfloat16 value written (params or state) is rounded to nearest-even, or stochastically with
+    ``stochastic_rounding=True`` (random bits from ``seed``, the step count, the tensor and the element:
+    reproducible, the same for any thread count).
     """
 
     _kernel = staticmethod(adam_)
+    _bfloat16_params = True
     _state_keys = ("step", "exp_avg", "exp_avg_sq")
     _lazy_state = ("max_exp_avg_sq",)
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False,
-                 maximize=False, state_dtype="float32", stochastic_rounding=False, seed=0):
+                 maximize=False, state_dtype=None, stochastic_rounding=False, seed=0):
         self._precision = StatePrecision(state_dtype, stochastic_rounding, seed)
         super().__init__(params, dict(lr=lr, betas=_as_tuple(betas), eps=eps, weight_decay=weight_decay,
                                       amsgrad=amsgrad, maximize=maximize))
-        self._precision.check_params(self._all_params())
+        self._precision.check_rounding(self._all_params())
+
+    def _check_param_dtype(self, p, where):
+        self._precision.check_param(p, where)
 
     def _state_dtype(self, param):
         return self._precision.of(param)
@@ -96,11 +103,12 @@ class Adam(Optimizer):
                      max_sqs, lr=group["lr"], beta1=beta1, beta2=beta2, eps=group["eps"],
                      weight_decay=group["weight_decay"], amsgrad=group["amsgrad"],
                      maximize=group["maximize"], step=step, grad_scale=grad_scale,
-                     **self._precision.kernel_kwargs())
+                     **self._precision.kernel_kwargs(params[0].dtype if params else None))
 
 
 class AdamW(Adam):
-    """``AdamW(params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False, maximize=False)``
+    """``AdamW(params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False, maximize=False,
+    state_dtype=None, stochastic_rounding=False, seed=0)``
 
     As Adam, but the weight decay is decoupled: ``p *= 1 - lr * weight_decay`` before the Adam step.
     """
@@ -108,7 +116,7 @@ class AdamW(Adam):
     _kernel = staticmethod(adamw_)
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False,
-                 maximize=False, state_dtype="float32", stochastic_rounding=False, seed=0):
+                 maximize=False, state_dtype=None, stochastic_rounding=False, seed=0):
         super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
                          maximize=maximize, state_dtype=state_dtype, stochastic_rounding=stochastic_rounding,
                          seed=seed)

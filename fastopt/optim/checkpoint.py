@@ -89,7 +89,9 @@ def save_checkpoint(optimizer, path) -> None:
                                  for key, value in group.items() if key != "params"},
                        "params": len(group["params"])})
     meta = {"param_groups": groups, "schedule_steps": list(optimizer.schedule_steps),
-            "params": [{"shape": list(p.shape), "dtype": p.dtype.str} for p in optimizer._all_params()],
+            # (bfloat16 by name: NumPy's spelling of ml_dtypes' dtype, "|V2", does not read back as it)
+            "params": [{"shape": list(p.shape), "dtype": "bfloat16" if is_bfloat16(p.dtype) else p.dtype.str}
+                       for p in optimizer._all_params()],
             "state": scalars}
     if bfloat16_arrays:
         meta["bfloat16_arrays"] = bfloat16_arrays
@@ -334,7 +336,7 @@ def _parse_meta(meta: Any, fail):
         try:
             if not isinstance(dtype, str):
                 raise TypeError
-            dtype = np.dtype(dtype)
+            dtype = bfloat16() if dtype == "bfloat16" else np.dtype(dtype)
         except (TypeError, ValueError):
             fail(f"malformed metadata: params[{i}]['dtype'] is {_short(dtype)}, not a NumPy dtype")
         shapes.append((shape, dtype))

@@ -23,6 +23,7 @@ from fastopt import _hyper
 from fastopt._core import _found_nonfinite
 from fastopt._overlap import check_disjoint
 from fastopt._quantized import QuantizedState
+from fastopt.optim._state_dtype import is_bfloat16
 from fastopt.optim.checkpoint import load_checkpoint, save_checkpoint
 
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -36,14 +37,18 @@ def _foreign_hint(value: Any, owner: str) -> str:
     return ""
 
 
-def _check_param(p: Any, where: str, owner: str = "Adam") -> None:
+def _check_param(p: Any, where: str, owner: str = "Adam", bfloat16: bool = False) -> None:
+    """p as a parameter array; bfloat16 (ml_dtypes') allowed where the optimizer's kernels take it."""
     if not isinstance(p, np.ndarray):
         raise TypeError(f"{where} must be a numpy.ndarray, got {type(p).__name__}{_foreign_hint(p, owner)}")
     if isinstance(p, np.ma.MaskedArray):
         raise TypeError(f"{where} is a numpy masked array: its masked entries would be updated too (pass a "
                         "plain array)")
-    if p.dtype not in _FLOAT_DTYPES:
-        raise TypeError(f"{where} has dtype {p.dtype}; fastopt optimizes float32 or float64 arrays")
+    if p.dtype not in _FLOAT_DTYPES and not (bfloat16 and is_bfloat16(p.dtype)):
+        also = " or bfloat16" if bfloat16 else ""
+        raise TypeError(f"{where} has dtype {p.dtype}; fastopt.optim.{owner} optimizes float32{also} or float64 "
+                        "arrays" + ("" if bfloat16 or not is_bfloat16(p.dtype) else
+                                    " (bfloat16 params: fastopt.optim.Adam and AdamW)"))
     if not p.flags.c_contiguous:
         raise ValueError(f"{where} is not C-contiguous")
     if not p.flags.writeable:
@@ -57,7 +62,7 @@ def _check_grad_scale(grad_scale: Any, params: List[np.ndarray]) -> float:
     value = _hyper.real(grad_scale, "grad_scale")
     if not (math.isfinite(value) and value > 0):
         raise ValueError(f"grad_scale must be > 0, got {value}")
-    if any(p.dtype == np.float32 for p in params):
+    if any(p.dtype == np.float32 or is_bfloat16(p.dtype) for p in params):  # (bfloat16: float32 arithmetic)
         # The kernels' rule for float32 arithmetic (hyper_rules.h): a normal float32 number.
         float32 = np.finfo(np.float32)
         if not float(float32.tiny) <= value <= float(float32.max):
@@ -83,6 +88,8 @@ class Optimizer:
     _nullable_state: Tuple[str, ...] = ()
     # ... and numbers kept beside the arrays (NAdam's mu_product, ASGD's eta and mu).
     _scalar_state: Tuple[str, ...] = ()
+    # Whether the kernels take ml_dtypes.bfloat16 params (with bfloat16 grads): Adam and AdamW.
+    _bfloat16_params = False
 
     def __init__(self, params: Iterable, defaults: Dict[str, Any]):
         # The constructor's own arguments are checked first, so their errors name just the argument.
@@ -124,7 +131,8 @@ class Optimizer:
         first = sum(len(g["params"]) for g in self.param_groups)
         seen = {id(p) for g in self.param_groups for p in g["params"]}
         for j, p in enumerate(params):
-            _check_param(p, f"params[{first + j}]", type(self).__name__)
+            _check_param(p, f"params[{first + j}]", type(self).__name__, self._bfloat16_params)
+            self._check_param_dtype(p, f"params[{first + j}]")
             if id(p) in seen:
                 raise ValueError(f"params[{first + j}] appears more than once in the optimizer")
             seen.add(id(p))
@@ -160,7 +168,8 @@ class Optimizer:
         they include the range of its arithmetic, which refuses eps=1e-50 for float32 params, say); on an
         empty list when the group has no params."""
         _hyper.check_hyperparameters(group, lr=_lr_or_schedule)
-        dtypes = {p.dtype for p in group.get("params", ()) if isinstance(p, np.ndarray) and p.dtype in _FLOAT_DTYPES}
+        dtypes = {p.dtype for p in group.get("params", ())
+                  if isinstance(p, np.ndarray) and (p.dtype in _FLOAT_DTYPES or is_bfloat16(p.dtype))}
         if not dtypes:
             self._update(group, [], [], [], self._check_key())
         for dtype in sorted(dtypes, key=str):
@@ -194,7 +203,8 @@ class Optimizer:
         # The parameters too: param_groups is the caller's to edit (an array appended to a group's list
         # is checked here, under its index in the whole optimizer).
         for i, p in enumerate(params):
-            _check_param(p, f"params[{i}]", type(self).__name__)
+            _check_param(p, f"params[{i}]", type(self).__name__, self._bfloat16_params)
+            self._check_param_dtype(p, f"params[{i}]")
         self._check_grads(params, grads)
         # Hyperparameters may have been edited since the last step; schedules are evaluated here.
         groups = []
@@ -385,6 +395,9 @@ class Optimizer:
 
     def _update(self, group, params, grads, states, step_key, grad_scale=1.0) -> None:
         raise NotImplementedError
+
+    def _check_param_dtype(self, p: np.ndarray, where: str) -> None:
+        """ValueError when the optimizer's options refuse params p's dtype (Adam's state_dtype)."""
 
     def _state_dtype(self, p: np.ndarray) -> np.dtype:
         """The dtype of p's state arrays: p's own, unless the optimizer keeps compact state (Adam's
