@@ -66,14 +66,16 @@ def _cuda_refusal() -> Optional[str]:
     return None
 
 
-def check_tensor(t: torch.Tensor, name: str, like: torch.Tensor = None, state: bool = False) -> None:
+def check_tensor(t: torch.Tensor, name: str, like: torch.Tensor = None, state: bool = False,
+                 cpu_bfloat16: bool = False) -> None:
     """Raises if the kernels cannot update (or read) `t` in place; `name` goes into the message.
+    cpu_bfloat16: the optimizer's kernels take bfloat16 on the CPU too (Adam/AdamW: _cpu_bfloat16).
     With `like` (the parameter), `t` must also match its device and shape, and its dtype: the parameter's
     for a gradient, state_dtype(parameter's) for optimizer state (`state=True`).
     (Called for every tensor of every step: the common case, a dense float CPU tensor, is a few attribute
     reads.)"""
     cpu, dtype = t.is_cpu, t.dtype
-    if not (cpu and dtype in CPU_DTYPES and t.layout == torch.strided):
+    if not (cpu and (dtype in CPU_DTYPES or (cpu_bfloat16 and dtype == torch.bfloat16)) and t.layout == torch.strided):
         _check_kind(t, name)
     if like is not None:
         expected = like_dtype = like.dtype
@@ -151,7 +153,8 @@ def _check_kind(t: torch.Tensor, name: str) -> None:
                                   "(sparse gradients are not supported)")
     dtype = t.dtype
     if t.is_cpu:
-        extra = " (float16/bfloat16 on CUDA only)" if dtype in HALF_DTYPES else ""
+        extra = " (bfloat16: fastopt.torch.Adam and AdamW; float16 on CUDA only)" if dtype == torch.bfloat16 else \
+            " (float16 on CUDA only)" if dtype in HALF_DTYPES else ""
         raise TypeError(f"{name} has dtype {dtype}; fastopt updates float32, float64, complex64 or complex128 "
                         f"tensors on the CPU{extra}")
     if not t.is_cuda:
@@ -176,7 +179,8 @@ def views(tensors: List[torch.Tensor]) -> list:
         return tensors
     if tensors and tensors[0].is_complex():
         tensors = [torch.view_as_real(t.detach()) for t in tensors]
-    if tensors and tensors[0].is_cuda:
+    if tensors and (tensors[0].is_cuda or tensors[0].dtype == torch.bfloat16):
+        # (NumPy has no bfloat16: CPU bfloat16 tensors go to the kernels as tensors, which they read in place)
         return [flat(t.detach() if t.requires_grad else t) for t in tensors]
     try:
         return [flat(t.detach()).numpy() for t in tensors]

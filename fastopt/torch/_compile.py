@@ -139,8 +139,8 @@ def step_groups(cls, groups) -> None:
         if not params:
             continue
         for i, (p, g, state) in enumerate(zip(params, grads, states)):
-            _arrays.check_tensor(p, f"params[{i}]")
-            _arrays.check_tensor(g, f"params[{i}].grad", like=p)
+            _arrays.check_tensor(p, f"params[{i}]", cpu_bfloat16=opt._cpu_bfloat16)
+            _arrays.check_tensor(g, f"params[{i}].grad", like=p, cpu_bfloat16=opt._cpu_bfloat16)
             if state:
                 opt._check_state(i, p, state, group, k)
             spans += [(t.data_ptr(), t.data_ptr() + t.numel() * t.element_size(), name) for t, name in

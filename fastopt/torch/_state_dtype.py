@@ -49,12 +49,30 @@ def normalise(value: Any) -> str:
 
 
 def check_options(group: Dict[str, Any], where: str = "") -> None:
-    """The group's state_dtype and stochastic_rounding, and the parameters compact state can take."""
+    """The group's state_dtype, stochastic_rounding and seed, and the parameters compact state (and stochastic
+    rounding of bfloat16 parameters) can take."""
     form = normalise(group.get("state_dtype"))
     rounding = group.get("stochastic_rounding", False)
     if not isinstance(rounding, bool):
         raise TypeError(f"{where}stochastic_rounding must be a bool, got {type(rounding).__name__}")
-    if rounding and form != "bfloat16":
+    seed = group.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**64:
+        raise ValueError(f"{where}seed must be an int with 0 <= seed < 2**64, got {seed!r}")
+    params = list(group.get("params", ()))
+    if rounding and form == "float32":
+        # torch's state (of the params' dtype): bfloat16 params are what there is to round (checked per group:
+        # the constructor's defaults have no params)
+        if "params" not in group:
+            return
+        low = [i for i, p in enumerate(params) if p.dtype == torch.bfloat16]
+        if not low:
+            raise ValueError(f"{where}stochastic_rounding=True rounds bfloat16 values, but state_dtype is {form!r} "
+                             "and no parameter is bfloat16 (use state_dtype='bfloat16')")
+        for i in low:
+            if not params[i].is_cpu:
+                raise ValueError(f"{where}stochastic_rounding=True: params[{i}] is on {params[i].device}, but "
+                                 "stochastic rounding is implemented on the CPU only for now")
+    elif rounding and form != "bfloat16":
         raise ValueError(f"{where}stochastic_rounding=True rounds bfloat16 values, but state_dtype is {form!r} "
                          "(use state_dtype='bfloat16')")
     if form == "float32":

@@ -5,7 +5,8 @@ capturable), `exp_avg`, `exp_avg_sq` and, with amsgrad, `max_exp_avg_sq` (float3
 parameters on CUDA). Adam's `decoupled_weight_decay=True` is AdamW (fastopt.adamw_); AdamW always is.
 
 `state_dtype` ("float32" default, "bfloat16", "int8"; also None, torch.float32, torch.bfloat16) and
-`stochastic_rounding` (bfloat16 state only) choose compact state on the CPU: see _state_dtype for its layouts
+`stochastic_rounding` (of bfloat16 state, or of bfloat16 params with torch's state; `seed` picks its random bits)
+choose compact state on the CPU: see _state_dtype for its layouts
 (bfloat16: torch's keys in torch.bfloat16; int8: bitsandbytes' keys, loadable by bitsandbytes' AdamW8bit).
 """
 
@@ -22,27 +23,29 @@ from fastopt.torch._optimizer import FusedOptimizer, new_step, scalar
 
 class Adam(FusedOptimizer):
     """``Adam(params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, amsgrad=False, *, foreach=None,
-    maximize=False, capturable=False, differentiable=False, fused=None, decoupled_weight_decay=False, state_dtype=None, stochastic_rounding=False)``"""
+    maximize=False, capturable=False, differentiable=False, fused=None, decoupled_weight_decay=False, state_dtype=None, stochastic_rounding=False,
+    seed=0)``"""
 
     _torch_name = "Adam"  # torch.optim's class: it steps differentiable=True groups
 
+    _cpu_bfloat16 = True  # (bfloat16 params on the CPU: float32 state, as the twins keep for half params)
     _state_keys = ("step", "exp_avg", "exp_avg_sq")
     _lazy_state = ("max_exp_avg_sq",)
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, amsgrad=False, *,
                  foreach=None, maximize=False, capturable=False, differentiable=False, fused=None,
-                 decoupled_weight_decay=False, state_dtype=None, stochastic_rounding=False):
+                 decoupled_weight_decay=False, state_dtype=None, stochastic_rounding=False, seed=0):
         state_dtype = compact.normalise(state_dtype)  # (ValueError naming state_dtype)
         defaults = dict(lr=lr, betas=tuple(betas) if isinstance(betas, list) else betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
                         maximize=maximize, foreach=foreach, capturable=capturable,
                         differentiable=differentiable, fused=fused,
                         decoupled_weight_decay=decoupled_weight_decay, state_dtype=state_dtype,
-                        stochastic_rounding=stochastic_rounding)
+                        stochastic_rounding=stochastic_rounding, seed=seed)
         compact.check_options(defaults)
-        if state_dtype == "float32" and stochastic_rounding is False:
+        if state_dtype == "float32" and stochastic_rounding is False and seed == 0:
             # (today's state: the groups hold torch's options only, so the state_dict is torch's exactly; a
             # group without state_dtype has float32 state)
-            del defaults["state_dtype"], defaults["stochastic_rounding"]
+            del defaults["state_dtype"], defaults["stochastic_rounding"], defaults["seed"]
         super().__init__(params, defaults)
 
     # ------------------------------------------------------------------ compact state (_state_dtype)
@@ -57,7 +60,7 @@ class Adam(FusedOptimizer):
         compact.check_options(group, f"param group {k}: ")
 
     def _plannable(self, group):
-        return self._form(group) == "float32"
+        return self._form(group) == "float32" and not group.get("stochastic_rounding")
 
     def _check_state(self, i, p, state, group, k):
         form = self._form(group)
@@ -127,8 +130,11 @@ class Adam(FusedOptimizer):
             m, v, vmax = compact.kernel_operands(states, form, bool(group["amsgrad"]))
             return self._kernel(group, params, grads, m, v, vmax, step, grad_scale, found_inf,
                                 stochastic_rounding=bool(group.get("stochastic_rounding")) and bool(params))
+        # (torch's state: stochastic rounding, when asked for, rounds the bfloat16 params of this call)
+        low = bool(params) and str(params[0].dtype) in ("bfloat16", "torch.bfloat16")
         self._kernel(group, params, grads, self._views(states, "exp_avg"), self._views(states, "exp_avg_sq"),
-                     self._views(states, "max_exp_avg_sq") if group["amsgrad"] else None, step, grad_scale, found_inf)
+                     self._views(states, "max_exp_avg_sq") if group["amsgrad"] else None, step, grad_scale, found_inf,
+                     stochastic_rounding=bool(group.get("stochastic_rounding")) and low)
 
     def _run_int8(self, group, params, grads, states, step, grad_scale, found_inf):
         """Two kernel calls: the float32-state members (under bitsandbytes' min_8bit_size) and the quantised
@@ -148,9 +154,10 @@ class Adam(FusedOptimizer):
         beta1, beta2 = group["betas"]
         if extra.get("stochastic_rounding"):
             # Distinct random bits per param group (the kernel's hash also takes the step, the tensor's index
-            # in the call and the element's index).
-            extra["seed"] = next((k for k, g in enumerate(self.param_groups) if g is group), 0) \
+            # in the call and the element's index): the group's seed spread by the golden ratio, plus its index.
+            k = next((k for k, g in enumerate(self.param_groups) if g is group), 0) \
                 if hasattr(self, "param_groups") else 0
+            extra["seed"] = (int(group.get("seed", 0)) * 0x9E3779B97F4A7C15 + k) % 2**64
         elif "stochastic_rounding" in extra:
             del extra["stochastic_rounding"]
         kernel(params, grads, m, v, vmax,
@@ -162,7 +169,7 @@ class Adam(FusedOptimizer):
 class AdamW(Adam):
     """``AdamW(params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False, *,
     maximize=False, foreach=None, capturable=False, differentiable=False, fused=None, state_dtype=None,
-    stochastic_rounding=False)``
+    stochastic_rounding=False, seed=0)``
 
     As Adam, with the weight decay decoupled: ``p *= 1 - lr * weight_decay`` before the Adam step."""
 
@@ -170,11 +177,11 @@ class AdamW(Adam):
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False, *,
                  maximize=False, foreach=None, capturable=False, differentiable=False, fused=None,
-                 state_dtype=None, stochastic_rounding=False):
+                 state_dtype=None, stochastic_rounding=False, seed=0):
         super().__init__(params, lr, betas, eps, weight_decay, amsgrad, foreach=foreach, maximize=maximize,
                          capturable=capturable, differentiable=differentiable, fused=fused,
                          decoupled_weight_decay=True, state_dtype=state_dtype,
-                         stochastic_rounding=stochastic_rounding)
+                         stochastic_rounding=stochastic_rounding, seed=seed)
 
     def __setstate__(self, state):
         super().__setstate__(state)
