@@ -1,7 +1,8 @@
 """fastopt.torch.Adam / AdamW over bfloat16 parameters on the CPU (torch's fused CPU Adam takes them; issues
 16 and 18): float32 state (the twins' rule for half parameters), each step the functional kernel's, the first
 step torch's fused one bit for bit, stochastic rounding of the parameters with a chosen seed, state_dict round
-trips, and the refusals (other twins, stochastic rounding with nothing bfloat16 to round, a bad seed)."""
+trips, bfloat16 state beside them (state_dtype="bfloat16"), and the refusals (other twins, stochastic rounding
+with nothing bfloat16 to round, a bad seed, 8-bit state)."""
 
 from __future__ import annotations
 
@@ -53,6 +54,25 @@ def test_steps_are_the_functional_kernels_with_float32_state(twin, kernel, stoch
         state = opt.state[p]
         assert state["exp_avg"].dtype == torch.float32
         assert torch.equal(state["exp_avg"], m[i]) and torch.equal(state["max_exp_avg_sq"], x[i])
+
+
+@pytest.mark.parametrize("stochastic", [False, True])
+def test_bfloat16_state_for_bfloat16_params(stochastic):
+    """state_dtype="bfloat16": parameters and moments all bfloat16 (6 bytes per parameter, as torch's fused CPU
+    AdamW keeps them, here with stochastic rounding of all three), each step the functional kernel's."""
+    params = make_params(8)
+    mine = [torch.nn.Parameter(p.detach().clone()) for p in params]
+    opt = ft.AdamW(mine, **HYPER, state_dtype="bfloat16", stochastic_rounding=stochastic, seed=2)
+    train(opt, mine, 4)
+    flat = [p.detach().clone() for p in params]
+    m, v = ([torch.zeros(p.shape, dtype=torch.bfloat16) for p in params] for _ in range(2))
+    extra = dict(stochastic_rounding=True, seed=(2 * 0x9E3779B97F4A7C15) % 2**64) if stochastic else {}
+    for step in range(4):
+        fastopt.adamw_(flat, grads_for(params, step), m, v, lr=HYPER["lr"], beta1=0.9, beta2=0.99, eps=1e-8,
+                       weight_decay=HYPER["weight_decay"], step=step + 1, **extra)
+    for i, p in enumerate(mine):
+        assert torch.equal(p.detach(), flat[i])
+        assert opt.state[p]["exp_avg"].dtype == torch.bfloat16 and torch.equal(opt.state[p]["exp_avg_sq"], v[i])
 
 
 def test_first_step_is_torchs_fused_step_bit_for_bit():
@@ -109,6 +129,8 @@ def test_default_groups_are_torchs():
      "stochastic_rounding=True rounds bfloat16 values, but state_dtype is 'float32' and no parameter is bfloat16"),
     (lambda: ft.AdamW(make_params(), seed=-1), ValueError, r"seed must be an int with 0 <= seed < 2\*\*64"),
     (lambda: ft.AdamW(make_params(), seed=1.5), ValueError, "seed must be an int"),
+    (lambda: ft.AdamW(make_params(), state_dtype="int8"), ValueError,
+     r"state_dtype='int8': params\[0\] has dtype torch.bfloat16, but this compact optimizer state goes with float32"),
 ])
 def test_refusals_name_the_argument(make, error, words):
     with pytest.raises(error, match=words):

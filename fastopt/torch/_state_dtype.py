@@ -90,9 +90,10 @@ def check_options(group: Dict[str, Any], where: str = "") -> None:
         if not p.is_cpu:
             raise ValueError(f"{where}state_dtype={form!r}: params[{i}] is on {p.device}, but compact optimizer "
                              "state is implemented on the CPU only for now (use state_dtype='float32' on CUDA)")
-        if p.dtype != torch.float32:
-            raise ValueError(f"{where}state_dtype={form!r}: params[{i}] has dtype {p.dtype}, but compact optimizer "
-                             "state goes with float32 parameters")
+        if p.dtype != torch.float32 and not (form == "bfloat16" and p.dtype == torch.bfloat16):
+            takes = "float32 or bfloat16" if form == "bfloat16" else "float32"
+            raise ValueError(f"{where}state_dtype={form!r}: params[{i}] has dtype {p.dtype}, but this compact optimizer "
+                             f"state goes with {takes} parameters")
         if form == "int8" and quantised(p):
             quantised_module()  # (NotImplementedError when this build has no 8-bit state)
 
