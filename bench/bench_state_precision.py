@@ -11,6 +11,7 @@ Cases (each skipped, saying why, when what it needs is missing):
   fastopt-bf16-state   float32 params and grads, bfloat16 exp_avg / exp_avg_sq: 20 bytes per element
   fastopt-int8-state   float32 params and grads, 8-bit blockwise state (fastopt.QuantizedState): ~16 bytes
   fastopt-bf16-all     bfloat16 params, grads and state: 14 bytes per element
+  torch-fused-bf16     torch.optim.AdamW(fused=True) on bfloat16 params (its state: bfloat16 too), the same bytes
   bnb-adamw8bit        bitsandbytes.optim.AdamW8bit (its CPU path)
   torchao-adamw8bit    torchao.optim.AdamW8bit
 The bytes column is the model: parameter and state read and written, gradient read, absmax included.
@@ -58,11 +59,11 @@ def fastopt_case(n, rng, param_dtype, state_form):
     return run
 
 
-def torch_case(n, rng, make_optimizer):
+def torch_case(n, rng, make_optimizer, dtype="float32"):
     import torch
 
-    p = torch.nn.Parameter(torch.from_numpy(rng.standard_normal(n, dtype=np.float32)))
-    p.grad = torch.from_numpy(rng.standard_normal(n, dtype=np.float32))
+    p = torch.nn.Parameter(torch.from_numpy(rng.standard_normal(n, dtype=np.float32)).to(getattr(torch, dtype)))
+    p.grad = torch.from_numpy(rng.standard_normal(n, dtype=np.float32)).to(p.dtype)
     return make_optimizer([p]).step
 
 
@@ -87,6 +88,8 @@ def build_cases(names, n, rng):
     add("fastopt-bf16-state", 20, lambda: fastopt_case(n, rng, "float32", "bfloat16"))
     add("fastopt-int8-state", 16 + absmax, lambda: fastopt_case(n, rng, "float32", "int8"))
     add("fastopt-bf16-all", 14, lambda: fastopt_case(n, rng, "bfloat16", "bfloat16"))
+    add("torch-fused-bf16", 14, lambda: torch_case(
+        n, rng, lambda ps: __import__("torch").optim.AdamW(ps, fused=True, **HYPER), "bfloat16"))
     add("bnb-adamw8bit", 16 + absmax, lambda: torch_case(
         n, rng, lambda ps: __import__("bitsandbytes").optim.AdamW8bit(ps, **HYPER)))
 
@@ -121,7 +124,7 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=2)
     ap.add_argument("--threads", type=int, default=None)
     all_cases = ["torch-fused-fp32", "fastopt-fp32", "fastopt-bf16-state", "fastopt-int8-state",
-                 "fastopt-bf16-all", "bnb-adamw8bit", "torchao-adamw8bit"]
+                 "fastopt-bf16-all", "torch-fused-bf16", "bnb-adamw8bit", "torchao-adamw8bit"]
     ap.add_argument("--cases", nargs="+", default=all_cases, choices=all_cases)
     args = ap.parse_args()
     n = parse_size(args.size)
