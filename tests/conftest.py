@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import importlib.util
 
+import pytest
+
 # peer -> how to get it without pulling a GPU build onto a CPU-only machine
 OPTIONAL_PEERS = {
     "torch": "install the build that fits this machine first; CPU only: `pip install torch==2.13.0` "
@@ -26,3 +28,15 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     for name, how in missing_peers().items():
         terminalreporter.write_line(f"note: {name} is not installed: the tests that compare with it were "
                                     f"skipped; to run them, {how}")
+
+
+@pytest.fixture
+def restore_settings():
+    """Puts fastopt's instruction set and thread count back after a test that changes them (fastopt is imported
+    here, not at the top: this file is read before any test and must not import it)."""
+    import fastopt
+
+    isa, threads = fastopt.build_info()["cpu_isa"], fastopt.get_num_threads()
+    yield
+    fastopt.set_cpu_isa(isa)
+    fastopt.set_num_threads(threads)

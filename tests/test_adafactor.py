@@ -131,14 +131,6 @@ def digest_of_run(dtype):
     return b"".join(a.tobytes() for a in params + [x for x in rows + cols + variances if x is not None])
 
 
-@pytest.fixture
-def restore_settings():
-    isa, threads = fastopt.build_info()["cpu_isa"], fastopt.get_num_threads()
-    yield
-    fastopt.set_cpu_isa(isa)
-    fastopt.set_num_threads(threads)
-
-
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_same_bits_for_one_and_two_threads(dtype, restore_settings):
     fastopt.set_num_threads(1)

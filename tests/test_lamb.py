@@ -157,14 +157,6 @@ def digest_of_run(dtype, clipping):
     return b"".join(a.tobytes() for a in params + ms + vs)
 
 
-@pytest.fixture
-def restore_settings():
-    isa, threads = fastopt.build_info()["cpu_isa"], fastopt.get_num_threads()
-    yield
-    fastopt.set_cpu_isa(isa)
-    fastopt.set_num_threads(threads)
-
-
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("clipping", [False, True])
 def test_same_bits_for_one_and_two_threads(dtype, clipping, restore_settings):

@@ -70,15 +70,20 @@ def torch_step(params, grads, states, steps, hyper):
 
 
 # ---------------------------------------------------------------------------------------------- the step
+def torch_step_from(opt, params, t, form):
+    """torch's float32 step t from the twin's current state (read back from `form`; zeros before the first)."""
+    before = [p.detach().clone() for p in params]
+    states = [float_state(opt.state[p], form) if opt.state.get(p) else (torch.zeros_like(p), torch.zeros_like(p))
+              for p in params]
+    return torch_step(before, [p.grad for p in params], states, [t] * len(params), HYPER)
+
+
 def test_bfloat16_state_is_torchs_float32_update_rounded_each_step():
     params = make_params()
     opt = ft.AdamW(params, state_dtype="bfloat16", **HYPER)
     for t in range(6):
         set_grads(params, t)
-        before = [p.detach().clone() for p in params]
-        states = [float_state(opt.state[p], "bfloat16") if opt.state.get(p) else
-                  (torch.zeros_like(p), torch.zeros_like(p)) for p in params]
-        want_p, want_state = torch_step(before, [p.grad for p in params], states, [t] * len(params), HYPER)
+        want_p, want_state = torch_step_from(opt, params, t, "bfloat16")
         opt.step()
         for i, p in enumerate(params):
             s = opt.state[p]
@@ -121,10 +126,7 @@ def test_int8_state_within_the_quantisation_error_of_torchs_update():
     gaps = {j: float(np.max(np.diff(np.sort(_state_dtype.qmap(j == 1).numpy())))) for j in (1, 2)}
     for t in range(5):
         set_grads(params, t)
-        before = [p.detach().clone() for p in params]
-        states = [float_state(opt.state[p], "int8") if opt.state.get(p) else
-                  (torch.zeros_like(p), torch.zeros_like(p)) for p in params]
-        want_p, want_state = torch_step(before, [p.grad for p in params], states, [t] * len(params), HYPER)
+        want_p, want_state = torch_step_from(opt, params, t, "int8")
         held = {(i, key): (v, v.data_ptr()) for i, p in enumerate(params) for key, v in opt.state.get(p, {}).items()}
         opt.step()
         for (i, key), (v, address) in held.items():  # updated in place: the kernel wrote the tensors' own memory

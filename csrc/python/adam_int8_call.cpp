@@ -139,8 +139,7 @@ const float* map_array(py::handle obj, const char* name) {
   for (py::ssize_t i = 1; i < 256; ++i) {
     if (!(arr.data()[i - 1] < arr.data()[i])) throw py::value_error(std::string(name) + " must be sorted");
   }
-  arr.inc_ref();  // kept for the process's life
-  return arr.data();
+  return arr.data();  // (the registration keeps the array alive once it is accepted)
 }
 
 void require_maps() {
@@ -270,6 +269,25 @@ cpu::Quant8Call blockwise_call(py::handle values_obj, py::handle codes_obj, py::
   return c;
 }
 
+// Checks the arrays (nothing is written on a refusal), marks what the call writes (codes and absmax when
+// quantising, the values when reading back) and runs it without the GIL.
+void run_blockwise(py::handle values, py::handle codes, py::handle absmax, py::handle map, bool quantise) {
+  std::vector<ArrayRef> keep;
+  const cpu::Quant8Call c = blockwise_call(values, codes, absmax, map, quantise, keep);
+  if (quantise) {  // keep: values, codes, absmax
+    mark_written(keep[1]);
+    mark_written(keep[2]);
+  } else {
+    mark_written(keep[0]);
+  }
+  py::gil_scoped_release no_gil;
+  if (quantise) {
+    cpu::kernels().quantize8(c);
+  } else {
+    cpu::kernels().dequantize8(c);
+  }
+}
+
 }  // namespace
 
 void bind_quantized(py::module_& m) {
@@ -282,10 +300,13 @@ void bind_quantized(py::module_& m) {
         // (built aside and copied in only when both are exact: a refused map leaves the live tables as they were)
         auto built_u = std::make_unique<Quant8Tables>(), built_s = std::make_unique<Quant8Tables>();
         if (!build_quant8_tables(u, *built_u) || !build_quant8_tables(s, *built_s)) {
-          throw py::value_error("a map has two decision bounds within one lookup bucket, or one in a clamped bucket (quant8.h): not a dynamic map");
+          throw py::value_error("a map has two decision bounds within one lookup bucket, or one in a clamped "
+                                "bucket (quant8.h): not a dynamic map");
         }
         tables[0] = *built_u;
         tables[1] = *built_s;
+        signed_map.inc_ref();  // the maps and the class are kept for the process's life
+        unsigned_map.inc_ref();
         type.inc_ref();
         quantized_type = type.ptr();
         maps[0] = Quant8Map{u, tables[0].lut};
@@ -295,21 +316,13 @@ void bind_quantized(py::module_& m) {
   m.def(
       "_quantize_blockwise",
       [](py::handle x, py::handle codes, py::handle absmax, py::handle map) {
-        std::vector<ArrayRef> keep;
-        const cpu::Quant8Call c = blockwise_call(x, codes, absmax, map, true, keep);
-        for (size_t i = 1; i < keep.size(); ++i) mark_written(keep[i]);
-        py::gil_scoped_release no_gil;
-        cpu::kernels().quantize8(c);
+        run_blockwise(x, codes, absmax, map, true);
       },
       "Blockwise dynamic 8-bit quantisation of x into codes and absmax (fastopt.QuantizedState.quantize).");
   m.def(
       "_dequantize_blockwise",
       [](py::handle codes, py::handle absmax, py::handle map, py::handle out) {
-        std::vector<ArrayRef> keep;
-        const cpu::Quant8Call c = blockwise_call(out, codes, absmax, map, false, keep);
-        mark_written(keep[0]);
-        py::gil_scoped_release no_gil;
-        cpu::kernels().dequantize8(c);
+        run_blockwise(out, codes, absmax, map, false);
       },
       "map[codes] * absmax of each block into out (fastopt.QuantizedState.dequantize).");
 }
