@@ -70,8 +70,7 @@ class StatePrecision:
                              f"{self.name!r} and no bfloat16 params nothing written is bfloat16")
 
     def of(self, p: np.ndarray) -> np.dtype:
-        """The dtype of params p's state arrays."""
-        self.check_param(p, "a parameter")
+        """The dtype of params p's state arrays (p passed check_param when it joined, and at each step)."""
         if self.name == "int8" or self.dtype is None:
             return p.dtype
         return self.dtype

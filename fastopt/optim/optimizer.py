@@ -46,9 +46,9 @@ def _check_param(p: Any, where: str, owner: str = "Adam", bfloat16: bool = False
                         "plain array)")
     if p.dtype not in _FLOAT_DTYPES and not (bfloat16 and is_bfloat16(p.dtype)):
         also = " or bfloat16" if bfloat16 else ""
+        hint = " (bfloat16 params: fastopt.optim.Adam and AdamW)" if is_bfloat16(p.dtype) and not bfloat16 else ""
         raise TypeError(f"{where} has dtype {p.dtype}; fastopt.optim.{owner} optimizes float32{also} or float64 "
-                        "arrays" + ("" if bfloat16 or not is_bfloat16(p.dtype) else
-                                    " (bfloat16 params: fastopt.optim.Adam and AdamW)"))
+                        f"arrays{hint}")
     if not p.flags.c_contiguous:
         raise ValueError(f"{where} is not C-contiguous")
     if not p.flags.writeable:

@@ -58,12 +58,12 @@ def check_options(group: Dict[str, Any], where: str = "") -> None:
     seed = group.get("seed", 0)
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**64:
         raise ValueError(f"{where}seed must be an int with 0 <= seed < 2**64, got {seed!r}")
-    params = list(group.get("params", ()))
     if rounding and form == "float32":
         # torch's state (of the params' dtype): bfloat16 params are what there is to round (checked per group:
         # the constructor's defaults have no params)
         if "params" not in group:
             return
+        params = list(group["params"])
         low = [i for i, p in enumerate(params) if p.dtype == torch.bfloat16]
         if not low:
             raise ValueError(f"{where}stochastic_rounding=True rounds bfloat16 values, but state_dtype is {form!r} "

@@ -19,8 +19,9 @@
 // order key that grows with the value (kQuantNoBound when none). One table read, one compare of x's own
 // key with the entry's, integer work, no branch: the loops vectorise with one gather per element. Exact
 // when no bucket holds two bounds and no bound lies in a bucket that clamps its exponent;
-// build_quant8_tables checks both for the map it is given (both dynamic maps pass). The inputs are x / absmax, in [-1, 1]. A block whose absmax is 0 (all
-// zeros) is stored as the code of the map's 0 with absmax 0.
+// build_quant8_tables checks both for the map it is given (both dynamic maps pass). The inputs are
+// x / absmax, in [-1, 1]. A block whose absmax is 0 (all zeros) is stored as the code of the map's 0 with
+// absmax 0.
 #pragma once
 
 #include <cmath>
@@ -73,7 +74,8 @@ FASTOPT_HD uint32_t quant8_order_key(float x) {
 
 // The code from x's table entry and order key.
 FASTOPT_HD uint8_t quant8_code(uint32_t entry, uint32_t key) {
-  return uint8_t((entry >> kQuantCountShift) + (key >= (entry & (2 * kQuantKeyMask + 1)) ? 1u : 0u));
+  const uint32_t bound = entry & ((1u << kQuantCountShift) - 1);  // the bound's key, or kQuantNoBound
+  return uint8_t((entry >> kQuantCountShift) + (key >= bound ? 1u : 0u));
 }
 
 FASTOPT_HD uint8_t quant8_nearest(const Quant8Map& q, float x) {
