@@ -44,7 +44,11 @@ def _registered_rules():
 
 
 RULES = _registered_rules() if (ROOT / "csrc").exists() else ()
-#: The packed multiply a vectorised loop of each set uses, per storage type, and its register.
+#: The classic four's loops per parameter storage (csrc/cpu/storage.h): its name in their
+#: instantiations (optim_loops.h's *_stored<storage, math, list>) and the type of their math.
+STORAGE = {"float": ("float", "float"), "double": ("double", "double"),
+           "float16": ("fastopt::cpu::F16", "float"), "bfloat16": ("fastopt::cpu::Bf16", "float")}
+#: The packed multiply a vectorised loop of each set uses, per arithmetic type, and its register.
 PACKED = {
     "baseline": {"float": ("mulps", "xmm"), "double": ("mulpd", "xmm")},
     "avx2": {"float": ("vmulps", "ymm"), "double": ("vmulpd", "ymm")},
@@ -125,15 +129,16 @@ def unvectorised(functions, isa: str):
                     bits = f"V{elements.group(1)}{'T' if elements.group(2) == 'true' else 'F'}"
                 groups[(rule, dtype, bits)].extend(body)
         for opt in OPTIMIZERS:
-            for dtype in ("float", "double"):
-                if f"{isa}::{opt}<{dtype}>(" in name:
+            for dtype, (storage, math) in STORAGE.items():
+                if f"{isa}::{opt}_stored<{storage}, {math}," in name:
                     # the chunk loop and OpenMP body of one flag combination (with_flags' lambda)
                     flags = re.search(r"operator\(\)<((?:std::integral_constant<bool, (?:true|false)>(?:, )?)+)\s*>",
                                       name)
                     bits = re.findall(r"bool, (true|false)", flags.group(1)) if flags else []
                 else:
                     # the element loop itself, where the compiler did not inline it
-                    elements = re.search(rf"{isa}::{opt}_elements<((?:(?:true|false), )+){dtype}>\(", name)
+                    elements = re.search(rf"{isa}::{opt}_elements<((?:(?:true|false), )+){storage}, {math}>\(",
+                                         name)
                     if not elements:
                         continue
                     bits = re.findall(r"true|false", elements.group(1))
@@ -154,13 +159,13 @@ def unvectorised(functions, isa: str):
     for (opt, dtype, bits), body in sorted(groups.items()):
         if not bits:  # the entry point itself: dispatches on the flags, no loop of its own
             continue
-        op, reg = PACKED[isa][dtype]
+        op, reg = PACKED[isa][STORAGE.get(dtype, (None, dtype))[1]]
         if not any(line.startswith(op) and f"%{reg}" in line for line in body):
             missing.append(f"{opt}<{dtype}> flags {bits}")
     # Every optimizer must have been found with at least one flag combination.
     found = {(opt, dtype) for opt, dtype, flags in groups if flags}
     for opt in OPTIMIZERS + RULES:
-        for dtype in ("float", "double"):
+        for dtype in STORAGE if opt in OPTIMIZERS else ("float", "double"):
             if (opt, dtype) not in found:
                 missing.append(f"{opt}<{dtype}>: no instantiation found")
     for storage in ("adam_bf16<f32, bf16>", "adam_bf16<bf16, f32>", "adam_bf16<bf16, bf16>"):
@@ -190,5 +195,6 @@ def test_the_guard_sees_a_loop_that_does_not_vectorise():
         assert not any("no instantiation" in m for m in missing), (isa, missing)
         assert any(m.startswith("sgd<float> flags") for m in missing), (isa, missing)
         assert any(m.startswith("adam<double> flags") for m in missing), (isa, missing)
+        assert any(m.startswith("rmsprop<float16> flags") for m in missing), (isa, missing)
         assert any(m.startswith("LionRule<float> flags") for m in missing), (isa, missing)
         assert any(m.startswith("adam_bf16<bf16, bf16><float> flags") for m in missing), (isa, missing)

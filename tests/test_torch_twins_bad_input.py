@@ -74,13 +74,7 @@ def test_sparse_gradient(name):
     refuse(name, [param(2, seed=3), emb.weight], RuntimeError, r"does not support sparse gradients")
 
 
-# (Adam/AdamW update bfloat16 parameters on the CPU: test_torch_twins_bf16_params.py)
-@pytest.mark.parametrize("name,dtype", [(name, dtype) for name in NAMES for dtype in (torch.float16, torch.bfloat16)
-                                        if not (dtype == torch.bfloat16 and name in ("Adam", "AdamW"))])
-def test_half_precision_parameter(name, dtype):
-    p = param(4, dtype=dtype, seed=3)
-    p.grad = torch.ones_like(p)
-    refuse(name, [p], TypeError, rf"params\[2\] has dtype {dtype}")
+# (float16/bfloat16 parameters on the CPU: test_torch_twins_half_cpu.py)
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -123,8 +123,8 @@ def test_default_groups_are_torchs():
 
 
 @pytest.mark.parametrize("make,error,words", [
-    (lambda: ft.SGD(make_params(), lr=0.1), TypeError,
-     r"params\[0\] has dtype torch.bfloat16; .* \(bfloat16: fastopt.torch.Adam and AdamW"),
+    (lambda: ft.Lion(make_params(), lr=0.1), TypeError,
+     r"params\[0\] has dtype torch.bfloat16; .* \(float16 and bfloat16: fastopt.torch.SGD, Adagrad, RMSprop, Adam"),
     (lambda: ft.AdamW(make_params(dtype=torch.float32), stochastic_rounding=True), ValueError,
      "stochastic_rounding=True rounds bfloat16 values, but state_dtype is 'float32' and no parameter is bfloat16"),
     (lambda: ft.AdamW(make_params(), seed=-1), ValueError, r"seed must be an int with 0 <= seed < 2\*\*64"),

@@ -8,6 +8,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "common/dtype.h"
 #include "cpu/adafactor_tensor.h"
 #include "cpu/adam_bf16_call.h"
 #include "cpu/adam_int8_call.h"
@@ -84,6 +85,16 @@ struct TypedKernels {
   double svm(const HingeArgs<T, int64_t>& a) const { return svm_i64(a); }
 };
 
+// The classic four over half-precision params and grads on the CPU (float16 or bfloat16, one table
+// each), with float32 state and float32 math (optim_loops.h, storage.h). Operands as in TypedKernels,
+// as void pointers: the params' storage is the table's, the state's float.
+struct HalfKernels {
+  bool (*sgd)(const TensorList<void, 3>&, const SgdHyper&);
+  bool (*adagrad)(const TensorList<void, 3>&, const AdagradHyper&);
+  bool (*rmsprop)(const TensorList<void, 5>&, const RmspropHyper&);
+  bool (*adam)(const TensorList<void, 5>&, const AdamHyper&);
+};
+
 struct KernelTable {
   const char* isa;  // "avx512", "avx2", "baseline"
   TypedKernels<float> f32;
@@ -95,6 +106,8 @@ struct KernelTable {
   // blockwise 8-bit quantisation of one float32 array, and back (fastopt/quant8.h)
   void (*quantize8)(const Quant8Call&);
   void (*dequantize8)(const Quant8Call&);
+  HalfKernels f16;   // float16 params and grads
+  HalfKernels bf16;  // bfloat16 params and grads
 
   template <typename T>
   const TypedKernels<T>& of() const {
@@ -104,6 +117,9 @@ struct KernelTable {
       return f64;
     }
   }
+
+  // The half kernels of `param` (float16 or bfloat16).
+  const HalfKernels& half(DType param) const { return param == DType::BFloat16 ? bf16 : f16; }
 };
 
 // The table in use: the best instruction set this CPU supports, unless use_isa() chose another.

@@ -48,7 +48,8 @@ TypedKernels<T> typed_kernels() {
 const KernelTable& table() {
   static const KernelTable instance{FASTOPT_STR(FASTOPT_ISA_NS), typed_kernels<float>(),
                                     typed_kernels<double>(), &adam_bf16, &adam_int8,
-                                    &quantize8, &dequantize8};
+                                    &quantize8, &dequantize8, half_kernels<F16>(),
+                                    half_kernels<Bf16>()};
   return instance;
 }
 

@@ -7,10 +7,16 @@
 // square_avg, momentum_buffer, grad_avg}; adam {param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq}.
 // Unused operands are nullptr. Each update returns found_inf: true when skip_nonfinite found a
 // non-finite gradient and nothing was written (grad_scale.h).
+//
+// Each loop has a storage type P for the params and grads and an arithmetic type T for the math and
+// the optimizer state (storage.h): P = T for float32/float64, P = Bf16 or F16 with T = float for
+// half-precision parameters on the CPU (the *_half entries: float32 state, the math in float32, the
+// params rounded to nearest even once per step).
 #pragma once
 
 #include "cpu/parallel.h"
 #include "cpu/static_switch.h"
+#include "cpu/storage.h"
 #include "cpu/tensor_list.h"
 #include "fastopt/fastopt.h"
 
@@ -19,38 +25,51 @@ namespace fastopt::cpu::FASTOPT_ISA_NS {
 // The chunk heads (parallel.h, make_chunks) that start every chunk of tensor k on a cache line of
 // its operand `operand` (the parameter for the updates: every operand is aligned with it when all
 // come from one allocator, NumPy's or torch's). Only large calls are chunked, so small ones skip it.
-template <typename T, int N>
-std::vector<int64_t> operand_heads(const TensorList<T, N>& tensors, int operand) {
+// An operand of tensor k as storage X, from element `begin` on (nullptr stays nullptr: an unused
+// operand). The lists hold T* (plain calls) or void* (half calls, whose operands differ in type).
+template <typename X, typename List>
+X* operand_as(const List& tensors, int32_t k, int j, int64_t begin) {
+  X* base = static_cast<X*>(tensors.ptrs[size_t(k)][size_t(j)]);
+  return base == nullptr ? nullptr : base + begin;
+}
+
+// The chunk heads (parallel.h, make_chunks) that start every chunk of tensor k on a cache line of
+// its operand `operand`, of storage X (the parameter for the updates: every operand is aligned with
+// it when all come from one allocator, NumPy's or torch's). Only large calls are chunked, so small
+// ones skip it.
+template <typename X, typename List>
+std::vector<int64_t> operand_heads(const List& tensors, int operand) {
   std::vector<int64_t> heads;
   if (total_elements(tensors.sizes) < kParallelThreshold) return heads;
   heads.reserve(tensors.ptrs.size());
-  for (const auto& ptrs : tensors.ptrs) heads.push_back(elements_to_alignment(ptrs[size_t(operand)]));
+  for (const auto& ptrs : tensors.ptrs) heads.push_back(elements_to_alignment(static_cast<const X*>(ptrs[size_t(operand)])));
   return heads;
 }
 
-// for_each_chunk over the elements of an update, its chunks on the parameter's cache lines.
-template <typename T, int N, typename Body>
-void for_each_update_chunk(const TensorList<T, N>& tensors, Body&& body) {
-  for_each_chunk(tensors.sizes, body, operand_heads(tensors, 0));
+// for_each_chunk over the elements of an update whose params are of storage P, its chunks on the
+// parameter's cache lines.
+template <typename P, typename List, typename Body>
+void for_each_update_chunk(const List& tensors, Body&& body) {
+  for_each_chunk(tensors.sizes, body, operand_heads<P>(tensors, 0));
 }
 
-// The pre-pass of skip_nonfinite: true when any unscaled gradient (operand 1 of every tensor) is
-// NaN or +-Inf. It reads every gradient, on the same chunks and threads as the updates, and writes
-// nothing. The flag is an integer OR, so the loop vectorises.
-template <typename T, int N>
-bool any_nonfinite_grad(const TensorList<T, N>& tensors, double grad_scale) {
+// The pre-pass of skip_nonfinite: true when any unscaled gradient (operand 1 of every tensor, of
+// storage P, unscaled in T) is NaN or +-Inf. It reads every gradient, on the same chunks and threads
+// as the updates, and writes nothing. The flag is an integer OR, so the loop vectorises.
+template <typename P, typename T, typename List>
+bool any_nonfinite_grad(const List& tensors, double grad_scale) {
   const T scale = T(grad_scale);
   bool found = false;
   with_flags(
       [&](auto SCALED) {
         found = any_chunk(tensors.sizes, [&](int32_t k, int64_t begin, int64_t end) {
-          const T* __restrict g = tensors.ptrs[k][1];
+          const P* __restrict g = static_cast<const P*>(tensors.ptrs[size_t(k)][1]);
           unsigned bad = 0;
           for (int64_t i = begin; i < end; ++i) {
-            bad |= unsigned(!is_finite_(unscale_grad<SCALED.value>(g[i], scale)));
+            bad |= unsigned(!is_finite_(unscale_grad<SCALED.value>(T(widen(g[i])), scale)));
           }
           return bad != 0;
-        }, operand_heads(tensors, 1));
+        }, operand_heads<P>(tensors, 1));
       },
       grad_scale != 1.0);
   return found;
@@ -59,15 +78,15 @@ bool any_nonfinite_grad(const TensorList<T, N>& tensors, double grad_scale) {
 // found_inf of an update call: its pre-pass ran and found a non-finite gradient, so the caller
 // must write nothing. The update loops below take SCALED as one more compile-time flag, false
 // when grad_scale == 1, so an unscaled call divides nothing and runs exactly the code it did before.
-template <typename T, int N>
-bool skip_call(const TensorList<T, N>& tensors, const GradScaling& scaling) {
-  return scaling.skip_nonfinite && any_nonfinite_grad(tensors, scaling.grad_scale);
+template <typename P, typename T, typename List>
+bool skip_call(const List& tensors, const GradScaling& scaling) {
+  return scaling.skip_nonfinite && any_nonfinite_grad<P, T>(tensors, scaling.grad_scale);
 }
 
 // The found_inf pre-pass alone (operand 0 unused), for a step spread over several kernel calls.
 template <typename T>
 bool nonfinite(const TensorList<T, 2>& tensors, double grad_scale) {
-  return any_nonfinite_grad(tensors, grad_scale);
+  return any_nonfinite_grad<T, T>(tensors, grad_scale);
 }
 
 // The element loops, one per rule. Their operands are __restrict *function parameters*: GCC trusts
@@ -77,135 +96,154 @@ bool nonfinite(const TensorList<T, 2>& tensors, double grad_scale) {
 // every instantiation of these loops is vectorised at every instruction set. `gs` is the gradient
 // scale by value (a captured reference could alias the arrays).
 
-template <bool MOMENTUM, bool NESTEROV, bool FIRST, bool SCALED, typename T>
-inline void sgd_elements(int64_t n, T* __restrict p, const T* __restrict g, T* __restrict b, T gs,
+template <bool MOMENTUM, bool NESTEROV, bool FIRST, bool SCALED, typename P, typename T>
+inline void sgd_elements(int64_t n, P* __restrict p, const P* __restrict g, T* __restrict b, T gs,
                          const SgdScalars<T> s) {
   for (int64_t i = 0; i < n; ++i) {
-    T pi = p[i];
+    T pi = widen(p[i]);
     T bi = 0;
     if constexpr (MOMENTUM && !FIRST) bi = b[i];
-    sgd_update<MOMENTUM, NESTEROV, FIRST>(pi, unscale_grad<SCALED>(g[i], gs), bi, s);
-    p[i] = pi;
+    sgd_update<MOMENTUM, NESTEROV, FIRST>(pi, unscale_grad<SCALED>(T(widen(g[i])), gs), bi, s);
+    p[i] = narrow<P>(pi);
     if constexpr (MOMENTUM) b[i] = bi;
   }
 }
 
-template <bool SCALED, typename T>
-inline void adagrad_elements(int64_t n, T* __restrict p, const T* __restrict g, T* __restrict sum, T gs,
+template <bool SCALED, typename P, typename T>
+inline void adagrad_elements(int64_t n, P* __restrict p, const P* __restrict g, T* __restrict sum, T gs,
                              const AdagradScalars<T> s) {
   for (int64_t i = 0; i < n; ++i) {
-    T pi = p[i], si = sum[i];
-    adagrad_update(pi, unscale_grad<SCALED>(g[i], gs), si, s);
-    p[i] = pi;
+    T pi = widen(p[i]), si = sum[i];
+    adagrad_update(pi, unscale_grad<SCALED>(T(widen(g[i])), gs), si, s);
+    p[i] = narrow<P>(pi);
     sum[i] = si;
   }
 }
 
-template <bool CENTERED, bool MOMENTUM, bool SCALED, typename T>
-inline void rmsprop_elements(int64_t n, T* __restrict p, const T* __restrict g, T* __restrict sq,
+template <bool CENTERED, bool MOMENTUM, bool SCALED, typename P, typename T>
+inline void rmsprop_elements(int64_t n, P* __restrict p, const P* __restrict g, T* __restrict sq,
                              T* __restrict b, T* __restrict ga, T gs, const RmspropScalars<T> s) {
   for (int64_t i = 0; i < n; ++i) {
-    T pi = p[i], sqi = sq[i], bi = 0, gai = 0;
+    T pi = widen(p[i]), sqi = sq[i], bi = 0, gai = 0;
     if constexpr (MOMENTUM) bi = b[i];
     if constexpr (CENTERED) gai = ga[i];
-    rmsprop_update<CENTERED, MOMENTUM>(pi, unscale_grad<SCALED>(g[i], gs), sqi, bi, gai, s);
-    p[i] = pi;
+    rmsprop_update<CENTERED, MOMENTUM>(pi, unscale_grad<SCALED>(T(widen(g[i])), gs), sqi, bi, gai, s);
+    p[i] = narrow<P>(pi);
     sq[i] = sqi;
     if constexpr (MOMENTUM) b[i] = bi;
     if constexpr (CENTERED) ga[i] = gai;
   }
 }
 
-template <bool AMSGRAD, bool DECOUPLED, bool SCALED, typename T>
-inline void adam_elements(int64_t n, T* __restrict p, const T* __restrict g, T* __restrict m, T* __restrict v,
+template <bool AMSGRAD, bool DECOUPLED, bool SCALED, typename P, typename T>
+inline void adam_elements(int64_t n, P* __restrict p, const P* __restrict g, T* __restrict m, T* __restrict v,
                           T* __restrict vmax, T gs, const AdamScalars<T> s) {
   for (int64_t i = 0; i < n; ++i) {
-    T pi = p[i], mi = m[i], vi = v[i], vmaxi = 0;
+    T pi = widen(p[i]), mi = m[i], vi = v[i], vmaxi = 0;
     if constexpr (AMSGRAD) vmaxi = vmax[i];
-    adam_update<AMSGRAD, DECOUPLED>(pi, unscale_grad<SCALED>(g[i], gs), mi, vi, vmaxi, s);
-    p[i] = pi;
+    adam_update<AMSGRAD, DECOUPLED>(pi, unscale_grad<SCALED>(T(widen(g[i])), gs), mi, vi, vmaxi, s);
+    p[i] = narrow<P>(pi);
     m[i] = mi;
     v[i] = vi;
     if constexpr (AMSGRAD) vmax[i] = vmaxi;
   }
 }
 
-// An operand of tensor k from element `begin` on (nullptr stays nullptr: an unused operand).
-template <typename T, int N>
-T* operand_at(const TensorList<T, N>& tensors, int32_t k, int j, int64_t begin) {
-  T* base = tensors.ptrs[size_t(k)][size_t(j)];
-  return base == nullptr ? nullptr : base + begin;
-}
-
-template <typename T>
-bool sgd(const TensorList<T, 3>& tensors, const SgdHyper& hyper) {
-  if (skip_call(tensors, hyper.scaling)) return true;
+// The updates over a list whose params and grads are of storage P and whose math and state are T
+// (named *_stored: the tests find each instantiation's loops by these names).
+template <typename P, typename T, typename List>
+bool sgd_stored(const List& tensors, const SgdHyper& hyper) {
+  if (skip_call<P, T>(tensors, hyper.scaling)) return true;
   const SgdScalars<T> s = sgd_scalars<T>(hyper);
   const T scale = T(hyper.scaling.grad_scale);
   const bool momentum = hyper.momentum != 0.0;
   with_flags(
       [&](auto MOMENTUM, auto NESTEROV, auto FIRST, auto SCALED) {
-        for_each_update_chunk(tensors, [&](int32_t k, int64_t begin, int64_t end) {
+        for_each_update_chunk<P>(tensors, [&](int32_t k, int64_t begin, int64_t end) {
           sgd_elements<MOMENTUM.value, NESTEROV.value, FIRST.value, SCALED.value>(
-              end - begin, operand_at(tensors, k, 0, begin), operand_at(tensors, k, 1, begin),
-              operand_at(tensors, k, 2, begin), scale, s);
+              end - begin, operand_as<P>(tensors, k, 0, begin), operand_as<const P>(tensors, k, 1, begin),
+              operand_as<T>(tensors, k, 2, begin), scale, s);
         });
       },
       momentum, momentum && hyper.nesterov, momentum && hyper.step == 1, hyper.scaling.grad_scale != 1.0);
   return false;
 }
 
-template <typename T>
-bool adagrad(const TensorList<T, 3>& tensors, const AdagradHyper& hyper) {
-  if (skip_call(tensors, hyper.scaling)) return true;
+template <typename P, typename T, typename List>
+bool adagrad_stored(const List& tensors, const AdagradHyper& hyper) {
+  if (skip_call<P, T>(tensors, hyper.scaling)) return true;
   const AdagradScalars<T> s = adagrad_scalars<T>(hyper);
   const T scale = T(hyper.scaling.grad_scale);
   with_flags(
       [&](auto SCALED) {
-        for_each_update_chunk(tensors, [&](int32_t k, int64_t begin, int64_t end) {
-          adagrad_elements<SCALED.value>(end - begin, operand_at(tensors, k, 0, begin),
-                                         operand_at(tensors, k, 1, begin), operand_at(tensors, k, 2, begin),
-                                         scale, s);
+        for_each_update_chunk<P>(tensors, [&](int32_t k, int64_t begin, int64_t end) {
+          adagrad_elements<SCALED.value>(end - begin, operand_as<P>(tensors, k, 0, begin),
+                                         operand_as<const P>(tensors, k, 1, begin),
+                                         operand_as<T>(tensors, k, 2, begin), scale, s);
         });
       },
       hyper.scaling.grad_scale != 1.0);
   return false;
 }
 
-template <typename T>
-bool rmsprop(const TensorList<T, 5>& tensors, const RmspropHyper& hyper) {
-  if (skip_call(tensors, hyper.scaling)) return true;
+template <typename P, typename T, typename List>
+bool rmsprop_stored(const List& tensors, const RmspropHyper& hyper) {
+  if (skip_call<P, T>(tensors, hyper.scaling)) return true;
   const RmspropScalars<T> s = rmsprop_scalars<T>(hyper);
   const T scale = T(hyper.scaling.grad_scale);
   with_flags(
       [&](auto CENTERED, auto MOMENTUM, auto SCALED) {
-        for_each_update_chunk(tensors, [&](int32_t k, int64_t begin, int64_t end) {
+        for_each_update_chunk<P>(tensors, [&](int32_t k, int64_t begin, int64_t end) {
           rmsprop_elements<CENTERED.value, MOMENTUM.value, SCALED.value>(
-              end - begin, operand_at(tensors, k, 0, begin), operand_at(tensors, k, 1, begin),
-              operand_at(tensors, k, 2, begin), operand_at(tensors, k, 3, begin), operand_at(tensors, k, 4, begin),
-              scale, s);
+              end - begin, operand_as<P>(tensors, k, 0, begin), operand_as<const P>(tensors, k, 1, begin),
+              operand_as<T>(tensors, k, 2, begin), operand_as<T>(tensors, k, 3, begin),
+              operand_as<T>(tensors, k, 4, begin), scale, s);
         });
       },
       hyper.centered, hyper.momentum > 0.0, hyper.scaling.grad_scale != 1.0);
   return false;
 }
 
-template <typename T>
-bool adam(const TensorList<T, 5>& tensors, const AdamHyper& hyper) {
-  if (skip_call(tensors, hyper.scaling)) return true;
+template <typename P, typename T, typename List>
+bool adam_stored(const List& tensors, const AdamHyper& hyper) {
+  if (skip_call<P, T>(tensors, hyper.scaling)) return true;
   const AdamScalars<T> s = adam_scalars<T>(hyper);
   const T scale = T(hyper.scaling.grad_scale);
   with_flags(
       [&](auto AMSGRAD, auto DECOUPLED, auto SCALED) {
-        for_each_update_chunk(tensors, [&](int32_t k, int64_t begin, int64_t end) {
+        for_each_update_chunk<P>(tensors, [&](int32_t k, int64_t begin, int64_t end) {
           adam_elements<AMSGRAD.value, DECOUPLED.value, SCALED.value>(
-              end - begin, operand_at(tensors, k, 0, begin), operand_at(tensors, k, 1, begin),
-              operand_at(tensors, k, 2, begin), operand_at(tensors, k, 3, begin), operand_at(tensors, k, 4, begin),
-              scale, s);
+              end - begin, operand_as<P>(tensors, k, 0, begin), operand_as<const P>(tensors, k, 1, begin),
+              operand_as<T>(tensors, k, 2, begin), operand_as<T>(tensors, k, 3, begin),
+              operand_as<T>(tensors, k, 4, begin), scale, s);
         });
       },
       hyper.amsgrad, hyper.decoupled, hyper.scaling.grad_scale != 1.0);
   return false;
+}
+
+// The table's entries: float32/float64 lists, and half-precision params (storage H) with float32 state.
+template <typename T>
+bool sgd(const TensorList<T, 3>& tensors, const SgdHyper& hyper) {
+  return sgd_stored<T, T>(tensors, hyper);
+}
+template <typename T>
+bool adagrad(const TensorList<T, 3>& tensors, const AdagradHyper& hyper) {
+  return adagrad_stored<T, T>(tensors, hyper);
+}
+template <typename T>
+bool rmsprop(const TensorList<T, 5>& tensors, const RmspropHyper& hyper) {
+  return rmsprop_stored<T, T>(tensors, hyper);
+}
+template <typename T>
+bool adam(const TensorList<T, 5>& tensors, const AdamHyper& hyper) {
+  return adam_stored<T, T>(tensors, hyper);
+}
+
+template <typename H>
+HalfKernels half_kernels() {
+  return {&sgd_stored<H, float, TensorList<void, 3>>, &adagrad_stored<H, float, TensorList<void, 3>>,
+          &rmsprop_stored<H, float, TensorList<void, 5>>, &adam_stored<H, float, TensorList<void, 5>>};
 }
 
 // The benchmarks' bandwidth probe: a += b over the same chunks and threads as the updates.

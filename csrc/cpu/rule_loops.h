@@ -36,20 +36,20 @@ inline void rule_elements(std::index_sequence<J...>, int64_t n, T gs, const type
 template <typename Rule, int V, bool SCALED, typename T, size_t... J>
 inline void rule_chunk(std::index_sequence<J...> operands, const TensorList<T, Rule::kOperands>& tensors, int32_t k,
                        int64_t begin, int64_t end, T gs, const typename Rule::template Consts<T>& c) {
-  rule_elements<Rule, V, SCALED>(operands, end - begin, gs, c, operand_at(tensors, k, int(J), begin)...);
+  rule_elements<Rule, V, SCALED>(operands, end - begin, gs, c, operand_as<T>(tensors, k, int(J), begin)...);
 }
 
 // One call of a rule over a list of tensors; returns found_inf (optim_loops.h's skip_call).
 template <typename Rule, typename T>
 bool rule_update(const TensorList<T, Rule::kOperands>& tensors, const typename Rule::Hyper& hyper) {
-  if (skip_call(tensors, hyper.scaling)) return true;
+  if (skip_call<T, T>(tensors, hyper.scaling)) return true;
   const typename Rule::template Consts<T> c = Rule::template consts<T>(hyper);
   const T scale = T(hyper.scaling.grad_scale);
   constexpr auto operands = std::make_index_sequence<size_t(Rule::kOperands)>{};
   with_variant<Rule::kVariants>(Rule::variant(hyper), [&](auto V) {
     with_flags(
         [&](auto SCALED) {
-          for_each_update_chunk(tensors, [&](int32_t k, int64_t begin, int64_t end) {
+          for_each_update_chunk<T>(tensors, [&](int32_t k, int64_t begin, int64_t end) {
             rule_chunk<Rule, V.value, SCALED.value>(operands, tensors, k, begin, end, scale, c);
           });
         },

@@ -126,7 +126,7 @@ template <typename Rule, int V, bool SCALED, bool CLIP, typename T, size_t... J>
 inline void gather_chunk(std::index_sequence<J...> operands, const TensorList<T, Rule::kOperands>& tensors,
                          const Chunk& k, T gs, T clip, const typename Rule::template Consts<T>& c, double* out) {
   gather_block<Rule, V, SCALED, CLIP>(operands, k.end - k.begin, gs, clip, c, out,
-                                      operand_at(tensors, k.tensor, int(J), k.begin)...);
+                                      operand_as<T>(tensors, k.tensor, int(J), k.begin)...);
 }
 
 template <typename Rule, int V, bool SCALED, bool CLIP, typename T, size_t... J>
@@ -134,7 +134,7 @@ inline void finish_chunk(std::index_sequence<J...> operands, const TensorList<T,
                          int64_t begin, int64_t end, T gs, T clip, const typename Rule::template Consts<T>& c,
                          T factor) {
   finish_block<Rule, V, SCALED, CLIP>(operands, end - begin, gs, clip, c, factor,
-                                      operand_at(tensors, k, int(J), begin)...);
+                                      operand_as<T>(tensors, k, int(J), begin)...);
 }
 
 // The clip ratio of the call: 1, or norm / max_norm where the global gradient norm exceeds max_norm.
@@ -161,7 +161,7 @@ double global_clip(const TensorList<T, N>& tensors, const std::vector<Chunk>& bl
 // One call of a rule with per-tensor sums over a list of tensors; returns found_inf.
 template <typename Rule, typename T>
 bool tensor_sum_update(const TensorList<T, Rule::kOperands>& tensors, const typename Rule::Hyper& hyper) {
-  if (skip_call(tensors, hyper.scaling)) return true;
+  if (skip_call<T, T>(tensors, hyper.scaling)) return true;
   constexpr int S = Rule::kTensorSums;
   constexpr auto operands = std::make_index_sequence<size_t(Rule::kOperands)>{};
   const typename Rule::template Consts<T> c = Rule::template consts<T>(hyper);
@@ -196,7 +196,7 @@ bool tensor_sum_update(const TensorList<T, Rule::kOperands>& tensors, const type
     }
     with_flags(
         [&](auto SCALED, auto CLIP) {
-          for_each_update_chunk(tensors, [&](int32_t k, int64_t begin, int64_t end) {
+          for_each_update_chunk<T>(tensors, [&](int32_t k, int64_t begin, int64_t end) {
             finish_chunk<Rule, V.value, SCALED.value, CLIP.value>(operands, tensors, k, begin, end, scale, clip, c,
                                                                   factors[size_t(k)]);
           });

@@ -43,17 +43,21 @@ bool one_form(const ArrayArg& arg) {
 
 }  // namespace
 
-bool bfloat16_call(const ArrayArg& params, const std::vector<const ArrayArg*>& state, bool stochastic_rounding) {
-  if (stochastic_rounding) return true;
-  for (const ArrayRef& p : params.arrays) {
-    if (is_bf16(p) && p.device.kind == DeviceKind::CPU) return true;
-  }
-  for (const ArrayArg* s : state) {
-    for (const ArrayRef& a : s->arrays) {
+namespace {
+
+bool any_bf16(const std::vector<const ArrayArg*>& args) {
+  for (const ArrayArg* arg : args) {
+    for (const ArrayRef& a : arg->arrays) {
       if (is_bf16(a)) return true;
     }
   }
   return false;
+}
+
+}  // namespace
+
+bool bfloat16_call(const ArrayArg&, const std::vector<const ArrayArg*>& state, bool stochastic_rounding) {
+  return stochastic_rounding || any_bf16(state);
 }
 
 uint64_t seed_arg(py::handle obj) {
@@ -88,7 +92,7 @@ bool run_adam_bf16(const AdamHyper& hyper, const ArrayArg& params, const ArrayAr
     }
   }
   // stochastic_rounding with nothing bfloat16 at all (float64 params included): named as what is wrong.
-  if (stochastic_rounding && n > 0 && !bfloat16_call(params, state, false)) {
+  if (stochastic_rounding && n > 0 && !any_bf16({&params}) && !any_bf16(state)) {
     throw py::value_error("stochastic_rounding=True, but nothing this call writes is bfloat16 (params are " +
                           params.arrays[0].dtype_name() + "): it rounds bfloat16 values only");
   }

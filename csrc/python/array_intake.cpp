@@ -347,14 +347,16 @@ namespace {
 
 bool layout_ok(const ArrayRef& a, bool written) { return a.contiguous && a.aligned && (!written || a.writeable); }
 
-// The params' dtype on their device, or a TypeError naming the array.
-DType check_param_dtype(const ArrayRef& p, const std::string& where) {
+// The params' dtype on their device, or a TypeError naming the array. cpu_half: the call's CPU
+// kernels take float16/bfloat16 params (sgd_, adagrad_, rmsprop_, adam_, adamw_).
+DType check_param_dtype(const ArrayRef& p, const std::string& where, bool cpu_half) {
   if (p.dtype == DType::Float32 || p.dtype == DType::Float64) return *p.dtype;
   if (p.dtype && is_half(*p.dtype)) {
-    if (p.device.kind == DeviceKind::CUDA) return *p.dtype;
+    if (p.device.kind == DeviceKind::CUDA || cpu_half) return *p.dtype;
     throw py::type_error(where + " has dtype " + p.dtype_name() +
-                         "; float16 and bfloat16 are updated on CUDA devices only (the CPU kernels take "
-                         "float32 or float64; on the CPU, adam_ and adamw_ also take bfloat16)");
+                         "; float16 and bfloat16 are updated on CUDA devices only, except by sgd_, adagrad_, "
+                         "rmsprop_, adam_ and adamw_, whose CPU kernels take them too (the other CPU kernels "
+                         "take float32 or float64)");
   }
   const std::string name = p.dtype_name();
   if (is_byte_swapped_float(name)) throw py::type_error(where + " has dtype " + name + byte_order_advice());
@@ -401,7 +403,7 @@ void check_disjoint(const ArrayArg& params, const std::vector<const ArrayArg*>& 
   check_no_shared_memory(extents);
 }
 
-CallTypes check_arrays(const ArrayArg& params, const std::vector<const ArrayArg*>& others) {
+CallTypes check_arrays(const ArrayArg& params, const std::vector<const ArrayArg*>& others, bool cpu_half) {
   const size_t n = params.arrays.size();
   std::vector<Extent> extents;
   extents.reserve(n * (1 + others.size()));
@@ -417,11 +419,11 @@ CallTypes check_arrays(const ArrayArg& params, const std::vector<const ArrayArg*
     if (i == 0) {
       // (The label is built only to explain a refusal: this runs on every call.)
       const bool cpu_ok = p.dtype == DType::Float32 || p.dtype == DType::Float64;
-      types.param = cpu_ok ? *p.dtype : check_param_dtype(p, label(params, i));
+      types.param = cpu_ok ? *p.dtype : check_param_dtype(p, label(params, i), cpu_half);
       types.state = is_half(types.param) ? DType::Float32 : types.param;
       types.device = p.device;
     } else if (p.dtype != types.param) {
-      check_param_dtype(p, label(params, i));  // throws for a dtype never taken
+      check_param_dtype(p, label(params, i), cpu_half);  // throws for a dtype never taken
       throw py::type_error(label(params, i) + " has dtype " + p.dtype_name() + " but params[0] has " +
                            params.arrays[0].dtype_name() + "; one call updates one dtype");
     }

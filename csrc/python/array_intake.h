@@ -91,12 +91,13 @@ struct CallTypes {
 };
 
 // Checks `params` and every other argument together:
-//  - each array has a float dtype the device's kernels take (CPU: float32/float64; CUDA: also
-//    float16/bfloat16 params and grads), is C-contiguous, aligned, and writeable when written;
+//  - each array has a float dtype the device's kernels take (float32/float64; on CUDA, and on the CPU
+//    when cpu_half (the classic four's kernels), also float16/bfloat16 params and grads), is
+//    C-contiguous, aligned, and writeable when written;
 //  - all arguments hold as many arrays as params, each with params[i]'s shape; grads (the arguments
 //    not written) have the params' dtype, state arguments (written) the state dtype;
 //  - all params share one dtype; no two arrays of the call share memory.
-CallTypes check_arrays(const ArrayArg& params, const std::vector<const ArrayArg*>& others);
+CallTypes check_arrays(const ArrayArg& params, const std::vector<const ArrayArg*>& others, bool cpu_half = false);
 
 // ValueError when two arrays of the call share memory (part of check_arrays, for callers with their
 // own dtype rules).

@@ -38,7 +38,7 @@ bool sgd_(py::handle params, py::handle grads, py::handle momentum_buffers, cons
   const ArrayArg g = take_arrays(grads, "grads", false, call);
   const auto b = take_state(momentum_buffers, "momentum_buffers", momentum != 0.0, "momentum != 0", call);
   const DeviceScalars device{lr, step, scaling, call};
-  return run_update<3>(
+  return run_update<3, true>(
       p, {&g, ptr(b)}, range_of(hyper), device.skip_now, call,
       [&](const auto& list) { return kernels_for(list).sgd(list, hyper); },
       [&](const auto& list, const cuda::Queue& queue) { return cuda::sgd(list, hyper, device.hyper, queue); });
@@ -53,7 +53,7 @@ bool adagrad_(py::handle params, py::handle grads, py::handle state_sums, const 
   const ArrayArg g = take_arrays(grads, "grads", false, call);
   const ArrayArg s = take_arrays(state_sums, "state_sums", true, call);
   const DeviceScalars device{lr, step, scaling, call};
-  return run_update<3>(
+  return run_update<3, true>(
       p, {&g, &s}, range_of(hyper), device.skip_now, call,
       [&](const auto& list) { return kernels_for(list).adagrad(list, hyper); },
       [&](const auto& list, const cuda::Queue& queue) { return cuda::adagrad(list, hyper, device.hyper, queue); });
@@ -70,7 +70,7 @@ bool rmsprop_(py::handle params, py::handle grads, py::handle square_avgs, py::h
   const auto b = take_state(momentum_buffers, "momentum_buffers", momentum > 0.0, "momentum > 0", call);
   const auto ga = take_state(grad_avgs, "grad_avgs", centered, "centered=True", call);
   const DeviceScalars device{lr, Scalar{}, scaling, call};
-  return run_update<5>(
+  return run_update<5, true>(
       p, {&g, &sq, ptr(b), ptr(ga)}, range_of(hyper), device.skip_now, call,
       [&](const auto& list) { return kernels_for(list).rmsprop(list, hyper); },
       [&](const auto& list, const cuda::Queue& queue) { return cuda::rmsprop(list, hyper, device.hyper, queue); });
@@ -103,7 +103,7 @@ bool adam_(bool decoupled, py::handle params, py::handle grads, py::handle exp_a
     return run_adam_bf16(hyper, p, g, state, stochastic_rounding, seed, device.skip_now);
   }
   const DeviceScalars device{lr, step, scaling, call};
-  return run_update<5>(
+  return run_update<5, true>(
       p, {&g, &m, &v, ptr(vmax)}, range_of(hyper), device.skip_now, call,
       [&](const auto& list) { return kernels_for(list).adam(list, hyper); },
       [&](const auto& list, const cuda::Queue& queue) { return cuda::adam(list, hyper, device.hyper, queue); });

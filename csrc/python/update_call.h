@@ -40,6 +40,17 @@ const cpu::TypedKernels<T>& kernels_for(const cpu::TensorList<T, N>&) {
   return cpu::kernels().of<T>();
 }
 
+// A CPU list of float16 or bfloat16 params and grads with float32 state (the classic four only).
+template <int N>
+struct HalfTensorList : cpu::TensorList<void, N> {
+  DType param = DType::Float16;
+};
+
+template <int N>
+const cpu::HalfKernels& kernels_for(const HalfTensorList<N>& list) {
+  return cpu::kernels().half(list.param);
+}
+
 // grad_scale and skip_nonfinite, read and checked like the other hyperparameters.
 inline GradScaling take_scaling(double grad_scale, bool skip_nonfinite) {
   require_positive("grad_scale", grad_scale);
@@ -47,21 +58,23 @@ inline GradScaling take_scaling(double grad_scale, bool skip_nonfinite) {
 }
 
 // Checks all arrays, then the hyperparameters against the range of the arithmetic the params' dtype
-// selects (range_check(const rules::MathRange&) -> rules::Check; range_of(hyper) for the classic four), bumps the versions of the torch tensors written, builds the pointer
-// list for the call's device and dtype, and runs it with the GIL released: on the CPU,
-// cpu_launch(const cpu::TensorList<T, N>&); on a CUDA device, cuda_launch(const
-// cuda::DeviceTensorList<N>&, const cuda::Queue&). Returns found_inf.
+// selects (range_check(const rules::MathRange&) -> rules::Check; range_of(hyper) for the classic
+// four), bumps the versions of the torch tensors written, builds the pointer list for the call's
+// device and dtype, and runs it with the GIL released: on the CPU, cpu_launch(const
+// cpu::TensorList<T, N>&), and with kCpuHalf (the classic four, whose CPU kernels take them) also
+// cpu_launch(const HalfTensorList<N>&) for float16/bfloat16 params; on a CUDA device,
+// cuda_launch(const cuda::DeviceTensorList<N>&, const cuda::Queue&). Returns found_inf.
 // A found_inf read on the host that is set (skip_now) skips the call after the checks: returns true.
-template <size_t N, typename RangeCheck, typename CpuLaunch, typename CudaLaunch>
+template <size_t N, bool kCpuHalf = false, typename RangeCheck, typename CpuLaunch, typename CudaLaunch>
 bool run_update(const ArrayArg& params, const std::array<const ArrayArg*, N - 1>& others, RangeCheck&& range_check,
                 bool skip_now, const CallDevice& call, CpuLaunch&& cpu_launch, CudaLaunch&& cuda_launch) {
   std::vector<const ArrayArg*> present;
   for (const ArrayArg* a : others) {
     if (a != nullptr) present.push_back(a);
   }
-  const CallTypes types = check_arrays(params, present);
+  const CallTypes types = check_arrays(params, present, kCpuHalf);
   // (a call without arrays has no arithmetic and writes nothing: only the dtype-free rules apply, so it
-  // is checked against the widest range, float64's)
+  // is checked against the widest range, float64's; half params compute in float32)
   require(range_check(rules::math_range(params.arrays.empty() || types.param == DType::Float64)));
   if (skip_now) return true;  // (nothing written: no version bumped)
   mark_written(params, present);
@@ -97,6 +110,22 @@ bool run_update(const ArrayArg& params, const std::array<const ArrayArg*, N - 1>
     py::gil_scoped_release no_gil;
     found_inf = cpu_launch(list);
   };
+  if constexpr (kCpuHalf) {
+    if (is_half(types.param)) {
+      HalfTensorList<int(N)> list;
+      list.param = types.param;
+      list.ptrs.reserve(count);
+      list.sizes.reserve(count);
+      for (size_t i = 0; i < count; ++i) {
+        std::array<void*, N> operands;
+        operands[0] = data_of<void>(&params, i);
+        for (size_t j = 0; j + 1 < N; ++j) operands[j + 1] = data_of<void>(others[j], i);
+        list.add(operands, params.arrays[i].size);
+      }
+      py::gil_scoped_release no_gil;
+      return cpu_launch(list);
+    }
+  }
   if (types.param == DType::Float32) {
     run(float{});
   } else {
@@ -128,7 +157,9 @@ inline constexpr const char* kListNote =
     "__dlpack__ (PyTorch, CuPy, JAX) or __cuda_array_interface__, on the CPU or a CUDA device, taken\n"
     "without a copy; all arrays of a call sit on one device. Arrays are updated in place and must be\n"
     "C-contiguous, writeable (grads may be read-only), of one dtype (float32 or float64; on CUDA also\n"
-    "float16/bfloat16 params and grads, whose optimizer state is float32), of matching shapes, and must\n"
+    "float16/bfloat16 params and grads, whose optimizer state is float32, and so on the CPU for sgd_,\n"
+    "adagrad_, rmsprop_, adam_ and adamw_: the math in float32, the params rounded to nearest even), of\n"
+    "matching shapes, and must\n"
     "not share memory. Nothing is converted: bad input raises TypeError/ValueError naming the argument,\n"
     "before any array is written. eps, where there is one, must be > 0.\n\n"
     "On CUDA, lr (and step, where there is one) and grad_scale may be 0-d device arrays, read on the\n"

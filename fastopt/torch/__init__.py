@@ -8,9 +8,11 @@ parameters are updated through their local shards, with state kept as DTensors l
 as torch.optim keeps it, so torch.distributed.checkpoint's get/set_optimizer_state_dict work (a gradient or
 state laid out otherwise, or a Partial placement, is refused). A step makes one fused call per
 param group (and dtype), before anything is written checking that the tensors are dense and contiguous:
-float32/float64 on the CPU; on CUDA (when fastopt is built with its CUDA backend) also float16/bfloat16,
-whose optimizer state is float32 (torch's fused optimizers keep it in the parameter's dtype; load_state_dict
-converts), with the work queued on torch's current stream. One device per param group. capturable=True
+float32/float64 and float16/bfloat16 on the CPU (the CPU's half precision: SGD, Adagrad, RMSprop, Adam and
+AdamW); on CUDA (when fastopt is built with its CUDA backend) the same, the work queued on torch's current
+stream. float16/bfloat16 parameters get float32 optimizer state and float32 math, the parameter rounded to
+nearest even once per step (torch's fused optimizers keep the state in the parameter's dtype;
+load_state_dict converts). One device per param group. capturable=True
 (Adam, AdamW, RMSprop) keeps the step counts on the device, so that torch.cuda.graph can capture step();
 GradScaler drives the twins on both devices (on CUDA reading its scale and found_inf back once per step).
 Anything else is refused with an error naming the parameter.

@@ -16,12 +16,14 @@ an elementwise update does not care in which order the elements lie, only that e
 element in every operand.
 
 Everything the kernels cannot take (other devices, sparse tensors, tensors with gaps in memory or laid
-out unlike their parameter, half precision on the CPU, CUDA tensors when fastopt has no CUDA backend) is
-refused here with an error naming the parameter, before any kernel runs.
+out unlike their parameter, half precision on the CPU for the optimizers whose CPU kernels lack it, CUDA
+tensors when fastopt has no CUDA backend) is refused here with an error naming the parameter, before any
+kernel runs.
 
-On CUDA, float16 and bfloat16 parameters (and their gradients) are updated with float32 optimizer state:
-fastopt's kernels do the math in float32 and round only the parameter. (torch's own fused optimizers
-keep the state in the parameter's dtype; see state_dtype.)
+float16 and bfloat16 parameters (and their gradients) are updated with float32 optimizer state, on CUDA
+and, for SGD, Adagrad, RMSprop, Adam and AdamW, on the CPU: fastopt's kernels do the math in float32 and
+round only the parameter, to nearest even. (torch's own fused optimizers keep the state in the parameter's
+dtype; see state_dtype.)
 """
 
 from __future__ import annotations
@@ -67,15 +69,15 @@ def _cuda_refusal() -> Optional[str]:
 
 
 def check_tensor(t: torch.Tensor, name: str, like: torch.Tensor = None, state: bool = False,
-                 cpu_bfloat16: bool = False) -> None:
+                 cpu_half: bool = False) -> None:
     """Raises if the kernels cannot update (or read) `t` in place; `name` goes into the message.
-    cpu_bfloat16: the optimizer's kernels take bfloat16 on the CPU too (Adam/AdamW: _cpu_bfloat16).
+    cpu_half: the optimizer's kernels take float16 and bfloat16 on the CPU too (the twin's _cpu_half).
     With `like` (the parameter), `t` must also match its device and shape, and its dtype: the parameter's
     for a gradient, state_dtype(parameter's) for optimizer state (`state=True`).
     (Called for every tensor of every step: the common case, a dense float CPU tensor, is a few attribute
     reads.)"""
     cpu, dtype = t.is_cpu, t.dtype
-    if not (cpu and (dtype in CPU_DTYPES or (cpu_bfloat16 and dtype == torch.bfloat16)) and t.layout == torch.strided):
+    if not (cpu and (dtype in CPU_DTYPES or (cpu_half and dtype in HALF_DTYPES)) and t.layout == torch.strided):
         _check_kind(t, name)
     if like is not None:
         expected = like_dtype = like.dtype
@@ -153,8 +155,8 @@ def _check_kind(t: torch.Tensor, name: str) -> None:
                                   "(sparse gradients are not supported)")
     dtype = t.dtype
     if t.is_cpu:
-        extra = " (bfloat16: fastopt.torch.Adam and AdamW; float16 on CUDA only)" if dtype == torch.bfloat16 else \
-            " (float16 on CUDA only)" if dtype in HALF_DTYPES else ""
+        extra = " (float16 and bfloat16: fastopt.torch.SGD, Adagrad, RMSprop, Adam and AdamW; the other " \
+            "optimizers on CUDA only)" if dtype in HALF_DTYPES else ""
         raise TypeError(f"{name} has dtype {dtype}; fastopt updates float32, float64, complex64 or complex128 "
                         f"tensors on the CPU{extra}")
     if not t.is_cuda:

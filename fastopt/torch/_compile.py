@@ -139,8 +139,8 @@ def step_groups(cls, groups) -> None:
         if not params:
             continue
         for i, (p, g, state) in enumerate(zip(params, grads, states)):
-            _arrays.check_tensor(p, f"params[{i}]", cpu_bfloat16=opt._cpu_bfloat16)
-            _arrays.check_tensor(g, f"params[{i}].grad", like=p, cpu_bfloat16=opt._cpu_bfloat16)
+            _arrays.check_tensor(p, f"params[{i}]", cpu_half=opt._cpu_half)
+            _arrays.check_tensor(g, f"params[{i}].grad", like=p, cpu_half=opt._cpu_half)
             if state:
                 opt._check_state(i, p, state, group, k)
             spans += [(t.data_ptr(), t.data_ptr() + t.numel() * t.element_size(), name) for t, name in

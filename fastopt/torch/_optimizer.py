@@ -3,10 +3,10 @@ per param group (per device, dtype and step number within a group, when those di
 
 torch.optim.Optimizer itself provides param_groups, add_param_group, zero_grad, state_dict/load_state_dict
 and the step hooks; the subclasses keep state in torch's exact format (tensor keys and a 0-d `step` tensor),
-so a state_dict moves between a twin and its torch.optim original in both directions. Two differences, both
-on CUDA: float16/bfloat16 parameters get float32 state (fastopt's kernels require it; torch's fused
-optimizers keep the parameter's dtype), and load_state_dict gives them float32 state whatever was saved;
-without capturable, `step` stays a CPU tensor even under fused=True (torch would put it on the device).
+so a state_dict moves between a twin and its torch.optim original in both directions. The differences:
+float16/bfloat16 parameters get float32 state (fastopt's kernels require it; torch's fused optimizers keep
+the parameter's dtype), and load_state_dict gives them float32 state whatever was saved; on CUDA, without
+capturable, `step` stays a CPU tensor even under fused=True (torch would put it on the device).
 
 A step checks every parameter, gradient, hyperparameter, state entry and step count of every group before any
 kernel runs (a step of several calls also runs each CPU call on empty stand-ins of its dtype first), works on
@@ -172,7 +172,7 @@ class FusedOptimizer(torch.optim.Optimizer):
     _lazy_state: Tuple[str, ...] = ()
     _nullable_state: Tuple[str, ...] = ()  # entries that may be None (SGD's momentum buffer)
     _scalar_state: Tuple[str, ...] = ()  # one-element tensors beside the step (NAdam's mu_product, ASGD's eta, mu)
-    _cpu_bfloat16 = False  # whether the kernels take bfloat16 params on the CPU (Adam/AdamW)
+    _cpu_half = False  # whether the kernels take float16/bfloat16 params on the CPU (the classic four)
     _shared_state: Tuple[str, ...] = ()  # read-only tensors parameters may share (int8 Adam's qmap1/qmap2)
 
     # The repeated step (fastopt/torch/_step_plan.py): whether a plan may step this optimizer, whether its
@@ -613,14 +613,14 @@ class FusedOptimizer(torch.optim.Optimizer):
             for i, p in enumerate(group["params"], start=index):
                 if p.grad is None or p.grad.layout != torch.strided:
                     continue  # as torch: a parameter without a gradient is not updated (sparse: _torch_parts)
-                _arrays.check_tensor(p, f"params[{i}]", cpu_bfloat16=self._cpu_bfloat16)
+                _arrays.check_tensor(p, f"params[{i}]", cpu_half=self._cpu_half)
                 if first is None:
                     first = (i, p)
                 elif not (p.is_cpu and first[1].is_cpu) and p.device != first[1].device:
                     raise ValueError(f"param group {k} mixes devices: params[{i}] is on {p.device} but "
                                      f"params[{first[0]}] is on {first[1].device}; fastopt updates one device "
                                      "per param group (give each device's parameters a group of their own)")
-                _arrays.check_tensor(p.grad, f"params[{i}].grad", like=p, cpu_bfloat16=self._cpu_bfloat16)
+                _arrays.check_tensor(p.grad, f"params[{i}].grad", like=p, cpu_half=self._cpu_half)
                 state = self.state.get(p)
                 if state:
                     self._check_state(i, p, state, group, k)
@@ -648,14 +648,14 @@ class FusedOptimizer(torch.optim.Optimizer):
             name = f"params[{i}]"
             state = self.state.get(p)
             local_p, local_grad, local_state = _dtensor.local_operands(p, state, i, ("step",) + self._scalar_state)
-            _arrays.check_tensor(local_p, name, cpu_bfloat16=self._cpu_bfloat16)
+            _arrays.check_tensor(local_p, name, cpu_half=self._cpu_half)
             if first is None:
                 first = (i, local_p)
             elif not (local_p.is_cpu and first[1].is_cpu) and local_p.device != first[1].device:
                 raise ValueError(f"param group {k} mixes devices: params[{i}] is on {local_p.device} but "
                                  f"params[{first[0]}] is on {first[1].device}; fastopt updates one device "
                                  "per param group (give each device's parameters a group of their own)")
-            _arrays.check_tensor(local_grad, f"{name}.grad", like=local_p, cpu_bfloat16=self._cpu_bfloat16)
+            _arrays.check_tensor(local_grad, f"{name}.grad", like=local_p, cpu_half=self._cpu_half)
             if state:
                 self._check_state(i, local_p, local_state, group, k)
             try:

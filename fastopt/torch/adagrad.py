@@ -20,6 +20,7 @@ class Adagrad(FusedOptimizer):
 
     _torch_name = "Adagrad"  # torch.optim's class: it steps differentiable=True groups
 
+    _cpu_half = True  # (float16/bfloat16 params on the CPU: float32 state, as the twins keep for half params)
     _state_keys = ("step", "sum")
     _free_hyper = ("lr", "lr_decay", "eps", "weight_decay")
 

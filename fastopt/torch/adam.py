@@ -28,7 +28,7 @@ class Adam(FusedOptimizer):
 
     _torch_name = "Adam"  # torch.optim's class: it steps differentiable=True groups
 
-    _cpu_bfloat16 = True  # (bfloat16 params on the CPU: float32 state, as the twins keep for half params)
+    _cpu_half = True  # (float16/bfloat16 params on the CPU: float32 state, as the twins keep for half params)
     _state_keys = ("step", "exp_avg", "exp_avg_sq")
     _lazy_state = ("max_exp_avg_sq",)
 

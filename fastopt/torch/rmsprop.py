@@ -18,6 +18,7 @@ class RMSprop(FusedOptimizer):
 
     _torch_name = "RMSprop"  # torch.optim's class: it steps differentiable=True groups
 
+    _cpu_half = True  # (float16/bfloat16 params on the CPU: float32 state, as the twins keep for half params)
     _state_keys = ("step", "square_avg")
     _lazy_state = ("momentum_buffer", "grad_avg")
     _step_keyed = False  # (the update does not depend on the step number)

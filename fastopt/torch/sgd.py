@@ -19,6 +19,7 @@ class SGD(FusedOptimizer):
 
     _torch_name = "SGD"  # torch.optim's class: it steps differentiable=True groups
 
+    _cpu_half = True  # (float16/bfloat16 params on the CPU: float32 state, as the twins keep for half params)
     _lazy_state = ("momentum_buffer",)
     _nullable_state = ("momentum_buffer",)
     _step_keyed = False  # (its calls' key says whether the momentum buffers exist yet)
