@@ -48,6 +48,8 @@ RULES = _registered_rules() if (ROOT / "csrc").exists() else ()
 #: instantiations (optim_loops.h's *_stored<storage, math, list>) and the type of their math.
 STORAGE = {"float": ("float", "float"), "double": ("double", "double"),
            "float16": ("fastopt::cpu::F16", "float"), "bfloat16": ("fastopt::cpu::Bf16", "float")}
+#: A call to an element conversion (csrc/cpu/storage.h, fastopt/fp16.h, fastopt/bf16.h) left outlined.
+CONVERSION_CALL = re.compile(r"^call\s.*\b(float_to_f16|f16_to_float|float_to_bf16|bf16_to_float|widen|narrow)\b")
 #: The packed multiply a vectorised loop of each set uses, per arithmetic type, and its register.
 PACKED = {
     "baseline": {"float": ("mulps", "xmm"), "double": ("mulpd", "xmm")},
@@ -162,6 +164,11 @@ def unvectorised(functions, isa: str):
         op, reg = PACKED[isa][STORAGE.get(dtype, (None, dtype))[1]]
         if not any(line.startswith(op) and f"%{reg}" in line for line in body):
             missing.append(f"{opt}<{dtype}> flags {bits}")
+        # A copy of the loop that calls an element conversion is scalar, however vectorised the others are
+        # (one thread and small calls run their own copies: parallel.h).
+        calls = sorted({m.group(1) for line in body if (m := CONVERSION_CALL.search(line))})
+        if calls:
+            missing.append(f"{opt}<{dtype}> flags {bits} calls {', '.join(calls)}")
     # Every optimizer must have been found with at least one flag combination.
     found = {(opt, dtype) for opt, dtype, flags in groups if flags}
     for opt in OPTIMIZERS + RULES:

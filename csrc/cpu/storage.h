@@ -27,15 +27,15 @@ struct F16 {
 static_assert(sizeof(Bf16) == 2 && sizeof(F16) == 2, "half storage must be its 16 bits");
 
 template <typename T>
-FASTOPT_HOST T widen(T x) {
+FASTOPT_HALF_CONVERSION T widen(T x) {
   return x;
 }
-FASTOPT_HOST float widen(Bf16 x) { return bf16_to_float(x.bits); }
-FASTOPT_HOST float widen(F16 x) { return f16_to_float(x.bits); }
+FASTOPT_HALF_CONVERSION float widen(Bf16 x) { return bf16_to_float(x.bits); }
+FASTOPT_HALF_CONVERSION float widen(F16 x) { return f16_to_float(x.bits); }
 
-// x (of the arithmetic type T) in storage S.
+// x (of the arithmetic type T) in storage S. (FASTOPT_HALF_CONVERSION: always inlined, fp16.h says why.)
 template <typename S, typename T>
-FASTOPT_HOST S narrow(T x) {
+FASTOPT_HALF_CONVERSION S narrow(T x) {
   if constexpr (std::is_same_v<S, Bf16>) {
     return Bf16{float_to_bf16(x)};
   } else if constexpr (std::is_same_v<S, F16>) {
