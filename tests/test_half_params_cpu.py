@@ -201,6 +201,28 @@ def test_every_instruction_set_and_thread_count_writes_the_same_bits(dtype):
     assert all(r == first for r in results.values()), [k for k, r in results.items() if r != first]
 
 
+def test_nan_payloads_are_written_alike_by_every_instruction_set():
+    # avx2/avx512 convert float16 with the CPU's F16C instructions, the baseline with integer operations:
+    # both keep a NaN's sign and top payload bits and set its quiet bit, for every NaN pattern.
+    nans = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16)
+    nans = nans[((nans & 0x7C00) == 0x7C00) & ((nans & 0x3FF) != 0)]
+    before_isa = fastopt.build_info()["cpu_isa"]
+    results = {}
+    try:
+        for isa in fastopt.build_info()["cpu_isas_supported"]:
+            fastopt.set_cpu_isa(isa)
+            p = nans.view(np.float16).copy()
+            fastopt.sgd_(p, np.ones_like(p), lr=0.5)
+            results[isa] = p.view(np.uint16).copy()
+    finally:
+        fastopt.set_cpu_isa(before_isa)
+    first = next(iter(results.values()))
+    assert np.isnan(first.view(np.float16)).all()
+    assert ((first & 0x0200) != 0).all() and np.array_equal(first & 0x81FF, nans & 0x81FF)
+    for isa, got in results.items():
+        assert np.array_equal(got, first), isa
+
+
 def test_half_params_take_float32_state_only():
     p = np.ones(4, np.float16)
     with pytest.raises(TypeError, match=r"momentum_buffers\[0\] has dtype float16 but params\[0\] has float16; "

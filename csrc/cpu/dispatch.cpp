@@ -39,12 +39,14 @@ const std::vector<Isa>& all_isas() {
        [] {
          return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                 __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl") &&
-                __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+                __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
        }},
 #endif
 #ifdef FASTOPT_ISA_AVX2
       {"avx2", &avx2::table,
-       [] { return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"); }},
+       [] {
+         return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+       }},
 #endif
       {"baseline", &baseline::table, [] { return true; }},
   };

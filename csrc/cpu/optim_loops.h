@@ -149,6 +149,29 @@ inline void adam_elements(int64_t n, P* __restrict p, const P* __restrict g, T* 
   }
 }
 
+// body(n, p, g, offset) over the n elements of a chunk whose params and grads are of storage P: at once,
+// or, for float16 where the CPU converts halves itself (storage.h, kHardwareF16), in blocks staged through
+// float32 buffers on the stack (p and g widened there, the float loop run on them, p narrowed back), the
+// state operands then taken from element `offset` of the chunk.
+constexpr int64_t kStageElements = 512;
+
+template <typename P, typename Body>
+FASTOPT_HOST void staged(int64_t n, P* p, const P* g, Body&& body) {
+  if constexpr (std::is_same_v<P, F16> && kHardwareF16) {
+    alignas(64) float pb[kStageElements];
+    alignas(64) float gb[kStageElements];
+    for (int64_t at = 0; at < n; at += kStageElements) {
+      const int64_t m = n - at < kStageElements ? n - at : kStageElements;
+      widen_block(p + at, pb, m);
+      widen_block(g + at, gb, m);
+      body(m, pb, static_cast<const float*>(gb), at);
+      narrow_block(pb, p + at, m);
+    }
+  } else {
+    body(n, p, g, int64_t(0));
+  }
+}
+
 // The updates over a list whose params and grads are of storage P and whose math and state are T
 // (named *_stored: the tests find each instantiation's loops by these names).
 template <typename P, typename T, typename List>
@@ -160,9 +183,11 @@ bool sgd_stored(const List& tensors, const SgdHyper& hyper) {
   with_flags(
       [&](auto MOMENTUM, auto NESTEROV, auto FIRST, auto SCALED) {
         for_each_update_chunk<P>(tensors, [&](int32_t k, int64_t begin, int64_t end) {
-          sgd_elements<MOMENTUM.value, NESTEROV.value, FIRST.value, SCALED.value>(
-              end - begin, operand_as<P>(tensors, k, 0, begin), operand_as<const P>(tensors, k, 1, begin),
-              operand_as<T>(tensors, k, 2, begin), scale, s);
+          staged(end - begin, operand_as<P>(tensors, k, 0, begin), operand_as<const P>(tensors, k, 1, begin),
+                 [&](int64_t n, auto* p, const auto* g, int64_t at) {
+                   sgd_elements<MOMENTUM.value, NESTEROV.value, FIRST.value, SCALED.value>(
+                       n, p, g, operand_as<T>(tensors, k, 2, begin + at), scale, s);
+                 });
         });
       },
       momentum, momentum && hyper.nesterov, momentum && hyper.step == 1, hyper.scaling.grad_scale != 1.0);
@@ -177,9 +202,10 @@ bool adagrad_stored(const List& tensors, const AdagradHyper& hyper) {
   with_flags(
       [&](auto SCALED) {
         for_each_update_chunk<P>(tensors, [&](int32_t k, int64_t begin, int64_t end) {
-          adagrad_elements<SCALED.value>(end - begin, operand_as<P>(tensors, k, 0, begin),
-                                         operand_as<const P>(tensors, k, 1, begin),
-                                         operand_as<T>(tensors, k, 2, begin), scale, s);
+          staged(end - begin, operand_as<P>(tensors, k, 0, begin), operand_as<const P>(tensors, k, 1, begin),
+                 [&](int64_t n, auto* p, const auto* g, int64_t at) {
+                   adagrad_elements<SCALED.value>(n, p, g, operand_as<T>(tensors, k, 2, begin + at), scale, s);
+                 });
         });
       },
       hyper.scaling.grad_scale != 1.0);
@@ -194,10 +220,12 @@ bool rmsprop_stored(const List& tensors, const RmspropHyper& hyper) {
   with_flags(
       [&](auto CENTERED, auto MOMENTUM, auto SCALED) {
         for_each_update_chunk<P>(tensors, [&](int32_t k, int64_t begin, int64_t end) {
-          rmsprop_elements<CENTERED.value, MOMENTUM.value, SCALED.value>(
-              end - begin, operand_as<P>(tensors, k, 0, begin), operand_as<const P>(tensors, k, 1, begin),
-              operand_as<T>(tensors, k, 2, begin), operand_as<T>(tensors, k, 3, begin),
-              operand_as<T>(tensors, k, 4, begin), scale, s);
+          staged(end - begin, operand_as<P>(tensors, k, 0, begin), operand_as<const P>(tensors, k, 1, begin),
+                 [&](int64_t n, auto* p, const auto* g, int64_t at) {
+                   rmsprop_elements<CENTERED.value, MOMENTUM.value, SCALED.value>(
+                       n, p, g, operand_as<T>(tensors, k, 2, begin + at), operand_as<T>(tensors, k, 3, begin + at),
+                       operand_as<T>(tensors, k, 4, begin + at), scale, s);
+                 });
         });
       },
       hyper.centered, hyper.momentum > 0.0, hyper.scaling.grad_scale != 1.0);
@@ -212,10 +240,12 @@ bool adam_stored(const List& tensors, const AdamHyper& hyper) {
   with_flags(
       [&](auto AMSGRAD, auto DECOUPLED, auto SCALED) {
         for_each_update_chunk<P>(tensors, [&](int32_t k, int64_t begin, int64_t end) {
-          adam_elements<AMSGRAD.value, DECOUPLED.value, SCALED.value>(
-              end - begin, operand_as<P>(tensors, k, 0, begin), operand_as<const P>(tensors, k, 1, begin),
-              operand_as<T>(tensors, k, 2, begin), operand_as<T>(tensors, k, 3, begin),
-              operand_as<T>(tensors, k, 4, begin), scale, s);
+          staged(end - begin, operand_as<P>(tensors, k, 0, begin), operand_as<const P>(tensors, k, 1, begin),
+                 [&](int64_t n, auto* p, const auto* g, int64_t at) {
+                   adam_elements<AMSGRAD.value, DECOUPLED.value, SCALED.value>(
+                       n, p, g, operand_as<T>(tensors, k, 2, begin + at), operand_as<T>(tensors, k, 3, begin + at),
+                       operand_as<T>(tensors, k, 4, begin + at), scale, s);
+                 });
         });
       },
       hyper.amsgrad, hyper.decoupled, hyper.scaling.grad_scale != 1.0);

@@ -11,7 +11,8 @@
 //     those multiples (a count of 1024 is 2^-14, the smallest normal, whose bits it also is);
 //   otherwise the exponent is rebiased (-112) and the 13 dropped mantissa bits rounded to nearest even
 //     (a carry into the exponent is the right result, up to 65504 -> no overflow below 65520);
-//   NaN becomes the quiet NaN 0x7E00 with the sign kept (a payload is not carried).
+//   NaN stays NaN: the sign and the top 10 payload bits kept, the quiet bit set (0x7E00), as the F16C
+//     instruction vcvtps2ph writes it (storage.h converts blocks with it where the CPU has it).
 #pragma once
 
 #include <cstdint>
@@ -51,7 +52,8 @@ FASTOPT_HALF_CONVERSION uint16_t float_to_f16(float x) {
   const uint32_t is_nan = 0u - uint32_t(a > 0x7F800000u);
   const uint32_t is_inf = (0u - uint32_t(a >= 0x477FF000u)) & ~is_nan;  // rounds past 65504 (Inf too)
   const uint32_t is_subnormal = 0u - uint32_t(a < 0x38800000u);        // below 2^-14
-  const uint32_t magnitude = (0x7E00u & is_nan) | (0x7C00u & is_inf) | (subnormal & is_subnormal) |
+  const uint32_t nan = 0x7E00u | ((a >> 13) & 0x3FFu);  // quiet, the payload's top bits (as F16C's vcvtps2ph)
+  const uint32_t magnitude = (nan & is_nan) | (0x7C00u & is_inf) | (subnormal & is_subnormal) |
                              (normal & ~(is_nan | is_inf | is_subnormal));
   return uint16_t(sign | magnitude);
 }
