@@ -56,7 +56,7 @@ bool any_bf16(const std::vector<const ArrayArg*>& args) {
 
 }  // namespace
 
-bool bfloat16_call(const ArrayArg&, const std::vector<const ArrayArg*>& state, bool stochastic_rounding) {
+bool bfloat16_call(const std::vector<const ArrayArg*>& state, bool stochastic_rounding) {
   return stochastic_rounding || any_bf16(state);
 }
 

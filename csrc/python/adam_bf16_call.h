@@ -15,7 +15,7 @@ namespace fastopt::bindings {
 // True when the call goes the bfloat16 way: a state array is bfloat16, or stochastic rounding is asked
 // for. (bfloat16 or float16 params with float32 state and round-to-nearest take the common path:
 // update_call.h's run_update, on the CPU's half kernels or on CUDA.)
-bool bfloat16_call(const ArrayArg& params, const std::vector<const ArrayArg*>& state, bool stochastic_rounding);
+bool bfloat16_call(const std::vector<const ArrayArg*>& state, bool stochastic_rounding);
 
 // Checks everything (dtypes and forms, shapes, layout, disjoint memory, the CPU, the float32 range),
 // then runs the update with the GIL released. Returns found_inf (true also when skip_now).

@@ -98,7 +98,7 @@ bool adam_(bool decoupled, py::handle params, py::handle grads, py::handle exp_a
   const auto vmax = take_state(max_exp_avg_sqs, "max_exp_avg_sqs", amsgrad, "amsgrad=True", call);
   std::vector<const ArrayArg*> state{&m, &v};
   if (vmax) state.push_back(&*vmax);
-  if (bfloat16_call(p, state, stochastic_rounding)) {  // adam_bf16_call.h: bfloat16 storage, CPU
+  if (bfloat16_call(state, stochastic_rounding)) {  // adam_bf16_call.h: bfloat16 storage, CPU
     const DeviceScalars device{lr, step, scaling, call};
     return run_adam_bf16(hyper, p, g, state, stochastic_rounding, seed, device.skip_now);
   }

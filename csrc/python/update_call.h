@@ -57,6 +57,21 @@ inline GradScaling take_scaling(double grad_scale, bool skip_nonfinite) {
   return GradScaling{grad_scale, skip_nonfinite};
 }
 
+// Fills a pointer list (CPU or CUDA: anything with add(operands, size)) with the call's arrays as X*:
+// params[i] first, then each other argument's i-th array (nullptr for an absent argument).
+template <typename X, typename List, size_t M>
+void fill_list(List& list, const ArrayArg& params, const std::array<const ArrayArg*, M>& others) {
+  const size_t count = params.arrays.size();
+  list.ptrs.reserve(count);
+  list.sizes.reserve(count);
+  for (size_t i = 0; i < count; ++i) {
+    std::array<X*, M + 1> operands;
+    operands[0] = data_of<X>(&params, i);
+    for (size_t j = 0; j < M; ++j) operands[j + 1] = data_of<X>(others[j], i);
+    list.add(operands, params.arrays[i].size);
+  }
+}
+
 // Checks all arrays, then the hyperparameters against the range of the arithmetic the params' dtype
 // selects (range_check(const rules::MathRange&) -> rules::Check; range_of(hyper) for the classic
 // four), bumps the versions of the torch tensors written, builds the pointer list for the call's
@@ -78,20 +93,12 @@ bool run_update(const ArrayArg& params, const std::array<const ArrayArg*, N - 1>
   require(range_check(rules::math_range(params.arrays.empty() || types.param == DType::Float64)));
   if (skip_now) return true;  // (nothing written: no version bumped)
   mark_written(params, present);
-  const size_t count = params.arrays.size();
   bool found_inf = false;
   if (types.device.kind == DeviceKind::CUDA) {
     cuda::DeviceTensorList<int(N)> list;
     list.param = types.param;
     list.state = types.state;
-    list.ptrs.reserve(count);
-    list.sizes.reserve(count);
-    for (size_t i = 0; i < count; ++i) {
-      std::array<void*, N> operands;
-      operands[0] = data_of<void>(&params, i);
-      for (size_t j = 0; j + 1 < N; ++j) operands[j + 1] = data_of<void>(others[j], i);
-      list.add(operands, params.arrays[i].size);
-    }
+    fill_list<void>(list, params, others);
     const cuda::Queue queue{types.device.id, call.stream};
     py::gil_scoped_release no_gil;
     return cuda_launch(list, queue);
@@ -99,14 +106,7 @@ bool run_update(const ArrayArg& params, const std::array<const ArrayArg*, N - 1>
   auto run = [&](auto zero) {
     using T = decltype(zero);
     cpu::TensorList<T, N> list;
-    list.ptrs.reserve(count);
-    list.sizes.reserve(count);
-    for (size_t i = 0; i < count; ++i) {
-      std::array<T*, N> operands;
-      operands[0] = data_of<T>(&params, i);
-      for (size_t j = 0; j + 1 < N; ++j) operands[j + 1] = data_of<T>(others[j], i);
-      list.add(operands, params.arrays[i].size);
-    }
+    fill_list<T>(list, params, others);
     py::gil_scoped_release no_gil;
     found_inf = cpu_launch(list);
   };
@@ -114,14 +114,7 @@ bool run_update(const ArrayArg& params, const std::array<const ArrayArg*, N - 1>
     if (is_half(types.param)) {
       HalfTensorList<int(N)> list;
       list.param = types.param;
-      list.ptrs.reserve(count);
-      list.sizes.reserve(count);
-      for (size_t i = 0; i < count; ++i) {
-        std::array<void*, N> operands;
-        operands[0] = data_of<void>(&params, i);
-        for (size_t j = 0; j + 1 < N; ++j) operands[j + 1] = data_of<void>(others[j], i);
-        list.add(operands, params.arrays[i].size);
-      }
+      fill_list<void>(list, params, others);
       py::gil_scoped_release no_gil;
       return cpu_launch(list);
     }
