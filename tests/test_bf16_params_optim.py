@@ -1,7 +1,7 @@
 """fastopt.optim.Adam / AdamW over bfloat16 parameters (ml_dtypes.bfloat16 arrays, issue 18): each state
 choice (the params' dtype, float32, bfloat16), stochastic rounding of every bfloat16 value written, lists that
-mix bfloat16 and float32 params, checkpoints, and the refusals (other optimizers, int8 state, stochastic
-rounding with nothing bfloat16 to round)."""
+mix bfloat16 and float32 params, checkpoints, and the refusals (the rule optimizers, int8 state, stochastic
+rounding with nothing bfloat16 to round). The other optimizers' half params: test_half_params_optim.py."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import fastopt
-from fastopt.optim import SGD, Adam, AdamW
+from fastopt.optim import Adam, AdamW, Lion
 from bf16_reference import adam64, widen
 
 ml_dtypes = pytest.importorskip("ml_dtypes")
@@ -116,13 +116,13 @@ def test_checkpoint_round_trip_is_bit_exact(tmp_path):
 
 
 @pytest.mark.parametrize("make,error,words", [
-    (lambda p: SGD([p], lr=0.1), TypeError,
-     r"params\[0\] has dtype bfloat16; fastopt.optim.SGD optimizes float32 or float64 arrays \(bfloat16 params: "
-     r"fastopt.optim.Adam and AdamW\)"),
+    (lambda p: Lion([p], lr=0.1), TypeError,
+     r"params\[0\] has dtype bfloat16; fastopt.optim.Lion optimizes float32 or float64 arrays \(float16 and "
+     r"bfloat16 params: fastopt.optim.SGD, Adagrad, RMSprop, Adam and AdamW\)"),
     (lambda p: AdamW([np.zeros(3, np.float32), p], state_dtype="int8"), ValueError,
      r"state_dtype='int8' keeps the state of float32 params; params\[1\] has dtype bfloat16"),
     (lambda p: AdamW([np.zeros(3)], state_dtype="float32"), ValueError,
-     r"state_dtype='float32' keeps the state of float32 or bfloat16 params; params\[0\] has dtype float64"),
+     r"state_dtype='float32' keeps the state of float32, float16 or bfloat16 params; params\[0\] has dtype float64"),
     (lambda p: AdamW([np.zeros(3, np.float32)], stochastic_rounding=True), ValueError,
      "stochastic_rounding=True rounds bfloat16 values, but with state_dtype=None and no bfloat16 params"),
 ])

@@ -93,6 +93,8 @@ struct HalfKernels {
   bool (*adagrad)(const TensorList<void, 3>&, const AdagradHyper&);
   bool (*rmsprop)(const TensorList<void, 5>&, const RmspropHyper&);
   bool (*adam)(const TensorList<void, 5>&, const AdamHyper&);
+  // the found_inf pre-pass alone over the grads (operand 1; operand 0 unused), unscaled in float32
+  bool (*nonfinite)(const TensorList<void, 2>&, double grad_scale);
 };
 
 struct KernelTable {

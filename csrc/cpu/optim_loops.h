@@ -273,7 +273,8 @@ bool adam(const TensorList<T, 5>& tensors, const AdamHyper& hyper) {
 template <typename H>
 HalfKernels half_kernels() {
   return {&sgd_stored<H, float, TensorList<void, 3>>, &adagrad_stored<H, float, TensorList<void, 3>>,
-          &rmsprop_stored<H, float, TensorList<void, 5>>, &adam_stored<H, float, TensorList<void, 5>>};
+          &rmsprop_stored<H, float, TensorList<void, 5>>, &adam_stored<H, float, TensorList<void, 5>>,
+          &any_nonfinite_grad<H, float, TensorList<void, 2>>};
 }
 
 // The benchmarks' bandwidth probe: a += b over the same chunks and threads as the updates.

@@ -202,7 +202,8 @@ PyObject* adam_call(PyObject*, PyObject* const* args, Py_ssize_t nargsf, PyObjec
 }
 
 // found_inf of a whole optimizer step, before any of its kernel calls (fastopt.optim): any
-// grad / grad_scale NaN or Inf among arrays of either float dtype (on the CPU) or of one device.
+// grad / grad_scale NaN or Inf among arrays of any float dtype (on the CPU: float32, float64, and the
+// float16/bfloat16 grads of half params, unscaled in float32 as their updates are) or of one device.
 bool found_nonfinite(py::handle grads, RealObject grad_scale_obj, py::handle stream) {
   const double grad_scale = grad_scale_obj.get("grad_scale");
   require_positive("grad_scale", grad_scale);
@@ -210,6 +211,7 @@ bool found_nonfinite(py::handle grads, RealObject grad_scale_obj, py::handle str
   const ArrayArg g = take_arrays(grads, "grads", false, call);
   cpu::TensorList<float, 2> f32;
   cpu::TensorList<double, 2> f64;
+  cpu::TensorList<void, 2> f16, bf16;
   cuda::DeviceTensorList<2> on_device;
   for (size_t i = 0; i < g.arrays.size(); ++i) {
     const ArrayRef& a = g.arrays[i];
@@ -226,9 +228,11 @@ bool found_nonfinite(py::handle grads, RealObject grad_scale_obj, py::handle str
       on_device.add({nullptr, a.data}, a.size);
       continue;
     }
-    const DType dtype = float_dtype_of(a, where);
+    const DType dtype = a.dtype && is_half(*a.dtype) ? *a.dtype : float_dtype_of(a, where);
     require(rules::positive_fits("grad_scale", grad_scale, rules::math_range(dtype == DType::Float64)));
-    if (dtype == DType::Float32) {
+    if (is_half(dtype)) {
+      (dtype == DType::Float16 ? f16 : bf16).add({nullptr, a.data}, a.size);
+    } else if (dtype == DType::Float32) {
       f32.add({nullptr, data_of<float>(&g, i)}, a.size);
     } else {
       f64.add({nullptr, data_of<double>(&g, i)}, a.size);
@@ -243,7 +247,9 @@ bool found_nonfinite(py::handle grads, RealObject grad_scale_obj, py::handle str
   const cpu::KernelTable& table = cpu::kernels();
   const bool in32 = !f32.sizes.empty() && table.f32.nonfinite(f32, grad_scale);
   const bool in64 = !f64.sizes.empty() && table.f64.nonfinite(f64, grad_scale);
-  return in32 || in64;
+  const bool in16 = !f16.sizes.empty() && table.f16.nonfinite(f16, grad_scale);
+  const bool in_bf16 = !bf16.sizes.empty() && table.bf16.nonfinite(bf16, grad_scale);
+  return in32 || in64 || in16 || in_bf16;
 }
 
 }  // namespace
@@ -252,7 +258,8 @@ void bind_optimizers(py::module_& m) {
   m.def("_found_nonfinite", &found_nonfinite, py::arg("grads"), py::kw_only(), py::arg("grad_scale") = 1.0,
         py::arg("stream") = py::none(),
         "True when any grads[i] / grad_scale holds a NaN or Inf (the skip_nonfinite pre-pass alone;\n"
-        "CPU grads may mix float32 and float64). Used by fastopt.optim for steps of several kernel calls.");
+        "CPU grads may mix float32, float64, float16 and bfloat16). Used by fastopt.optim for steps of\n"
+        "several kernel calls.");
   // Signatures live as long as the module (never freed; their names are interned Python strings).
   const py::object none_ = py::none();
   auto real = [](double x) { return py::float_(x); };

@@ -1,5 +1,6 @@
 """The state precision of Adam/AdamW (``state_dtype=``, issue 18): None (the default: state of the params'
-dtype, as torch keeps it), "float32" (float32 state, for float32 or bfloat16 params), "bfloat16" (exp_avg,
+dtype, as torch keeps it; float32 for float16 params, the only state their kernels keep), "float32" (float32
+state, for float32, float16 or bfloat16 params), "bfloat16" (exp_avg,
 exp_avg_sq and max_exp_avg_sq as ml_dtypes.bfloat16 arrays, for float32 or bfloat16 params: half the memory of
 float32; the update runs in float32 and rounds back), "int8" (8-bit blockwise state, fastopt.QuantizedState,
 for float32 params of at least MIN_8BIT_SIZE elements; smaller ones keep float32 state, as bitsandbytes' 8-bit
@@ -54,13 +55,16 @@ class StatePrecision:
         return self.name == "int8" and p.size >= MIN_8BIT_SIZE
 
     def check_param(self, p: np.ndarray, where: str) -> None:
-        """ValueError unless params p can keep this state (int8: float32 params; float32 and bfloat16:
-        float32 or bfloat16 params)."""
+        """ValueError unless params p can keep this state (int8: float32 params; float32: float32, float16
+        or bfloat16 params; bfloat16: float32 or bfloat16 params)."""
         if self.name == "int8" and p.dtype != np.float32:
             raise ValueError(f"state_dtype='int8' keeps the state of float32 params; {where} has dtype {p.dtype}")
-        if self.dtype is not None and not (p.dtype == np.float32 or is_bfloat16(p.dtype)):
-            raise ValueError(f"state_dtype={self.name!r} keeps the state of float32 or bfloat16 params; {where} "
-                             f"has dtype {p.dtype} (state_dtype=None keeps state of the params' dtype)")
+        takes = {"float32": (np.float32, np.float16), "bfloat16": (np.float32,)}.get(self.name)
+        if takes is not None and not (p.dtype in takes or is_bfloat16(p.dtype)):
+            also = ", float16" if self.name == "float32" else ""
+            raise ValueError(f"state_dtype={self.name!r} keeps the state of float32{also} or bfloat16 params; "
+                             f"{where} has dtype {p.dtype} (state_dtype=None keeps state of the params' dtype, "
+                             "float32 for float16)")
 
     def check_rounding(self, params) -> None:
         """ValueError when stochastic rounding has no bfloat16 values to round (no bfloat16 state or params)."""
@@ -72,7 +76,8 @@ class StatePrecision:
     def of(self, p: np.ndarray) -> np.dtype:
         """The dtype of params p's state arrays (p passed check_param when it joined, and at each step)."""
         if self.name == "int8" or self.dtype is None:
-            return p.dtype
+            # (float16 params: float32, the only state their kernels keep; float16 moments would underflow)
+            return np.dtype(np.float32) if p.dtype == np.float16 else p.dtype
         return self.dtype
 
     def kernel_kwargs(self, param_dtype):

@@ -11,10 +11,13 @@ from fastopt.optim.optimizer import Optimizer
 class Adagrad(Optimizer):
     """``Adagrad(params, lr=1e-2, lr_decay=0, weight_decay=0, initial_accumulator_value=0, eps=1e-10, maximize=False)``
 
-    State per parameter: ``step`` and ``sum`` (starting at initial_accumulator_value).
+    Params: float32, float64, float16 or ml_dtypes.bfloat16 arrays (16-bit ones updated in float32 and
+    rounded back to nearest-even). State per parameter: ``step`` and ``sum`` (starting at
+    initial_accumulator_value; float32 for 16-bit params).
     """
 
     _state_keys = ("step", "sum")
+    _half_params = ("float16", "bfloat16")
 
     def __init__(self, params, lr=1e-2, lr_decay=0.0, weight_decay=0.0, initial_accumulator_value=0.0,
                  eps=1e-10, maximize=False):
@@ -28,14 +31,18 @@ class Adagrad(Optimizer):
         value, largest = group["initial_accumulator_value"], float(np.finfo(np.float32).max)
         if not value >= 0:
             raise ValueError(f"initial_accumulator_value must be >= 0, got {value}")
-        # The sum starts at initial_accumulator_value in the params' dtype: an inf there would freeze them.
-        if not value <= largest and any(getattr(p, "dtype", None) == np.float32 for p in group.get("params", ())):
+        # The sum starts at initial_accumulator_value in its dtype (float32 for float32 and 16-bit params): an
+        # inf there would freeze them.
+        if not value <= largest and any(self._state_dtype(p) == np.float32 for p in group.get("params", ())
+                                        if isinstance(p, np.ndarray)):
             raise ValueError(f"initial_accumulator_value must be at most {largest} (the largest float32) for float32 "
                              f"parameters, got {value}")
 
     def _init_state(self, state, param, group):
         state["step"] = 0
-        state["sum"] = np.full_like(param, group["initial_accumulator_value"])
+        # (errstate: _check_group's probe state is made here before it refuses a value beyond the state's range)
+        with np.errstate(over="ignore"):
+            state["sum"] = np.full(param.shape, group["initial_accumulator_value"], self._state_dtype(param))
 
     def _update(self, group, params, grads, states, step, grad_scale=1.0):
         adagrad_(params, grads, [s["sum"] for s in states], lr=group["lr"], lr_decay=group["lr_decay"],

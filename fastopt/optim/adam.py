@@ -23,10 +23,11 @@ class Adam(Optimizer):
     """``Adam(params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, amsgrad=False, maximize=False,
     state_dtype=None, stochastic_rounding=False, seed=0)``
 
-    Params: float32, float64, or ml_dtypes.bfloat16 arrays (with bfloat16 grads; each element is updated in
-    float32 and rounded back). State per parameter: ``step``, ``exp_avg``, ``exp_avg_sq`` and, with amsgrad,
-    ``max_exp_avg_sq``: arrays of the params' dtype (``state_dtype=None``), or float32 arrays
-    (``"float32"``, for float32 or bfloat16 params), or ml_dtypes.bfloat16 arrays (``"bfloat16"``), or with
+    Params: float32, float64, float16 or ml_dtypes.bfloat16 arrays (16-bit ones with grads of their dtype;
+    each element is updated in float32 and rounded back). State per parameter: ``step``, ``exp_avg``,
+    ``exp_avg_sq`` and, with amsgrad, ``max_exp_avg_sq``: arrays of the params' dtype (``state_dtype=None``;
+    float32 for float16 params, whose kernels keep float32 state), or float32 arrays (``"float32"``, for
+    float32 or 16-bit params), or ml_dtypes.bfloat16 arrays (``"bfloat16"``, for float32 or bfloat16 params), or with
     ``state_dtype="int8"`` fastopt.QuantizedState (8-bit blockwise, bitsandbytes' layout: exp_avg signed, the
     others unsigned) for float32 params of at least 4096 elements, float32 arrays for smaller ones. Every
     bfloat16 value written (params or state) is rounded to nearest-even, or stochastically with
@@ -35,7 +36,7 @@ class Adam(Optimizer):
     """
 
     _kernel = staticmethod(adam_)
-    _bfloat16_params = True
+    _half_params = ("float16", "bfloat16")
     _state_keys = ("step", "exp_avg", "exp_avg_sq")
     _lazy_state = ("max_exp_avg_sq",)
 

@@ -26,7 +26,8 @@ from fastopt._quantized import QuantizedState
 from fastopt.optim._state_dtype import is_bfloat16
 from fastopt.optim.checkpoint import load_checkpoint, save_checkpoint
 
-_FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+_FLOAT32 = np.dtype(np.float32)
+_FLOAT_DTYPES = (_FLOAT32, np.dtype(np.float64))
 
 
 def _foreign_hint(value: Any, owner: str) -> str:
@@ -37,17 +38,28 @@ def _foreign_hint(value: Any, owner: str) -> str:
     return ""
 
 
-def _check_param(p: Any, where: str, owner: str = "Adam", bfloat16: bool = False) -> None:
-    """p as a parameter array; bfloat16 (ml_dtypes') allowed where the optimizer's kernels take it."""
+def is_half(dtype: Any) -> bool:
+    """float16 (NumPy's) or bfloat16 (ml_dtypes'): the 16-bit params whose updates run in float32."""
+    return dtype == np.float16 or is_bfloat16(dtype)
+
+
+def _half_name(dtype: np.dtype) -> str:
+    return "bfloat16" if is_bfloat16(dtype) else dtype.name
+
+
+def _check_param(p: Any, where: str, owner: str = "Adam", half: Tuple[str, ...] = ()) -> None:
+    """p as a parameter array; the 16-bit dtypes named in `half` ("float16", "bfloat16") allowed where the
+    optimizer's kernels take them."""
     if not isinstance(p, np.ndarray):
         raise TypeError(f"{where} must be a numpy.ndarray, got {type(p).__name__}{_foreign_hint(p, owner)}")
     if isinstance(p, np.ma.MaskedArray):
         raise TypeError(f"{where} is a numpy masked array: its masked entries would be updated too (pass a "
                         "plain array)")
-    if p.dtype not in _FLOAT_DTYPES and not (bfloat16 and is_bfloat16(p.dtype)):
-        also = " or bfloat16" if bfloat16 else ""
-        hint = " (bfloat16 params: fastopt.optim.Adam and AdamW)" if is_bfloat16(p.dtype) and not bfloat16 else ""
-        raise TypeError(f"{where} has dtype {p.dtype}; fastopt.optim.{owner} optimizes float32{also} or float64 "
+    if p.dtype not in _FLOAT_DTYPES and not (is_half(p.dtype) and _half_name(p.dtype) in half):
+        taken = "".join(f", {name}" for name in half)
+        hint = (" (float16 and bfloat16 params: fastopt.optim.SGD, Adagrad, RMSprop, Adam and AdamW)"
+                if is_half(p.dtype) else "")
+        raise TypeError(f"{where} has dtype {p.dtype}; fastopt.optim.{owner} optimizes float32{taken} or float64 "
                         f"arrays{hint}")
     if not p.flags.c_contiguous:
         raise ValueError(f"{where} is not C-contiguous")
@@ -62,12 +74,12 @@ def _check_grad_scale(grad_scale: Any, params: List[np.ndarray]) -> float:
     value = _hyper.real(grad_scale, "grad_scale")
     if not (math.isfinite(value) and value > 0):
         raise ValueError(f"grad_scale must be > 0, got {value}")
-    if any(p.dtype == np.float32 or is_bfloat16(p.dtype) for p in params):  # (bfloat16: float32 arithmetic)
+    if any(p.dtype == np.float32 or is_half(p.dtype) for p in params):  # (16-bit params: float32 arithmetic)
         # The kernels' rule for float32 arithmetic (hyper_rules.h): a normal float32 number.
         float32 = np.finfo(np.float32)
         if not float(float32.tiny) <= value <= float(float32.max):
             raise ValueError(f"grad_scale must be between {float32.tiny} and {float32.max} (a normal float32) "
-                             f"for float32 parameters, got {value}")
+                             f"for float32 arithmetic (float32, float16 and bfloat16 parameters), got {value}")
     return value
 
 
@@ -88,8 +100,9 @@ class Optimizer:
     _nullable_state: Tuple[str, ...] = ()
     # ... and numbers kept beside the arrays (NAdam's mu_product, ASGD's eta and mu).
     _scalar_state: Tuple[str, ...] = ()
-    # Whether the kernels take ml_dtypes.bfloat16 params (with bfloat16 grads): Adam and AdamW.
-    _bfloat16_params = False
+    # The 16-bit params the kernels take (with grads of the same dtype; the update in float32, the state
+    # float32 unless the optimizer keeps compact state): "float16" (NumPy's), "bfloat16" (ml_dtypes').
+    _half_params: Tuple[str, ...] = ()
 
     def __init__(self, params: Iterable, defaults: Dict[str, Any]):
         # The constructor's own arguments are checked first, so their errors name just the argument.
@@ -131,7 +144,7 @@ class Optimizer:
         first = sum(len(g["params"]) for g in self.param_groups)
         seen = {id(p) for g in self.param_groups for p in g["params"]}
         for j, p in enumerate(params):
-            _check_param(p, f"params[{first + j}]", type(self).__name__, self._bfloat16_params)
+            _check_param(p, f"params[{first + j}]", type(self).__name__, self._half_params)
             self._check_param_dtype(p, f"params[{first + j}]")
             if id(p) in seen:
                 raise ValueError(f"params[{first + j}] appears more than once in the optimizer")
@@ -169,7 +182,7 @@ class Optimizer:
         empty list when the group has no params."""
         _hyper.check_hyperparameters(group, lr=_lr_or_schedule)
         dtypes = {p.dtype for p in group.get("params", ())
-                  if isinstance(p, np.ndarray) and (p.dtype in _FLOAT_DTYPES or is_bfloat16(p.dtype))}
+                  if isinstance(p, np.ndarray) and (p.dtype in _FLOAT_DTYPES or is_half(p.dtype))}
         if not dtypes:
             self._update(group, [], [], [], self._check_key())
         for dtype in sorted(dtypes, key=str):
@@ -203,7 +216,7 @@ class Optimizer:
         # The parameters too: param_groups is the caller's to edit (an array appended to a group's list
         # is checked here, under its index in the whole optimizer).
         for i, p in enumerate(params):
-            _check_param(p, f"params[{i}]", type(self).__name__, self._bfloat16_params)
+            _check_param(p, f"params[{i}]", type(self).__name__, self._half_params)
             self._check_param_dtype(p, f"params[{i}]")
         self._check_grads(params, grads)
         # Hyperparameters may have been edited since the last step; schedules are evaluated here.
@@ -400,9 +413,14 @@ class Optimizer:
         """ValueError when the optimizer's options refuse params p's dtype (Adam's state_dtype)."""
 
     def _state_dtype(self, p: np.ndarray) -> np.dtype:
-        """The dtype of p's state arrays: p's own, unless the optimizer keeps compact state (Adam's
-        state_dtype)."""
-        return p.dtype
+        """The dtype of p's state arrays: p's own, float32 for 16-bit params (their update runs in float32,
+        and float16 state would lose small second moments to underflow), unless the optimizer keeps compact
+        state (Adam's state_dtype)."""
+        return _FLOAT32 if is_half(p.dtype) else p.dtype
+
+    def _zeros(self, p: np.ndarray) -> np.ndarray:
+        """A new state array of zeros for params p: its shape, its state dtype."""
+        return np.zeros(p.shape, self._state_dtype(p))
 
     def _state_shape(self, p: np.ndarray, key: str) -> tuple:
         """The shape of state entry `key` of parameter p: p's own (Adafactor's factored state differs)."""

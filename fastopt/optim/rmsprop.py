@@ -11,12 +11,14 @@ from fastopt.optim.optimizer import Optimizer
 class RMSprop(Optimizer):
     """``RMSprop(params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0, momentum=0, centered=False, maximize=False)``
 
-    State per parameter: ``step``, ``square_avg``, and ``momentum_buffer`` (momentum > 0) and
-    ``grad_avg`` (centered) when used.
+    Params: float32, float64, float16 or ml_dtypes.bfloat16 arrays (16-bit ones updated in float32 and
+    rounded back to nearest-even). State per parameter: ``step``, ``square_avg``, and ``momentum_buffer``
+    (momentum > 0) and ``grad_avg`` (centered) when used; float32 for 16-bit params.
     """
 
     _state_keys = ("step", "square_avg")
     _lazy_state = ("momentum_buffer", "grad_avg")
+    _half_params = ("float16", "bfloat16")
 
     def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0,
                  centered=False, maximize=False):
@@ -25,7 +27,7 @@ class RMSprop(Optimizer):
 
     def _init_state(self, state, param, group):
         state["step"] = 0
-        state["square_avg"] = np.zeros_like(param)
+        state["square_avg"] = self._zeros(param)
 
     def _update(self, group, params, grads, states, step, grad_scale=1.0):
         # Buffers appear when first needed, so momentum or centering may be switched on mid-run.
@@ -36,9 +38,8 @@ class RMSprop(Optimizer):
                  momentum=group["momentum"], centered=group["centered"], maximize=group["maximize"],
                  grad_scale=grad_scale)
 
-    @staticmethod
-    def _ensure(states, params, key):
+    def _ensure(self, states, params, key):
         for state, p in zip(states, params):
             if key not in state:
-                state[key] = np.zeros_like(p)
+                state[key] = self._zeros(p)
         return [s[key] for s in states]

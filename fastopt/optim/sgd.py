@@ -11,12 +11,14 @@ from fastopt.optim.optimizer import Optimizer
 class SGD(Optimizer):
     """``SGD(params, lr=1e-3, momentum=0, dampening=0, weight_decay=0, nesterov=False, maximize=False)``
 
-    State per parameter: ``momentum_buffer`` (only when momentum != 0), created on the first step
-    from the gradient itself, as torch does.
+    Params: float32, float64, float16 or ml_dtypes.bfloat16 arrays (16-bit ones updated in float32 and
+    rounded back to nearest-even). State per parameter: ``momentum_buffer`` (only when momentum != 0; float32
+    for 16-bit params), created on the first step from the gradient itself, as torch does.
     """
 
     _state_keys = ("momentum_buffer",)
     _nullable_state = ("momentum_buffer",)
+    _half_params = ("float16", "bfloat16")
 
     def __init__(self, params, lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0,
                  nesterov=False, maximize=False):
@@ -41,7 +43,7 @@ class SGD(Optimizer):
         if group["momentum"] != 0:
             for state, p in zip(states, params):
                 if state["momentum_buffer"] is None:
-                    state["momentum_buffer"] = np.zeros_like(p)
+                    state["momentum_buffer"] = self._zeros(p)
             buffers = [s["momentum_buffer"] for s in states]
         sgd_(params, grads, buffers, lr=group["lr"], momentum=group["momentum"],
              dampening=group["dampening"], weight_decay=group["weight_decay"],
