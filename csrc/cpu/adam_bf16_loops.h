@@ -100,7 +100,7 @@ bool adam_bf16_typed(const Bf16AdamCall& call, const AdamHyper& hyper) {
               uint64_t(begin), keys[0], keys[1], keys[2], keys[3]);
         }, heads);
       },
-      hyper.amsgrad, hyper.decoupled, scaled, call.stochastic_rounding);
+      hyper.amsgrad, adam_decoupled_form(hyper), scaled, call.stochastic_rounding);
   return false;
 }
 

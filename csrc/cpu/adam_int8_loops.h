@@ -132,7 +132,7 @@ inline bool adam_int8(const Int8AdamCall& call, const AdamHyper& hyper) {
           }
         });
       },
-      hyper.amsgrad, hyper.decoupled, scaled);
+      hyper.amsgrad, adam_decoupled_form(hyper), scaled);
   return false;
 }
 

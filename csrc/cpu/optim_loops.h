@@ -96,38 +96,39 @@ bool nonfinite(const TensorList<T, 2>& tensors, double grad_scale) {
 // every instantiation of these loops is vectorised at every instruction set. `gs` is the gradient
 // scale by value (a captured reference could alias the arrays).
 
-template <bool MOMENTUM, bool NESTEROV, bool FIRST, bool SCALED, typename P, typename T>
+// L2: weight_decay != 0 (the decay term is skipped otherwise, as torch skips it: weight_decay.h).
+template <bool MOMENTUM, bool NESTEROV, bool FIRST, bool L2, bool SCALED, typename P, typename T>
 inline void sgd_elements(int64_t n, P* __restrict p, const P* __restrict g, T* __restrict b, T gs,
                          const SgdScalars<T> s) {
   for (int64_t i = 0; i < n; ++i) {
     T pi = widen(p[i]);
     T bi = 0;
     if constexpr (MOMENTUM && !FIRST) bi = b[i];
-    sgd_update<MOMENTUM, NESTEROV, FIRST>(pi, unscale_grad<SCALED>(T(widen(g[i])), gs), bi, s);
+    sgd_update<MOMENTUM, NESTEROV, FIRST, L2 ? kL2Decay : kNoDecay>(pi, unscale_grad<SCALED>(T(widen(g[i])), gs), bi, s);
     p[i] = narrow<P>(pi);
     if constexpr (MOMENTUM) b[i] = bi;
   }
 }
 
-template <bool SCALED, typename P, typename T>
+template <bool L2, bool SCALED, typename P, typename T>
 inline void adagrad_elements(int64_t n, P* __restrict p, const P* __restrict g, T* __restrict sum, T gs,
                              const AdagradScalars<T> s) {
   for (int64_t i = 0; i < n; ++i) {
     T pi = widen(p[i]), si = sum[i];
-    adagrad_update(pi, unscale_grad<SCALED>(T(widen(g[i])), gs), si, s);
+    adagrad_update<L2 ? kL2Decay : kNoDecay>(pi, unscale_grad<SCALED>(T(widen(g[i])), gs), si, s);
     p[i] = narrow<P>(pi);
     sum[i] = si;
   }
 }
 
-template <bool CENTERED, bool MOMENTUM, bool SCALED, typename P, typename T>
+template <bool CENTERED, bool MOMENTUM, bool L2, bool SCALED, typename P, typename T>
 inline void rmsprop_elements(int64_t n, P* __restrict p, const P* __restrict g, T* __restrict sq,
                              T* __restrict b, T* __restrict ga, T gs, const RmspropScalars<T> s) {
   for (int64_t i = 0; i < n; ++i) {
     T pi = widen(p[i]), sqi = sq[i], bi = 0, gai = 0;
     if constexpr (MOMENTUM) bi = b[i];
     if constexpr (CENTERED) gai = ga[i];
-    rmsprop_update<CENTERED, MOMENTUM>(pi, unscale_grad<SCALED>(T(widen(g[i])), gs), sqi, bi, gai, s);
+    rmsprop_update<CENTERED, MOMENTUM, L2 ? kL2Decay : kNoDecay>(pi, unscale_grad<SCALED>(T(widen(g[i])), gs), sqi, bi, gai, s);
     p[i] = narrow<P>(pi);
     sq[i] = sqi;
     if constexpr (MOMENTUM) b[i] = bi;
@@ -181,16 +182,17 @@ bool sgd_stored(const List& tensors, const SgdHyper& hyper) {
   const T scale = T(hyper.scaling.grad_scale);
   const bool momentum = hyper.momentum != 0.0;
   with_flags(
-      [&](auto MOMENTUM, auto NESTEROV, auto FIRST, auto SCALED) {
+      [&](auto MOMENTUM, auto NESTEROV, auto FIRST, auto L2, auto SCALED) {
         for_each_update_chunk<P>(tensors, [&](int32_t k, int64_t begin, int64_t end) {
           staged(end - begin, operand_as<P>(tensors, k, 0, begin), operand_as<const P>(tensors, k, 1, begin),
                  [&](int64_t n, auto* p, const auto* g, int64_t at) {
-                   sgd_elements<MOMENTUM.value, NESTEROV.value, FIRST.value, SCALED.value>(
+                   sgd_elements<MOMENTUM.value, NESTEROV.value, FIRST.value, L2.value, SCALED.value>(
                        n, p, g, operand_as<T>(tensors, k, 2, begin + at), scale, s);
                  });
         });
       },
-      momentum, momentum && hyper.nesterov, momentum && hyper.step == 1, hyper.scaling.grad_scale != 1.0);
+      momentum, momentum && hyper.nesterov, momentum && hyper.step == 1, hyper.weight_decay != 0.0,
+      hyper.scaling.grad_scale != 1.0);
   return false;
 }
 
@@ -200,15 +202,15 @@ bool adagrad_stored(const List& tensors, const AdagradHyper& hyper) {
   const AdagradScalars<T> s = adagrad_scalars<T>(hyper);
   const T scale = T(hyper.scaling.grad_scale);
   with_flags(
-      [&](auto SCALED) {
+      [&](auto L2, auto SCALED) {
         for_each_update_chunk<P>(tensors, [&](int32_t k, int64_t begin, int64_t end) {
           staged(end - begin, operand_as<P>(tensors, k, 0, begin), operand_as<const P>(tensors, k, 1, begin),
                  [&](int64_t n, auto* p, const auto* g, int64_t at) {
-                   adagrad_elements<SCALED.value>(n, p, g, operand_as<T>(tensors, k, 2, begin + at), scale, s);
+                   adagrad_elements<L2.value, SCALED.value>(n, p, g, operand_as<T>(tensors, k, 2, begin + at), scale, s);
                  });
         });
       },
-      hyper.scaling.grad_scale != 1.0);
+      hyper.weight_decay != 0.0, hyper.scaling.grad_scale != 1.0);
   return false;
 }
 
@@ -218,17 +220,17 @@ bool rmsprop_stored(const List& tensors, const RmspropHyper& hyper) {
   const RmspropScalars<T> s = rmsprop_scalars<T>(hyper);
   const T scale = T(hyper.scaling.grad_scale);
   with_flags(
-      [&](auto CENTERED, auto MOMENTUM, auto SCALED) {
+      [&](auto CENTERED, auto MOMENTUM, auto L2, auto SCALED) {
         for_each_update_chunk<P>(tensors, [&](int32_t k, int64_t begin, int64_t end) {
           staged(end - begin, operand_as<P>(tensors, k, 0, begin), operand_as<const P>(tensors, k, 1, begin),
                  [&](int64_t n, auto* p, const auto* g, int64_t at) {
-                   rmsprop_elements<CENTERED.value, MOMENTUM.value, SCALED.value>(
+                   rmsprop_elements<CENTERED.value, MOMENTUM.value, L2.value, SCALED.value>(
                        n, p, g, operand_as<T>(tensors, k, 2, begin + at), operand_as<T>(tensors, k, 3, begin + at),
                        operand_as<T>(tensors, k, 4, begin + at), scale, s);
                  });
         });
       },
-      hyper.centered, hyper.momentum > 0.0, hyper.scaling.grad_scale != 1.0);
+      hyper.centered, hyper.momentum > 0.0, hyper.weight_decay != 0.0, hyper.scaling.grad_scale != 1.0);
   return false;
 }
 
@@ -248,7 +250,7 @@ bool adam_stored(const List& tensors, const AdamHyper& hyper) {
                  });
         });
       },
-      hyper.amsgrad, hyper.decoupled, hyper.scaling.grad_scale != 1.0);
+      hyper.amsgrad, adam_decoupled_form(hyper), hyper.scaling.grad_scale != 1.0);
   return false;
 }
 

@@ -8,14 +8,16 @@
 namespace fastopt::cpu {
 
 template <typename Fn>
-void with_flags(Fn&& fn) {
+__attribute__((always_inline)) inline void with_flags(Fn&& fn) {
   fn();
 }
 
+// (The binding lambdas always inline: they only dispatch, and GCC's growth limits left some outlined once
+// SGD had five flags, each then a function of its own holding no loop.)
 template <typename Fn, typename... Rest>
-void with_flags(Fn&& fn, bool flag, Rest... rest) {
-  auto bind = [&](auto constant) {
-    with_flags([&](auto... more) { fn(constant, more...); }, rest...);
+__attribute__((always_inline)) inline void with_flags(Fn&& fn, bool flag, Rest... rest) {
+  auto bind = [&](auto constant) __attribute__((always_inline)) {
+    with_flags([&](auto... more) __attribute__((always_inline)) { fn(constant, more...); }, rest...);
   };
   if (flag) {
     bind(std::true_type{});

@@ -213,7 +213,7 @@ bool run_adam(Runner& runner, const DeviceTensorList<5>& list, const AdamHyper& 
     using M = MathOf<T>;
     auto run = [&](auto op) {
       set_common(op, hyper, device, scale);
-      op.decoupled = hyper.decoupled;
+      op.decoupled = adam_decoupled_form(hyper);
       return run_update<decltype(op), T, S>(runner, name, list, op, hyper.scaling);
     };
     return hyper.amsgrad ? run(AdamOp<M, true>{}) : run(AdamOp<M, false>{});

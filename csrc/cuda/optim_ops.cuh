@@ -134,7 +134,7 @@ struct AdamOp : OpBase<M> {
 
   AdamHyper hyper;
   Consts consts;
-  bool decoupled;  // AdamW
+  bool decoupled;  // AdamW's form (adam_decoupled_form: AdamW, or Adam without weight decay)
 
   static FASTOPT_HD Consts make_consts(const AdamHyper& h) { return adam_scalars<M>(h); }
   FASTOPT_HD Consts device_consts() const { return make_consts(this->device.with_lr_step(hyper)); }

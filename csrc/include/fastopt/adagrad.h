@@ -2,7 +2,7 @@
 //
 //   clr = lr / (1 + (t - 1) * lr_decay)         (t: 1-based step, host constant)
 //   g   = maximize ? -grad : grad
-//   g   = g + wd * p
+//   g   = g + wd * p                             (when wd != 0, as torch)
 //   sum = sum + g * g
 //   p   = p - clr * g / (sqrt(sum) + eps)
 #pragma once
@@ -10,6 +10,7 @@
 #include <cstdint>
 
 #include "fastopt/grad_scale.h"
+#include "fastopt/weight_decay.h"
 #include "fastopt/macros.h"
 #include "fastopt/scalar_math.h"
 
@@ -36,9 +37,10 @@ FASTOPT_HD AdagradScalars<M> adagrad_scalars(const AdagradHyper& h) {
   return {M(-clr), M(h.weight_decay), M(h.eps), M(h.maximize ? -1.0 : 1.0)};
 }
 
-template <typename M>
+// One element; DECAY: the L2 decay's mode (weight_decay.h).
+template <int DECAY = kL2WhenNonzero, typename M>
 FASTOPT_HD void adagrad_update(M& p, M grad, M& sum, const AdagradScalars<M>& s) {
-  const M g = grad * s.grad_sign + s.weight_decay * p;
+  const M g = l2_decayed<DECAY>(grad * s.grad_sign, p, s.weight_decay);
   sum = sum + g * g;
   const M std_dev = sqrt_(sum) + s.eps;
   p = p + s.neg_clr * (g / std_dev);

@@ -2,7 +2,7 @@
 // torch.optim.Adam / AdamW's numbers. t is the 1-based step of this update.
 //
 //   g    = maximize ? -grad : grad
-//   Adam:  g = g + wd * p              AdamW:  p = p * (1 - lr * wd)
+//   Adam:  g = g + wd * p (wd != 0)             AdamW:  p = p * (1 - lr * wd)
 //   m    = b1 * m + (1 - b1) * g
 //   v    = b2 * v + (1 - b2) * g * g
 //   amsgrad: vmax = max(vmax, v), and vmax stands for v below
@@ -17,6 +17,7 @@
 #include <cstdint>
 
 #include "fastopt/grad_scale.h"
+#include "fastopt/weight_decay.h"
 #include "fastopt/macros.h"
 #include "fastopt/scalar_math.h"
 
@@ -63,6 +64,11 @@ FASTOPT_HD AdamScalars<M> adam_scalars(const AdamHyper& h) {
   return s;
 }
 
+// The form a call runs: AdamW's (DECOUPLED) also for Adam without weight decay. The two are then the same
+// update, but AdamW's p * 1 leaves g alone as torch.optim does, where Adam's g + 0 * p would turn an
+// infinite p into NaN and a -0.0 gradient into +0.0. Every caller dispatches on this, not on h.decoupled.
+FASTOPT_HD bool adam_decoupled_form(const AdamHyper& h) { return h.decoupled || h.weight_decay == 0.0; }
+
 // One element. DECOUPLED selects AdamW; when AMSGRAD is false, vmax is not touched.
 template <bool AMSGRAD, bool DECOUPLED, typename M>
 FASTOPT_HD void adam_update(M& p, M grad, M& m, M& v, M& vmax, const AdamScalars<M>& s) {
@@ -70,7 +76,7 @@ FASTOPT_HD void adam_update(M& p, M grad, M& m, M& v, M& vmax, const AdamScalars
   if constexpr (DECOUPLED) {
     p = p * s.decoupled_keep;
   } else {
-    g = g + s.l2_decay * p;
+    g = g + s.l2_decay * p;  // (reached with wd != 0 only: adam_decoupled_form)
   }
   m = s.beta1 * m + s.one_minus_beta1 * g;
   v = s.beta2 * v + s.one_minus_beta2 * (g * g);

@@ -1,7 +1,7 @@
 // RMSprop, plain or centered, with optional momentum and L2 weight decay: torch.optim.RMSprop's numbers.
 //
 //   g   = maximize ? -grad : grad
-//   g   = g + wd * p
+//   g   = g + wd * p                             (when wd != 0, as torch)
 //   sq  = alpha * sq + (1 - alpha) * g * g
 //   centered:  ga = alpha * ga + (1 - alpha) * g;   avg = sqrt(sq - ga * ga)
 //   otherwise: avg = sqrt(sq)
@@ -11,6 +11,7 @@
 #pragma once
 
 #include "fastopt/grad_scale.h"
+#include "fastopt/weight_decay.h"
 #include "fastopt/macros.h"
 #include "fastopt/scalar_math.h"
 
@@ -39,10 +40,11 @@ FASTOPT_HD RmspropScalars<M> rmsprop_scalars(const RmspropHyper& h) {
           M(h.maximize ? -1.0 : 1.0)};
 }
 
-template <bool CENTERED, bool MOMENTUM, typename M>
+// One element; DECAY: the L2 decay's mode (weight_decay.h).
+template <bool CENTERED, bool MOMENTUM, int DECAY = kL2WhenNonzero, typename M>
 FASTOPT_HD void rmsprop_update(M& p, M grad, M& square_avg, M& buf, M& grad_avg,
                                const RmspropScalars<M>& s) {
-  const M g = grad * s.grad_sign + s.weight_decay * p;
+  const M g = l2_decayed<DECAY>(grad * s.grad_sign, p, s.weight_decay);
   square_avg = s.alpha * square_avg + s.one_minus_alpha * (g * g);
   M avg;
   if constexpr (CENTERED) {

@@ -1,7 +1,7 @@
 // SGD with momentum, dampening, Nesterov and L2 weight decay: torch.optim.SGD's numbers.
 //
 //   g  = maximize ? -grad : grad
-//   g  = g + wd * p
+//   g  = g + wd * p                                (when wd != 0, as torch)
 //   momentum != 0:  b = g                          on the first step (a copy)
 //                   b = mu * b + (1 - dampening) * g   afterwards
 //                   g = g + mu * b  (nesterov)   or   g = b
@@ -12,6 +12,7 @@
 
 #include "fastopt/grad_scale.h"
 #include "fastopt/macros.h"
+#include "fastopt/weight_decay.h"
 
 namespace fastopt {
 
@@ -39,10 +40,11 @@ FASTOPT_HD SgdScalars<M> sgd_scalars(const SgdHyper& h) {
           M(h.maximize ? -1.0 : 1.0)};
 }
 
-// One element. MOMENTUM: keep a buffer; FIRST: this is the buffer's first step.
-template <bool MOMENTUM, bool NESTEROV, bool FIRST, typename M>
+// One element. MOMENTUM: keep a buffer; FIRST: this is the buffer's first step; DECAY: the L2 decay's
+// mode (weight_decay.h).
+template <bool MOMENTUM, bool NESTEROV, bool FIRST, int DECAY = kL2WhenNonzero, typename M>
 FASTOPT_HD void sgd_update(M& p, M grad, M& buf, const SgdScalars<M>& s) {
-  M g = grad * s.grad_sign + s.weight_decay * p;
+  M g = l2_decayed<DECAY>(grad * s.grad_sign, p, s.weight_decay);
   if constexpr (MOMENTUM) {
     if constexpr (FIRST) {
       buf = g;
