@@ -190,7 +190,7 @@ class FusedOptimizer(torch.optim.Optimizer):
     def __init__(self, params, defaults: Dict[str, Any]):
         # The constructor's arguments first, so that a refusal names just the argument ("lr", not
         # "param group 0: lr"): their kinds here, their values by the kernel on an empty list.
-        with torch_wording(defaults):
+        with torch_wording(defaults, self._torch_phrases):
             _hyper.check_hyperparameters(defaults, element=check_real)
             self._run(dict(defaults, params=[]), [], [], [], self._check_key())
         super().__init__(params, defaults)
@@ -202,7 +202,7 @@ class FusedOptimizer(torch.optim.Optimizer):
         # Check the options and hyperparameters now, as torch does in its constructors: the kernel
         # validates them itself when called on an empty list, so the rules live in one place.
         k = len(self.param_groups) - 1
-        with torch_wording(group):
+        with torch_wording(group, self._torch_phrases):
             self._check_options(group, k)
             with _hyper.named(f"param group {k}"):
                 self._check_hyper(group, [p.dtype for p in group["params"]])
@@ -485,6 +485,16 @@ class FusedOptimizer(torch.optim.Optimizer):
 
     # The torch.optim class of the same algorithm (its name): it steps what the fused kernels cannot.
     _torch_name: str = ""
+    # torch's words for its hyperparameter errors (_torch_wording; None: PHRASES, shared by most classes).
+    _torch_phrases = None
+    # Whether complex parameters are updated (as real pairs, as torch's elementwise optimizers do); torch's
+    # Adafactor and Muon refuse them at the step, and so do their twins (_refuse_complex).
+    _takes_complex = True
+
+    def _refuse_complex(self, p: torch.Tensor, i: int) -> None:
+        if p.is_complex():
+            raise RuntimeError(f"{type(self).__name__} does not support complex parameters (params[{i}] is "
+                               f"{p.dtype})")
 
     def _torch_parts(self) -> List[Tuple[int, Dict[str, Any], List[torch.Tensor], str]]:
         """What torch.optim's own implementation steps, as (group index, group, params, why): a
@@ -614,6 +624,8 @@ class FusedOptimizer(torch.optim.Optimizer):
                 if p.grad is None or p.grad.layout != torch.strided:
                     continue  # as torch: a parameter without a gradient is not updated (sparse: _torch_parts)
                 _arrays.check_tensor(p, f"params[{i}]", cpu_half=self._cpu_half)
+                if not self._takes_complex:
+                    self._refuse_complex(p, i)
                 if first is None:
                     first = (i, p)
                 elif not (p.is_cpu and first[1].is_cpu) and p.device != first[1].device:
@@ -649,6 +661,8 @@ class FusedOptimizer(torch.optim.Optimizer):
             state = self.state.get(p)
             local_p, local_grad, local_state = _dtensor.local_operands(p, state, i, ("step",) + self._scalar_state)
             _arrays.check_tensor(local_p, name, cpu_half=self._cpu_half)
+            if not self._takes_complex:
+                self._refuse_complex(local_p, i)
             if first is None:
                 first = (i, local_p)
             elif not (local_p.is_cpu and first[1].is_cpu) and local_p.device != first[1].device:

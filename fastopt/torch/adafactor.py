@@ -16,7 +16,7 @@ import torch
 from fastopt import _core, _hyper
 from fastopt.torch import _arrays
 from fastopt.torch._optimizer import FusedOptimizer, check_real, new_step, scalar
-from fastopt.torch._torch_wording import torch_wording
+from fastopt.torch._torch_wording import ADAFACTOR_PHRASES, torch_wording
 
 _FACTORED = ("row_var", "col_var")
 _TENSORS = ("row_var", "col_var", "variance")
@@ -51,13 +51,15 @@ class Adafactor(FusedOptimizer):
     _state_keys = ("step",)
     _lazy_state = _TENSORS  # (which of them a parameter holds depends on its ndim: checked here)
     _torch_name = "Adafactor"
+    _torch_phrases = ADAFACTOR_PHRASES
+    _takes_complex = False  # (as torch's: RuntimeError at the step)
     _step_supports_amp_scaling = False
 
     def __init__(self, params, lr=1e-2, beta2_decay=-0.8, eps=(None, 1e-3), d=1.0, weight_decay=0.0, *,
                  foreach=None, maximize=False):
         defaults = dict(lr=lr, beta2_decay=beta2_decay, eps=tuple(eps) if isinstance(eps, list) else eps, d=d,
                         weight_decay=weight_decay, foreach=foreach, maximize=maximize)
-        with torch_wording(defaults):
+        with torch_wording(defaults, ADAFACTOR_PHRASES):
             self._check_kinds(defaults, "")
             self._run(dict(defaults, params=[]), [], [], [], self._check_key())
         torch.optim.Optimizer.__init__(self, params, defaults)

@@ -42,6 +42,7 @@ class Muon(FusedOptimizer):
 
     _state_keys = ("momentum_buffer",)
     _torch_name = "Muon"
+    _takes_complex = False  # (as torch's: RuntimeError at the step)
     _step_plan_ok = False  # (its _run works on the state tensors themselves: the repeated step's views do not fit)
 
     def __init__(self, params, lr=1e-3, weight_decay=0.1, momentum=0.95, nesterov=True,
