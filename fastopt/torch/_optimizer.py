@@ -193,7 +193,11 @@ class FusedOptimizer(torch.optim.Optimizer):
         with torch_wording(defaults, self._torch_phrases):
             _hyper.check_hyperparameters(defaults, element=check_real)
             self._run(dict(defaults, params=[]), [], [], [], self._check_key())
+        self._check_defaults(defaults)
         super().__init__(params, defaults)
+
+    def _check_defaults(self, defaults: Dict[str, Any]) -> None:
+        """The constructor's rules across its arguments, once each has passed its own checks (Adam's betas)."""
 
     def add_param_group(self, param_group: Dict[str, Any]) -> None:
         super().add_param_group(param_group)

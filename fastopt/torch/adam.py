@@ -42,15 +42,17 @@ class Adam(FusedOptimizer):
                         decoupled_weight_decay=decoupled_weight_decay, state_dtype=state_dtype,
                         stochastic_rounding=stochastic_rounding, seed=seed)
         compact.check_options(defaults)
-        if isinstance(betas, (tuple, list)) and len(betas) == 2 and \
-                isinstance(betas[0], torch.Tensor) != isinstance(betas[1], torch.Tensor):
-            # (torch's rule and words; unlike torch, ints pass with floats: torch refuses betas=(0, 0.99))
-            raise ValueError("betas must be either both floats or both Tensors")
         if state_dtype == "float32" and stochastic_rounding is False and seed == 0:
             # (today's state: the groups hold torch's options only, so the state_dict is torch's exactly; a
             # group without state_dtype has float32 state)
             del defaults["state_dtype"], defaults["stochastic_rounding"], defaults["seed"]
         super().__init__(params, defaults)
+
+    def _check_defaults(self, defaults):
+        betas = defaults["betas"]
+        if isinstance(betas[0], torch.Tensor) != isinstance(betas[1], torch.Tensor):
+            # (torch's rule and words; unlike torch, ints pass with floats: torch refuses betas=(0, 0.99))
+            raise ValueError("betas must be either both floats or both Tensors")
 
     # ------------------------------------------------------------------ compact state (_state_dtype)
     _shared_state = compact.SHARED_KEYS
