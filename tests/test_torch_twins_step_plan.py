@@ -294,3 +294,100 @@ def test_updates_land_in_the_tensors_and_autograd_sees_them():
     with pytest.raises(RuntimeError, match="modified by an inplace operation"):
         y.backward()
     del saved
+
+
+def test_a_gradient_with_its_negative_bit_set_is_refused_by_name():
+    # x.conj().imag of a one-element complex tensor: a real, contiguous view whose memory holds -values.
+    ours, theirs, twin, ref = make_pair("SGD", dict(lr=0.1, momentum=0.9), shapes=[(1,)])
+    for k in range(3):
+        step_both(ours, theirs, twin, ref, k)
+    ours[0].grad = torch.tensor([1 + 2j], dtype=torch.complex128).conj().imag
+    assert ours[0].grad.is_neg() and ours[0].grad.is_contiguous()
+    before = snapshot(ours, twin)
+    with pytest.raises(TypeError, match=r"params\[0\]\.grad has its negative bit set"):
+        twin.step()
+    assert_unchanged(before, ours, twin)
+
+
+@pytest.mark.parametrize("name, hyper", [CASES[0], CASES[2], CASES[8]], ids=[IDS[0], IDS[2], IDS[8]])
+def test_a_state_dict_replaced_for_a_parameter_is_used(name, hyper):
+    ours, theirs, twin, ref = make_pair(name, hyper)
+    for k in range(3):
+        step_both(ours, theirs, twin, ref, k)
+    # A new dict of new tensors under the same key (as a user restoring one parameter's state would):
+    # a plan that looked only at the tensors it took would update the old ones.
+    state = {key: (value.clone() * 0.5 if torch.is_tensor(value) and value.dim() else value)
+             for key, value in ref.state[theirs[2]].items()}
+    ref.state[theirs[2]] = {key: (v.clone() if torch.is_tensor(v) else v) for key, v in state.items()}
+    twin.state[ours[2]] = {key: (v.clone() if torch.is_tensor(v) else v) for key, v in state.items()}
+    for k in range(3, 5):
+        step_both(ours, theirs, twin, ref, k)
+    assert_same(ours, theirs, twin, ref)
+    assert planned(twin)
+
+
+def test_parameters_reordered_in_their_group_are_followed():
+    ours, theirs, twin, ref = make_pair("AdamW", dict(lr=1e-2), shapes=[(5,), (5,), (3,)])
+    for k in range(3):
+        step_both(ours, theirs, twin, ref, k)
+    for opt in (twin, ref):  # (the same list object, its items swapped: state follows each parameter)
+        params = opt.param_groups[0]["params"]
+        params[0], params[1] = params[1], params[0]
+    for k in range(3, 5):
+        step_both(ours, theirs, twin, ref, k)
+    assert_same(ours, theirs, twin, ref)
+
+
+def test_a_torch_function_mode_is_stepped_by_the_full_path():
+    # A mode may answer a tensor's reads with Python code: the repeated step declines while one is active
+    # (steps still equal torch's), and plans again afterwards.
+    from torch.overrides import TorchFunctionMode
+
+    class Counting(TorchFunctionMode):
+        calls = 0
+
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            Counting.calls += 1
+            return func(*args, **(kwargs or {}))
+
+    ours, theirs, twin, ref = make_pair("AdamW", dict(lr=1e-2))
+    for k in range(3):
+        step_both(ours, theirs, twin, ref, k)
+    assert planned(twin)
+    new_grads(ours, theirs, 3)
+    with Counting():
+        twin.step()
+    ref.step()
+    assert Counting.calls > 0
+    assert_same(ours, theirs, twin, ref)
+    for k in range(4, 6):
+        step_both(ours, theirs, twin, ref, k)
+    assert_same(ours, theirs, twin, ref)
+    assert planned(twin)
+
+
+@pytest.mark.parametrize("name, hyper, key", [("SGD", dict(lr=0.1, momentum=0.9), "momentum_buffer"),
+                                              ("AdamW", dict(lr=1e-2), "exp_avg_sq")])
+def test_a_planned_step_bumps_the_versions_of_parameters_and_state(name, hyper, key):
+    ours, theirs, twin, ref = make_pair(name, hyper, shapes=[(4,), (2, 2)])
+    for k in range(3):
+        step_both(ours, theirs, twin, ref, k)
+    assert planned(twin)
+    before = [(p._version, twin.state[p][key]._version) for p in ours]
+    new_grads(ours, theirs, 3)
+    twin.step()
+    assert all(p._version > v and twin.state[p][key]._version > s for p, (v, s) in zip(ours, before))
+
+
+def test_gradients_that_require_grad_are_read_by_the_planned_step_as_by_torch():
+    # backward(create_graph=True) leaves gradients that require grad; torch.optim reads them under no_grad.
+    ours, theirs, twin, ref = make_pair("AdamW", dict(lr=1e-2), shapes=[(4,), (3, 2)])
+    for k in range(5):
+        new_grads(ours, theirs, k)
+        if k >= 2:
+            for p in ours:
+                p.grad = p.grad.clone().requires_grad_()
+        twin.step()
+        ref.step()
+        assert_same(ours, theirs, twin, ref)
+    assert planned(twin)

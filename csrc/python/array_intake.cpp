@@ -279,6 +279,11 @@ bool immutable_producer(py::handle obj, const std::string& where) {
 
 ArrayArg take_arrays(py::handle obj, const char* name, bool written, CallDevice& call) {
   ArrayArg arg{name, written, {}};
+  if (const TakenArrays* taken = taken_arrays(obj)) {
+    arg.arrays = taken->arrays;
+    if (!arg.arrays.empty()) join_device(call, arg.arrays[0].device, label(arg, 0), obj);
+    return arg;
+  }
   if (!PyList_Check(obj.ptr()) && !PyTuple_Check(obj.ptr())) {
     arg.arrays.push_back(take_one(obj, name, call, true));
     return arg;

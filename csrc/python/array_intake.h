@@ -78,7 +78,15 @@ struct ArrayArg {
   std::vector<ArrayRef> arrays;
 };
 
-// Reads one array, or a list/tuple of them, into arg.arrays. TypeError for anything else; ValueError
+// Arrays taken once and handed to many calls: fastopt.torch's repeated step (torch_step_check.cpp) takes
+// a plan's tensors once and proves at each step that they are unchanged, so a call reads the list as it
+// is, without asking each tensor its facts again. A Python object (_core._TakenArrays); all on the CPU.
+struct TakenArrays {
+  std::vector<ArrayRef> arrays;
+};
+const TakenArrays* taken_arrays(py::handle obj);  // nullptr unless obj is a _core._TakenArrays
+
+// Reads one array, or a list/tuple of them (or a _TakenArrays), into arg.arrays. TypeError for anything else; ValueError
 // when an array is on another device than the call's.
 ArrayArg take_arrays(py::handle obj, const char* name, bool written, CallDevice& call);
 ArrayRef take_array(py::handle obj, const std::string& where, CallDevice& call);

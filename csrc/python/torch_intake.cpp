@@ -21,78 +21,11 @@
 #include "python/array_producers.h"
 #include "python/memory_claims.h"
 #include "python/protocol_values.h"
+#include "python/torch_members.h"
 
 namespace fastopt::bindings {
 
 namespace {
-
-// One attribute or method of torch.Tensor (or torch.UntypedStorage) as the class defines it. When that is
-// a C descriptor (torch._C.TensorBase's, as in every torch 2.x), it is applied to the object directly:
-// no lookup of the name in the instance's __dict__ and the class's MRO on every read (most of a read's
-// cost), and no Python override of a subclass in between (the C function still honours
-// __torch_function__). Otherwise (a torch that defines the name in Python) it is looked up as usual.
-class Member {
- public:
-  Member(py::handle cls, const char* name, bool method)
-      : name_(py::reinterpret_steal<py::object>(PyUnicode_InternFromString(name))), method_(method) {
-    PyObject* descr = PyObject_GetAttr(cls.ptr(), name_.ptr());
-    if (descr == nullptr) throw py::error_already_set();
-    descr_ = py::reinterpret_steal<py::object>(descr);
-    direct_ = method ? Py_IS_TYPE(descr, &PyMethodDescr_Type) : Py_IS_TYPE(descr, &PyGetSetDescr_Type);
-  }
-
-  // The attribute's value, or the method called without arguments.
-  py::object operator()(py::handle obj) const {
-    PyObject* value;
-    if (direct_ && method_) {
-      PyObject* args[1] = {obj.ptr()};
-      value = PyObject_Vectorcall(descr_.ptr(), args, 1, nullptr);
-    } else if (direct_) {
-      value = Py_TYPE(descr_.ptr())->tp_descr_get(descr_.ptr(), obj.ptr(), reinterpret_cast<PyObject*>(Py_TYPE(obj.ptr())));
-    } else {
-      value = method_ ? PyObject_CallMethodNoArgs(obj.ptr(), name_.ptr()) : PyObject_GetAttr(obj.ptr(), name_.ptr());
-    }
-    if (value == nullptr) throw py::error_already_set();
-    return py::reinterpret_steal<py::object>(value);
-  }
-
- private:
-  py::object name_, descr_;
-  bool method_, direct_ = false;
-};
-
-// torch's types and the members read from a tensor and its storage.
-struct TorchTypes {
-  py::object tensor, strided;
-  py::object f16, bf16, f32, f64, i32, i64, u8;
-  Member layout, requires_grad, dtype, shape, data_ptr, is_contiguous, is_cuda, is_cpu, get_device, is_neg,
-      untyped_storage, is_nested;
-  Member storage_data_ptr, storage_nbytes;
-};
-
-// torch's types, once torch is imported by someone (fastopt never imports it here).
-const TorchTypes* torch_types() {
-  static TorchTypes* types = nullptr;  // lives as long as the process, like the torch module
-  if (types != nullptr) return types;
-  PyObject* torch = PyDict_GetItemString(PyImport_GetModuleDict(), "torch");  // borrowed
-  if (torch == nullptr) return nullptr;
-  const py::module_ t = py::reinterpret_borrow<py::module_>(torch);
-  // (torch half imported: not yet)
-  if (!py::hasattr(t, "Tensor") || !py::hasattr(t, "bfloat16") || !py::hasattr(t, "UntypedStorage")) return nullptr;
-  const py::object tensor = t.attr("Tensor"), storage = t.attr("UntypedStorage");
-  types = new TorchTypes{tensor, t.attr("strided"), t.attr("float16"), t.attr("bfloat16"), t.attr("float32"),
-                         t.attr("float64"), t.attr("int32"), t.attr("int64"), t.attr("uint8"),
-                         Member(tensor, "layout", false), Member(tensor, "requires_grad", false),
-                         Member(tensor, "dtype", false), Member(tensor, "shape", false),
-                         Member(tensor, "data_ptr", true), Member(tensor, "is_contiguous", true),
-                         Member(tensor, "is_cuda", false), Member(tensor, "is_cpu", false),
-                         Member(tensor, "get_device", true), Member(tensor, "is_neg", true),
-                         Member(tensor, "untyped_storage", true), Member(tensor, "is_nested", false),
-                         Member(storage, "data_ptr", true), Member(storage, "nbytes", true)};
-  return types;
-}
-
-bool truth(const py::object& value) { return value.ptr() == Py_True; }
 
 std::optional<DType> torch_dtype(const TorchTypes& torch, py::handle dtype) {
   if (dtype.is(torch.f32)) return DType::Float32;

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 import fastopt.cuda
+from fastopt import _core
 
 # Complex tensors are updated as torch.optim updates them: as their real pairs (torch.view_as_real), with
 # state of the parameter's complex dtype.
@@ -176,8 +177,8 @@ def views(tensors: List[torch.Tensor]) -> list:
     writeable NumPy arrays over the tensors' own memory (Tensor.numpy() always shares it; an update into a
     copy would be lost without a word, so the tests check the addresses and that the update lands in the
     tensor); for CUDA tensors the tensors themselves, detached (the same memory). Views already made (a
-    StepPlan's NumPy arrays) pass through."""
-    if tensors and isinstance(tensors[0], np.ndarray):
+    the rehearsal's NumPy arrays, a StepPlan's taken arrays) pass through."""
+    if type(tensors) is _core._TakenArrays or (tensors and isinstance(tensors[0], np.ndarray)):
         return tensors
     if tensors and tensors[0].is_complex():
         tensors = [torch.view_as_real(t.detach()) for t in tensors]

@@ -74,6 +74,8 @@ def twin_class(spec: RuleSpec) -> type:
             else:  # (the checking call on an empty list)
                 extra.update(scalars.before(group, dict(scalars.initial(group)), step))
         skipped = kernel(params, grads, **arrays, **hyper, **extra, grad_scale=grad_scale, found_inf=found_inf)
+        if not values:
+            return  # (also a repeated step's call: its states are taken arrays, and it has no scalars)
         for state, v in zip(states, values):
             if not skipped:
                 scalars.after(group, v, step)

@@ -42,7 +42,7 @@ import torch
 from fastopt import _hyper
 from fastopt._overlap import check_disjoint
 from fastopt.torch import _arrays, _compile, _dtensor
-from fastopt.torch._step_plan import StepPlan
+from fastopt.torch._step_plan import PlannedStates, StepPlan
 from fastopt.torch._torch_wording import torch_wording
 
 
@@ -798,4 +798,6 @@ class FusedOptimizer(torch.optim.Optimizer):
 
     @staticmethod
     def _views(states, key):
+        if type(states) is PlannedStates:  # (a repeated step's operands, taken once)
+            return states.by_name[key]
         return _arrays.views([s[key] for s in states])

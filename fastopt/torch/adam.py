@@ -137,10 +137,11 @@ class Adam(FusedOptimizer):
             return self._kernel(group, params, grads, m, v, vmax, step, grad_scale, found_inf,
                                 stochastic_rounding=bool(group.get("stochastic_rounding")) and bool(params))
         # (torch's state: stochastic rounding, when asked for, rounds the bfloat16 params of this call)
-        low = bool(params) and str(params[0].dtype) in ("bfloat16", "torch.bfloat16")
+        rounded = bool(group.get("stochastic_rounding")) and bool(params) \
+            and str(params[0].dtype) in ("bfloat16", "torch.bfloat16")
         self._kernel(group, params, grads, self._views(states, "exp_avg"), self._views(states, "exp_avg_sq"),
                      self._views(states, "max_exp_avg_sq") if group["amsgrad"] else None, step, grad_scale, found_inf,
-                     stochastic_rounding=bool(group.get("stochastic_rounding")) and low)
+                     stochastic_rounding=rounded)
 
     def _run_int8(self, group, params, grads, states, step, grad_scale, found_inf):
         """Two kernel calls: the float32-state members (under bitsandbytes' min_8bit_size) and the quantised
