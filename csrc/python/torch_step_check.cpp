@@ -43,11 +43,12 @@ std::vector<int64_t> dims_of(const py::object& shape) {
   return dims;
 }
 
+// (t: a torch tensor, read without the descriptors' instance checks: Member::unchecked)
 uintptr_t address_of(const TorchTypes& torch, py::handle t) {
-  return uintptr_t(torch.data_ptr(t).cast<unsigned long long>());
+  return uintptr_t(torch.data_ptr.unchecked(t).cast<unsigned long long>());
 }
 
-int64_t numel_of(const TorchTypes& torch, py::handle t) { return torch.numel(t).cast<int64_t>(); }
+int64_t numel_of(const TorchTypes& torch, py::handle t) { return torch.numel.unchecked(t).cast<int64_t>(); }
 
 const TorchTypes& loaded_torch() {
   const TorchTypes* torch = torch_types();
@@ -62,7 +63,9 @@ class StepCheck {
       : torch_(loaded_torch()), mask_(mask), steps_(steps) {
     if (size_t(params.size()) != mask.size()) throw py::value_error("params and mask differ in length");
     auto shapes = std::make_shared<std::vector<std::vector<int64_t>>>();
+    // (every object read later without the descriptors' instance checks is a tensor: checked here)
     for (size_t i = 0; i < mask.size(); ++i) {
+      if (!is_torch_tensor(params[i], "params")) throw py::type_error("params must be torch tensors");
       params_.push_back(py::reinterpret_borrow<py::object>(params[i]));
       if (!mask[i]) continue;
       const py::object shape = torch_.shape(params[i]);
@@ -78,6 +81,7 @@ class StepCheck {
     }
     shapes_ = shapes;
     for (py::handle t : kept) {
+      if (!is_torch_tensor(t, "kept")) throw py::type_error("kept must hold torch tensors");
       kept_.push_back(py::reinterpret_borrow<py::object>(t));
       kept_addresses_.push_back(address_of(torch_, t));
       kept_sizes_.push_back(numel_of(torch_, t));
@@ -140,17 +144,18 @@ class StepCheck {
     const int64_t item = dtype_size(dtype_);
     size_t member = 0;
     for (size_t i = 0; i < params_.size(); ++i) {
-      py::object grad = torch_.grad(params_[i]);
+      py::object grad = torch_.grad.unchecked(params_[i]);
       if (grad.is_none() == mask_[i]) return py::none();
       if (!mask_[i]) continue;
       // A dense CPU tensor of the parameter's dtype and shape, its values as stored. (One that requires grad,
       // from backward(create_graph=True), is read as the full step reads it: under no_grad, as torch does.)
-      if (!plain(grad) || torch_.dtype(grad).ptr() != dtype_object_.ptr() ||
-          torch_.layout(grad).ptr() != torch_.strided.ptr() || !truth(torch_.is_cpu(grad)) ||
-          truth(torch_.is_neg(grad)) || !truth(torch_.is_contiguous(grad))) {
+      if (!plain(grad) || torch_.dtype.unchecked(grad).ptr() != dtype_object_.ptr() ||
+          torch_.layout.unchecked(grad).ptr() != torch_.strided.ptr() || !truth(torch_.is_cpu.unchecked(grad)) ||
+          truth(torch_.is_neg.unchecked(grad)) || !truth(torch_.is_contiguous.unchecked(grad))) {
         return py::none();
       }
-      const int equal = PyObject_RichCompareBool(torch_.shape(grad).ptr(), member_shapes_[member].ptr(), Py_EQ);
+      const int equal =
+          PyObject_RichCompareBool(torch_.shape.unchecked(grad).ptr(), member_shapes_[member].ptr(), Py_EQ);
       if (equal < 0) throw py::error_already_set();
       if (equal == 0) return py::none();
       const std::vector<int64_t>& dims = (*shapes_)[member];
