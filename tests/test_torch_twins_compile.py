@@ -168,3 +168,24 @@ def test_the_custom_op_passes_opcheck():
     options = _compile._group_options(twin.param_groups[0])
     layout = repr(((len(params), keys, options),))
     torch.library.opcheck(torch.ops.fastopt.twin_step_.default, ("AdamW", detached, grads, states, [None], layout))
+
+
+def test_a_first_compiled_step_runs_eagerly_without_dynamo_tracing_into_fastopt():
+    # The first step makes the state eagerly (outside the graph): Dynamo must not trace into the step's
+    # Python up to the kernel, a C function it cannot trace (it warned "does not know how to trace the
+    # builtin fastopt._core.adamw_").
+    import warnings
+
+    torch._dynamo.reset()
+    params, torch_params = make_params(), make_params()
+    twin = ft.AdamW(params, lr=1e-2)
+    reference = torch.optim.AdamW(torch_params, lr=1e-2, foreach=False)
+    step = torch.compile(twin.step)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for k in range(3):
+            set_grads([params, torch_params], k)
+            step()
+            reference.step()
+    assert not [w for w in caught if "fastopt" in str(w.message)], [str(w.message) for w in caught]
+    assert_equal(params, torch_params, rtol=1e-10, atol=1e-12)

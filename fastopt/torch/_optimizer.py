@@ -413,7 +413,16 @@ class FusedOptimizer(torch.optim.Optimizer):
                     loss = closure()
             if _compile.traced_step(self):
                 return loss
-            closure = None  # (evaluated: the eager path below takes the step)
+            # (the first step, which makes the state, or one the traced step leaves to the eager path: run
+            # whole outside the graph, so that Dynamo does not trace into it up to the kernel, a C function it
+            # cannot trace and warns about)
+            self._untraced_step(None)
+            return loss
+        return self._eager_step(closure)
+
+    def _eager_step(self, closure):
+        """step() outside torch.compile: the repeated step when it applies, else the checked full step."""
+        loss = None
         self._capture_health_check()
         if closure is not None:
             with torch.enable_grad():
@@ -486,6 +495,8 @@ class FusedOptimizer(torch.optim.Optimizer):
         if not by_torch:
             self.__dict__["_step_plan"] = StepPlan.build(self, calls)
         return loss
+
+    _untraced_step = torch.compiler.disable(_eager_step)
 
     # The torch.optim class of the same algorithm (its name): it steps what the fused kernels cannot.
     _torch_name: str = ""
