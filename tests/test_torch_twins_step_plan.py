@@ -391,3 +391,31 @@ def test_gradients_that_require_grad_are_read_by_the_planned_step_as_by_torch():
         ref.step()
         assert_same(ours, theirs, twin, ref)
     assert planned(twin)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("name, hyper", [("AdamW", dict(lr=1e-2, weight_decay=0.1)), ("Adam", dict(lr=1e-2, amsgrad=True)),
+                                         ("SGD", dict(lr=0.05, momentum=0.9, nesterov=True)),
+                                         ("Adagrad", dict(lr=0.1, lr_decay=0.01)),
+                                         ("RMSprop", dict(lr=1e-2, momentum=0.5, centered=True))])
+def test_half_parameters_are_planned_and_step_as_the_full_path_bit_for_bit(name, hyper, dtype):
+    # float16/bfloat16 parameters with float32 state: the repeated step against the same twin made to take
+    # the full step every time (its plan dropped before each step).
+    gen = torch.Generator().manual_seed(3)
+    planned_params = [torch.nn.Parameter(torch.randn(s, generator=gen).to(dtype)) for s in SHAPES]
+    full_params = [torch.nn.Parameter(p.detach().clone()) for p in planned_params]
+    twin, full = getattr(ft, name)(planned_params, **hyper), getattr(ft, name)(full_params, **hyper)
+    for k in range(5):
+        for p, q in zip(planned_params, full_params):
+            p.grad = torch.randn(p.shape, generator=gen).to(dtype)
+            q.grad = p.grad.clone()
+        full.__dict__["_step_plan"] = None
+        twin.step()
+        full.step()
+        for i, (p, q) in enumerate(zip(planned_params, full_params)):
+            assert torch.equal(p, q), (k, i)
+            for key, value in full.state[q].items():
+                assert torch.equal(twin.state[p][key], value), (k, i, key)
+                assert value.dtype == (torch.float32 if key != "step" else value.dtype)
+        if k >= 1:
+            assert planned(twin)

@@ -71,10 +71,17 @@ class StepCheck {
       const py::object shape = torch_.shape(params[i]);
       if (member_shapes_.empty()) {
         dtype_object_ = torch_.dtype(params[i]);
-        if (!dtype_object_.is(torch_.f32) && !dtype_object_.is(torch_.f64)) {
-          throw py::type_error("a planned call's params are float32 or float64");
+        if (dtype_object_.is(torch_.f32)) {
+          dtype_ = DType::Float32;
+        } else if (dtype_object_.is(torch_.f64)) {
+          dtype_ = DType::Float64;
+        } else if (dtype_object_.is(torch_.f16)) {
+          dtype_ = DType::Float16;
+        } else if (dtype_object_.is(torch_.bf16)) {
+          dtype_ = DType::BFloat16;
+        } else {
+          throw py::type_error("a planned call's params are float32, float64, float16 or bfloat16");
         }
-        dtype_ = dtype_object_.is(torch_.f32) ? DType::Float32 : DType::Float64;
       }
       member_shapes_.push_back(shape);
       shapes->push_back(dims_of(shape));

@@ -21,9 +21,11 @@ native code (csrc/python/torch_step_check.cpp: about 1 us per parameter in all, 
   and torch.optim read it;
 - the step counts, read from the 0-d `step` tensors: all equal, a whole count in range.
 
-Anything else (a CUDA, DTensor, complex, half or non-contiguous parameter, GradScaler's unscaling, a
-differentiable group, sparse gradients, several calls in one group, torch.compile tracing, an active torch
-function mode) is not planned: the full step runs, as before. Whenever a check fails the step goes to the
+Parameters are float32 or float64 with state of their dtype, or float16/bfloat16 with float32 state (the
+twins that take them on the CPU: SGD, Adagrad, RMSprop, Adam, AdamW). Anything else (a CUDA, DTensor,
+complex or non-contiguous parameter, compact Adam state, GradScaler's unscaling, a differentiable group,
+sparse gradients, several calls in one group, torch.compile tracing, an active torch function mode) is not
+planned: the full step runs, as before. Whenever a check fails the step goes to the
 full path, which raises the named error or plans again; nothing is written before every check of the step
 has passed, and a step of several kernel calls first runs each changed group's hyperparameters through its
 kernel on empty arrays and checks that no gradient shares memory with another operand of the step, as the
@@ -35,12 +37,12 @@ from __future__ import annotations
 from operator import is_
 from typing import Any, Dict, List, Optional
 
-import numpy as np
 import torch
 
 from fastopt import _core, _hyper
 
-_PLANNED_DTYPES = (torch.float32, torch.float64)
+_PLANNED_DTYPES = (torch.float32, torch.float64)  # (of step counts; of parameters, with the half ones below)
+_HALF_DTYPES = (torch.float16, torch.bfloat16)  # (parameters of the twins with _cpu_half, with float32 state)
 _PLAIN_GRADS = (torch.Tensor, torch.nn.Parameter)
 _PLAIN_TYPES = frozenset(_PLAIN_GRADS)
 # (a torch function mode could answer the native check's reads of a tensor with Python code: not planned)
@@ -130,8 +132,9 @@ class StepPlan:
         from fastopt.torch._optimizer import FusedOptimizer, StepOutOfRange
 
         dtype = params[0].dtype
-        if dtype not in _PLANNED_DTYPES:
+        if not (dtype in _PLANNED_DTYPES or (dtype in _HALF_DTYPES and opt._cpu_half)):
             return False
+        state_dtype = torch.float32 if dtype in _HALF_DTYPES else dtype  # (the twins' state of half params)
         states = []
         for p in params:
             if not (type(p) in _PLAIN_TYPES and _plain_cpu(p.detach(), dtype) and _plain_cpu(p.grad, dtype)):
@@ -142,7 +145,7 @@ class StepPlan:
                     if not (type(value) is torch.Tensor and value.is_cpu and value.dim() == 0
                             and value.dtype in _PLANNED_DTYPES and not value.requires_grad):
                         return False
-                elif value is not None and not (_plain_cpu(value, dtype) and value.shape == p.shape
+                elif value is not None and not (_plain_cpu(value, state_dtype) and value.shape == p.shape
                                                 and not value.requires_grad):
                     return False
             states.append(state)
@@ -186,8 +189,8 @@ class StepPlan:
         plan.spans = [(t.data_ptr(), t.data_ptr() + t.numel() * t.element_size()) for t in written if t.numel()]
         # An empty call of the same kind: a scheduler's new hyperparameters checked by the kernel before
         # any call of a step of several writes (as the full step's rehearsal).
-        empty = np.empty(0, _numpy_dtype(dtype))
-        plan.stand_in = (empty, {name: (None if taken is None else empty) for name, taken in by_name.items()})
+        empty, empty_state = torch.empty(0, dtype=dtype), torch.empty(0, dtype=state_dtype)
+        plan.stand_in = (empty, {name: (None if taken is None else empty_state) for name, taken in by_name.items()})
         return True
 
     # ------------------------------------------------------------------ stepping
@@ -255,6 +258,3 @@ class StepPlan:
         spans.sort()
         return all(start >= prev_end for (_, prev_end), (start, _) in zip(spans, spans[1:]))
 
-
-def _numpy_dtype(dtype: torch.dtype):
-    return np.float32 if dtype is torch.float32 else np.float64
