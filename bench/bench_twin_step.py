@@ -6,10 +6,12 @@ rounds and twin / torch. The last row is the host time per parameter: a step ove
 parameters divided by 1,000.
 
     python bench/bench_twin_step.py [--rounds 31] [--runs 3] [--threads N] [--optimizers adamw,sgd,adagrad,rmsprop]
-                                    [--full-step]
+                                    [--full-step] [--dtype float32|float16|bfloat16]
 
 --full-step times the twins' fully checked step at every step (no StepPlan: fastopt/torch/_step_plan.py),
-as before the repeated step existed.
+as before the repeated step existed. --dtype gives both optimizers parameters (and gradients) of that dtype;
+the twins keep float32 state for float16/bfloat16 parameters, torch's fused step keeps state of the parameters'
+dtype.
 """
 
 from __future__ import annotations
@@ -34,9 +36,9 @@ LISTS = {"148 x 64": (148, 64), "148 x 1,000": (148, 1000), "1,000 x 1": (1000, 
 GRAD_SETS = 4
 
 
-def make_side(cls, hyper, extra, count, size, gen):
-    params = [torch.nn.Parameter(torch.randn(size, generator=gen)) for _ in range(count)]
-    grads = [[torch.randn(size, generator=gen) for _ in range(count)] for _ in range(GRAD_SETS)]
+def make_side(cls, hyper, extra, count, size, gen, dtype):
+    params = [torch.nn.Parameter(torch.randn(size, generator=gen).to(dtype)) for _ in range(count)]
+    grads = [[torch.randn(size, generator=gen).to(dtype) for _ in range(count)] for _ in range(GRAD_SETS)]
     opt = cls(params, **hyper, **extra)
     state = {"round": 0}
 
@@ -52,11 +54,11 @@ def make_side(cls, hyper, extra, count, size, gen):
     return timed_step
 
 
-def run_once(name, count, size, rounds):
+def run_once(name, count, size, rounds, dtype=torch.float32):
     twin_name, hyper, torch_extra = OPTIMIZERS[name]
     gen = torch.Generator().manual_seed(0)
-    ours = make_side(getattr(ft, twin_name), hyper, {}, count, size, gen)
-    theirs = make_side(getattr(torch.optim, twin_name), hyper, torch_extra, count, size, gen)
+    ours = make_side(getattr(ft, twin_name), hyper, {}, count, size, gen, dtype)
+    theirs = make_side(getattr(torch.optim, twin_name), hyper, torch_extra, count, size, gen, dtype)
     for _ in range(3):  # (first steps make the state; later ones are what a training loop repeats)
         ours(), theirs()
     times_ours, times_theirs = [], []
@@ -73,20 +75,22 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--optimizers", default=",".join(OPTIMIZERS))
     parser.add_argument("--full-step", action="store_true")
+    parser.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default="float32")
     args = parser.parse_args()
     if args.full_step:
         ft.FusedOptimizer._step_plan_ok = False  # (the four classes here inherit it)
     if args.threads:
         fastopt.set_num_threads(args.threads)
         torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, fastopt {fastopt.__version__}; twin / torch per run (medians of "
-          f"{args.rounds} interleaved steps)")
+    dtype = getattr(torch, args.dtype)
+    print(f"torch {torch.__version__}, fastopt {fastopt.__version__}; {args.dtype} parameters; twin / torch per run "
+          f"(medians of {args.rounds} interleaved steps)")
     for name in args.optimizers.split(","):
         torch_kind = "fused" if "fused" in OPTIMIZERS[name][2] else "foreach"
         for label, (count, size) in LISTS.items():
             ratios, pairs = [], []
             for _ in range(args.runs):
-                ours, theirs = run_once(name, count, size, args.rounds)
+                ours, theirs = run_once(name, count, size, args.rounds, dtype)
                 ratios.append(ours / theirs)
                 pairs.append(f"{ours * 1e3:.3f}/{theirs * 1e3:.3f}")
             per_param = ""
