@@ -25,11 +25,11 @@ Parameters are float32 or float64 with state of their dtype, or float16/bfloat16
 twins that take them on the CPU: SGD, Adagrad, RMSprop, Adam, AdamW). Anything else (a CUDA, DTensor,
 complex or non-contiguous parameter, compact Adam state, GradScaler's unscaling, a differentiable group,
 sparse gradients, several calls in one group, torch.compile tracing, an active torch function mode) is not
-planned: the full step runs, as before. Whenever a check fails the step goes to the
-full path, which raises the named error or plans again; nothing is written before every check of the step
-has passed, and a step of several kernel calls first runs each changed group's hyperparameters through its
-kernel on empty arrays and checks that no gradient shares memory with another operand of the step, as the
-full step does. Each kernel call bumps the autograd versions of the tensors it writes.
+planned: the full step runs, as before. Whenever a check fails the step goes to the full path, which raises
+the named error or plans again; nothing is written before every check of the step has passed, and a step of
+several kernel calls first runs each changed group's hyperparameters through its kernel on empty arrays and
+checks that no gradient shares memory with another operand of the step, as the full step does. Each kernel
+call bumps the autograd versions of the tensors it writes.
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ class _GroupPlan:
     """One param group as planned, and (`members` non-empty) its kernel call over the parameters that have
     a gradient."""
 
-    __slots__ = ("k", "group", "params", "mask", "options", "members", "states", "check", "taken_params",
+    __slots__ = ("k", "group", "params", "mask", "options", "members", "check", "taken_params",
                  "taken_states", "spans", "counted", "step_keyed", "key", "stand_in")
 
 
@@ -123,7 +123,7 @@ class StepPlan:
             plans.append(plan)
         try:
             snapshot = _core._StateSnapshot(opt.state)
-        except TypeError:  # (a state that is not a dict)
+        except TypeError:  # (a state that is not a dict of dicts)
             return None
         return StepPlan(plans, opt.state, snapshot)
 
@@ -182,7 +182,7 @@ class StepPlan:
             else:
                 by_name[name] = _core._take_torch(values)
                 written += values
-        plan.members, plan.states = params, states
+        plan.members = params
         plan.taken_params = _core._take_torch([p.detach() for p in params])
         plan.taken_states = PlannedStates(by_name)
         plan.check = _core._StepCheck(plan.params, plan.mask, written, _core._take_torch(steps), _PLAIN_GRADS)
