@@ -45,8 +45,9 @@ _PLANNED_DTYPES = (torch.float32, torch.float64)  # (of step counts; of paramete
 _HALF_DTYPES = (torch.float16, torch.bfloat16)  # (parameters of the twins with _cpu_half, with float32 state)
 _PLAIN_GRADS = (torch.Tensor, torch.nn.Parameter)
 _PLAIN_TYPES = frozenset(_PLAIN_GRADS)
-# (a torch function mode could answer the native check's reads of a tensor with Python code: not planned)
-_function_mode = torch._C._is_torch_function_mode_enabled
+# (a torch function mode could answer the native check's reads of a tensor with Python code: not planned;
+# a torch that cannot say is taken to have one)
+_function_mode = getattr(torch._C, "_is_torch_function_mode_enabled", lambda: True)
 
 
 def _holds_tensor(values) -> bool:
