@@ -36,7 +36,6 @@ namespace {
 
 PyTypeObject* taken_type = nullptr;  // _TakenArrays, set when the module registers it
 
-
 std::vector<int64_t> dims_of(const py::object& shape) {
   std::vector<int64_t> dims;
   for (py::handle d : shape) dims.push_back(d.cast<int64_t>());
@@ -93,7 +92,18 @@ class StepCheck {
       kept_addresses_.push_back(address_of(torch_, t));
       kept_sizes_.push_back(numel_of(torch_, t));
     }
-    for (py::handle type : grad_types) grad_types_.push_back(reinterpret_cast<PyTypeObject*>(type.ptr()));
+    for (py::handle type : grad_types) {
+      if (!PyType_Check(type.ptr()) || PyObject_IsSubclass(type.ptr(), torch_.tensor.ptr()) != 1) {
+        PyErr_Clear();
+        throw py::type_error("grad_types must be torch.Tensor classes");
+      }
+      grad_types_.push_back(py::reinterpret_borrow<py::object>(type));
+    }
+    for (const ArrayRef& s : steps_.arrays) {
+      if (s.dtype != DType::Float32 && s.dtype != DType::Float64) {
+        throw py::type_error("steps must be float32 or float64");
+      }
+    }
   }
 
   py::object grads(py::handle params) const {
@@ -132,8 +142,8 @@ class StepCheck {
 
  private:
   bool plain(py::handle t) const {
-    for (PyTypeObject* type : grad_types_) {
-      if (Py_TYPE(t.ptr()) == type) return true;
+    for (const py::object& type : grad_types_) {
+      if (reinterpret_cast<PyObject*>(Py_TYPE(t.ptr())) == type.ptr()) return true;
     }
     return false;
   }
@@ -206,7 +216,7 @@ class StepCheck {
   std::vector<uintptr_t> kept_addresses_;
   std::vector<int64_t> kept_sizes_;
   TakenArrays steps_;
-  std::vector<PyTypeObject*> grad_types_;
+  std::vector<py::object> grad_types_;  // (exact types: a subclass may override what the reads return)
 };
 
 // The optimizer's state mapping as a plan found it. The objects are held, so that an identity compared
