@@ -40,9 +40,9 @@ from typing import Any, Dict, List, Optional
 import torch
 
 from fastopt import _core, _hyper
+from fastopt.torch import _arrays
 
-_PLANNED_DTYPES = (torch.float32, torch.float64)  # (of step counts; of parameters, with the half ones below)
-_HALF_DTYPES = (torch.float16, torch.bfloat16)  # (parameters of the twins with _cpu_half, with float32 state)
+_PLANNED_DTYPES = (torch.float32, torch.float64)  # (of step counts; of parameters, with the twins' half ones)
 _PLAIN_GRADS = (torch.Tensor, torch.nn.Parameter)
 _PLAIN_TYPES = frozenset(_PLAIN_GRADS)
 # (a torch function mode could answer the native check's reads of a tensor with Python code: not planned;
@@ -133,9 +133,9 @@ class StepPlan:
         from fastopt.torch._optimizer import FusedOptimizer, StepOutOfRange
 
         dtype = params[0].dtype
-        if not (dtype in _PLANNED_DTYPES or (dtype in _HALF_DTYPES and opt._cpu_half)):
+        if not (dtype in _PLANNED_DTYPES or (dtype in _arrays.HALF_DTYPES and opt._cpu_half)):
             return False
-        state_dtype = torch.float32 if dtype in _HALF_DTYPES else dtype  # (the twins' state of half params)
+        state_dtype = _arrays.state_dtype(dtype)  # (float32 for half params)
         states = []
         for p in params:
             if not (type(p) in _PLAIN_TYPES and _plain_cpu(p.detach(), dtype) and _plain_cpu(p.grad, dtype)):
