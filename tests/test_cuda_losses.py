@@ -146,6 +146,9 @@ def test_losses_are_deterministic(torch, n, c, dtype):
 
     for fn in (fastopt.softmax, fastopt.log_softmax):
         assert torch.equal(fn(x), fn(x)), fn.__name__
+        in_place, separate = x.clone(), torch.empty_like(x)
+        assert fn(in_place, out=in_place) is in_place and fn(x, out=separate) is separate
+        assert torch.equal(in_place, fn(x)) and torch.equal(separate, fn(x)), fn.__name__
     svm = [fastopt.multiclass_svm_loss(x, y, reduction="sum") for _ in range(2)]
     assert torch.equal(svm[0][0], svm[1][0]) and torch.equal(svm[0][1], svm[1][1])
     assert torch.equal(fastopt.penalty(x, l1=0.5, l2=0.25), fastopt.penalty(x, l1=0.5, l2=0.25))

@@ -95,7 +95,7 @@ def penalty_args(rng, dtype, label_dtype):
 
 
 def softmax_args(rng, dtype, label_dtype):
-    return dict(x=rand(rng, (3, 4), dtype))
+    return dict(x=rand(rng, (3, 4), dtype), out=rand(rng, (3, 4), dtype))
 
 
 BASE = {"softmax_cross_entropy": ce_args, "multiclass_svm_loss": svm_args, "penalty": penalty_args,
@@ -155,6 +155,12 @@ def shifted_views(args, rng):
     """logits and out as two (N, C) views of one buffer, C elements apart."""
     buffer = rand(rng, (N + 1) * C, args["logits"].dtype)
     args["logits"], args["out"] = buffer[:N * C].reshape(N, C), buffer[C:].reshape(N, C)
+
+
+def x_and_out_shifted(args, rng):
+    """x and out as two (3, 4) views of one buffer, a row apart."""
+    buffer = rand(rng, 4 * 4, args["x"].dtype)
+    args["x"], args["out"] = buffer[:12].reshape(3, 4), buffer[4:].reshape(3, 4)
 
 
 def out_overlapping_labels(args, rng):
@@ -263,6 +269,18 @@ SOFTMAX_CASES = [
     Bad("float16", put(x=lambda a, r: a["x"].astype(np.float16)), TypeError, name("x")),
     Bad("fortran", put(x=lambda a, r: np.asfortranarray(a["x"])), ValueError, name("x")),
     Bad("list", put(x=lambda a, r: a["x"].tolist()), TypeError, name("x")),
+    Bad("out-read-only", lambda a, r: a["out"].setflags(write=False), ValueError, name("out")),
+    Bad("out-is-a-read-only-x", lambda a, r: (a["x"].setflags(write=False), a.update(out=a["x"])), ValueError,
+        name("out")),
+    Bad("out-other-float", put(out=lambda a, r: a["out"].astype(other_float(a["out"].dtype))), TypeError,
+        name("out")),
+    Bad("out-int", put(out=lambda a, r: np.ones((3, 4), np.int64)), TypeError, name("out")),
+    Bad("out-transposed-shape", put(out=lambda a, r: a["out"].reshape(4, 3)), ValueError, name("out")),
+    Bad("out-flat", put(out=lambda a, r: a["out"].reshape(-1)), ValueError, name("out")),
+    Bad("out-fortran", put(out=lambda a, r: np.asfortranarray(a["out"])), ValueError, name("out")),
+    Bad("out-strided", put(out=lambda a, r: np.repeat(a["out"], 2, axis=1)[:, ::2]), ValueError, name("out")),
+    Bad("out-partly-overlaps-x", x_and_out_shifted, ValueError, name("out")),
+    Bad("out-list", put(out=lambda a, r: a["out"].tolist()), TypeError, name("out")),
 ]
 
 TABLE = ([("softmax_cross_entropy", b) for b in CE_CASES] + [("multiclass_svm_loss", b) for b in SVM_CASES]

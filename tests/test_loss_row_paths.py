@@ -44,8 +44,12 @@ def all_outputs(logits, labels, **kwargs):
     loss, grad = fastopt.softmax_cross_entropy(logits, labels, reduction="none", **kwargs)
     scratch = logits.copy()
     loss_in_place, _ = fastopt.softmax_cross_entropy(scratch, labels, reduction="none", out=scratch, **kwargs)
+    softmax_in_place, log_softmax_in_place = logits.copy(), logits.copy()
+    fastopt.softmax(softmax_in_place, out=softmax_in_place)
+    fastopt.log_softmax(log_softmax_in_place, out=log_softmax_in_place)
     return dict(loss=loss, grad=grad, loss_in_place=loss_in_place, grad_in_place=scratch,
-                softmax=fastopt.softmax(logits), log_softmax=fastopt.log_softmax(logits))
+                softmax=fastopt.softmax(logits), log_softmax=fastopt.log_softmax(logits),
+                softmax_in_place=softmax_in_place, log_softmax_in_place=log_softmax_in_place)
 
 
 def test_cache_share_is_reported_and_can_be_overridden():
@@ -110,6 +114,9 @@ def test_every_length_near_the_vector_width_on_both_paths(rng, dtype):
             finally:
                 _core._set_loss_row_cache_bytes(0)
         in_cache, split = results.values()
+        for path in (in_cache, split):  # in place: the new array's bits, on each path
+            for key in ("softmax", "log_softmax"):
+                assert path[f"{key}_in_place"].tobytes() == path[key].tobytes(), (key, c)
         # Same online max/sum, block by block, on both paths: the losses agree to the bit.
         assert in_cache["loss"].tobytes() == split["loss"].tobytes(), c
         assert in_cache["log_softmax"].tobytes() == split["log_softmax"].tobytes(), c

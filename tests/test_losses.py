@@ -421,6 +421,25 @@ def test_softmax_and_log_softmax(rng, shape, kind, dtype):
         np.testing.assert_allclose(logp, torch.log_softmax(t, -1).numpy(), **logp_tol)
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("kind", ["plain", "minus-inf", "scale-1e4"])
+@pytest.mark.parametrize("shape", SOFTMAX_SHAPES, ids=ids(SOFTMAX_SHAPES))
+def test_softmax_into_out_and_in_place_gives_the_new_arrays_bits(rng, shape, kind, dtype):
+    """out= a separate buffer, and out=x itself (in place), write exactly what the new array holds
+    and return the array written; a separate out leaves x alone."""
+    x = softmax_input(rng, shape, kind, dtype)
+    for fn in (fastopt.softmax, fastopt.log_softmax):
+        expected = fn(x)
+        before = x.tobytes()
+        out = np.full_like(x, 7.0)
+        assert fn(x, out=out) is out
+        assert out.tobytes() == expected.tobytes(), fn.__name__
+        assert x.tobytes() == before
+        in_place = x.copy()
+        assert fn(in_place, out=in_place) is in_place
+        assert in_place.tobytes() == expected.tobytes(), fn.__name__
+
+
 # ------------------------------------------------------------------------------ multiclass SVM
 
 # The course notes' example: three images (cat, car, frog) and their scores for the three classes.

@@ -63,6 +63,12 @@ def test_loss_outputs_written_into_tensors_are_bumped():
     fastopt.softmax_cross_entropy(logits, labels, out=out)
     assert out._version == 1 and logits._version == 0
 
+    x = torch.randn(3, 5)
+    assert fastopt.softmax(x, out=x) is x and x._version == 1
+    separate = torch.empty(3, 5)
+    assert fastopt.log_softmax(logits, out=separate) is separate
+    assert separate._version == 1 and logits._version == 0
+
     w = torch.randn(6)
     grad = torch.zeros(6)
     fastopt.penalty(w, l2=0.1, out_grad=grad)

@@ -64,7 +64,7 @@ struct TypedKernels {
   double (*cross_entropy_i64)(const CrossEntropyArgs<T, int64_t>&);
   double (*svm_i32)(const HingeArgs<T, int32_t>&);
   double (*svm_i64)(const HingeArgs<T, int64_t>&);
-  // out = softmax(x) or log_softmax(x) over rows of length c (out never aliases x)
+  // out = softmax(x) or log_softmax(x) over rows of length c (out is x itself or does not overlap it)
   void (*softmax)(const T* x, T* out, int64_t rows, int64_t c, bool log);
   // l1 * sum|w| + l2 * sum w^2; adds the gradient into grad unless it is nullptr
   double (*penalty)(const T* w, T* grad, int64_t n, double l1, double l2);

@@ -94,15 +94,23 @@ inline T lanes_total(const double* lane_sum) {
 // max and log-sum of z[0..c) in one pass over memory: online softmax at block granularity. For
 // each block, the lane maxima give the block max; when it exceeds the running max, the lane sums
 // are rescaled once (exp(old - new)); then every element adds exp(z - running max) to its lane.
-template <typename T>
-SoftmaxRow<T> row_softmax_stats(const T* __restrict z, int64_t c) {
+// COPY: each score is also stored in copy[j] as it is exponentiated (log_softmax's in-cache path:
+// the output's lines are then fetched while this compute-bound pass runs, and its second pass finds
+// the scores in cache, in the output itself).
+template <typename T, bool COPY = false>
+SoftmaxRow<T> row_softmax_stats(const T* __restrict z, int64_t c, T* __restrict copy = nullptr) {
   double lane_sum[kLanes] = {};
   T running_max = T(-INFINITY);
   for (int64_t b = 0; b < c; b += kBlock) {
     const int64_t end = b + kBlock < c ? b + kBlock : c;
     const int64_t full_end = b + (end - b) / kLanes * kLanes;
     const T block_max = block_max_of(z, b, full_end, end);
-    if (block_max == T(-INFINITY)) continue;  // all masked: every exp is 0
+    if (block_max == T(-INFINITY)) {  // all masked: every exp is 0
+      if constexpr (COPY) {
+        for (int64_t j = b; j < end; ++j) copy[j] = z[j];
+      }
+      continue;
+    }
     if (block_max > running_max) {
       const T rescale = exp_(running_max - block_max);  // 0 while running_max is -inf
       for (int64_t l = 0; l < kLanes; ++l) lane_sum[l] *= double(rescale);
@@ -111,9 +119,15 @@ SoftmaxRow<T> row_softmax_stats(const T* __restrict z, int64_t c) {
     const T m = running_max;
     T block_sum[kLanes] = {};
     for (int64_t j = b; j < full_end; j += kLanes) {
-      for (int64_t l = 0; l < kLanes; ++l) block_sum[l] += exp_(z[j + l] - m);
+      for (int64_t l = 0; l < kLanes; ++l) {
+        block_sum[l] += exp_(z[j + l] - m);
+        if constexpr (COPY) copy[j + l] = z[j + l];
+      }
     }
-    for (int64_t j = full_end; j < end; ++j) block_sum[j - full_end] += exp_(z[j] - m);
+    for (int64_t j = full_end; j < end; ++j) {
+      block_sum[j - full_end] += exp_(z[j] - m);
+      if constexpr (COPY) copy[j] = z[j];
+    }
     add_block_sums(lane_sum, block_sum);
   }
   return {running_max, log_(lanes_total<T>(lane_sum))};  // all -inf: {-inf, -inf}, every probability NaN
@@ -303,24 +317,35 @@ double softmax_cross_entropy(const CrossEntropyArgs<T, L>& a) {
 
 template <typename T>
 void softmax(const T* x, T* out, int64_t rows, int64_t c, bool log) {
-  // out is a new array: it never aliases x. softmax on the in-cache path exponentiates each score
-  // once (stored, then scaled); log_softmax needs no exponential in its second pass.
+  // out is x itself (in place: each element read before it is written) or a separate array (the
+  // binding refuses a partial overlap). softmax on the in-cache path exponentiates each score once
+  // (stored, then scaled); log_softmax needs no exponential in its second pass, and on the in-cache
+  // path copies the scores into out in its first (row_softmax_stats' COPY), so that both passes touch
+  // memory as softmax's do. Both give the split path's bits.
   const bool in_cache = row_fits_cache<T>(c);
-  for_each_row(rows, c, [&](int64_t i) {
-    const T* __restrict z = x + i * c;
-    T* __restrict o = out + i * c;
-    if (log) {
-      const SoftmaxRow<T> r = row_softmax_stats(z, c);
-      write_row_from_stats<false, true>(z, o, c, r, T(1));
-    } else if (in_cache) {
-      T block_max[kMaxCachedBlocks];
-      const SoftmaxRow<T> r = row_softmax_stats_store<false>(z, o, c, block_max);
-      scale_stored_row(o, c, block_max, r, T(1));
-    } else {
-      const SoftmaxRow<T> r = row_softmax_stats(z, c);
-      write_row_from_stats<false, false>(z, o, c, r, T(1));
-    }
-  });
+  with_flags(
+      [&](auto IN_PLACE) {
+        for_each_row(rows, c, [&](int64_t i) {
+          const T* z = IN_PLACE.value ? nullptr : x + i * c;
+          T* o = out + i * c;
+          const T* in = IN_PLACE.value ? o : z;
+          if (log && in_cache && !IN_PLACE.value) {  // the scores copied into o on the way, then in place
+            const SoftmaxRow<T> r = row_softmax_stats<T, true>(z, c, o);
+            write_row_from_stats<true, true>(static_cast<const T*>(nullptr), o, c, r, T(1));
+          } else if (log) {
+            const SoftmaxRow<T> r = row_softmax_stats(in, c);
+            write_row_from_stats<IN_PLACE.value, true>(z, o, c, r, T(1));
+          } else if (in_cache) {
+            T block_max[kMaxCachedBlocks];
+            const SoftmaxRow<T> r = row_softmax_stats_store<IN_PLACE.value>(z, o, c, block_max);
+            scale_stored_row(o, c, block_max, r, T(1));
+          } else {
+            const SoftmaxRow<T> r = row_softmax_stats(in, c);
+            write_row_from_stats<IN_PLACE.value, false>(z, o, c, r, T(1));
+          }
+        });
+      },
+      x == out);
 }
 
 template <typename T, typename L>

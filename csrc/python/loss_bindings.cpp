@@ -264,14 +264,19 @@ py::tuple softmax_cross_entropy(py::handle logits_obj, py::handle labels_obj, py
   return outputs.result(out);
 }
 
-py::object softmax_impl(py::handle x_obj, bool log, py::handle stream) {
+// softmax / log_softmax into a new array, or into the caller's `out` (x itself, or a buffer it does not
+// overlap): returns the array written.
+py::object softmax_impl(py::handle x_obj, bool log, py::handle out_obj, py::handle stream) {
   const char* name = "x";
   CallDevice call(stream);
   const ArrayRef x = take_array(x_obj, name, call);
   const DType dtype = float_dtype_of(x, name);
   if (x.ndim < 1) throw py::value_error("x must have at least one axis, got a 0-d array");
   check_layout(x, name, false);
-  const ArrayRef out = new_array(x, std::vector<int64_t>(x.shape, x.shape + x.ndim), dtype, call, "out");
+  const ArrayRef out = out_obj.is_none()
+                           ? new_array(x, std::vector<int64_t>(x.shape, x.shape + x.ndim), dtype, call, "out")
+                           : take_out(out_obj, x, name, {}, call);
+  mark_written(out);
   const int64_t c = x.shape[x.ndim - 1];
   const int64_t rows = c == 0 ? 0 : x.size / c;
   if (call.on_cuda()) {
@@ -427,12 +432,16 @@ void bind_losses(py::module_& m) {
         "device that check waits for the stream, so by default (check_labels=None) it is left to the\n"
         "kernels inside a CUDA-graph capture: a bad label's row then gets a zero gradient and a NaN loss.\n"
         "check_labels=False never checks first (nothing waits); True always does (refused in a capture).");
-  m.def("softmax", [](py::handle x, py::handle stream) { return softmax_impl(x, false, stream); }, arg("x"),
-        py::kw_only(), arg("stream") = py::none(),
-        "Numerically stable softmax over the last axis (a new array, of x's framework on CUDA).");
-  m.def("log_softmax", [](py::handle x, py::handle stream) { return softmax_impl(x, true, stream); }, arg("x"),
-        py::kw_only(), arg("stream") = py::none(),
-        "Numerically stable log-softmax over the last axis (a new array, of x's framework on CUDA).");
+  m.def("softmax",
+        [](py::handle x, py::handle out, py::handle stream) { return softmax_impl(x, false, out, stream); },
+        arg("x"), py::kw_only(), arg("out") = py::none(), arg("stream") = py::none(),
+        "Numerically stable softmax over the last axis. Returns a new array (of x's framework on CUDA),\n"
+        "or writes into out= and returns it: out has x's shape and dtype, and is x itself (in place) or\n"
+        "an array that does not overlap it.");
+  m.def("log_softmax",
+        [](py::handle x, py::handle out, py::handle stream) { return softmax_impl(x, true, out, stream); },
+        arg("x"), py::kw_only(), arg("out") = py::none(), arg("stream") = py::none(),
+        "Numerically stable log-softmax over the last axis; out= as for softmax.");
   m.def("multiclass_svm_loss", &multiclass_svm_loss, arg("scores"), arg("labels"), py::kw_only(),
         arg("margin") = 1.0, arg("reduction") = "mean", arg("check_labels") = py::none(), arg("stream") = py::none(),
         "Multiclass SVM (hinge) loss: L_i = sum over j != y_i of max(0, s_j - s_{y_i} + margin).\n"
