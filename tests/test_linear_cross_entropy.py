@@ -203,8 +203,9 @@ def test_no_rows():
 def test_default_chunk_rows():
     from fastopt._linear_cross_entropy import default_chunk_rows
 
-    assert default_chunk_rows(4096, 32000, 4) == 256   # about 32 MiB of float32 logits
-    assert default_chunk_rows(4096, 32000, 8) == 128
+    assert default_chunk_rows(4096, 32000, 4) == 512   # about 64 MiB of float32 logits, a multiple of 64
+    assert default_chunk_rows(4096, 32000, 8) == 256
+    assert default_chunk_rows(4096, 50257, 4) == 320
     assert default_chunk_rows(4096, 10**7, 4) == 64     # at least 64 rows
     assert default_chunk_rows(10, 32000, 4) == 10       # at most N
     assert default_chunk_rows(5000, 1, 4) == 5000
@@ -446,6 +447,52 @@ def test_torch_function_defaults_and_one_sample():
     loss = ft.linear_cross_entropy(th, tw, ty)
     loss.backward()
     assert th.grad is None and tw.grad is not None
+
+
+@needs_torch
+@pytest.mark.skipif(torch is not None and not hasattr(torch.library, "opcheck"), reason="torch has no opcheck")
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("bias", [True, False])
+def test_torch_ops_pass_opcheck(reduction, bias):
+    """torch's own check of a custom op: schema, fake (meta) shapes, autograd registration, AOT dispatch."""
+    import fastopt.torch  # noqa: F401  (registers the ops)
+
+    h, w, y, b, wc = problem(9, 4, 6, ignored=(2,), classes=True)
+    th, tw = torch.tensor(h, requires_grad=True), torch.tensor(w, requires_grad=True)
+    tb = torch.tensor(b, requires_grad=True) if bias else None
+    args = (th, tw, torch.tensor(y), tb, torch.tensor(wc), reduction, -100, 0.1, 1e-2)
+    torch.library.opcheck(torch.ops.fastopt.linear_cross_entropy.default, args)
+    forward = torch.ops.fastopt.linear_cross_entropy(*(a.detach() if torch.is_tensor(a) else a for a in args))
+    grad_loss = torch.arange(9.0, dtype=torch.float64) if reduction == "none" else torch.tensor(2.0, dtype=torch.float64)
+    torch.library.opcheck(torch.ops.fastopt.linear_cross_entropy_backward.default,
+                          (grad_loss, *forward[1:], *(a.detach() if torch.is_tensor(a) else a for a in args)))
+
+
+@needs_torch
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_torch_function_compiles_without_graph_breaks(reduction):
+    """Under torch.compile the loss is one opaque op (its backward another): no graph break, eager's numbers,
+    for a uniform grad_output and, with "none", a per-row one (the backward that reruns the chunks)."""
+    import fastopt.torch as ft
+
+    h, w, y, b, _ = problem(12, 5, 9, ignored=(4,))
+    ty = torch.tensor(y)
+
+    def loss_of(th, tw, tb):
+        loss = ft.linear_cross_entropy(th, tw, ty, linear_bias=tb, reduction=reduction, label_smoothing=0.1)
+        return loss if reduction != "none" else (loss * torch.arange(12.0, dtype=torch.float64)).sum()
+
+    explained = torch._dynamo.explain(loss_of)(*(torch.tensor(a) for a in (h, w, b)))
+    assert explained.graph_break_count == 0, explained.break_reasons
+    compiled = torch.compile(loss_of, backend="aot_eager", fullgraph=True)
+    results = []
+    for fn in (loss_of, compiled):
+        tensors = [torch.tensor(a, requires_grad=True) for a in (h, w, b)]
+        loss = fn(*tensors)
+        loss.backward()
+        results.append([loss.detach().numpy()] + [t.grad.numpy() for t in tensors])
+    for ours, eager in zip(*results):
+        np.testing.assert_array_equal(ours, eager)
 
 
 # --- fastopt train --linear-ce ----------------------------------------------------------------------------

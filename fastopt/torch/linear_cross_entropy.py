@@ -1,71 +1,96 @@
 """fastopt.torch.linear_cross_entropy: torch.nn.functional.linear_cross_entropy's call, on
-fastopt.linear_cross_entropy's chunked loop, as a torch.autograd.Function.
+fastopt.linear_cross_entropy's chunked loop, as two torch custom ops with an autograd formula, so that it runs
+the same in eager mode and inside torch.compile (no graph break: the ops are opaque to the tracer, with fake
+implementations that give the shapes).
 
-The forward pass computes the loss and the gradients of input, linear_weight and linear_bias at once (the
-chunks are gone after it, so there is nothing to recompute from); backward scales them by grad_output. For
-reduction="none" the saved gradients are those of sum(losses): a grad_output of equal entries (loss.sum(),
-loss.mean()) scales them, any other one runs the chunk loop again with each row's dlogits scaled by its entry.
+``fastopt::linear_cross_entropy`` computes the loss and the gradients of input, linear_weight and linear_bias at
+once (the chunks are gone after it, so there is nothing to recompute from); autograd keeps the gradients, and
+``fastopt::linear_cross_entropy_backward`` scales them by grad_output. For reduction="none" the gradients are
+those of sum(losses): a grad_output of equal entries (loss.sum(), loss.mean()) scales them, any other one runs
+the chunk loop again with each row's dlogits scaled by its entry (a choice made inside the op, on the values).
 """
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 
 from fastopt import _linear_cross_entropy as _lce
 
-
-class _LinearCrossEntropy(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, input, linear_weight, target, linear_bias, weight, reduction, ignore_index, label_smoothing,
-                z_loss):
-        hidden, lin_w = input.detach(), linear_weight.detach()
-        bias = None if linear_bias is None else linear_bias.detach()
-        classes = None if weight is None else weight.detach()
-        result = _lce.linear_cross_entropy(hidden, lin_w, target, bias=bias, weight_classes=classes,
-                                           ignore_index=ignore_index, label_smoothing=label_smoothing,
-                                           reduction=reduction, z_loss=z_loss)
-        loss, dinput, dweight = result[:3]
-        dbias = result[3] if bias is not None else None
-        if not isinstance(loss, torch.Tensor):
-            loss = torch.tensor(loss, dtype=input.dtype, device=input.device)
-        ctx.reduction = reduction
-        ctx.args = (ignore_index, label_smoothing, z_loss)
-        ctx.has_bias = bias is not None
-        if reduction == "none":  # kept for a non-uniform grad_output (the inputs themselves: no copies)
-            ctx.save_for_backward(dinput, dweight, dbias, hidden, lin_w, target, bias, classes)
-        else:
-            ctx.save_for_backward(dinput, dweight, dbias)
-        return loss
-
-    @staticmethod
-    def backward(ctx, grad_output):
-        saved = ctx.saved_tensors
-        dinput, dweight, dbias = saved[:3]
-        if ctx.reduction == "none":
-            g = grad_output.reshape(-1)
-            if g.numel() and not bool((g == g[0]).all()):
-                hidden, lin_w, target, bias, classes = saved[3:]
-                ignore_index, label_smoothing, z_loss = ctx.args
-                result = _lce._run(_lce._Torch(torch), hidden, lin_w, target, bias, classes, ignore_index,
-                                   label_smoothing, "none", z_loss, _lce.default_chunk_rows(
-                                       hidden.shape[0], lin_w.shape[0], hidden.element_size()),
-                                   None, None, row_scale=g.to(hidden.dtype).contiguous())
-                grads = result[1:3] + ((result[3],) if ctx.has_bias else (None,))
-                return _outputs(ctx, grads)
-            scale = g[0] if g.numel() else grad_output.new_zeros(())
-        else:
-            scale = grad_output
-        grads = tuple(None if t is None else t * scale for t in (dinput, dweight, dbias))
-        return _outputs(ctx, grads)
+_HAS_CUSTOM_OP = hasattr(torch.library, "custom_op")  # (torch >= 2.4)
+Tensor = torch.Tensor
 
 
-def _outputs(ctx, grads):
-    need = ctx.needs_input_grad
-    dinput, dweight, dbias = grads
-    return (dinput if need[0] else None, dweight if need[1] else None, None, dbias if need[3] else None,
-            None, None, None, None, None)
+def _forward(input: Tensor, linear_weight: Tensor, target: Tensor, linear_bias: Optional[Tensor],
+             weight: Optional[Tensor], reduction: str, ignore_index: int, label_smoothing: float,
+             z_loss: float) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    """(loss, dinput, dweight, dbias): dbias is an empty tensor without a bias (an op returns tensors)."""
+    bias = None if linear_bias is None else linear_bias.detach()
+    classes = None if weight is None else weight.detach()
+    result = _lce.linear_cross_entropy(input.detach(), linear_weight.detach(), target, bias=bias,
+                                       weight_classes=classes, ignore_index=ignore_index,
+                                       label_smoothing=label_smoothing, reduction=reduction, z_loss=z_loss)
+    loss, dinput, dweight = result[:3]
+    dbias = result[3] if bias is not None else input.new_empty(0)
+    if not isinstance(loss, torch.Tensor):
+        loss = torch.tensor(loss, dtype=input.dtype, device=input.device)
+    return loss, dinput, dweight, dbias
+
+
+def _backward(grad_loss: Tensor, dinput: Tensor, dweight: Tensor, dbias: Tensor, input: Tensor,
+              linear_weight: Tensor, target: Tensor, linear_bias: Optional[Tensor], weight: Optional[Tensor],
+              reduction: str, ignore_index: int, label_smoothing: float,
+              z_loss: float) -> Tuple[Tensor, Tensor, Tensor]:
+    """The gradients of input, linear_weight and linear_bias (empty without one) for grad_loss."""
+    if reduction == "none":
+        g = grad_loss.reshape(-1)
+        if g.numel() and not bool((g == g[0]).all()):
+            hidden, lin_w = input.detach(), linear_weight.detach()
+            bias = None if linear_bias is None else linear_bias.detach()
+            classes = None if weight is None else weight.detach()
+            rows = _lce.default_chunk_rows(hidden.shape[0], lin_w.shape[0], hidden.element_size())
+            result = _lce._run(_lce._Torch(torch), hidden, lin_w, target, bias, classes, ignore_index,
+                               label_smoothing, "none", z_loss, rows, None, None,
+                               row_scale=g.to(hidden.dtype).contiguous())
+            return result[1], result[2], result[3] if bias is not None else dbias.new_empty(0)
+        scale = g[0] if g.numel() else grad_loss.new_zeros(())
+    else:
+        scale = grad_loss
+    return dinput * scale, dweight * scale, dbias * scale
+
+
+if _HAS_CUSTOM_OP:
+    _forward_op = torch.library.custom_op("fastopt::linear_cross_entropy", mutates_args=())(_forward)
+    _backward_op = torch.library.custom_op("fastopt::linear_cross_entropy_backward", mutates_args=())(_backward)
+
+    @_forward_op.register_fake
+    def _(input, linear_weight, target, linear_bias, weight, reduction, ignore_index, label_smoothing, z_loss):
+        loss = input.new_empty((input.shape[0],) if reduction == "none" else ())
+        dbias = input.new_empty(0) if linear_bias is None else torch.empty_like(linear_bias)
+        return loss, torch.empty_like(input), torch.empty_like(linear_weight), dbias
+
+    @_backward_op.register_fake
+    def _(grad_loss, dinput, dweight, dbias, *rest):
+        return torch.empty_like(dinput), torch.empty_like(dweight), torch.empty_like(dbias)
+
+    def _setup_context(ctx, inputs, output):
+        input, linear_weight, target, linear_bias, weight, reduction, ignore_index, label_smoothing, z_loss = inputs
+        _, dinput, dweight, dbias = output
+        ctx.options = (reduction, ignore_index, label_smoothing, z_loss)
+        ctx.has_bias = linear_bias is not None
+        ctx.mark_non_differentiable(dinput, dweight, dbias)
+        ctx.save_for_backward(dinput, dweight, dbias, input, linear_weight, target, linear_bias, weight)
+
+    def _autograd_backward(ctx, grad_loss, *unused):
+        dinput, dweight, dbias, input, linear_weight, target, linear_bias, weight = ctx.saved_tensors
+        d_input, d_weight, d_bias = _backward_op(grad_loss, dinput, dweight, dbias, input, linear_weight, target,
+                                                 linear_bias, weight, *ctx.options)
+        need = ctx.needs_input_grad
+        return (d_input if need[0] else None, d_weight if need[1] else None, None,
+                d_bias if ctx.has_bias and need[3] else None, None, None, None, None, None)
+
+    _forward_op.register_autograd(_autograd_backward, setup_context=_setup_context)
 
 
 def linear_cross_entropy(input: torch.Tensor, linear_weight: torch.Tensor, target: torch.Tensor, *,
@@ -82,8 +107,12 @@ def linear_cross_entropy(input: torch.Tensor, linear_weight: torch.Tensor, targe
     ``z_loss * logsumexp(logits_row)**2`` per counted row (fastopt's extra; 0 by default). torch's ``options``
     (its chunking choices) has no counterpart: fastopt always chunks. The gradients are computed in the
     forward pass and kept until backward (memory of input's and linear_weight's size); class weights get no
-    gradient.
+    gradient. Inside torch.compile the call is the custom op ``fastopt::linear_cross_entropy`` (its backward
+    ``fastopt::linear_cross_entropy_backward``): no graph break. Needs torch >= 2.4.
     """
+    if not _HAS_CUSTOM_OP:
+        raise RuntimeError("fastopt.torch.linear_cross_entropy needs torch >= 2.4 (torch.library.custom_op); this "
+                           f"is torch {torch.__version__}")
     if not isinstance(input, torch.Tensor):
         raise TypeError(f"input must be a torch.Tensor, got {type(input).__name__}")
     if ignore_index is None:
@@ -91,8 +120,8 @@ def linear_cross_entropy(input: torch.Tensor, linear_weight: torch.Tensor, targe
     if input.dim() == 1:  # one sample, as torch takes it
         if not isinstance(target, torch.Tensor) or target.dim() != 0:
             raise ValueError("input is 1-d (one sample of D features): target must be a 0-d tensor")
-        loss = _LinearCrossEntropy.apply(input.unsqueeze(0), linear_weight, target.reshape(1), linear_bias, weight,
-                                         reduction, ignore_index, label_smoothing, z_loss)
+        loss = _forward_op(input.unsqueeze(0), linear_weight, target.reshape(1), linear_bias, weight, reduction,
+                           ignore_index, label_smoothing, z_loss)[0]
         return loss.squeeze(0) if reduction == "none" else loss
-    return _LinearCrossEntropy.apply(input, linear_weight, target, linear_bias, weight, reduction, ignore_index,
-                                     label_smoothing, z_loss)
+    return _forward_op(input, linear_weight, target, linear_bias, weight, reduction, ignore_index, label_smoothing,
+                       z_loss)[0]
