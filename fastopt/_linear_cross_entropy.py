@@ -8,7 +8,7 @@ the two products of the backward pass consume it at once::
     dhidden[chunk] = dlogits @ weight          dweight += dlogits.T @ hidden[chunk]        dbias += sum(dlogits)
 
 so the extra memory is one chunk of logits (plus, for NumPy and CuPy, which have no ``C += A @ B``, a block of
-dweight's accumulation no bigger than the chunk or one row of D). The products are the arrays' own
+dweight's accumulation of an eighth of the chunk, or one row of D). The products are the arrays' own
 framework's (NumPy's matmul and its BLAS, torch, CuPy): this module holds no math, only the order of the work.
 
 reduction="mean" divides by the total weight of the counted rows of ALL chunks (torch's weighted mean): that
@@ -29,11 +29,11 @@ import numpy as np
 from fastopt import _core
 
 #: Bytes of logits a default chunk aims at: about the size of a last-level cache of tens of MiB, and enough
-#: rows that the three products run at the speed of one unchunked product: 512 rows for V = 32000 float32
-#: (measured on a 2-core AVX-512 machine, 4096 x 768 -> 32000: the products take 1.09x their unchunked time
-#: at 256 rows, 1.01x at 512, the same at 1024). A fixed number, not the machine's cache size, so that
-#: results are the same everywhere.
-_CHUNK_BYTES = 64 << 20
+#: rows that the three products run at about the speed of one unchunked product (measured on a 2-core AVX-512
+#: machine, 4096 x 768 -> 32000 float32: 1.09x their unchunked time at 256 rows, 1.01x at 512). 448 rows at
+#: V = 32000 float32: with NumPy's accumulation block (an eighth of the chunk) under an eighth of the 4096 x
+#: 32000 logits. A fixed number, not the machine's cache size, so that results are the same everywhere.
+_CHUNK_BYTES = 56 << 20
 _MIN_ROWS = 64
 _REDUCTIONS = ("mean", "sum", "none")
 
@@ -134,8 +134,9 @@ class _NumpyLike(_Framework):
             out[start:stop] += part
 
     def scratch(self, rows: int, v: int, d: int, like):
-        # At most one chunk's elements, and at least one row of D.
-        block = max(1, min(v, (rows * v) // max(1, d)))
+        # An eighth of the chunk's elements (the products stay large: 2,333 rows of D = 768 for the default
+        # chunk at V = 32000), and at least one row of D.
+        block = max(1, min(v, (rows * v) // (8 * max(1, d))))
         return self.xp.empty((block, d), dtype=like.dtype)
 
     def add_column_sums(self, out, chunk, first: bool) -> None:
@@ -331,9 +332,9 @@ def linear_cross_entropy(hidden, weight, labels, *, bias=None, weight_classes=No
     array on CUDA. out_dhidden (N, D) and out_dweight (V, D) receive the gradients when given (otherwise they
     are new arrays of the inputs' framework).
 
-    Extra memory: one chunk of chunk_rows x V logits (default: about 64 MiB of them, at least 64 rows, at most
-    N; :func:`default_chunk_rows`), for NumPy/CuPy one block of dweight's accumulation of at most as many
-    elements (at least one row of D), and O(N + V) for the labels and the column sums. The result depends on
+    Extra memory: one chunk of chunk_rows x V logits (default: about 56 MiB of them, at least 64 rows, at most
+    N; :func:`default_chunk_rows`), for NumPy/CuPy one block of dweight's accumulation of at most an eighth
+    as many elements (at least one row of D), and O(N + V) for the labels and the column sums. The result depends on
     chunk_rows (the order dweight is summed in), not on the thread count.
 
     Everything is checked before anything is written: a bad argument raises TypeError/ValueError naming it,

@@ -203,9 +203,9 @@ def test_no_rows():
 def test_default_chunk_rows():
     from fastopt._linear_cross_entropy import default_chunk_rows
 
-    assert default_chunk_rows(4096, 32000, 4) == 512   # about 64 MiB of float32 logits, a multiple of 64
-    assert default_chunk_rows(4096, 32000, 8) == 256
-    assert default_chunk_rows(4096, 50257, 4) == 320
+    assert default_chunk_rows(4096, 32000, 4) == 448   # about 56 MiB of float32 logits, a multiple of 64
+    assert default_chunk_rows(4096, 32000, 8) == 192
+    assert default_chunk_rows(4096, 50257, 4) == 256
     assert default_chunk_rows(4096, 10**7, 4) == 64     # at least 64 rows
     assert default_chunk_rows(10, 32000, 4) == 10       # at most N
     assert default_chunk_rows(5000, 1, 4) == 5000
