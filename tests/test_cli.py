@@ -25,8 +25,8 @@ def test_info_prints_build_info_and_timings():
     out = run("info", "--size", "10000", "--rounds", "2")
     assert out.returncode == 0, out.stderr
     assert "cpu_isa" in out.stdout
-    for optimizer in ("sgd", "adagrad", "rmsprop", "adam", "adamw"):
-        assert optimizer in out.stdout
+    for optimizer in ("sgd", "adagrad", "rmsprop", "adam", "adamw", "nadam", "lion", "lamb"):
+        assert f"\n{optimizer} " in out.stdout, optimizer
 
 
 def test_console_script_runs_from_the_repository_root(tmp_path):

@@ -125,8 +125,11 @@ def test_train_state_dtypes_refuses_optimizers_without_them(tmp_path):
 def test_info_shows_build_devices_and_timing():
     out = fastopt("info", "--size", "10000", "--rounds", "2")
     assert "cpu_isa" in out and "CPU" in out and "CUDA" in out
-    rows = table_rows(out, ("sgd", "adagrad", "rmsprop", "adam", "adamw"))
-    assert len(rows) == 5 and all(re.fullmatch(NUMBER, row[1]) for row in rows), out
+    from fastopt.bench.workloads import ALL_OPTIMIZERS
+
+    rows = table_rows(out, ALL_OPTIMIZERS)  # the classic five and every optimizer described as a rule
+    assert [row[0] for row in rows] == list(ALL_OPTIMIZERS), out
+    assert "lion" in ALL_OPTIMIZERS and all(re.fullmatch(NUMBER, row[1]) for row in rows), out
 
 
 def test_demo_quick_writes_every_plot(tmp_path):

@@ -258,7 +258,11 @@ _RSS_CHILD = textwrap.dedent("""
     def full(h, w, y, **kw):
         hh, ww = h.clone().requires_grad_(), w.clone().requires_grad_()
         F.cross_entropy(F.linear(hh, ww), y).backward()
-    fn = ours if how == "ours" else full
+    def autograd(h, w, y, **kw):  # fastopt.torch's: loss and backward, the gradients into .grad
+        import fastopt.torch as ft
+        hh, ww = h.detach().requires_grad_(), w.detach().requires_grad_()
+        ft.linear_cross_entropy(hh, ww, y).backward()
+    fn = {"ours": ours, "full": full, "autograd": autograd}[how]
     fn(h[:rows * 2].contiguous(), w[:64].contiguous(), y[:rows * 2] % 64)  # threads, BLAS buffers: warm
     def kib(field):
         return next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith(field + ":"))
@@ -297,6 +301,22 @@ def test_torch_peak_memory_is_one_chunk():
     full = _peak_rss_extra((n, d, v, rows, "full"))
     assert full >= logits_bytes
     assert ours <= chunk + (12 << 20), f"peak extra {ours} bytes; chunk {chunk}"
+
+
+@needs_torch
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc/self/clear_refs and glibc's malloc knobs: Linux")
+@pytest.mark.skipif("libasan" in os.environ.get("LD_PRELOAD", ""),
+                    reason="under AddressSanitizer freed memory stays in its quarantine: the peak is not the program's")
+def test_torch_autograd_peak_memory_is_the_gradients_twice_and_one_chunk():
+    """fastopt.torch.linear_cross_entropy forward + backward: the gradients made in the forward pass and their
+    scaled copies that backward hands to .grad, and one chunk, nothing more (autograd must not, for one,
+    materialise zero gradients for the op's gradient outputs: a third set)."""
+    n, d, v = 512, 2048, 4096
+    grads = (n * d + v * d) * 4  # 37.7 MB
+    chunk = n * v * 4            # (the default chunk holds all 512 rows) 8.4 MB
+    extra = _peak_rss_extra((n, d, v, n, "autograd"))
+    assert extra >= grads  # the measurement sees the gradients
+    assert extra <= 2 * grads + chunk + (12 << 20), f"peak extra {extra} bytes; gradients {grads}, chunk {chunk}"
 
 
 # --- bad input --------------------------------------------------------------------------------------------

@@ -1,5 +1,5 @@
 """``fastopt info``: what this build contains, the devices it can run on, and a short CPU timing of
-every optimizer against the NumPy reference (the first command of earlier releases)."""
+every optimizer (the classic five and those described as rules) against the NumPy reference."""
 
 from __future__ import annotations
 
@@ -80,7 +80,7 @@ def quick_timing(size: int, rounds: int) -> List[str]:
     from fastopt.bench.cases import PROBE, update_case
     from fastopt.bench.report import load_average
     from fastopt.bench.timing import NOISY_SPREAD, time_all
-    from fastopt.bench.workloads import OPTIMIZERS
+    from fastopt.bench.workloads import ALL_OPTIMIZERS
 
     cpus = os.cpu_count() or 1
     lines = []
@@ -95,7 +95,7 @@ def quick_timing(size: int, rounds: int) -> List[str]:
               f"{'% probe':>8s} {'spread':>7s}"]
     backends = select_backends(numpy=True, torch=False, cuda=False)
     busy = []
-    for optimizer in OPTIMIZERS:
+    for optimizer in ALL_OPTIMIZERS:
         case = update_case(optimizer, size, backends, probe=True)
         fns = {**case.impls, PROBE: case.probe}
         timings = time_all(fns, rounds, round_seconds=2e-3)

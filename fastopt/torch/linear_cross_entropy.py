@@ -80,12 +80,18 @@ if _HAS_CUSTOM_OP:
         ctx.options = (reduction, ignore_index, label_smoothing, z_loss)
         ctx.has_bias = linear_bias is not None
         ctx.mark_non_differentiable(dinput, dweight, dbias)
+        ctx.set_materialize_grads(False)  # (else backward gets zeros the size of the gradients for those outputs)
         ctx.save_for_backward(dinput, dweight, dbias, input, linear_weight, target, linear_bias, weight)
 
     def _autograd_backward(ctx, grad_loss, *unused):
         dinput, dweight, dbias, input, linear_weight, target, linear_bias, weight = ctx.saved_tensors
-        d_input, d_weight, d_bias = _backward_op(grad_loss, dinput, dweight, dbias, input, linear_weight, target,
-                                                 linear_bias, weight, *ctx.options)
+        if grad_loss is None:  # (grads are not materialised: an undefined one stands for zeros)
+            return (None,) * 9
+        if ctx.options[0] == "none":  # (the choice between scaling and a rerun reads grad_loss: in the op)
+            d_input, d_weight, d_bias = _backward_op(grad_loss, dinput, dweight, dbias, input, linear_weight,
+                                                     target, linear_bias, weight, *ctx.options)
+        else:
+            d_input, d_weight, d_bias = dinput * grad_loss, dweight * grad_loss, dbias * grad_loss
         need = ctx.needs_input_grad
         return (d_input if need[0] else None, d_weight if need[1] else None, None,
                 d_bias if ctx.has_bias and need[3] else None, None, None, None, None, None)
