@@ -1,4 +1,5 @@
-"""The optimizers described as rules (NAdam, RAdam, Adamax, Adadelta, ASGD, Rprop, Lion, LAMB) on the CPU, float32:
+"""The optimizers described as rules (the registry's: NAdam, RAdam, Adamax, Adadelta, ASGD, Rprop, Lion, LAMB, and any
+rule added later, read from fastopt.rules.SPECS, at their defaults) on the CPU, float32:
 
   - one 16M-element tensor: fastopt's call against the in-place bandwidth probe (a += b, the same chunks and
     threads), as the fraction of the probe's bandwidth reached for the bytes each optimizer must move (params
@@ -20,26 +21,17 @@ import numpy as np
 
 import fastopt
 from fastopt import _core
+from fastopt.bench.workloads import RULE_OPTIMIZERS, RULE_SPECS, TRAFFIC, rule_group
 
 try:
     import torch
 except ImportError:  # (the torch column is left empty)
     torch = None
 
-# name: (fastopt kernel, torch class, kernel keywords, torch keywords, state arrays, takes step)
-CASES = {
-    "nadam": ("nadam_", "NAdam", dict(lr=1e-3, weight_decay=1e-2), dict(lr=1e-3, weight_decay=1e-2), 2, True),
-    "radam": ("radam_", "RAdam", dict(lr=1e-3), dict(lr=1e-3), 2, True),
-    "adamax": ("adamax_", "Adamax", dict(lr=1e-3), dict(lr=1e-3), 2, True),
-    "adadelta": ("adadelta_", "Adadelta", dict(lr=1.0), dict(lr=1.0), 2, False),
-    "asgd": ("asgd_", "ASGD", dict(lr=1e-2), dict(lr=1e-2), 1, True),
-    "rprop": ("rprop_", "Rprop", dict(), dict(lr=1e-2), 2, False),
-    "lion": ("lion_", None, dict(lr=1e-4, weight_decay=1e-2), None, 1, False),
-    "lamb": ("lamb_", None, dict(lr=1e-3), None, 2, True),
-}
-# LAMB reads the params, m and v twice (its trust ratio needs the tensor's norms before the update):
-# bytes per element, float32: pass 1 reads p, g, m, v and writes m, v; pass 2 reads p, m, v, writes p
-BYTES_PER_ELEMENT = {"lamb": 4 * (6 + 4)}
+# Each rule's kernel, state arrays (and their first values), hyperparameters (its defaults, as a param group
+# holds them), whether it takes a step count, torch's class of it, and the bytes it moves per element (LAMB's
+# second pass included): all from the registry, as `fastopt bench` reads them.
+CASES = tuple(RULE_OPTIMIZERS)
 
 
 def parse_size(text: str) -> int:
@@ -48,29 +40,30 @@ def parse_size(text: str) -> int:
 
 
 def fastopt_call(name, n, rng):
-    kernel, _, kwargs, _, states, takes_step = CASES[name]
-    fn = getattr(fastopt, kernel)
+    spec = RULE_SPECS[name]
+    fn = getattr(fastopt, spec.kernel)
+    group = rule_group(name)
+    kwargs = spec.kernel_args(group)
     p = rng.standard_normal(n, dtype=np.float32)
     g = rng.standard_normal(n, dtype=np.float32)
-    st = [np.full_like(p, 0.01 if name == "rprop" else 0.0) for _ in range(states)]
+    st = [np.full_like(p, state.fill(group)) for state in spec.state]
     step = [0]
 
     def call():
         step[0] += 1
-        extra = {"step": step[0]} if takes_step else {}
+        extra = {"step": step[0]} if spec.uses_step else {}
         fn(p, g, *st, **kwargs, **extra)
 
-    # (params read + written, grads read, each state read + written)
-    return call, n * BYTES_PER_ELEMENT.get(name, 4 * (3 + 2 * states))
+    return call, n * 4 * TRAFFIC[name]
 
 
 def torch_step(name, n, rng):
-    _, cls, _, kwargs, _, _ = CASES[name]
-    if torch is None or cls is None:
+    spec = RULE_SPECS[name]
+    if torch is None or spec.torch_name is None or not hasattr(torch.optim, spec.torch_name):
         return None
     p = torch.nn.Parameter(torch.from_numpy(rng.standard_normal(n, dtype=np.float32)))
     p.grad = torch.from_numpy(rng.standard_normal(n, dtype=np.float32))
-    return getattr(torch.optim, cls)([p], foreach=True, **kwargs).step
+    return getattr(torch.optim, spec.torch_name)([p], **{**spec.defaults, "foreach": True}).step
 
 
 def probe(n, rng):
