@@ -419,3 +419,26 @@ def test_half_parameters_are_planned_and_step_as_the_full_path_bit_for_bit(name,
                 assert value.dtype == (torch.float32 if key != "step" else value.dtype)
         if k >= 1:
             assert planned(twin)
+
+
+def test_a_subclass_that_advances_its_counts_its_own_way_is_not_planned():
+    """The plan advances step counts as torch does (+1): a twin whose _advance differs keeps the full path,
+    and its counts move by its own rule at every step."""
+
+    class CountsTwice(ft.AdamW):
+        def _advance(self, states):
+            for state in states:
+                state["step"] += 2
+
+    p = torch.nn.Parameter(torch.randn(5, dtype=torch.float64))
+    twin = CountsTwice([p], lr=1e-2)
+    for k in range(4):
+        p.grad = torch.randn(5, dtype=torch.float64)
+        twin.step()
+    assert not planned(twin)
+    assert twin.state[p]["step"].item() == 8
+    plain = ft.AdamW([torch.nn.Parameter(torch.randn(5, dtype=torch.float64))], lr=1e-2)
+    for k in range(2):
+        plain.param_groups[0]["params"][0].grad = torch.randn(5, dtype=torch.float64)
+        plain.step()
+    assert planned(plain)  # (the witness: the same twin without the override is planned)

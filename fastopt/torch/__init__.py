@@ -18,7 +18,8 @@ GradScaler drives the twins on both devices (on CUDA reading its scale and found
 Anything else is refused with an error naming the parameter.
 
 ``linear_cross_entropy`` is torch.nn.functional.linear_cross_entropy's call on fastopt.linear_cross_entropy's
-chunked loop, a torch.autograd.Function (the (N, V) logits never exist).
+chunked loop, as torch custom ops with an autograd formula (the (N, V) logits never exist; no graph break under
+torch.compile).
 
 torch is optional for fastopt; this module is the only one that imports it.
 """

@@ -11,7 +11,8 @@ from torch.optim.optimizer import _get_scalar_dtype
 from fastopt import _core
 from fastopt.rules._spec import RuleSpec
 from fastopt.torch import _arrays
-from fastopt.torch._optimizer import FusedOptimizer, new_step, scalar
+from fastopt.torch._optimizer import FusedOptimizer, scalar
+from fastopt.torch._step_counts import new_step
 
 
 def _host_value(value):

@@ -42,6 +42,7 @@ import torch
 from fastopt import _hyper
 from fastopt._overlap import check_disjoint
 from fastopt.torch import _arrays, _compile, _dtensor
+from fastopt.torch._step_counts import StepOutOfRange, StepTokens, device_steps, is_device_key, step_dtype
 from fastopt.torch._step_plan import PlannedStates, StepPlan
 from fastopt.torch._torch_wording import torch_wording
 
@@ -66,27 +67,6 @@ def check_real(value: Any, name: str) -> None:
     _hyper.real(value, name)
 
 
-def step_dtype(group: Dict[str, Any]) -> torch.dtype:
-    """The dtype torch 2.13 gives state['step']: float32 when fused, else float64 only under a float64
-    default dtype (torch.optim.optimizer._get_scalar_dtype)."""
-    if group.get("fused"):
-        return torch.float32
-    return torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
-
-
-def device_steps(group: Dict[str, Any], p: torch.Tensor) -> bool:
-    """Whether p's step count lives on its device: a capturable group's CUDA parameter."""
-    return bool(group.get("capturable")) and p.is_cuda
-
-
-def new_step(group: Dict[str, Any], p: torch.Tensor) -> torch.Tensor:
-    """A zero step count where torch keeps it: on p's device for a capturable CUDA parameter, else on the
-    CPU (torch's other placement, fused: the device, is the CPU for the twins: see the module docstring)."""
-    if device_steps(group, p):
-        return torch.zeros((), dtype=step_dtype(group), device=p.device)
-    return torch.tensor(0.0, dtype=step_dtype(group))
-
-
 class _Float32State:
     """A loaded state tensor of a float16/bfloat16 parameter, kept away from torch's load_state_dict, which
     would cast it to the parameter's dtype (rounding float32 state to half); __setstate__ unwraps it to
@@ -98,60 +78,12 @@ class _Float32State:
         self.tensor = tensor
 
 
-class StepTokens:
-    """Bucket keys for step counts that live on the device (capturable), which the host never reads.
-
-    Each such parameter has a token; parameters share a token only when their device counts are equal:
-    parameters loaded with equal counts (read once, at load) or fresh ones share ("value", count), and
-    every kernel call that advances a bucket gives all its parameters one new token. A captured call
-    does the same, and its replays advance exactly the parameters holding that token (or tokens split
-    from it later, which are subsets), so tokens only ever split, and equal tokens mean equal counts.
-    """
-
-    FRESH = ("value", 0.0)
-
-    def __init__(self):
-        self._tokens: Dict[torch.Tensor, Hashable] = {}
-
-    def key(self, p: torch.Tensor, state: Dict[str, Any]) -> Hashable:
-        if not state:
-            return ("device", self.FRESH)
-        token = self._tokens.get(p)
-        if token is None:  # state set from outside (not by a step or a load): read its count once
-            token = self._tokens[p] = ("value", float(state["step"].item()))
-        return ("device", token)
-
-    def advanced(self, params: List[torch.Tensor]) -> None:
-        token = object()
-        for p in params:
-            self._tokens[p] = token
-
-    def loaded(self, p: torch.Tensor, step: Any) -> None:
-        if torch.is_tensor(step) and step.is_cuda:
-            self._tokens[p] = ("value", float(step.item()))
-        else:
-            self._tokens.pop(p, None)
-
-
-class StepOutOfRange(ValueError):
-    """A stored step count (read by _bucket_key) that is not a whole number of steps the kernels can
-    advance; the step names it (fastopt._hyper.float_step_count's message)."""
-
-    def __init__(self, count: float):
-        super().__init__(f"step count {count}")
-        self.count = count
-
-
 def _hashable(value: Any) -> bool:
     try:
         hash(value)
     except TypeError:
         return False
     return True
-
-
-def is_device_key(key: Hashable) -> bool:
-    return isinstance(key, tuple) and len(key) == 2 and key[0] == "device"
 
 
 class FusedOptimizer(torch.optim.Optimizer):
@@ -493,7 +425,8 @@ class FusedOptimizer(torch.optim.Optimizer):
                 _arrays.mark_modified(kernel_params + [v for s in kernel_states for name, v in s.items()
                                                        if name != "step" and torch.is_tensor(v)])
         if not by_torch:
-            self.__dict__["_step_plan"] = StepPlan.build(self, calls)
+            self.__dict__["_step_plan"] = StepPlan.build(
+                self, calls, counts_advance_by_one=type(self)._advance is FusedOptimizer._advance)
         return loss
 
     _untraced_step = torch.compiler.disable(_eager_step)

@@ -41,6 +41,7 @@ import torch
 
 from fastopt import _core, _hyper
 from fastopt.torch import _arrays
+from fastopt.torch._step_counts import StepOutOfRange
 
 _PLANNED_DTYPES = (torch.float32, torch.float64)  # (of step counts; of parameters, with the twins' half ones)
 _PLAIN_GRADS = (torch.Tensor, torch.nn.Parameter)
@@ -94,7 +95,10 @@ class StepPlan:
 
     # ------------------------------------------------------------------ building
     @staticmethod
-    def build(opt, calls) -> Optional["StepPlan"]:
+    def build(opt, calls, counts_advance_by_one: bool) -> Optional["StepPlan"]:
+        """The plan of the step just taken through `calls`, or None when the next step must be the full one.
+        counts_advance_by_one: the optimizer advances its step counts as torch does (+1 per step), which a
+        plan can do natively; otherwise a group with step counts is not planned."""
         if not getattr(type(opt), "_step_plan_ok", False) or torch.compiler.is_compiling() \
                 or not isinstance(opt.state, dict):
             return None
@@ -117,7 +121,7 @@ class StepPlan:
                 return None  # (gradients the full step left to torch: sparse ones)
             plan.members = []
             if members:
-                if not StepPlan._plan_call(opt, plan, members):
+                if not StepPlan._plan_call(opt, plan, members, counts_advance_by_one):
                     return None
             else:
                 plan.check = _core._StepCheck(plan.params, plan.mask, [], _core._take_torch([]), _PLAIN_GRADS)
@@ -129,9 +133,7 @@ class StepPlan:
         return StepPlan(plans, opt.state, snapshot)
 
     @staticmethod
-    def _plan_call(opt, plan: _GroupPlan, params: List[torch.Tensor]) -> bool:
-        from fastopt.torch._optimizer import FusedOptimizer, StepOutOfRange
-
+    def _plan_call(opt, plan: _GroupPlan, params: List[torch.Tensor], counts_advance_by_one: bool) -> bool:
         dtype = params[0].dtype
         if not (dtype in _PLANNED_DTYPES or (dtype in _arrays.HALF_DTYPES and opt._cpu_half)):
             return False
@@ -154,7 +156,7 @@ class StepPlan:
         if any(items.keys() != entries[0].keys() for items in entries):
             return False  # (members with different state: the full path)
         plan.counted = "step" in entries[0]
-        if plan.counted and type(opt)._advance is not FusedOptimizer._advance:
+        if plan.counted and not counts_advance_by_one:
             return False  # (a count this plan would not advance as the optimizer does)
         # The key of the next call (its step number, or what else the optimizer's calls share): the same
         # for every member, or the full path must split the group.

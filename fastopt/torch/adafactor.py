@@ -15,7 +15,8 @@ import torch
 
 from fastopt import _core, _hyper
 from fastopt.torch import _arrays
-from fastopt.torch._optimizer import FusedOptimizer, check_real, new_step, scalar
+from fastopt.torch._optimizer import FusedOptimizer, check_real, scalar
+from fastopt.torch._step_counts import new_step
 from fastopt.torch._torch_wording import ADAFACTOR_PHRASES, torch_wording
 
 _FACTORED = ("row_var", "col_var")

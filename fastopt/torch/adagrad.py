@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from fastopt._core import adagrad_
 from fastopt.torch import _arrays
-from fastopt.torch._optimizer import FusedOptimizer, check_real, new_step, scalar
+from fastopt.torch._optimizer import FusedOptimizer, check_real, scalar
+from fastopt.torch._step_counts import new_step
 from fastopt.torch._torch_wording import torch_wording
 
 

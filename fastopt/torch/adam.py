@@ -18,7 +18,8 @@ from fastopt import _hyper
 from fastopt._core import adam_, adamw_
 from fastopt.torch import _arrays
 from fastopt.torch import _state_dtype as compact
-from fastopt.torch._optimizer import FusedOptimizer, new_step, scalar
+from fastopt.torch._optimizer import FusedOptimizer, scalar
+from fastopt.torch._step_counts import new_step
 
 
 class Adam(FusedOptimizer):

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from fastopt._core import rmsprop_
 from fastopt.torch import _arrays
-from fastopt.torch._optimizer import FusedOptimizer, new_step, scalar
+from fastopt.torch._optimizer import FusedOptimizer, scalar
+from fastopt.torch._step_counts import new_step
 
 
 class RMSprop(FusedOptimizer):
