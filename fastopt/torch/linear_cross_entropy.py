@@ -5,9 +5,10 @@ implementations that give the shapes).
 
 ``fastopt::linear_cross_entropy`` computes the loss and the gradients of input, linear_weight and linear_bias at
 once (the chunks are gone after it, so there is nothing to recompute from); autograd keeps the gradients, and
-``fastopt::linear_cross_entropy_backward`` scales them by grad_output. For reduction="none" the gradients are
-those of sum(losses): a grad_output of equal entries (loss.sum(), loss.mean()) scales them, any other one runs
-the chunk loop again with each row's dlogits scaled by its entry (a choice made inside the op, on the values).
+backward scales them by grad_output. For reduction="none" the gradients are those of sum(losses), and backward
+is the op ``fastopt::linear_cross_entropy_backward``: a grad_output of equal entries (loss.sum(), loss.mean())
+scales them, any other one runs the chunk loop again with each row's dlogits scaled by its entry (a choice
+made on grad_output's values, which a traced graph cannot make: hence inside an op).
 """
 
 from __future__ import annotations
