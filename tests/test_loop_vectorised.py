@@ -145,17 +145,17 @@ def unvectorised(functions, isa: str):
                         continue
                     bits = re.findall(r"true|false", elements.group(1))
                 groups[(opt, dtype, "".join("T" if b == "true" else "F" for b in bits))].extend(body)
-    # Adam/AdamW over bfloat16 storage (adam_bf16_loops.h): adam_bf16_typed<params, state> with
-    # unsigned short for bfloat16, its math in float; one chunk loop per flag combination
-    # (amsgrad, decoupled, scaled, stochastic rounding).
+    # The classic four over bfloat16 storage (adam_bf16_loops.h, bf16_state_loops.h): <opt>_bf16_typed<params,
+    # state> with unsigned short for bfloat16, the math in float; one chunk loop per flag combination (the
+    # optimizer's flags, then stochastic rounding).
     for name, body in functions.items():
-        typed = re.search(rf"{isa}::adam_bf16_typed<(unsigned short|float), (unsigned short|float)>\(", name)
+        typed = re.search(rf"{isa}::(\w+)_bf16_typed<(unsigned short|float), (unsigned short|float)>\(", name)
         if not typed or "for_each_chunk" not in name:
             continue
         flags = re.search(r"operator\(\)<((?:std::integral_constant<bool, (?:true|false)>(?:, )?)+)\s*>", name)
         bits = re.findall(r"bool, (true|false)", flags.group(1)) if flags else []
-        storage = "adam_bf16<" + ("bf16" if typed.group(1) != "float" else "f32") + ", " + \
-            ("bf16" if typed.group(2) != "float" else "f32") + ">"
+        storage = typed.group(1) + "_bf16<" + ("bf16" if typed.group(2) != "float" else "f32") + ", " + \
+            ("bf16" if typed.group(3) != "float" else "f32") + ">"
         groups[(storage, "float", "".join("T" if b == "true" else "F" for b in bits))].extend(body)
     missing = []
     for (opt, dtype, bits), body in sorted(groups.items()):
@@ -175,7 +175,8 @@ def unvectorised(functions, isa: str):
         for dtype in STORAGE if opt in OPTIMIZERS else ("float", "double"):
             if (opt, dtype) not in found:
                 missing.append(f"{opt}<{dtype}>: no instantiation found")
-    for storage in ("adam_bf16<f32, bf16>", "adam_bf16<bf16, f32>", "adam_bf16<bf16, bf16>"):
+    for storage in (f"{opt}_bf16<{p}, {s}>" for opt in OPTIMIZERS for p, s in (("f32", "bf16"), ("bf16", "f32"),
+                                                                                ("bf16", "bf16"))):
         if (storage, "float") not in found:
             missing.append(f"{storage}: no instantiation found")
     return missing
@@ -205,3 +206,4 @@ def test_the_guard_sees_a_loop_that_does_not_vectorise():
         assert any(m.startswith("rmsprop<float16> flags") for m in missing), (isa, missing)
         assert any(m.startswith("LionRule<float> flags") for m in missing), (isa, missing)
         assert any(m.startswith("adam_bf16<bf16, bf16><float> flags") for m in missing), (isa, missing)
+        assert any(m.startswith("rmsprop_bf16<f32, bf16><float> flags") for m in missing), (isa, missing)

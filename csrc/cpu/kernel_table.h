@@ -10,7 +10,7 @@
 
 #include "common/dtype.h"
 #include "cpu/adafactor_tensor.h"
-#include "cpu/adam_bf16_call.h"
+#include "cpu/bf16_call.h"
 #include "cpu/adam_int8_call.h"
 #include "cpu/loss_args.h"
 #include "cpu/tensor_list.h"
@@ -102,7 +102,12 @@ struct KernelTable {
   TypedKernels<float> f32;
   TypedKernels<double> f64;
   // Adam/AdamW with bfloat16 params and/or state (adam_bf16_loops.h); returns found_inf
-  bool (*adam_bf16)(const Bf16AdamCall&, const AdamHyper&);
+  bool (*adam_bf16)(const Bf16Call&, const AdamHyper&);
+  // SGD, Adagrad and RMSprop with bfloat16 state and/or stochastically rounded bfloat16 params
+  // (bf16_state_loops.h); return found_inf
+  bool (*sgd_bf16)(const Bf16Call&, const SgdHyper&);
+  bool (*adagrad_bf16)(const Bf16Call&, const AdagradHyper&);
+  bool (*rmsprop_bf16)(const Bf16Call&, const RmspropHyper&);
   // Adam/AdamW with 8-bit blockwise state (adam_int8_loops.h); returns found_inf
   bool (*adam_int8)(const Int8AdamCall&, const AdamHyper&);
   // blockwise 8-bit quantisation of one float32 array, and back (fastopt/quant8.h)

@@ -8,6 +8,7 @@
 #include "cpu/tensor_sum_loops.h"
 #include "cpu/adafactor_loops.h"
 #include "cpu/adam_bf16_loops.h"
+#include "cpu/bf16_state_loops.h"
 #include "cpu/adam_int8_loops.h"
 
 #ifndef FASTOPT_ISA_NS
@@ -47,7 +48,8 @@ TypedKernels<T> typed_kernels() {
 
 const KernelTable& table() {
   static const KernelTable instance{FASTOPT_STR(FASTOPT_ISA_NS), typed_kernels<float>(),
-                                    typed_kernels<double>(), &adam_bf16, &adam_int8,
+                                    typed_kernels<double>(), &adam_bf16, &sgd_bf16,
+                                    &adagrad_bf16, &rmsprop_bf16, &adam_int8,
                                     &quantize8, &dequantize8, half_kernels<F16>(),
                                     half_kernels<Bf16>()};
   return instance;

@@ -10,7 +10,7 @@
 
 #include "cpu/kernel_table.h"
 #include "cuda/backend.h"
-#include "python/adam_bf16_call.h"
+#include "python/bf16_call.h"
 #include "python/adam_int8_call.h"
 #include "python/array_intake.h"
 #include "python/device_scalar.h"
@@ -30,7 +30,7 @@ namespace py = pybind11;
 // lives on the device is not read back.
 bool sgd_(py::handle params, py::handle grads, py::handle momentum_buffers, const Scalar& lr, double momentum,
           double dampening, double weight_decay, bool nesterov, bool maximize, const Scalar& step,
-          const Scaling& scaling, CallDevice& call) {
+          bool stochastic_rounding, uint64_t seed, const Scaling& scaling, CallDevice& call) {
   const SgdHyper hyper{lr.value, momentum, dampening, weight_decay, nesterov, maximize, step.host_step(),
                        scaling.host};
   require(rules::check(hyper));
@@ -38,6 +38,13 @@ bool sgd_(py::handle params, py::handle grads, py::handle momentum_buffers, cons
   const ArrayArg g = take_arrays(grads, "grads", false, call);
   const auto b = take_state(momentum_buffers, "momentum_buffers", momentum != 0.0, "momentum != 0", call);
   const DeviceScalars device{lr, step, scaling, call};
+  const std::vector<const ArrayArg*> state{ptr(b)};
+  if (bfloat16_call(state, stochastic_rounding)) {  // bf16_call.h: bfloat16 storage, CPU
+    return run_bf16(
+        p, g, state, stochastic_rounding, seed, uint64_t(hyper.step), device.skip_now,
+        [&] { require(rules::check_range(hyper, rules::math_range(false))); },
+        [&](const cpu::Bf16Call& c) { return cpu::kernels().sgd_bf16(c, hyper); });
+  }
   return run_update<3, true>(
       p, {&g, ptr(b)}, range_of(hyper), device.skip_now, call,
       [&](const auto& list) { return kernels_for(list).sgd(list, hyper); },
@@ -45,14 +52,20 @@ bool sgd_(py::handle params, py::handle grads, py::handle momentum_buffers, cons
 }
 
 bool adagrad_(py::handle params, py::handle grads, py::handle state_sums, const Scalar& lr, double lr_decay,
-              double weight_decay, double eps, bool maximize, const Scalar& step, const Scaling& scaling,
-              CallDevice& call) {
+              double weight_decay, double eps, bool maximize, const Scalar& step, bool stochastic_rounding,
+              uint64_t seed, const Scaling& scaling, CallDevice& call) {
   const AdagradHyper hyper{lr.value, lr_decay, weight_decay, eps, maximize, step.host_step(), scaling.host};
   require(rules::check(hyper));
   const ArrayArg p = take_arrays(params, "params", true, call);
   const ArrayArg g = take_arrays(grads, "grads", false, call);
   const ArrayArg s = take_arrays(state_sums, "state_sums", true, call);
   const DeviceScalars device{lr, step, scaling, call};
+  if (bfloat16_call({&s}, stochastic_rounding)) {  // bf16_call.h: bfloat16 storage, CPU
+    return run_bf16(
+        p, g, {&s}, stochastic_rounding, seed, uint64_t(hyper.step), device.skip_now,
+        [&] { require(rules::check_range(hyper, rules::math_range(false))); },
+        [&](const cpu::Bf16Call& c) { return cpu::kernels().adagrad_bf16(c, hyper); });
+  }
   return run_update<3, true>(
       p, {&g, &s}, range_of(hyper), device.skip_now, call,
       [&](const auto& list) { return kernels_for(list).adagrad(list, hyper); },
@@ -61,7 +74,8 @@ bool adagrad_(py::handle params, py::handle grads, py::handle state_sums, const 
 
 bool rmsprop_(py::handle params, py::handle grads, py::handle square_avgs, py::handle momentum_buffers,
               py::handle grad_avgs, const Scalar& lr, double alpha, double eps, double weight_decay,
-              double momentum, bool centered, bool maximize, const Scaling& scaling, CallDevice& call) {
+              double momentum, bool centered, bool maximize, std::optional<int64_t> step, bool stochastic_rounding,
+              uint64_t seed, const Scaling& scaling, CallDevice& call) {
   const RmspropHyper hyper{lr.value, alpha, eps, weight_decay, momentum, centered, maximize, scaling.host};
   require(rules::check(hyper));
   const ArrayArg p = take_arrays(params, "params", true, call);
@@ -70,6 +84,17 @@ bool rmsprop_(py::handle params, py::handle grads, py::handle square_avgs, py::h
   const auto b = take_state(momentum_buffers, "momentum_buffers", momentum > 0.0, "momentum > 0", call);
   const auto ga = take_state(grad_avgs, "grad_avgs", centered, "centered=True", call);
   const DeviceScalars device{lr, Scalar{}, scaling, call};
+  const std::vector<const ArrayArg*> state{&sq, ptr(b), ptr(ga)};
+  if (bfloat16_call(state, stochastic_rounding)) {  // bf16_call.h: bfloat16 storage, CPU
+    if (stochastic_rounding && !step) {
+      throw py::type_error("rmsprop_(stochastic_rounding=True) needs step: pass step=t, the 1-based number of this "
+                           "update, so that each update draws new rounding bits");
+    }
+    return run_bf16(
+        p, g, state, stochastic_rounding, seed, uint64_t(step.value_or(1)), device.skip_now,
+        [&] { require(rules::check_range(hyper, rules::math_range(false))); },
+        [&](const cpu::Bf16Call& c) { return cpu::kernels().rmsprop_bf16(c, hyper); });
+  }
   return run_update<5, true>(
       p, {&g, &sq, ptr(b), ptr(ga)}, range_of(hyper), device.skip_now, call,
       [&](const auto& list) { return kernels_for(list).rmsprop(list, hyper); },
@@ -98,9 +123,12 @@ bool adam_(bool decoupled, py::handle params, py::handle grads, py::handle exp_a
   const auto vmax = take_state(max_exp_avg_sqs, "max_exp_avg_sqs", amsgrad, "amsgrad=True", call);
   std::vector<const ArrayArg*> state{&m, &v};
   if (vmax) state.push_back(&*vmax);
-  if (bfloat16_call(state, stochastic_rounding)) {  // adam_bf16_call.h: bfloat16 storage, CPU
+  if (bfloat16_call(state, stochastic_rounding)) {  // bf16_call.h: bfloat16 storage, CPU
     const DeviceScalars device{lr, step, scaling, call};
-    return run_adam_bf16(hyper, p, g, state, stochastic_rounding, seed, device.skip_now);
+    return run_bf16(
+        p, g, state, stochastic_rounding, seed, uint64_t(hyper.step), device.skip_now,
+        [&] { require(rules::check_range(hyper, rules::math_range(false))); },
+        [&](const cpu::Bf16Call& c) { return cpu::kernels().adam_bf16(c, hyper); });
   }
   const DeviceScalars device{lr, step, scaling, call};
   return run_update<5, true>(
@@ -141,11 +169,18 @@ PyObject* sgd_call(PyObject*, PyObject* const* args, Py_ssize_t nargsf, PyObject
     const double momentum = a.next_real(), dampening = a.next_real();
     const double weight_decay = a.next_real();
     const bool nesterov = a.next_bool(), maximize = a.next_bool();
+    const bool step_given = !a.peek().is_none();
     const Scalar step = next_sgd_step(a, momentum);
+    const bool stochastic_rounding = a.next_bool();
+    const uint64_t seed = seed_arg(a.next());
+    if (stochastic_rounding && !step_given) {
+      throw py::type_error("sgd_(stochastic_rounding=True) needs step: pass step=t, the 1-based number of this "
+                           "update, so that each update draws new rounding bits");
+    }
     const Scaling scaling = next_checked_scaling(a);
     CallDevice call(a.next());
     return boolean(sgd_(params, grads, buffers, lr, momentum, dampening, weight_decay, nesterov, maximize, step,
-                        scaling, call));
+                        stochastic_rounding, seed, scaling, call));
   });
 }
 
@@ -158,9 +193,12 @@ PyObject* adagrad_call(PyObject*, PyObject* const* args, Py_ssize_t nargsf, PyOb
     const double eps = a.next_real();
     const bool maximize = a.next_bool();
     const Scalar step = next_step(a);
+    const bool stochastic_rounding = a.next_bool();
+    const uint64_t seed = seed_arg(a.next());
     const Scaling scaling = next_checked_scaling(a);
     CallDevice call(a.next());
-    return boolean(adagrad_(params, grads, sums, lr, lr_decay, weight_decay, eps, maximize, step, scaling, call));
+    return boolean(adagrad_(params, grads, sums, lr, lr_decay, weight_decay, eps, maximize, step,
+                            stochastic_rounding, seed, scaling, call));
   });
 }
 
@@ -173,10 +211,20 @@ PyObject* rmsprop_call(PyObject*, PyObject* const* args, Py_ssize_t nargsf, PyOb
     const double alpha = a.next_real(), eps = a.next_real();
     const double weight_decay = a.next_real(), momentum = a.next_real();
     const bool centered = a.next_bool(), maximize = a.next_bool();
+    std::optional<int64_t> step;  // (RMSprop's update has no step; stochastic rounding's bits need one)
+    if (a.peek().is_none()) {
+      a.next();
+    } else {
+      step = a.next_int();
+      if (*step < 1) throw py::value_error("step must be >= 1 (the 1-based number of this update), got " +
+                                           std::to_string(*step));
+    }
+    const bool stochastic_rounding = a.next_bool();
+    const uint64_t seed = seed_arg(a.next());
     const Scaling scaling = next_checked_scaling(a);
     CallDevice call(a.next());
     return boolean(rmsprop_(params, grads, square_avgs, buffers, grad_avgs, lr, alpha, eps, weight_decay,
-                            momentum, centered, maximize, scaling, call));
+                            momentum, centered, maximize, step, stochastic_rounding, seed, scaling, call));
   });
 }
 
@@ -266,39 +314,50 @@ void bind_optimizers(py::module_& m) {
   const py::object no = py::bool_(false);
   using P = Signature::Param;
 
+  const std::string kBf16StateNote =
+      "On the CPU the state may also be bfloat16 (NumPy ml_dtypes.bfloat16 or torch.bfloat16 arrays; all\n"
+      "state arrays of a call one dtype) with float32 or bfloat16 params: each element is widened to\n"
+      "float32, updated as in the float32 kernel and rounded back to nearest-even. stochastic_rounding=True\n"
+      "rounds every bfloat16 value written (state, and bfloat16 params) stochastically instead, with random\n"
+      "bits from a counter-based hash of (seed, step, tensor index, element index, operand): the same bits\n"
+      "for every thread count and instruction set (fastopt/bf16.h; 0 <= seed < 2**64). It needs step, and\n"
+      "is a ValueError when nothing written is bfloat16.\n\n";
   sgd_signature = new Signature("sgd_", 3,
       {P{"params", {}}, P{"grads", {}}, P{"momentum_buffers", none_}, P{"lr", {}}, P{"momentum", real(0.0)},
        P{"dampening", real(0.0)}, P{"weight_decay", real(0.0)}, P{"nesterov", no}, P{"maximize", no},
-       P{"step", none_}, P{"grad_scale", real(1.0)}, P{"skip_nonfinite", no}, P{"found_inf", none_},
-       P{"stream", none_}});
+       P{"step", none_}, P{"stochastic_rounding", no}, P{"seed", py::int_(0)}, P{"grad_scale", real(1.0)},
+       P{"skip_nonfinite", no}, P{"found_inf", none_}, P{"stream", none_}});
   def_fast(m, *sgd_signature, sgd_call,
            std::string("Fused SGD step (torch.optim.SGD semantics), in place.\n\n"
                        "momentum_buffers is required when momentum != 0; on step 1 it is overwritten\n"
                        "with the gradient (torch's first-step buffer), later steps accumulate into it.\n"
                        "step (the 1-based number of this update) is required when momentum != 0 and\n"
-                       "unused without momentum.\n\n") +
-               kListNote);
+                       "unused without momentum (except by stochastic_rounding).\n\n") +
+               kBf16StateNote + kListNote);
 
   adagrad_signature = new Signature("adagrad_", 3,
       {P{"params", {}}, P{"grads", {}}, P{"state_sums", {}}, P{"lr", real(1e-2)}, P{"lr_decay", real(0.0)},
        P{"weight_decay", real(0.0)}, P{"eps", real(1e-10)}, P{"maximize", no}, P{"step", {}},
-       P{"grad_scale", real(1.0)}, P{"skip_nonfinite", no}, P{"found_inf", none_}, P{"stream", none_}});
+       P{"stochastic_rounding", no}, P{"seed", py::int_(0)}, P{"grad_scale", real(1.0)},
+       P{"skip_nonfinite", no}, P{"found_inf", none_}, P{"stream", none_}});
   def_fast(m, *adagrad_signature, adagrad_call,
            std::string("Fused Adagrad step (torch.optim.Adagrad semantics), in place.\n\n"
                        "state_sums start at initial_accumulator_value; step is the 1-based number of\n"
                        "this update (it sets the decayed lr = lr / (1 + (step - 1) * lr_decay)).\n\n") +
-               kListNote);
+               kBf16StateNote + kListNote);
 
   rmsprop_signature = new Signature("rmsprop_", 5,
       {P{"params", {}}, P{"grads", {}}, P{"square_avgs", {}}, P{"momentum_buffers", none_},
        P{"grad_avgs", none_}, P{"lr", real(1e-2)}, P{"alpha", real(0.99)}, P{"eps", real(1e-8)},
        P{"weight_decay", real(0.0)}, P{"momentum", real(0.0)}, P{"centered", no}, P{"maximize", no},
-       P{"grad_scale", real(1.0)}, P{"skip_nonfinite", no}, P{"found_inf", none_}, P{"stream", none_}});
+       P{"step", none_}, P{"stochastic_rounding", no}, P{"seed", py::int_(0)}, P{"grad_scale", real(1.0)},
+       P{"skip_nonfinite", no}, P{"found_inf", none_}, P{"stream", none_}});
   def_fast(m, *rmsprop_signature, rmsprop_call,
            std::string("Fused RMSprop step (torch.optim.RMSprop semantics), in place.\n\n"
                        "momentum_buffers is required when momentum > 0, grad_avgs when centered=True;\n"
-                       "all state starts at zero.\n\n") +
-               kListNote);
+                       "all state starts at zero. step (the 1-based number of this update) is used only\n"
+                       "by stochastic_rounding, which requires it.\n\n") +
+               kBf16StateNote + kListNote);
 
   auto adam_params = [&](double weight_decay) {
     return std::vector<P>{P{"params", {}}, P{"grads", {}}, P{"exp_avgs", {}}, P{"exp_avg_sqs", {}},

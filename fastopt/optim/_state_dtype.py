@@ -1,11 +1,13 @@
-"""The state precision of Adam/AdamW (``state_dtype=``, issue 18): None (the default: state of the params'
+"""The state precision of the optimizers (``state_dtype=``, issue 18). Adam/AdamW: None (the default: state of the params'
 dtype, as torch keeps it; float32 for float16 params, the only state their kernels keep), "float32" (float32
 state, for float32, float16 or bfloat16 params), "bfloat16" (exp_avg,
 exp_avg_sq and max_exp_avg_sq as ml_dtypes.bfloat16 arrays, for float32 or bfloat16 params: half the memory of
 float32; the update runs in float32 and rounds back), "int8" (8-bit blockwise state, fastopt.QuantizedState,
 for float32 params of at least MIN_8BIT_SIZE elements; smaller ones keep float32 state, as bitsandbytes' 8-bit
 optimizers do). ``stochastic_rounding=True`` rounds every bfloat16 value written (bfloat16 params, bfloat16
-state) stochastically. ml_dtypes is imported only when bfloat16 is asked for or met."""
+state) stochastically. SGD, Adagrad and RMSprop (CompactState): None (their default: float32 state for
+16-bit params, the params' dtype otherwise), "float32" or "bfloat16", the same rounding. ml_dtypes is
+imported only when bfloat16 is asked for or met."""
 
 from __future__ import annotations
 
@@ -16,11 +18,14 @@ STATE_DTYPES = ("float32", "bfloat16", "int8")
 MIN_8BIT_SIZE = 4096
 
 
-def check_state_dtype(value):
-    """state_dtype: None or one of STATE_DTYPES (ValueError naming it otherwise)."""
-    if value is not None and (not isinstance(value, str) or value not in STATE_DTYPES):
-        raise ValueError(f"state_dtype must be None (the params' dtype) or one of 'float32', 'bfloat16', 'int8', "
-                         f"got {value!r}")
+def check_state_dtype(value, allowed=STATE_DTYPES):
+    """state_dtype: None or one of `allowed` (ValueError naming it otherwise)."""
+    if value is not None and (not isinstance(value, str) or value not in allowed):
+        adam = "int8" in allowed
+        default = "the params' dtype" if adam else "float32 for 16-bit params, else the params' dtype"
+        also = "" if adam else " (8-bit state is Adam's and AdamW's)"
+        raise ValueError(f"state_dtype must be None ({default}) or one of "
+                         f"{', '.join(repr(a) for a in allowed)}, got {value!r}{also}")
     return value
 
 
@@ -39,8 +44,8 @@ def is_bfloat16(dtype) -> bool:
 class StatePrecision:
     """An optimizer's choice of state dtype and rounding, and the dtype each parameter's state gets."""
 
-    def __init__(self, state_dtype, stochastic_rounding, seed):
-        self.name = check_state_dtype(state_dtype)
+    def __init__(self, state_dtype, stochastic_rounding, seed, allowed=STATE_DTYPES):
+        self.name = check_state_dtype(state_dtype, allowed)
         if not isinstance(stochastic_rounding, (bool, np.bool_)):
             raise TypeError(f"stochastic_rounding must be True or False, got {stochastic_rounding!r}")
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) < 2**64:
@@ -85,3 +90,22 @@ class StatePrecision:
         where the call writes bfloat16 values: the kernels refuse it for float32 ones)."""
         writes_bfloat16 = is_bfloat16(param_dtype) or is_bfloat16(self.dtype)
         return dict(stochastic_rounding=True, seed=self.seed) if self.stochastic_rounding and writes_bfloat16 else {}
+
+
+class CompactState:
+    """``state_dtype=`` (None, "float32", "bfloat16"), ``stochastic_rounding=`` and ``seed=`` for SGD,
+    Adagrad and RMSprop (a mixin before Optimizer; Adam keeps its own, whose default follows the params and
+    which has "int8"). None keeps the optimizer's default state dtype (float32 for 16-bit params)."""
+
+    def _set_precision(self, state_dtype, stochastic_rounding, seed):
+        self._precision = StatePrecision(state_dtype, stochastic_rounding, seed, allowed=("float32", "bfloat16"))
+
+    def _check_param_dtype(self, p, where):
+        self._precision.check_param(p, where)
+
+    def _state_dtype(self, p):
+        return super()._state_dtype(p) if self._precision.name is None else self._precision.of(p)
+
+    def _rounding(self, params):
+        """The stochastic rounding arguments of a kernel call over `params`."""
+        return self._precision.kernel_kwargs(params[0].dtype if params else None)

@@ -5,25 +5,31 @@ from __future__ import annotations
 import numpy as np
 
 from fastopt._core import adagrad_
+from fastopt.optim._state_dtype import CompactState
 from fastopt.optim.optimizer import Optimizer
 
 
-class Adagrad(Optimizer):
-    """``Adagrad(params, lr=1e-2, lr_decay=0, weight_decay=0, initial_accumulator_value=0, eps=1e-10, maximize=False)``
+class Adagrad(CompactState, Optimizer):
+    """``Adagrad(params, lr=1e-2, lr_decay=0, weight_decay=0, initial_accumulator_value=0, eps=1e-10, maximize=False,
+    state_dtype=None, stochastic_rounding=False, seed=0)``
 
     Params: float32, float64, float16 or ml_dtypes.bfloat16 arrays (16-bit ones updated in float32 and
     rounded back to nearest-even). State per parameter: ``step`` and ``sum`` (starting at
-    initial_accumulator_value; float32 for 16-bit params).
+    initial_accumulator_value): of the params' dtype (``state_dtype=None``; float32 for 16-bit params), float32
+    (``"float32"``) or ml_dtypes.bfloat16 (``"bfloat16"``, for float32 or bfloat16 params). Every bfloat16 value
+    written is rounded to nearest-even, or stochastically with ``stochastic_rounding=True`` (as Adam's).
     """
 
     _state_keys = ("step", "sum")
     _half_params = ("float16", "bfloat16")
 
     def __init__(self, params, lr=1e-2, lr_decay=0.0, weight_decay=0.0, initial_accumulator_value=0.0,
-                 eps=1e-10, maximize=False):
+                 eps=1e-10, maximize=False, state_dtype=None, stochastic_rounding=False, seed=0):
+        self._set_precision(state_dtype, stochastic_rounding, seed)
         super().__init__(params, dict(lr=lr, lr_decay=lr_decay, weight_decay=weight_decay,
                                       initial_accumulator_value=initial_accumulator_value, eps=eps,
                                       maximize=maximize))
+        self._precision.check_rounding(self._all_params())
 
     def _check_group(self, group):
         super()._check_group(group)
@@ -47,4 +53,4 @@ class Adagrad(Optimizer):
     def _update(self, group, params, grads, states, step, grad_scale=1.0):
         adagrad_(params, grads, [s["sum"] for s in states], lr=group["lr"], lr_decay=group["lr_decay"],
                  weight_decay=group["weight_decay"], eps=group["eps"], maximize=group["maximize"],
-                 step=step, grad_scale=grad_scale)
+                 step=step, grad_scale=grad_scale, **self._rounding(params))

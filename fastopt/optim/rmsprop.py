@@ -5,15 +5,20 @@ from __future__ import annotations
 import numpy as np
 
 from fastopt._core import rmsprop_
+from fastopt.optim._state_dtype import CompactState
 from fastopt.optim.optimizer import Optimizer
 
 
-class RMSprop(Optimizer):
-    """``RMSprop(params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0, momentum=0, centered=False, maximize=False)``
+class RMSprop(CompactState, Optimizer):
+    """``RMSprop(params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0, momentum=0, centered=False, maximize=False,
+    state_dtype=None, stochastic_rounding=False, seed=0)``
 
     Params: float32, float64, float16 or ml_dtypes.bfloat16 arrays (16-bit ones updated in float32 and
     rounded back to nearest-even). State per parameter: ``step``, ``square_avg``, and ``momentum_buffer``
-    (momentum > 0) and ``grad_avg`` (centered) when used; float32 for 16-bit params.
+    (momentum > 0) and ``grad_avg`` (centered) when used: of the params' dtype (``state_dtype=None``; float32
+    for 16-bit params), float32 (``"float32"``) or ml_dtypes.bfloat16 (``"bfloat16"``, for float32 or bfloat16
+    params). Every bfloat16 value written is rounded to nearest-even, or stochastically with
+    ``stochastic_rounding=True`` (as Adam's).
     """
 
     _state_keys = ("step", "square_avg")
@@ -21,9 +26,11 @@ class RMSprop(Optimizer):
     _half_params = ("float16", "bfloat16")
 
     def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0,
-                 centered=False, maximize=False):
+                 centered=False, maximize=False, state_dtype=None, stochastic_rounding=False, seed=0):
+        self._set_precision(state_dtype, stochastic_rounding, seed)
         super().__init__(params, dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay,
                                       momentum=momentum, centered=centered, maximize=maximize))
+        self._precision.check_rounding(self._all_params())
 
     def _init_state(self, state, param, group):
         state["step"] = 0
@@ -36,7 +43,7 @@ class RMSprop(Optimizer):
         rmsprop_(params, grads, [s["square_avg"] for s in states], buffers, grad_avgs, lr=group["lr"],
                  alpha=group["alpha"], eps=group["eps"], weight_decay=group["weight_decay"],
                  momentum=group["momentum"], centered=group["centered"], maximize=group["maximize"],
-                 grad_scale=grad_scale)
+                 step=step, grad_scale=grad_scale, **self._rounding(params))
 
     def _ensure(self, states, params, key):
         for state, p in zip(states, params):

@@ -1,4 +1,4 @@
-#include "python/adam_bf16_call.h"
+#include "python/bf16_call.h"
 
 #include <string>
 
@@ -47,6 +47,7 @@ namespace {
 
 bool any_bf16(const std::vector<const ArrayArg*>& args) {
   for (const ArrayArg* arg : args) {
+    if (arg == nullptr) continue;  // (an operand not in use)
     for (const ArrayRef& a : arg->arrays) {
       if (is_bf16(a)) return true;
     }
@@ -74,10 +75,15 @@ uint64_t seed_arg(py::handle obj) {
   return uint64_t(value);
 }
 
-bool run_adam_bf16(const AdamHyper& hyper, const ArrayArg& params, const ArrayArg& grads,
-                   const std::vector<const ArrayArg*>& state, bool stochastic_rounding, uint64_t seed,
-                   bool skip_now) {
+bool run_bf16(const ArrayArg& params, const ArrayArg& grads, const std::vector<const ArrayArg*>& slots,
+              bool stochastic_rounding, uint64_t seed, uint64_t step, bool skip_now,
+              const std::function<void()>& check_hyper, const std::function<bool(const cpu::Bf16Call&)>& kernel) {
   const size_t n = params.arrays.size();
+  // the state operands in use (slots keeps each one's operand position for the kernel)
+  std::vector<const ArrayArg*> state;
+  for (const ArrayArg* arg : slots) {
+    if (arg != nullptr) state.push_back(arg);
+  }
   std::vector<const ArrayArg*> others{&grads};
   others.insert(others.end(), state.begin(), state.end());
   // The device first: nothing of this runs on CUDA yet.
@@ -142,24 +148,25 @@ bool run_adam_bf16(const AdamHyper& hyper, const ArrayArg& params, const ArrayAr
     throw py::value_error("stochastic_rounding=True, but nothing this call writes is bfloat16 (params and state are " +
                           params.arrays[0].dtype_name() + "): it rounds bfloat16 values only");
   }
-  require(rules::check_range(hyper, rules::math_range(false)));
+  check_hyper();
   if (skip_now || n == 0) return skip_now;
   mark_written(params, state);
 
-  cpu::Bf16AdamCall call;
+  cpu::Bf16Call call;
   call.param_bf16 = param_bf16;
   call.state_bf16 = state_bf16;
   call.stochastic_rounding = stochastic_rounding;
   call.seed = seed;
+  call.step = step;
   call.tensors.ptrs.reserve(n);
   call.tensors.sizes.reserve(n);
   for (size_t i = 0; i < n; ++i) {
     std::array<void*, 5> operands{params.arrays[i].data, grads.arrays[i].data, nullptr, nullptr, nullptr};
-    for (size_t j = 0; j < state.size(); ++j) operands[j + 2] = state[j]->arrays[i].data;
+    for (size_t j = 0; j < slots.size(); ++j) operands[j + 2] = slots[j] ? slots[j]->arrays[i].data : nullptr;
     call.tensors.add(operands, params.arrays[i].size);
   }
   py::gil_scoped_release no_gil;
-  return cpu::kernels().adam_bf16(call, hyper);
+  return kernel(call);
 }
 
 }  // namespace fastopt::bindings
