@@ -117,9 +117,26 @@ def test_train_with_each_state_precision_shows_memory_and_learns(tmp_path):
 
 
 def test_train_state_dtypes_refuses_optimizers_without_them(tmp_path):
-    err = usage_error("train", "--state-dtypes", "int8", "--optimizers", "adam", "sgd", "--out", str(tmp_path))
-    assert err.startswith("usage: fastopt train") and "--state-dtypes applies to adam and adamw" in err, err
-    assert "sgd" in err.splitlines()[-1] and "runs of" not in err
+    err = usage_error("train", "--state-dtypes", "bfloat16", "--optimizers", "adam", "sgd", "--out", str(tmp_path))
+    assert err.startswith("usage: fastopt train") and "--state-dtypes applies to adam, adamw, momentum" in err, err
+    assert err.splitlines()[-1].endswith("leave out --optimizers sgd (or pass --optimizers adam adamw)"), err
+    assert "runs of" not in err
+    # 8-bit state is Adam's and AdamW's: the others are named with what they keep
+    err = usage_error("train", "--state-dtypes", "int8", "--optimizers", "adam", "rmsprop", "--out", str(tmp_path))
+    assert "--state-dtypes int8 applies to adam and adamw only; leave out --optimizers rmsprop" in err, err
+
+
+def test_train_bfloat16_state_for_the_classic_optimizers_halves_their_memory(tmp_path):
+    out = fastopt("train", "--epochs", "2", "--models", "linear", "--state-dtypes", "float32", "bfloat16",
+                  "--optimizers", "momentum", "adagrad", "rmsprop", "--out", str(tmp_path))
+    labels = ("Momentum", "AdaGrad", "RMSProp")
+    rows = {(row[0], row[1]): row for row in table_rows(out, labels)}
+    assert set(rows) == {(o, d) for o in labels for d in ("float32", "bfloat16")}, out
+    for name in labels:
+        kib = {d: float(rows[(name, d)][-2]) for d in ("float32", "bfloat16")}
+        assert kib["bfloat16"] == pytest.approx(kib["float32"] / 2, abs=0.051), kib  # (KiB printed to 0.1)
+        acc = {d: float(rows[(name, d)][4]) for d in ("float32", "bfloat16")}
+        assert acc["float32"] > 50 and abs(acc["bfloat16"] - acc["float32"]) < 3, acc  # (chance: 10%)
 
 
 def test_info_shows_build_devices_and_timing():

@@ -134,8 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--hidden", type=positive_int, default=64, help="hidden units of the mlp (default 64)")
     t.add_argument("--seed", type=int, default=0, help="initial weights and batch order (default 0)")
     t.add_argument("--state-dtypes", nargs="+", choices=train.STATE_DTYPES, metavar="DTYPE",
-                   help="train Adam/AdamW once per optimizer state precision (float32, bfloat16, int8: "
-                        "fastopt.optim's state_dtype=); the table adds each run's optimizer memory")
+                   help="train each optimizer once per optimizer state precision (float32, bfloat16, int8: "
+                        "fastopt.optim's state_dtype=; int8 for Adam/AdamW only, no state for plain SGD); the "
+                        "table adds each run's optimizer memory")
     t.add_argument("--linear-ce", action="store_true",
                    help="train the mlp's last layer and loss through fastopt.linear_cross_entropy")
 
@@ -165,10 +166,9 @@ def check_args(args) -> None:
     if getattr(args, "state_dtypes", None):
         from fastopt.demo import train
 
-        others = [n for n in _expand_all(args.optimizers) if n not in train.STATE_DTYPE_OPTIMIZERS]
-        if others:
-            raise ValueError(f"--state-dtypes applies to {' and '.join(train.STATE_DTYPE_OPTIMIZERS)} only; "
-                             f"leave out --optimizers {' '.join(others)} (or pass --optimizers adam adamw)")
+        refusal = train.state_dtype_refusal(_expand_all(args.optimizers), args.state_dtypes)
+        if refusal:
+            raise ValueError(refusal)
     if hasattr(args, "out"):
         ensure_folder(args.out, "--out")
 

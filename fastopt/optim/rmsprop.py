@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
-
 from fastopt._core import rmsprop_
 from fastopt.optim._state_dtype import CompactState
 from fastopt.optim.optimizer import Optimizer
