@@ -1,10 +1,15 @@
-"""AdamW with compact optimizer state (bfloat16, 8-bit blockwise) against torch's fused float32 step and
-the 8-bit peers on the CPU, interleaved in one process: each round runs every case once (in a rotated
-order), and each case's figure is its median over the rounds; ratios are against torch.optim.AdamW(fused=True)
-on float32 measured in the same rounds. Run it several times: the machine's load moves single runs.
+"""Optimizers with compact state (bfloat16, 8-bit blockwise) against torch's fused float32 step and the 8-bit
+peers on the CPU, interleaved in one process: each round runs every case once (in a rotated order), and each
+case's figure is its median over the rounds; ratios are against torch's fused step (RMSprop: foreach, torch has
+no fused RMSprop) on float32 measured in the same rounds. Run it several times: the machine's load moves single
+runs.
 
-    python bench/bench_state_precision.py [--size 16M] [--rounds 11] [--runs 2] [--threads N] [--cases ...]
+    python bench/bench_state_precision.py [--optimizer adamw|sgd|adagrad|rmsprop] [--size 16M] [--rounds 11]
+                                          [--runs 2] [--threads N] [--cases ...]
 
+AdamW by default; sgd is SGD with momentum 0.9 (one state array, as Adagrad's and RMSprop's: 20 bytes moved
+per element in float32, 16 with bfloat16 state, 10 all bfloat16). fastopt keeps 8-bit state for Adam/AdamW only;
+the bitsandbytes case is its 8-bit optimizer of the same name (AdamW8bit, SGD8bit, Adagrad8bit, RMSprop8bit).
 Cases (each skipped, saying why, when what it needs is missing):
   torch-fused-fp32     torch.optim.AdamW(fused=True), float32 params and state: 28 bytes moved per element
   fastopt-fp32         fastopt.adamw_, float32 params and state
@@ -14,6 +19,7 @@ Cases (each skipped, saying why, when what it needs is missing):
   torch-fused-bf16     torch.optim.AdamW(fused=True) on bfloat16 params (its state: bfloat16 too), the same bytes
   bnb-adamw8bit        bitsandbytes.optim.AdamW8bit (its CPU path)
   torchao-adamw8bit    torchao.optim.AdamW8bit
+(the byte counts are AdamW's; the other optimizers' are printed with their rows)
 The bytes column is the model: parameter and state read and written, gradient read, absmax included.
 """
 
@@ -28,13 +34,46 @@ import fastopt
 HYPER = dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2)
 
 
+class Optimizer:
+    """One optimizer of the benchmark: its fastopt kernel call, its torch and bitsandbytes peers, and how many
+    state arrays it keeps (which sets the bytes moved)."""
+
+    def __init__(self, name, states, torch_class, torch_options, bnb_class, call):
+        self.name, self.states = name, states
+        self.torch_class, self.torch_options, self.bnb_class = torch_class, torch_options, bnb_class
+        self.call = call  # call(params, grads, state arrays, step)
+
+    def torch(self, params, fused=True):
+        import torch
+
+        options = dict(self.torch_options, **({"fused": True} if fused and self.name != "rmsprop" else {}))
+        return getattr(torch.optim, self.torch_class)(params, **options)
+
+    def bytes(self, param_bytes, state_bytes):
+        """Bytes moved per element: params read and written, grads read, each state read and written."""
+        return 3 * param_bytes + 2 * self.states * state_bytes
+
+
+OPTIMIZERS = {
+    "adamw": Optimizer("adamw", 2, "AdamW", HYPER, "AdamW8bit", lambda p, g, s, t: fastopt.adamw_(
+        p, g, s[0], s[1], lr=HYPER["lr"], beta1=HYPER["betas"][0], beta2=HYPER["betas"][1], eps=HYPER["eps"],
+        weight_decay=HYPER["weight_decay"], step=t)),
+    "sgd": Optimizer("sgd", 1, "SGD", dict(lr=1e-3, momentum=0.9), "SGD8bit", lambda p, g, s, t: fastopt.sgd_(
+        p, g, s[0], lr=1e-3, momentum=0.9, step=t)),
+    "adagrad": Optimizer("adagrad", 1, "Adagrad", dict(lr=1e-2), "Adagrad8bit", lambda p, g, s, t: fastopt.adagrad_(
+        p, g, s[0], lr=1e-2, step=t)),
+    "rmsprop": Optimizer("rmsprop", 1, "RMSprop", dict(lr=1e-2), "RMSprop8bit", lambda p, g, s, t: fastopt.rmsprop_(
+        p, g, s[0], lr=1e-2)),
+}
+
+
 def parse_size(text: str) -> int:
     units = {"K": 1 << 10, "M": 1 << 20}
     return int(text[:-1]) * units[text[-1]] if text[-1] in units else int(text)
 
 
-def fastopt_case(n, rng, param_dtype, state_form):
-    """A stepping closure over fastopt.adamw_ with params of param_dtype and state of state_form."""
+def fastopt_case(opt, n, rng, param_dtype, state_form):
+    """A stepping closure over opt's fastopt kernel with params of param_dtype and state of state_form."""
     p = rng.standard_normal(n, dtype=np.float32)
     g = rng.standard_normal(n, dtype=np.float32)
     if param_dtype != "float32":
@@ -42,19 +81,20 @@ def fastopt_case(n, rng, param_dtype, state_form):
 
         p, g = p.astype(ml_dtypes.bfloat16), g.astype(ml_dtypes.bfloat16)
     if state_form == "float32":
-        m, v = np.zeros(n, np.float32), np.zeros(n, np.float32)
+        state = [np.zeros(n, np.float32) for _ in range(opt.states)]
     elif state_form == "bfloat16":
         import ml_dtypes
 
-        m, v = np.zeros(n, ml_dtypes.bfloat16), np.zeros(n, ml_dtypes.bfloat16)
+        state = [np.zeros(n, ml_dtypes.bfloat16) for _ in range(opt.states)]
+    elif opt.name == "adamw":
+        state = [fastopt.QuantizedState.zeros((n,), signed=True), fastopt.QuantizedState.zeros((n,), signed=False)]
     else:
-        m, v = fastopt.QuantizedState.zeros((n,), signed=True), fastopt.QuantizedState.zeros((n,), signed=False)
+        raise ValueError(f"fastopt keeps 8-bit state for Adam/AdamW only, not {opt.name}")
     step = [0]
 
     def run():
         step[0] += 1
-        fastopt.adamw_(p, g, m, v, lr=HYPER["lr"], beta1=HYPER["betas"][0], beta2=HYPER["betas"][1],
-                       eps=HYPER["eps"], weight_decay=HYPER["weight_decay"], step=step[0])
+        opt.call(p, g, state, step[0])
 
     return run
 
@@ -67,7 +107,7 @@ def torch_case(n, rng, make_optimizer, dtype="float32"):
     return make_optimizer([p]).step
 
 
-def build_cases(names, n, rng):
+def build_cases(opt, names, n, rng):
     """name -> (step closure, bytes per element), and name -> why it was skipped."""
     cases, skipped = {}, {}
 
@@ -81,24 +121,25 @@ def build_cases(names, n, rng):
         except (ImportError, AttributeError, TypeError, ValueError, RuntimeError) as error:
             skipped[name] = f"{type(error).__name__}: {error}"
 
-    absmax = 2 * 2 * 4 / 256  # two states, read and written, one float32 per 256 elements
-    add("torch-fused-fp32", 28, lambda: torch_case(
-        n, rng, lambda ps: __import__("torch").optim.AdamW(ps, fused=True, **HYPER)))
-    add("fastopt-fp32", 28, lambda: fastopt_case(n, rng, "float32", "float32"))
-    add("fastopt-bf16-state", 20, lambda: fastopt_case(n, rng, "float32", "bfloat16"))
-    add("fastopt-int8-state", 16 + absmax, lambda: fastopt_case(n, rng, "float32", "int8"))
-    add("fastopt-bf16-all", 14, lambda: fastopt_case(n, rng, "bfloat16", "bfloat16"))
-    add("torch-fused-bf16", 14, lambda: torch_case(
-        n, rng, lambda ps: __import__("torch").optim.AdamW(ps, fused=True, **HYPER), "bfloat16"))
-    add("bnb-adamw8bit", 16 + absmax, lambda: torch_case(
-        n, rng, lambda ps: __import__("bitsandbytes").optim.AdamW8bit(ps, **HYPER)))
+    absmax = 2 * opt.states * 4 / 256  # the states, read and written, one float32 per 256 elements
+    add("torch-fused-fp32", opt.bytes(4, 4), lambda: torch_case(n, rng, opt.torch))
+    add("fastopt-fp32", opt.bytes(4, 4), lambda: fastopt_case(opt, n, rng, "float32", "float32"))
+    add("fastopt-bf16-state", opt.bytes(4, 2), lambda: fastopt_case(opt, n, rng, "float32", "bfloat16"))
+    add("fastopt-int8-state", opt.bytes(4, 1) + absmax, lambda: fastopt_case(opt, n, rng, "float32", "int8"))
+    add("fastopt-bf16-all", opt.bytes(2, 2), lambda: fastopt_case(opt, n, rng, "bfloat16", "bfloat16"))
+    add("torch-fused-bf16", opt.bytes(2, 2), lambda: torch_case(n, rng, opt.torch, "bfloat16"))
+    bnb = "bnb-" + opt.bnb_class.lower()
+    add(bnb, opt.bytes(4, 1) + absmax, lambda: torch_case(
+        n, rng, lambda ps: getattr(__import__("bitsandbytes").optim, opt.bnb_class)(ps, **opt.torch_options)))
 
     def torchao_case():
         from torchao.optim import AdamW8bit
 
+        if opt.name != "adamw":
+            raise ValueError(f"torchao has no 8-bit {opt.name}")
         return torch_case(n, rng, lambda ps: AdamW8bit(ps, **HYPER))
 
-    add("torchao-adamw8bit", 16 + absmax, torchao_case)
+    add("torchao-adamw8bit", opt.bytes(4, 1) + absmax, torchao_case)
     return cases, skipped
 
 
@@ -119,14 +160,18 @@ def one_run(cases, rounds):
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--optimizer", choices=sorted(OPTIMIZERS), default="adamw")
     ap.add_argument("--size", default="16M")
     ap.add_argument("--rounds", type=int, default=11)
     ap.add_argument("--runs", type=int, default=2)
     ap.add_argument("--threads", type=int, default=None)
     all_cases = ["torch-fused-fp32", "fastopt-fp32", "fastopt-bf16-state", "fastopt-int8-state",
-                 "fastopt-bf16-all", "torch-fused-bf16", "bnb-adamw8bit", "torchao-adamw8bit"]
-    ap.add_argument("--cases", nargs="+", default=all_cases, choices=all_cases)
+                 "fastopt-bf16-all", "torch-fused-bf16", "bnb-8bit", "torchao-adamw8bit"]
+    ap.add_argument("--cases", nargs="+", default=all_cases, choices=all_cases,
+                    help="bnb-8bit: bitsandbytes' 8-bit optimizer of the same kind")
     args = ap.parse_args()
+    opt = OPTIMIZERS[args.optimizer]
+    args.cases = ["bnb-" + opt.bnb_class.lower() if c == "bnb-8bit" else c for c in args.cases]
     n = parse_size(args.size)
     if args.threads is not None:
         fastopt.set_num_threads(args.threads)
@@ -136,10 +181,10 @@ def main() -> None:
             torch.set_num_threads(args.threads)
         except ImportError:
             pass
-    cases, skipped = build_cases(args.cases, n, np.random.default_rng(0))
+    cases, skipped = build_cases(opt, args.cases, n, np.random.default_rng(0))
     for name, why in skipped.items():
         print(f"skipped {name}: {why}")
-    print(f"AdamW over {args.size} elements, fastopt threads {fastopt.get_num_threads()}, "
+    print(f"{opt.torch_class} over {args.size} elements, fastopt threads {fastopt.get_num_threads()}, "
           f"{args.rounds} rounds x {args.runs} runs, medians")
     base = "torch-fused-fp32" if "torch-fused-fp32" in cases else None
     for run in range(args.runs):
@@ -150,7 +195,7 @@ def main() -> None:
             line = f"  {name:20s} {seconds * 1e3:8.2f} ms  {bytes_per_element:5.2f} B/el  " \
                    f"{bytes_per_element * n / seconds / 1e9:6.1f} GB/s"
             if base is not None:
-                line += f"  / torch fused fp32 {seconds / medians[base]:6.3f}"
+                line += f"  / torch {'foreach' if opt.name == 'rmsprop' else 'fused'} fp32 {seconds / medians[base]:6.3f}"
             print(line, flush=True)
 
 

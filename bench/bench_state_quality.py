@@ -1,11 +1,13 @@
 """Training quality with compact optimizer state: a character-level language model (an MLP over the previous
 8 characters) trained on English text that ships with Python (the help topics of pydoc_data), with
-fastopt.optim.AdamW keeping its state in float32, bfloat16 and 8-bit blockwise, and with bfloat16 parameters
-rounded to nearest or stochastically. Every run starts from the same weights and sees the same batches; the
+fastopt.optim.AdamW (or --optimizer sgd|adagrad|rmsprop: SGD with momentum 0.9, Adagrad, RMSprop) keeping its
+state in float32, bfloat16 and 8-bit blockwise (AdamW's only), and with bfloat16 parameters rounded to nearest or
+stochastically. Every run starts from the same weights and sees the same batches; the
 table gives each run's final training loss (mean of the last 10% of steps) and held-out loss, and their ratio
 to the float32 run's. Optional --plot PATH draws the loss curves.
 
-    python bench/bench_state_quality.py [--steps 3000] [--batch 128] [--plot docs/state_precision.png]
+    python bench/bench_state_quality.py [--optimizer adamw] [--steps 3000] [--batch 128] [--lr LR]
+                                        [--plot docs/state_precision.png]
 
 A run the installed fastopt cannot do (a state_dtype or parameter dtype it does not take) is reported as
 skipped with the reason.
@@ -72,10 +74,16 @@ def batches(codes, batch, steps, rng):
 RUNS = {  # name -> (parameter dtype, optimizer keyword arguments)
     "float32": ("float32", {}),
     "bfloat16 state": ("float32", dict(state_dtype="bfloat16")),
+    "bf16 state, stochastic": ("float32", dict(state_dtype="bfloat16", stochastic_rounding=True)),
     "int8 state": ("float32", dict(state_dtype="int8")),
     "bf16 params, nearest": ("bfloat16", dict(state_dtype="bfloat16")),
     "bf16 params, stochastic": ("bfloat16", dict(state_dtype="bfloat16", stochastic_rounding=True)),
 }
+
+
+#: --optimizer: fastopt.optim's class, its hyperparameters besides lr, and its default lr
+OPTIMIZERS = {"adamw": ("AdamW", dict(weight_decay=0.01), 2e-3), "sgd": ("SGD", dict(momentum=0.9), 0.1),
+              "adagrad": ("Adagrad", {}, 0.05), "rmsprop": ("RMSprop", {}, 1e-3)}
 
 
 def train(name, codes, held_out, vocab, args):
@@ -85,10 +93,11 @@ def train(name, codes, held_out, vocab, args):
         import ml_dtypes
 
         params = [p.astype(ml_dtypes.bfloat16) for p in params]
-    if param_dtype == "float32":
-        opt = fastopt.optim.AdamW(params, lr=args.lr, weight_decay=0.01, **extra)
+    cls, hyper, _ = OPTIMIZERS[args.optimizer]
+    if param_dtype == "float32" or args.optimizer != "adamw":
+        opt = getattr(fastopt.optim, cls)(params, lr=args.lr, **hyper, **extra)
         step = opt.step
-    else:  # bfloat16 params: the functional update (fastopt.optim takes float32/float64 params)
+    else:  # AdamW's bfloat16 params: the functional update (as the figures in BENCHMARKS.md were measured)
         moments = [(np.zeros_like(p), np.zeros_like(p)) for p in params]
         opt = type("BareState", (), {"state": {i: dict(exp_avg=m, exp_avg_sq=v) for i, (m, v) in enumerate(moments)}})
         count = [0]
@@ -116,15 +125,19 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=3000)
     ap.add_argument("--batch", type=int, default=128)
-    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--optimizer", choices=sorted(OPTIMIZERS), default="adamw")
+    ap.add_argument("--lr", type=float, default=None, help="default: 2e-3 AdamW, 0.1 SGD, 0.05 Adagrad, 1e-3 RMSprop")
     ap.add_argument("--plot", default=None, metavar="PATH")
     ap.add_argument("--runs", nargs="+", default=list(RUNS), choices=list(RUNS))
     args = ap.parse_args()
+    cls = OPTIMIZERS[args.optimizer][0]
+    if args.lr is None:
+        args.lr = OPTIMIZERS[args.optimizer][2]
     codes, vocab = corpus_codes()
     split = int(0.9 * len(codes))
     train_codes, held_out = codes[:split], codes[split:]
     print(f"pydoc help topics: {len(codes)} characters, {vocab} symbols; MLP over {CONTEXT} characters "
-          f"(embedding {EMBED}, hidden {HIDDEN}); AdamW lr {args.lr:g}, {args.steps} steps of {args.batch}")
+          f"(embedding {EMBED}, hidden {HIDDEN}); {cls} lr {args.lr:g}, {args.steps} steps of {args.batch}")
     results = {}
     for name in args.runs:
         start = time.perf_counter()
@@ -154,7 +167,7 @@ def main() -> None:
             ax.plot(np.arange(window, len(losses) + 1), smooth, label=name)
         ax.set_xlabel("step")
         ax.set_ylabel(f"training loss (moving mean of {window} steps)")
-        ax.set_title("AdamW state and parameter precision: character-level MLP on pydoc's help text")
+        ax.set_title(f"{cls} state and parameter precision: character-level MLP on pydoc's help text")
         ax.grid(True, alpha=0.3)
         ax.legend()
         fig.tight_layout()
