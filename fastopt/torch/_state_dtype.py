@@ -1,7 +1,9 @@
-"""Compact optimizer state for the torch twins Adam / AdamW (issue 18): `state_dtype` and its state layouts.
+"""Compact optimizer state for the torch twins (issue 18): `state_dtype` and its state layouts. Adam / AdamW
+take all three; SGD, Adagrad and RMSprop "float32" and "bfloat16" (their keys: `keys` below).
 
 - "float32" (also None and torch.float32; the default): today's state, torch's keys and dtypes.
-- "bfloat16" (also torch.bfloat16): torch's keys (exp_avg, exp_avg_sq, max_exp_avg_sq), torch.bfloat16 tensors;
+- "bfloat16" (also torch.bfloat16): torch's keys (Adam's exp_avg, exp_avg_sq, max_exp_avg_sq; SGD's
+  momentum_buffer; Adagrad's sum; RMSprop's square_avg, momentum_buffer, grad_avg), torch.bfloat16 tensors;
   the kernel reads them, updates in float32 and rounds back (round-to-nearest-even, or stochastically with
   stochastic_rounding=True).
 - "int8": bitsandbytes' layout, so that a twin's state_dict loads into bitsandbytes.optim.Adam8bit/AdamW8bit
@@ -36,22 +38,26 @@ _NAMES = {None: "float32", "float32": "float32", torch.float32: "float32",
           "bfloat16": "bfloat16", torch.bfloat16: "bfloat16", "int8": "int8"}
 
 
-def normalise(value: Any) -> str:
-    """state_dtype as one of "float32", "bfloat16", "int8" (ValueError naming state_dtype otherwise)."""
+FORMS = ("float32", "bfloat16", "int8")
+
+
+def normalise(value: Any, forms=FORMS) -> str:
+    """state_dtype as one of `forms` (ValueError naming state_dtype otherwise)."""
     try:
         name = _NAMES.get(value)
     except TypeError:  # (unhashable)
         name = None
-    if name is None:
-        raise ValueError(f"state_dtype must be one of 'float32', 'bfloat16', 'int8' (or None, torch.float32, "
-                         f"torch.bfloat16), got {value!r}")
+    if name is None or name not in forms:
+        also = "" if "int8" in forms else " (8-bit state is Adam's and AdamW's)"
+        raise ValueError(f"state_dtype must be one of {', '.join(repr(f) for f in forms)} (or None, torch.float32, "
+                         f"torch.bfloat16), got {value!r}{also}")
     return name
 
 
-def check_options(group: Dict[str, Any], where: str = "") -> None:
-    """The group's state_dtype, stochastic_rounding and seed, and the parameters compact state (and stochastic
-    rounding of bfloat16 parameters) can take."""
-    form = normalise(group.get("state_dtype"))
+def check_options(group: Dict[str, Any], where: str = "", forms=FORMS, name: str = "Adam") -> None:
+    """The group's state_dtype (one of `forms`), stochastic_rounding and seed, and the parameters compact state
+    (and stochastic rounding of bfloat16 parameters) can take. `name`: the optimizer's torch class."""
+    form = normalise(group.get("state_dtype"), forms)
     rounding = group.get("stochastic_rounding", False)
     if not isinstance(rounding, bool):
         raise TypeError(f"{where}stochastic_rounding must be a bool, got {type(rounding).__name__}")
@@ -81,7 +87,7 @@ def check_options(group: Dict[str, Any], where: str = "") -> None:
         raise ValueError(f"{where}amsgrad=True is not available with state_dtype='int8' (bitsandbytes' 8-bit layout "
                          "has no max_exp_avg_sq); use state_dtype='bfloat16' or 'float32'")
     if group.get("differentiable"):
-        raise ValueError(f"{where}differentiable=True (stepped by torch.optim's own Adam) keeps torch's float32 state; "
+        raise ValueError(f"{where}differentiable=True (stepped by torch.optim's own {name}) keeps torch's float32 state; "
                          f"state_dtype={form!r} is not available with it")
     from fastopt.torch import _dtensor
     if _dtensor.holds_dtensor(group.get("params", ())):
@@ -129,11 +135,11 @@ def quantised(p: torch.Tensor) -> bool:
     return p.numel() >= MIN_8BIT_SIZE
 
 
-def new_state(p: torch.Tensor, form: str) -> Dict[str, Any]:
-    """A parameter's fresh moments in `form` ("bfloat16" or "int8"), without `step`."""
+def new_state(p: torch.Tensor, form: str, keys=MOMENTS[:2]) -> Dict[str, Any]:
+    """A parameter's fresh state tensors `keys` in `form` ("bfloat16"; Adam's moments also "int8"), without
+    `step`."""
     if form == "bfloat16":
-        return {key: torch.zeros_like(p, dtype=torch.bfloat16, memory_format=torch.contiguous_format)
-                for key in MOMENTS[:2]}
+        return {key: bf16_zeros(p) for key in keys}
     if not quantised(p):
         return {key: torch.zeros_like(p, dtype=torch.float32, memory_format=torch.contiguous_format)
                 for key in INT8_FLOAT_KEYS}
@@ -151,15 +157,16 @@ def bf16_zeros(p: torch.Tensor) -> torch.Tensor:
     return torch.zeros_like(p, dtype=torch.bfloat16, memory_format=torch.contiguous_format)
 
 
-def form_of(state: Dict[str, Any]) -> str:
+def form_of(state: Dict[str, Any], keys=MOMENTS) -> Optional[str]:
     """The layout a parameter's (non-empty) state is in: "int8" (state1...), "bfloat16" (torch's keys in
-    bfloat16) or "float32"."""
+    bfloat16) or "float32"; None when it holds none of `keys` as a tensor yet (SGD's state before its first
+    momentum step), which fits every layout."""
     if "state1" in state or "state2" in state:
         return "int8"
-    value = state.get("exp_avg")
-    if torch.is_tensor(value) and value.dtype == torch.bfloat16:
-        return "bfloat16"
-    return "float32"
+    value = next((state[k] for k in keys if torch.is_tensor(state.get(k))), None)
+    if value is None:
+        return None
+    return "bfloat16" if value.dtype == torch.bfloat16 else "float32"
 
 
 def _tensor_ok(value: Any, dtype: torch.dtype, shape) -> bool:
@@ -176,23 +183,26 @@ def _describe(value: Any) -> str:
 
 
 def check_state(name: str, p: torch.Tensor, state: Dict[str, Any], form: str, amsgrad: bool,
-                check_maps: bool = False) -> None:
+                check_maps: bool = False, keys=MOMENTS, required=MOMENTS[:2], optimizer: str = "Adam") -> None:
     """Raises (TypeError / ValueError naming the entry) unless `state` is a state of `form` for p.
     `name`: how the state is called ("state[3]"); check_maps: also that qmap1/qmap2 hold fastopt's maps
-    (at load; a step checks their kind only)."""
-    have = form_of(state)
-    if have != form:
+    (at load; a step checks their kind only). keys: the state tensors the optimizer keeps (`required` of them
+    in every state; None is allowed for the others, SGD's momentum_buffer); optimizer: its name."""
+    have = form_of(state, keys)
+    if have is not None and have != form:
         raise ValueError(f"{name} is in the {have} layout but its param group has state_dtype={form!r} "
                          f"({'torch' if have != 'int8' else 'bitsandbytes'}' keys {sorted(state)})")
     if form == "bfloat16":
-        keys = MOMENTS if amsgrad else MOMENTS[:2]
         for key in state:
-            if key != "step" and key not in MOMENTS:
-                raise ValueError(f"{name} has an entry {key!r} that Adam with state_dtype='bfloat16' does not keep")
-        for key in keys:
-            if key not in state and key != "max_exp_avg_sq":
+            if key != "step" and key not in keys:
+                raise ValueError(f"{name} has an entry {key!r} that {optimizer} with state_dtype='bfloat16' does not "
+                                 "keep")
+        for key in required:
+            if key not in state:
                 raise ValueError(f"{name} lacks {key!r}")
-        for key in MOMENTS:
+        for key in keys:
+            if key in state and state[key] is None and key not in required:
+                continue
             if key in state and not _tensor_ok(state[key], torch.bfloat16, p.shape):
                 raise TypeError(f"{name}['{key}'] must be a contiguous CPU torch.bfloat16 tensor of shape "
                                 f"{tuple(p.shape)} (state_dtype='bfloat16'), got {_describe(state[key])}")
@@ -231,14 +241,14 @@ def unwrap_bnb(state: Any) -> Any:
     return state
 
 
-def to_form(p: torch.Tensor, state: Dict[str, Any], form: str) -> None:
+def to_form(p: torch.Tensor, state: Dict[str, Any], form: str, keys=MOMENTS) -> None:
     """A loaded float32/bfloat16 state (torch's keys) put into `form` where that is a cast: torch's float32
     state into a bfloat16 twin (rounded to nearest), bfloat16 state into a float32 twin (exact)."""
-    have = form_of(state)
-    if have == form or "int8" in (have, form):
+    have = form_of(state, keys)
+    if have is None or have == form or "int8" in (have, form):
         return
     dtype = torch.bfloat16 if form == "bfloat16" else torch.float32
-    for key in MOMENTS:
+    for key in keys:
         value = state.get(key)
         if torch.is_tensor(value) and value.is_floating_point() and value.dtype in (torch.float32, torch.bfloat16):
             state[key] = value.to(dtype=dtype).contiguous()

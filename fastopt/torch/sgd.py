@@ -1,7 +1,9 @@
 """fastopt.torch.SGD: torch.optim.SGD with fastopt's fused kernel.
 
 State per parameter, as torch keeps it: `momentum_buffer`, only when momentum != 0 (float32 for
-float16/bfloat16 parameters on CUDA), and no step count.
+float16/bfloat16 parameters on CUDA), and no step count. `state_dtype="bfloat16"` (also torch.bfloat16) keeps the
+buffer in bfloat16 on the CPU (issue 18: _compact_twin), rounded to nearest: with no step count, the twin has no
+stochastic rounding (fastopt.optim.SGD has).
 torch sets the buffer to the gradient when it has none; fastopt.sgd_ does that on step=1, so a parameter
 without a buffer is updated with step=1 and one with a buffer with step=2 (any later step is the same).
 """
@@ -10,12 +12,13 @@ from __future__ import annotations
 
 from fastopt._core import sgd_
 from fastopt.torch import _arrays
+from fastopt.torch._compact_twin import CompactState, compact_defaults
 from fastopt.torch._optimizer import FusedOptimizer, scalar
 
 
-class SGD(FusedOptimizer):
+class SGD(CompactState, FusedOptimizer):
     """``SGD(params, lr=1e-3, momentum=0, dampening=0, weight_decay=0, nesterov=False, *, maximize=False,
-    foreach=None, differentiable=False, fused=None)``"""
+    foreach=None, differentiable=False, fused=None, state_dtype=None)``"""
 
     _torch_name = "SGD"  # torch.optim's class: it steps differentiable=True groups
 
@@ -24,13 +27,17 @@ class SGD(FusedOptimizer):
     _nullable_state = ("momentum_buffer",)
     _step_keyed = False  # (its calls' key says whether the momentum buffers exist yet)
     _free_hyper = ("lr", "dampening", "weight_decay")  # (not momentum: it decides whether buffers exist)
+    _compact_keys = ("momentum_buffer",)
+    _counts_steps = False
 
     def __init__(self, params, lr=1e-3, momentum=0, dampening=0, weight_decay=0, nesterov=False, *,
-                 maximize=False, foreach=None, differentiable=False, fused=None):
+                 maximize=False, foreach=None, differentiable=False, fused=None, state_dtype=None,
+                 stochastic_rounding=False, seed=0):
         defaults = dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
                         nesterov=nesterov, maximize=maximize, foreach=foreach,
-                        differentiable=differentiable, fused=fused)
-        super().__init__(params, defaults)
+                        differentiable=differentiable, fused=fused, state_dtype=state_dtype,
+                        stochastic_rounding=stochastic_rounding, seed=seed)
+        super().__init__(params, compact_defaults(defaults, self._compact_forms, self._torch_name, counts_steps=False))
 
     def _new_state(self, p, group):
         return {}  # the buffer is made by the first momentum step
@@ -43,7 +50,8 @@ class SGD(FusedOptimizer):
             for state, p in zip(states, params):
                 if state.get("momentum_buffer") is None:
                     # Not read: the step=1 kernel call writes the gradient into it.
-                    state["momentum_buffer"] = _arrays.state_tensor(p, fill=None)
+                    state["momentum_buffer"] = _arrays.state_tensor(p, fill=None) \
+                        if self._form(group) == "float32" else self._state_zeros(p, group)
 
     def _run(self, group, params, grads, states, step, grad_scale=1.0, found_inf=None):
         momentum = scalar(group["momentum"])
