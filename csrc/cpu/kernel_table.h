@@ -12,6 +12,7 @@
 #include "cpu/adafactor_tensor.h"
 #include "cpu/bf16_call.h"
 #include "cpu/adam_int8_call.h"
+#include "cpu/int8_state_call.h"
 #include "cpu/loss_args.h"
 #include "cpu/tensor_list.h"
 #include "fastopt/adafactor.h"
@@ -110,6 +111,10 @@ struct KernelTable {
   bool (*rmsprop_bf16)(const Bf16Call&, const RmspropHyper&);
   // Adam/AdamW with 8-bit blockwise state (adam_int8_loops.h); returns found_inf
   bool (*adam_int8)(const Int8AdamCall&, const AdamHyper&);
+  // SGD (with momentum), Adagrad and RMSprop with 8-bit blockwise state (int8_state_loops.h); return found_inf
+  bool (*sgd_int8)(const Int8StateCall&, const SgdHyper&);
+  bool (*adagrad_int8)(const Int8StateCall&, const AdagradHyper&);
+  bool (*rmsprop_int8)(const Int8StateCall&, const RmspropHyper&);
   // blockwise 8-bit quantisation of one float32 array, and back (fastopt/quant8.h)
   void (*quantize8)(const Quant8Call&);
   void (*dequantize8)(const Quant8Call&);

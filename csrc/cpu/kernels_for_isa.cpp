@@ -10,6 +10,7 @@
 #include "cpu/adam_bf16_loops.h"
 #include "cpu/bf16_state_loops.h"
 #include "cpu/adam_int8_loops.h"
+#include "cpu/int8_state_loops.h"
 
 #ifndef FASTOPT_ISA_NS
 #error "FASTOPT_ISA_NS must name the instruction set (set by CMakeLists.txt)"
@@ -50,6 +51,7 @@ const KernelTable& table() {
   static const KernelTable instance{FASTOPT_STR(FASTOPT_ISA_NS), typed_kernels<float>(),
                                     typed_kernels<double>(), &adam_bf16, &sgd_bf16,
                                     &adagrad_bf16, &rmsprop_bf16, &adam_int8,
+                                    &sgd_int8, &adagrad_int8, &rmsprop_int8,
                                     &quantize8, &dequantize8, half_kernels<F16>(),
                                     half_kernels<Bf16>()};
   return instance;

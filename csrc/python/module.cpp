@@ -4,7 +4,7 @@
 namespace fastopt::bindings {
 void bind_optimizers(pybind11::module_& m);
 void bind_rules(pybind11::module_& m);      // the optimizers described as rules (fastopt/registry.h)
-void bind_quantized(pybind11::module_& m);  // 8-bit blockwise state (adam_int8_call.h)
+void bind_quantized(pybind11::module_& m);  // 8-bit blockwise state (python/int8_call.h)
 void bind_adafactor(pybind11::module_& m);  // adafactor_ (fastopt/adafactor.h)
 void bind_step_check(pybind11::module_& m);  // fastopt.torch's repeated step (torch_step_check.cpp)
 void bind_build_info(pybind11::module_& m);

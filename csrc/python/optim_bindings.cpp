@@ -11,7 +11,7 @@
 #include "cpu/kernel_table.h"
 #include "cuda/backend.h"
 #include "python/bf16_call.h"
-#include "python/adam_int8_call.h"
+#include "python/int8_call.h"
 #include "python/array_intake.h"
 #include "python/device_scalar.h"
 #include "python/fast_call.h"
@@ -25,6 +25,15 @@ namespace {
 
 namespace py = pybind11;
 
+// stochastic_rounding=True over 8-bit state: a ValueError (the codes are the nearest ones; there is no
+// bfloat16 value to round).
+void refuse_rounding_of_codes(bool stochastic_rounding) {
+  if (stochastic_rounding) {
+    throw py::value_error("stochastic_rounding=True rounds bfloat16 values; 8-bit state is rounded to the "
+                          "nearest code");
+  }
+}
+
 // lr and step as the caller gave them: host numbers, or 0-d CUDA arrays read on the device
 // (device_scalar.h). The host rules check placeholders for device values (lr 0, step 1): a value that
 // lives on the device is not read back.
@@ -36,6 +45,14 @@ bool sgd_(py::handle params, py::handle grads, py::handle momentum_buffers, cons
   require(rules::check(hyper));
   const ArrayArg p = take_arrays(params, "params", true, call);
   const ArrayArg g = take_arrays(grads, "grads", false, call);
+  if (momentum != 0.0 && quantized_state(momentum_buffers)) {  // int8_call.h: 8-bit state, CPU
+    refuse_rounding_of_codes(stochastic_rounding);
+    const DeviceScalars device{lr, step, scaling, call};
+    return run_int8_state(
+        p, g, {{momentum_buffers, "momentum_buffers", StateMap::Signed}}, device.skip_now, call,
+        [&] { require(rules::check_range(hyper, rules::math_range(false))); },
+        [&](const cpu::Int8StateCall& c) { return cpu::kernels().sgd_int8(c, hyper); });
+  }
   const auto b = take_state(momentum_buffers, "momentum_buffers", momentum != 0.0, "momentum != 0", call);
   const DeviceScalars device{lr, step, scaling, call};
   const std::vector<const ArrayArg*> state{ptr(b)};
@@ -58,6 +75,14 @@ bool adagrad_(py::handle params, py::handle grads, py::handle state_sums, const 
   require(rules::check(hyper));
   const ArrayArg p = take_arrays(params, "params", true, call);
   const ArrayArg g = take_arrays(grads, "grads", false, call);
+  if (quantized_state(state_sums)) {  // int8_call.h: 8-bit state, CPU
+    refuse_rounding_of_codes(stochastic_rounding);
+    const DeviceScalars device{lr, step, scaling, call};
+    return run_int8_state(
+        p, g, {{state_sums, "state_sums", StateMap::Either}}, device.skip_now, call,
+        [&] { require(rules::check_range(hyper, rules::math_range(false))); },
+        [&](const cpu::Int8StateCall& c) { return cpu::kernels().adagrad_int8(c, hyper); });
+  }
   const ArrayArg s = take_arrays(state_sums, "state_sums", true, call);
   const DeviceScalars device{lr, step, scaling, call};
   if (bfloat16_call({&s}, stochastic_rounding)) {  // bf16_call.h: bfloat16 storage, CPU
@@ -80,6 +105,19 @@ bool rmsprop_(py::handle params, py::handle grads, py::handle square_avgs, py::h
   require(rules::check(hyper));
   const ArrayArg p = take_arrays(params, "params", true, call);
   const ArrayArg g = take_arrays(grads, "grads", false, call);
+  const bool with_momentum = momentum > 0.0;
+  if (quantized_state(square_avgs) || (with_momentum && quantized_state(momentum_buffers)) ||
+      (centered && quantized_state(grad_avgs))) {  // int8_call.h: 8-bit state, CPU
+    refuse_rounding_of_codes(stochastic_rounding);
+    const DeviceScalars device{lr, Scalar{}, scaling, call};
+    return run_int8_state(
+        p, g,
+        {{square_avgs, "square_avgs", StateMap::Either},
+         {momentum_buffers, with_momentum ? "momentum_buffers" : nullptr, StateMap::Signed},
+         {grad_avgs, centered ? "grad_avgs" : nullptr, StateMap::Signed}},
+        device.skip_now, call, [&] { require(rules::check_range(hyper, rules::math_range(false))); },
+        [&](const cpu::Int8StateCall& c) { return cpu::kernels().rmsprop_int8(c, hyper); });
+  }
   const ArrayArg sq = take_arrays(square_avgs, "square_avgs", true, call);
   const auto b = take_state(momentum_buffers, "momentum_buffers", momentum > 0.0, "momentum > 0", call);
   const auto ga = take_state(grad_avgs, "grad_avgs", centered, "centered=True", call);
@@ -110,11 +148,8 @@ bool adam_(bool decoupled, py::handle params, py::handle grads, py::handle exp_a
   require(rules::check(hyper));
   const ArrayArg p = take_arrays(params, "params", true, call);
   const ArrayArg g = take_arrays(grads, "grads", false, call);
-  if (quantized_state(exp_avgs) || quantized_state(exp_avg_sqs)) {  // adam_int8_call.h: 8-bit state, CPU
-    if (stochastic_rounding) {
-      throw py::value_error("stochastic_rounding=True rounds bfloat16 values; 8-bit state is rounded to the "
-                            "nearest code");
-    }
+  if (quantized_state(exp_avgs) || quantized_state(exp_avg_sqs)) {  // int8_call.h: 8-bit state, CPU
+    refuse_rounding_of_codes(stochastic_rounding);
     const DeviceScalars device{lr, step, scaling, call};
     return run_adam_int8(hyper, p, g, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, device.skip_now, call);
   }
@@ -322,6 +357,14 @@ void bind_optimizers(py::module_& m) {
       "bits from a counter-based hash of (seed, step, tensor index, element index, operand): the same bits\n"
       "for every thread count and instruction set (fastopt/bf16.h; 0 <= seed < 2**64). It needs step, and\n"
       "is a ValueError when nothing written is bfloat16.\n\n";
+  auto int8_note = [](const char* which) {
+    return std::string(
+               "On the CPU the state may also be 8-bit: fastopt.QuantizedState entries (bitsandbytes' blockwise\n"
+               "layout: uint8 codes and one float32 absmax per block of 256 elements) with float32 params, every\n"
+               "state argument in use 8-bit. Each block is read back, updated as in the float32 kernel and\n"
+               "quantised to the nearest codes. ") +
+           which + "\n\n";
+  };
   sgd_signature = new Signature("sgd_", 3,
       {P{"params", {}}, P{"grads", {}}, P{"momentum_buffers", none_}, P{"lr", {}}, P{"momentum", real(0.0)},
        P{"dampening", real(0.0)}, P{"weight_decay", real(0.0)}, P{"nesterov", no}, P{"maximize", no},
@@ -333,7 +376,7 @@ void bind_optimizers(py::module_& m) {
                        "with the gradient (torch's first-step buffer), later steps accumulate into it.\n"
                        "step (the 1-based number of this update) is required when momentum != 0 and\n"
                        "unused without momentum (except by stochastic_rounding).\n\n") +
-               kBf16StateNote + kListNote);
+               kBf16StateNote + int8_note("momentum_buffers take the signed map (signed=True).") + kListNote);
 
   adagrad_signature = new Signature("adagrad_", 3,
       {P{"params", {}}, P{"grads", {}}, P{"state_sums", {}}, P{"lr", real(1e-2)}, P{"lr_decay", real(0.0)},
@@ -344,7 +387,10 @@ void bind_optimizers(py::module_& m) {
            std::string("Fused Adagrad step (torch.optim.Adagrad semantics), in place.\n\n"
                        "state_sums start at initial_accumulator_value; step is the 1-based number of\n"
                        "this update (it sets the decayed lr = lr / (1 + (step - 1) * lr_decay)).\n\n") +
-               kBf16StateNote + kListNote);
+               kBf16StateNote +
+               int8_note("state_sums take either map, one per call: unsigned (fastopt.optim's choice: all\n"
+                         "256 codes for values >= 0) or signed (bitsandbytes' Adagrad8bit).") +
+               kListNote);
 
   rmsprop_signature = new Signature("rmsprop_", 5,
       {P{"params", {}}, P{"grads", {}}, P{"square_avgs", {}}, P{"momentum_buffers", none_},
@@ -357,7 +403,10 @@ void bind_optimizers(py::module_& m) {
                        "momentum_buffers is required when momentum > 0, grad_avgs when centered=True;\n"
                        "all state starts at zero. step (the 1-based number of this update) is used only\n"
                        "by stochastic_rounding, which requires it.\n\n") +
-               kBf16StateNote + kListNote);
+               kBf16StateNote +
+               int8_note("square_avgs take either map, one per call (unsigned: fastopt.optim's choice;\n"
+                         "signed: bitsandbytes' RMSprop8bit); momentum_buffers and grad_avgs the signed one.") +
+               kListNote);
 
   auto adam_params = [&](double weight_decay) {
     return std::vector<P>{P{"params", {}}, P{"grads", {}}, P{"exp_avgs", {}}, P{"exp_avg_sqs", {}},

@@ -1,7 +1,9 @@
-#include "python/adam_int8_call.h"
+#include "python/int8_call.h"
 
 #include <algorithm>
 #include <memory>
+#include <optional>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -55,11 +57,21 @@ struct QuantArg {
   ArrayArg codes, absmax;
 };
 
-// codes_name / absmax_name ("exp_avgs.codes"): the arrays' names in check_disjoint's messages.
+// The map a state argument's entries must use: one fixed sign, or either (the first entry's, then every
+// entry the same).
+struct SignRule {
+  enum { Fixed, Either } kind = Fixed;
+  bool want_signed = true;
+  const char* why = "";  // why a Fixed one is so ("holds first moments, which take the signed map")
+};
+
+// codes_name / absmax_name ("exp_avgs.codes"): the arrays' names in check_disjoint's messages. `is_signed`:
+// the map the entries use.
 QuantArg take_quantized(py::handle obj, const char* name, const char* codes_name, const char* absmax_name,
-                        bool want_signed, CallDevice& call) {
+                        const SignRule& rule, CallDevice& call, bool* signed_out = nullptr) {
   QuantArg q{name, ArrayArg{codes_name, true, {}}, ArrayArg{absmax_name, true, {}}};
   const std::vector<py::handle> items = entries(obj);
+  bool first_signed = rule.want_signed;
   for (size_t i = 0; i < items.size(); ++i) {
     const std::string where = label(name, i);
     if (!is_quantized(items[i])) {
@@ -68,10 +80,12 @@ QuantArg take_quantized(py::handle obj, const char* name, const char* codes_name
                            " is a fastopt.QuantizedState (one form per argument and call)");
     }
     const bool is_signed = items[i].attr("signed").cast<bool>();
-    if (is_signed != want_signed) {
-      throw py::value_error(where + " is a " + (is_signed ? "signed" : "unsigned") + " QuantizedState; " + name +
-                            (want_signed ? " holds first moments, which take the signed map (signed=True)"
-                                         : " holds second moments, which take the unsigned map (signed=False)"));
+    if (rule.kind == SignRule::Either && i == 0) first_signed = is_signed;
+    if (is_signed != first_signed) {
+      throw py::value_error(where + " is " + (is_signed ? "a signed" : "an unsigned") + " QuantizedState; " + name +
+                            (rule.kind == SignRule::Fixed ? std::string(" ") + rule.why
+                                                          : std::string(" holds one map: its first entry is ") +
+                                                                (first_signed ? "signed" : "unsigned")));
     }
     ArrayRef codes = take_array(items[i].attr("codes"), where + ".codes", call);
     ArrayRef absmax = take_array(items[i].attr("absmax"), where + ".absmax", call);
@@ -88,8 +102,13 @@ QuantArg take_quantized(py::handle obj, const char* name, const char* codes_name
     q.codes.arrays.push_back(std::move(codes));
     q.absmax.arrays.push_back(std::move(absmax));
   }
+  if (signed_out != nullptr) *signed_out = first_signed;
   return q;
 }
+
+const SignRule kFirstMoments{SignRule::Fixed, true, "holds first moments, which take the signed map (signed=True)"};
+const SignRule kSecondMoments{SignRule::Fixed, false,
+                              "holds second moments, which take the unsigned map (signed=False)"};
 
 void check_against_params(const QuantArg& q, const ArrayArg& params) {
   if (q.codes.arrays.size() != params.arrays.size()) {
@@ -156,6 +175,23 @@ Quant8Map registered_map(py::handle obj) {
   throw py::value_error("map must be fastopt's SIGNED_MAP or UNSIGNED_MAP");
 }
 
+// float32 CPU params and grads, as many grads as params, of their shapes.
+void check_params_and_grads(const ArrayArg& params, const ArrayArg& grads) {
+  check_float32(params);
+  check_float32(grads);
+  const size_t n = params.arrays.size();
+  if (grads.arrays.size() != n) {
+    throw py::value_error("grads holds " + std::to_string(grads.arrays.size()) + " arrays but params holds " +
+                          std::to_string(n));
+  }
+  for (size_t i = 0; i < n; ++i) {
+    if (!same_shape(grads.arrays[i], params.arrays[i])) {
+      throw py::value_error(label("grads", i) + " has shape " + shape_str(grads.arrays[i]) + " but " +
+                            label("params", i) + " has shape " + shape_str(params.arrays[i]));
+    }
+  }
+}
+
 }  // namespace
 
 bool quantized_state(py::handle obj) {
@@ -170,27 +206,16 @@ bool quantized_state(py::handle obj) {
 bool run_adam_int8(const AdamHyper& hyper, const ArrayArg& params, const ArrayArg& grads, py::handle exp_avgs,
                    py::handle exp_avg_sqs, py::handle max_exp_avg_sqs, bool skip_now, CallDevice& call) {
   require_maps();
-  check_float32(params);
-  check_float32(grads);
+  check_params_and_grads(params, grads);
   const size_t n = params.arrays.size();
-  if (grads.arrays.size() != n) {
-    throw py::value_error("grads holds " + std::to_string(grads.arrays.size()) + " arrays but params holds " +
-                          std::to_string(n));
-  }
-  for (size_t i = 0; i < n; ++i) {
-    if (!same_shape(grads.arrays[i], params.arrays[i])) {
-      throw py::value_error(label("grads", i) + " has shape " + shape_str(grads.arrays[i]) + " but " +
-                            label("params", i) + " has shape " + shape_str(params.arrays[i]));
-    }
-  }
-  const QuantArg m = take_quantized(exp_avgs, "exp_avgs", "exp_avgs.codes", "exp_avgs.absmax", true, call);
-  const QuantArg v = take_quantized(exp_avg_sqs, "exp_avg_sqs", "exp_avg_sqs.codes", "exp_avg_sqs.absmax", false,
-                                    call);
+  const QuantArg m = take_quantized(exp_avgs, "exp_avgs", "exp_avgs.codes", "exp_avgs.absmax", kFirstMoments, call);
+  const QuantArg v = take_quantized(exp_avg_sqs, "exp_avg_sqs", "exp_avg_sqs.codes", "exp_avg_sqs.absmax",
+                                    kSecondMoments, call);
   std::optional<QuantArg> vmax;
   if (hyper.amsgrad) {
     if (max_exp_avg_sqs.is_none()) throw py::value_error("max_exp_avg_sqs is required when amsgrad=True");
     vmax = take_quantized(max_exp_avg_sqs, "max_exp_avg_sqs", "max_exp_avg_sqs.codes",
-                          "max_exp_avg_sqs.absmax", false, call);
+                          "max_exp_avg_sqs.absmax", kSecondMoments, call);
   }
   std::vector<const ArrayArg*> written{&grads, &m.codes, &m.absmax, &v.codes, &v.absmax};
   check_against_params(m, params);
@@ -222,6 +247,57 @@ bool run_adam_int8(const AdamHyper& hyper, const ArrayArg& params, const ArrayAr
   }
   py::gil_scoped_release no_gil;
   return cpu::kernels().adam_int8(run, hyper);
+}
+
+bool run_int8_state(const ArrayArg& params, const ArrayArg& grads, const std::vector<Int8Slot>& slots,
+                    bool skip_now, CallDevice& call, const std::function<void()>& check_hyper,
+                    const std::function<bool(const cpu::Int8StateCall&)>& kernel) {
+  require_maps();
+  check_params_and_grads(params, grads);
+  const size_t n = params.arrays.size();
+  if (slots.size() > size_t(cpu::kInt8StateSlots)) throw std::logic_error("run_int8_state: too many state operands");
+  std::vector<std::string> names;  // (kept alive: the QuantArgs' array names point into them)
+  names.reserve(2 * slots.size());
+  std::vector<std::optional<QuantArg>> state(slots.size());
+  bool is_signed[cpu::kInt8StateSlots] = {};
+  std::vector<const ArrayArg*> written{&grads};
+  for (size_t j = 0; j < slots.size(); ++j) {
+    if (slots[j].name == nullptr) continue;
+    if (slots[j].obj.is_none()) throw py::value_error(std::string(slots[j].name) + " is required");
+    names.push_back(std::string(slots[j].name) + ".codes");
+    names.push_back(std::string(slots[j].name) + ".absmax");
+    const SignRule rule = slots[j].map == StateMap::Signed
+                              ? SignRule{SignRule::Fixed, true,
+                                         "holds values of either sign, which take the signed map (signed=True)"}
+                              : SignRule{SignRule::Either, false, ""};
+    state[j] = take_quantized(slots[j].obj, slots[j].name, names[names.size() - 2].c_str(),
+                              names.back().c_str(), rule, call, &is_signed[j]);
+    check_against_params(*state[j], params);
+  }
+  for (const auto& q : state) {
+    if (!q) continue;
+    written.push_back(&q->codes);
+    written.push_back(&q->absmax);
+  }
+  check_disjoint(params, written);
+  check_hyper();
+  if (skip_now || n == 0) return skip_now;
+  std::vector<const ArrayArg*> marked(written.begin() + 1, written.end());
+  mark_written(params, marked);
+
+  cpu::Int8StateCall run;
+  for (size_t j = 0; j < slots.size(); ++j) run.maps[j] = maps[is_signed[j] ? 1 : 0];
+  run.tensors.reserve(n);
+  for (size_t i = 0; i < n; ++i) {
+    cpu::Int8StateTensor t;
+    t.param = static_cast<float*>(params.arrays[i].data);
+    t.grad = static_cast<const float*>(grads.arrays[i].data);
+    for (size_t j = 0; j < slots.size(); ++j) t.state[j] = state_of(state[j] ? &*state[j] : nullptr, i);
+    t.size = params.arrays[i].size;
+    run.tensors.push_back(t);
+  }
+  py::gil_scoped_release no_gil;
+  return kernel(run);
 }
 
 namespace {
