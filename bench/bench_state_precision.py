@@ -8,8 +8,8 @@ runs.
                                           [--runs 2] [--threads N] [--cases ...]
 
 AdamW by default; sgd is SGD with momentum 0.9 (one state array, as Adagrad's and RMSprop's: 20 bytes moved
-per element in float32, 16 with bfloat16 state, 10 all bfloat16). fastopt keeps 8-bit state for Adam/AdamW only;
-the bitsandbytes case is its 8-bit optimizer of the same name (AdamW8bit, SGD8bit, Adagrad8bit, RMSprop8bit).
+per element in float32, 16 with bfloat16 state, ~14 with 8-bit state, 10 all bfloat16). The bitsandbytes case is
+its 8-bit optimizer of the same name (AdamW8bit, SGD8bit, Adagrad8bit, RMSprop8bit).
 Cases (each skipped, saying why, when what it needs is missing):
   torch-fused-fp32     torch.optim.AdamW(fused=True), float32 params and state: 28 bytes moved per element
   fastopt-fp32         fastopt.adamw_, float32 params and state
@@ -36,10 +36,11 @@ HYPER = dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2)
 
 class Optimizer:
     """One optimizer of the benchmark: its fastopt kernel call, its torch and bitsandbytes peers, and how many
-    state arrays it keeps (which sets the bytes moved)."""
+    state arrays it keeps (which sets the bytes moved) and which of them hold values of either sign (the signed
+    8-bit map; sums of squares take the unsigned one)."""
 
-    def __init__(self, name, states, torch_class, torch_options, bnb_class, call):
-        self.name, self.states = name, states
+    def __init__(self, name, signed_states, torch_class, torch_options, bnb_class, call):
+        self.name, self.states, self.signed_states = name, len(signed_states), signed_states
         self.torch_class, self.torch_options, self.bnb_class = torch_class, torch_options, bnb_class
         self.call = call  # call(params, grads, state arrays, step)
 
@@ -55,14 +56,14 @@ class Optimizer:
 
 
 OPTIMIZERS = {
-    "adamw": Optimizer("adamw", 2, "AdamW", HYPER, "AdamW8bit", lambda p, g, s, t: fastopt.adamw_(
+    "adamw": Optimizer("adamw", (True, False), "AdamW", HYPER, "AdamW8bit", lambda p, g, s, t: fastopt.adamw_(
         p, g, s[0], s[1], lr=HYPER["lr"], beta1=HYPER["betas"][0], beta2=HYPER["betas"][1], eps=HYPER["eps"],
         weight_decay=HYPER["weight_decay"], step=t)),
-    "sgd": Optimizer("sgd", 1, "SGD", dict(lr=1e-3, momentum=0.9), "SGD8bit", lambda p, g, s, t: fastopt.sgd_(
+    "sgd": Optimizer("sgd", (True,), "SGD", dict(lr=1e-3, momentum=0.9), "SGD8bit", lambda p, g, s, t: fastopt.sgd_(
         p, g, s[0], lr=1e-3, momentum=0.9, step=t)),
-    "adagrad": Optimizer("adagrad", 1, "Adagrad", dict(lr=1e-2), "Adagrad8bit", lambda p, g, s, t: fastopt.adagrad_(
+    "adagrad": Optimizer("adagrad", (False,), "Adagrad", dict(lr=1e-2), "Adagrad8bit", lambda p, g, s, t: fastopt.adagrad_(
         p, g, s[0], lr=1e-2, step=t)),
-    "rmsprop": Optimizer("rmsprop", 1, "RMSprop", dict(lr=1e-2), "RMSprop8bit", lambda p, g, s, t: fastopt.rmsprop_(
+    "rmsprop": Optimizer("rmsprop", (False,), "RMSprop", dict(lr=1e-2), "RMSprop8bit", lambda p, g, s, t: fastopt.rmsprop_(
         p, g, s[0], lr=1e-2)),
 }
 
@@ -86,10 +87,8 @@ def fastopt_case(opt, n, rng, param_dtype, state_form):
         import ml_dtypes
 
         state = [np.zeros(n, ml_dtypes.bfloat16) for _ in range(opt.states)]
-    elif opt.name == "adamw":
-        state = [fastopt.QuantizedState.zeros((n,), signed=True), fastopt.QuantizedState.zeros((n,), signed=False)]
-    else:
-        raise ValueError(f"fastopt keeps 8-bit state for Adam/AdamW only, not {opt.name}")
+    else:  # 8-bit: each state with the map fastopt.optim gives it (signed for values of either sign)
+        state = [fastopt.QuantizedState.zeros((n,), signed=signed) for signed in opt.signed_states]
     step = [0]
 
     def run():
