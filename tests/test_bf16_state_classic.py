@@ -384,8 +384,11 @@ def test_sgd_with_stochastic_rounding_counts_steps_and_without_does_not():
 @pytest.mark.parametrize("name", sorted(OPTIMIZERS))
 def test_optim_refuses_what_it_cannot_keep(name):
     cls, hyper, _ = OPTIMIZERS[name]
-    with pytest.raises(ValueError, match="state_dtype must be None .* got 'int8' \\(8-bit state is Adam's"):
-        cls([np.zeros(3, np.float32)], **hyper, state_dtype="int8")
+    with pytest.raises(ValueError, match=r"state_dtype must be None \(float32 for 16-bit params, else the params' "
+                                         r"dtype\) or one of 'float32', 'bfloat16', 'int8', got 'int4'"):
+        cls([np.zeros(3, np.float32)], **hyper, state_dtype="int4")
+    with pytest.raises(ValueError, match=r"state_dtype='int8' keeps the state of float32 params; params\[0\]"):
+        cls([np.zeros(3, np.float64)], **hyper, state_dtype="int8")
     with pytest.raises(ValueError, match="state_dtype='bfloat16' keeps the state of float32 or bfloat16 params"):
         cls([np.zeros(3, np.float64)], **hyper, state_dtype="bfloat16")
     with pytest.raises(ValueError, match="stochastic_rounding=True rounds bfloat16 values"):

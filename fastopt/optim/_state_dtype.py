@@ -1,31 +1,38 @@
-"""The state precision of the optimizers (``state_dtype=``, issue 18). Adam/AdamW: None (the default: state of the params'
-dtype, as torch keeps it; float32 for float16 params, the only state their kernels keep), "float32" (float32
-state, for float32, float16 or bfloat16 params), "bfloat16" (exp_avg,
-exp_avg_sq and max_exp_avg_sq as ml_dtypes.bfloat16 arrays, for float32 or bfloat16 params: half the memory of
-float32; the update runs in float32 and rounds back), "int8" (8-bit blockwise state, fastopt.QuantizedState,
-for float32 params of at least MIN_8BIT_SIZE elements; smaller ones keep float32 state, as bitsandbytes' 8-bit
-optimizers do). ``stochastic_rounding=True`` rounds every bfloat16 value written (bfloat16 params, bfloat16
-state) stochastically. SGD, Adagrad and RMSprop (CompactState): None (their default: float32 state for
-16-bit params, the params' dtype otherwise), "float32" or "bfloat16", the same rounding. ml_dtypes is
-imported only when bfloat16 is asked for or met."""
+"""The state precision of the optimizers (``state_dtype=``, issue 18), and their 8-bit state.
+
+Adam/AdamW: None (the default: state of the params' dtype, as torch keeps it; float32 for float16 params, the
+only state their kernels keep). SGD, Adagrad and RMSprop (CompactState): None (their default: float32 state for
+16-bit params, the params' dtype otherwise). All five: "float32" (float32 state, for float32, float16 or
+bfloat16 params), "bfloat16" (every state array as ml_dtypes.bfloat16, for float32 or bfloat16 params: half
+the memory of float32; the update runs in float32 and rounds back), "int8" (8-bit blockwise state,
+fastopt.QuantizedState, each entry in the map SIGNED_MAP_OF names, for float32 params of at least
+MIN_8BIT_SIZE elements; smaller ones keep float32 state, as bitsandbytes' 8-bit optimizers do; a kernel call
+keeps one form, so a step makes one call for each). ``stochastic_rounding=True`` rounds every bfloat16 value
+written (bfloat16 params, bfloat16 state) stochastically; with "int8" nothing written is bfloat16, so it is
+refused. ml_dtypes is imported only when bfloat16 is asked for or met."""
 
 from __future__ import annotations
 
 import numpy as np
 
+from fastopt._quantized import QuantizedState, blocks
+
 STATE_DTYPES = ("float32", "bfloat16", "int8")
 #: params with fewer elements keep float32 state under state_dtype="int8" (bitsandbytes' min_8bit_size)
 MIN_8BIT_SIZE = 4096
+#: The dynamic map of each state entry kept in 8 bits (True: the signed map; False: the unsigned one). Signed
+#: for what changes sign (first moments, momentum buffers, RMSprop's grad_avg); unsigned for what never does
+#: (second moments, Adagrad's sum of squares): its 256 codes all lie on [0, 1], twice the signed map's
+#: resolution there.
+SIGNED_MAP_OF = {"exp_avg": True, "momentum_buffer": True, "grad_avg": True,
+                 "exp_avg_sq": False, "max_exp_avg_sq": False, "sum": False, "square_avg": False}
 
 
-def check_state_dtype(value, allowed=STATE_DTYPES):
-    """state_dtype: None or one of `allowed` (ValueError naming it otherwise)."""
-    if value is not None and (not isinstance(value, str) or value not in allowed):
-        adam = "int8" in allowed
-        default = "the params' dtype" if adam else "float32 for 16-bit params, else the params' dtype"
-        also = "" if adam else " (8-bit state is Adam's and AdamW's)"
+def check_state_dtype(value, default="the params' dtype"):
+    """state_dtype: None (`default` says what it keeps) or one of STATE_DTYPES (ValueError naming it otherwise)."""
+    if value is not None and (not isinstance(value, str) or value not in STATE_DTYPES):
         raise ValueError(f"state_dtype must be None ({default}) or one of "
-                         f"{', '.join(repr(a) for a in allowed)}, got {value!r}{also}")
+                         f"{', '.join(repr(a) for a in STATE_DTYPES)}, got {value!r}")
     return value
 
 
@@ -44,8 +51,8 @@ def is_bfloat16(dtype) -> bool:
 class StatePrecision:
     """An optimizer's choice of state dtype and rounding, and the dtype each parameter's state gets."""
 
-    def __init__(self, state_dtype, stochastic_rounding, seed, allowed=STATE_DTYPES):
-        self.name = check_state_dtype(state_dtype, allowed)
+    def __init__(self, state_dtype, stochastic_rounding, seed, default="the params' dtype"):
+        self.name = check_state_dtype(state_dtype, default)
         if not isinstance(stochastic_rounding, (bool, np.bool_)):
             raise TypeError(f"stochastic_rounding must be True or False, got {stochastic_rounding!r}")
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) < 2**64:
@@ -92,13 +99,67 @@ class StatePrecision:
         return dict(stochastic_rounding=True, seed=self.seed) if self.stochastic_rounding and writes_bfloat16 else {}
 
 
-class CompactState:
-    """``state_dtype=`` (None, "float32", "bfloat16"), ``stochastic_rounding=`` and ``seed=`` for SGD,
-    Adagrad and RMSprop (a mixin before Optimizer; Adam keeps its own, whose default follows the params and
-    which has "int8"). None keeps the optimizer's default state dtype (float32 for 16-bit params)."""
+class EightBitState:
+    """The 8-bit state of state_dtype="int8" (a mixin before Optimizer, for optimizers whose ``_precision`` is
+    a StatePrecision): new state entries in the map SIGNED_MAP_OF names, the checks of a loaded
+    QuantizedState, and the split of a kernel call into one over 8-bit state and one over float state."""
+
+    def _new_state(self, p, key, quantized=None):
+        """A new state entry `key` of zeros for params p: a QuantizedState in key's map when p keeps 8-bit
+        state (`quantized`, else the precision's rule by size), else an array of p's state dtype."""
+        if self._precision.quantizes(p) if quantized is None else quantized:
+            return QuantizedState.zeros(p.shape, signed=SIGNED_MAP_OF[key])
+        return np.zeros(p.shape, self._state_dtype(p))
+
+    def _check_quantized(self, where, p, key, value):
+        """A QuantizedState entry this optimizer can continue from (state_dtype="int8"): key's map, p's shape,
+        one float32 absmax per block of 256, writeable C-contiguous NumPy arrays."""
+        if self._precision.name != "int8":
+            raise TypeError(f"{where} is a fastopt.QuantizedState, but this optimizer keeps "
+                            f"state_dtype={self._precision.name!r} state")
+        signed = SIGNED_MAP_OF[key]
+        if value.signed != signed:
+            raise ValueError(f"{where} is a {'signed' if value.signed else 'unsigned'} QuantizedState; "
+                             f"{key} takes the {'signed' if signed else 'unsigned'} map")
+        codes, absmax = value.codes, value.absmax
+        if not (type(codes) is np.ndarray and codes.dtype == np.uint8 and codes.shape == p.shape
+                and codes.flags.c_contiguous and codes.flags.writeable):
+            raise ValueError(f"{where}.codes must be a writeable C-contiguous uint8 array of shape {p.shape}")
+        if not (type(absmax) is np.ndarray and absmax.dtype == np.float32 and absmax.shape == (blocks(p.size),)
+                and absmax.flags.c_contiguous and absmax.flags.writeable):
+            raise ValueError(f"{where}.absmax must be a writeable float32 array of shape ({blocks(p.size)},)")
+
+    def _check_state(self, i, p, state):
+        super()._check_state(i, p, state)
+        # (a QuantizedState beside float arrays in one parameter's state: no kernel call takes both)
+        if self._precision.name == "int8":
+            forms = {isinstance(v, QuantizedState) for v in state.values()
+                     if isinstance(v, (np.ndarray, QuantizedState))}
+            if len(forms) > 1:
+                raise ValueError(f"state of params[{i}] mixes 8-bit (fastopt.QuantizedState) and float arrays; "
+                                 "each parameter keeps one or the other")
+
+    def _by_form(self, params, grads, states, key):
+        """[(params, grads, states)] for each kernel call: the whole lists, or with 8-bit state those whose
+        `key` entry is float state and those whose is 8-bit apart (a kernel call keeps one form; the step's
+        checks all ran before, so neither call can be refused after the other wrote)."""
+        if self._precision.name != "int8":
+            return [(params, grads, states)]
+        forms = [isinstance(s.get(key), QuantizedState) for s in states]
+        if len(set(forms)) < 2:
+            return [(params, grads, states)]
+        return [tuple([x[j] for j, f in enumerate(forms) if f == form] for x in (params, grads, states))
+                for form in (False, True)]
+
+
+class CompactState(EightBitState):
+    """``state_dtype=`` (None, "float32", "bfloat16", "int8"), ``stochastic_rounding=`` and ``seed=`` for SGD,
+    Adagrad and RMSprop (a mixin before Optimizer; Adam keeps its own, whose default follows the params).
+    None keeps the optimizer's default state dtype (float32 for 16-bit params)."""
 
     def _set_precision(self, state_dtype, stochastic_rounding, seed):
-        self._precision = StatePrecision(state_dtype, stochastic_rounding, seed, allowed=("float32", "bfloat16"))
+        self._precision = StatePrecision(state_dtype, stochastic_rounding, seed,
+                                         default="float32 for 16-bit params, else the params' dtype")
 
     def _check_param_dtype(self, p, where):
         self._precision.check_param(p, where)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from fastopt._core import adagrad_
-from fastopt.optim._state_dtype import CompactState
+from fastopt._quantized import QuantizedState
+from fastopt.optim._state_dtype import SIGNED_MAP_OF, CompactState
 from fastopt.optim.optimizer import Optimizer
 
 
@@ -16,7 +17,9 @@ class Adagrad(CompactState, Optimizer):
     Params: float32, float64, float16 or ml_dtypes.bfloat16 arrays (16-bit ones updated in float32 and
     rounded back to nearest-even). State per parameter: ``step`` and ``sum`` (starting at
     initial_accumulator_value): of the params' dtype (``state_dtype=None``; float32 for 16-bit params), float32
-    (``"float32"``) or ml_dtypes.bfloat16 (``"bfloat16"``, for float32 or bfloat16 params). Every bfloat16 value
+    (``"float32"``), ml_dtypes.bfloat16 (``"bfloat16"``, for float32 or bfloat16 params) or
+    fastopt.QuantizedState (``"int8"``: 8-bit blockwise in the unsigned map, a sum of squares being never
+    negative, for float32 params of at least 4096 elements; float32 for smaller ones). Every bfloat16 value
     written is rounded to nearest-even, or stochastically with ``stochastic_rounding=True`` (as Adam's).
     """
 
@@ -49,8 +52,11 @@ class Adagrad(CompactState, Optimizer):
         # (errstate: _check_group's probe state is made here before it refuses a value beyond the state's range)
         with np.errstate(over="ignore"):
             state["sum"] = np.full(param.shape, group["initial_accumulator_value"], self._state_dtype(param))
+        if self._precision.quantizes(param):  # (the value exactly: absmax, and the code of 1 in each block)
+            state["sum"] = QuantizedState.quantize(state["sum"], signed=SIGNED_MAP_OF["sum"])
 
     def _update(self, group, params, grads, states, step, grad_scale=1.0):
-        adagrad_(params, grads, [s["sum"] for s in states], lr=group["lr"], lr_decay=group["lr_decay"],
-                 weight_decay=group["weight_decay"], eps=group["eps"], maximize=group["maximize"],
-                 step=step, grad_scale=grad_scale, **self._rounding(params))
+        for ps, gs, ss in self._by_form(params, grads, states, "sum"):
+            adagrad_(ps, gs, [s["sum"] for s in ss], lr=group["lr"], lr_decay=group["lr_decay"],
+                     weight_decay=group["weight_decay"], eps=group["eps"], maximize=group["maximize"],
+                     step=step, grad_scale=grad_scale, **self._rounding(ps))

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 
 from fastopt._core import adam_, adamw_
-from fastopt._quantized import QuantizedState, blocks
-from fastopt.optim._state_dtype import StatePrecision
+from fastopt._quantized import QuantizedState
+from fastopt.optim._state_dtype import EightBitState, StatePrecision
 from fastopt.optim.optimizer import Optimizer
 
 
@@ -19,7 +19,7 @@ def _as_tuple(betas):
     return betas
 
 
-class Adam(Optimizer):
+class Adam(EightBitState, Optimizer):
     """``Adam(params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, amsgrad=False, maximize=False,
     state_dtype=None, stochastic_rounding=False, seed=0)``
 
@@ -53,49 +53,19 @@ class Adam(Optimizer):
     def _state_dtype(self, param):
         return self._precision.of(param)
 
-    def _new_moment(self, param, key, quantized):
-        if quantized:
-            return QuantizedState.zeros(param.shape, signed=key == "exp_avg")
-        return np.zeros(param.shape, self._state_dtype(param))
-
     def _init_state(self, state, param, group):
         state["step"] = 0
-        quantized = self._precision.quantizes(param)
-        state["exp_avg"] = self._new_moment(param, "exp_avg", quantized)
-        state["exp_avg_sq"] = self._new_moment(param, "exp_avg_sq", quantized)
-
-    def _check_quantized(self, where, p, key, value):
-        """A QuantizedState entry this optimizer can continue from (state_dtype="int8")."""
-        if self._precision.name != "int8":
-            raise TypeError(f"{where} is a fastopt.QuantizedState, but this optimizer keeps "
-                            f"state_dtype={self._precision.name!r} state")
-        if value.signed != (key == "exp_avg"):
-            raise ValueError(f"{where} is a {'signed' if value.signed else 'unsigned'} QuantizedState; "
-                             f"{key} takes the {'signed' if key == 'exp_avg' else 'unsigned'} map")
-        codes, absmax = value.codes, value.absmax
-        if not (type(codes) is np.ndarray and codes.dtype == np.uint8 and codes.shape == p.shape
-                and codes.flags.c_contiguous and codes.flags.writeable):
-            raise ValueError(f"{where}.codes must be a writeable C-contiguous uint8 array of shape {p.shape}")
-        if not (type(absmax) is np.ndarray and absmax.dtype == np.float32 and absmax.shape == (blocks(p.size),)
-                and absmax.flags.c_contiguous and absmax.flags.writeable):
-            raise ValueError(f"{where}.absmax must be a writeable float32 array of shape ({blocks(p.size)},)")
+        state["exp_avg"] = self._new_state(param, "exp_avg")
+        state["exp_avg_sq"] = self._new_state(param, "exp_avg_sq")
 
     def _update(self, group, params, grads, states, step, grad_scale=1.0):
         if group["amsgrad"]:
             for state, p in zip(states, params):
-                if "max_exp_avg_sq" not in state:
+                if "max_exp_avg_sq" not in state:  # (of the form of the moments beside it)
                     quantized = isinstance(state["exp_avg"], QuantizedState)
-                    state["max_exp_avg_sq"] = self._new_moment(p, "max_exp_avg_sq", quantized)
-        # 8-bit and float state go to the kernel in separate calls (one form per call); the checks of
-        # the whole step ran before this, so neither call can be refused after the other wrote.
-        forms = [isinstance(s["exp_avg"], QuantizedState) for s in states]
-        for form in sorted(set(forms)):
-            picked = [j for j, f in enumerate(forms) if f == form]
-            if len(picked) == len(states):
-                self._call(group, params, grads, states, step, grad_scale)
-            else:
-                self._call(group, [params[j] for j in picked], [grads[j] for j in picked],
-                           [states[j] for j in picked], step, grad_scale)
+                    state["max_exp_avg_sq"] = self._new_state(p, "max_exp_avg_sq", quantized)
+        for call in self._by_form(params, grads, states, "exp_avg"):
+            self._call(group, *call, step, grad_scale)
 
     def _call(self, group, params, grads, states, step, grad_scale):
         max_sqs = [s["max_exp_avg_sq"] for s in states] if group["amsgrad"] else None

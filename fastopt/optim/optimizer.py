@@ -356,7 +356,8 @@ class Optimizer:
             raise ValueError(f"{where} is not a writeable C-contiguous array")
 
     def _check_quantized(self, where: str, p: np.ndarray, key: str, value: Any) -> None:
-        """A fastopt.QuantizedState entry: only optimizers with 8-bit state (Adam's state_dtype) keep them."""
+        """A fastopt.QuantizedState entry: only optimizers with 8-bit state (state_dtype="int8": Adam, AdamW, SGD,
+        Adagrad, RMSprop, through _state_dtype.EightBitState) keep them."""
         raise TypeError(f"{where} is a fastopt.QuantizedState; {type(self).__name__} keeps no 8-bit state")
 
     def _check_no_shared_memory(self, params: List[np.ndarray], grads: List[Optional[np.ndarray]]) -> None:
@@ -410,17 +411,13 @@ class Optimizer:
         raise NotImplementedError
 
     def _check_param_dtype(self, p: np.ndarray, where: str) -> None:
-        """ValueError when the optimizer's options refuse params p's dtype (Adam's state_dtype)."""
+        """ValueError when the optimizer's options refuse params p's dtype (state_dtype=)."""
 
     def _state_dtype(self, p: np.ndarray) -> np.dtype:
         """The dtype of p's state arrays: p's own, float32 for 16-bit params (their update runs in float32,
         and float16 state would lose small second moments to underflow), unless the optimizer keeps compact
-        state (Adam's state_dtype)."""
+        state (state_dtype=)."""
         return _FLOAT32 if is_half(p.dtype) else p.dtype
-
-    def _zeros(self, p: np.ndarray) -> np.ndarray:
-        """A new state array of zeros for params p: its shape, its state dtype."""
-        return np.zeros(p.shape, self._state_dtype(p))
 
     def _state_shape(self, p: np.ndarray, key: str) -> tuple:
         """The shape of state entry `key` of parameter p: p's own (Adafactor's factored state differs)."""

@@ -14,10 +14,12 @@ class SGD(CompactState, Optimizer):
     Params: float32, float64, float16 or ml_dtypes.bfloat16 arrays (16-bit ones updated in float32 and
     rounded back to nearest-even). State per parameter: ``momentum_buffer`` (only when momentum != 0), created
     on the first step from the gradient itself, as torch does: of the params' dtype (``state_dtype=None``;
-    float32 for 16-bit params), float32 (``"float32"``) or ml_dtypes.bfloat16 (``"bfloat16"``, for float32 or
-    bfloat16 params). Every bfloat16 value written is rounded to nearest-even, or stochastically with
-    ``stochastic_rounding=True`` (bits from ``seed``, the step count, the tensor and the element); the step
-    count that needs is then kept as state ``step`` (torch's SGD keeps none).
+    float32 for 16-bit params), float32 (``"float32"``), ml_dtypes.bfloat16 (``"bfloat16"``, for float32 or
+    bfloat16 params) or fastopt.QuantizedState (``"int8"``: 8-bit blockwise, the signed map, for float32 params
+    of at least 4096 elements; float32 for smaller ones; without momentum there is no state to keep). Every
+    bfloat16 value written is rounded to nearest-even, or stochastically with ``stochastic_rounding=True``
+    (bits from ``seed``, the step count, the tensor and the element); the step count that needs is then kept
+    as state ``step`` (torch's SGD keeps none).
     """
 
     _state_keys = ("momentum_buffer",)
@@ -54,21 +56,21 @@ class SGD(CompactState, Optimizer):
 
     def _update(self, group, params, grads, states, key, grad_scale=1.0):
         first, count = key if self._precision.stochastic_rounding else (key, None)
-        buffers = None
-        if group["momentum"] != 0:
+        momentum = group["momentum"] != 0
+        if momentum:
             for state, p in zip(states, params):
-                if state["momentum_buffer"] is None:
-                    state["momentum_buffer"] = self._zeros(p)
-            buffers = [s["momentum_buffer"] for s in states]
+                if state["momentum_buffer"] is None:  # (not read: step 1 starts it from the gradient)
+                    state["momentum_buffer"] = self._new_state(p, "momentum_buffer")
         # sgd_'s step 1 starts the buffers from the gradient; with stochastic rounding the count is the
         # step otherwise (>= 2 once a buffer exists, whatever a loaded state's count says)
         if count is None:
             step = 1 if first else 2
-        elif group["momentum"] == 0:
+        elif not momentum:
             step = count
         else:
             step = 1 if first else max(count, 2)
-        sgd_(params, grads, buffers, lr=group["lr"], momentum=group["momentum"],
-             dampening=group["dampening"], weight_decay=group["weight_decay"],
-             nesterov=group["nesterov"], maximize=group["maximize"], step=step,
-             grad_scale=grad_scale, **self._rounding(params))
+        for ps, gs, ss in self._by_form(params, grads, states, "momentum_buffer"):
+            sgd_(ps, gs, [s["momentum_buffer"] for s in ss] if momentum else None, lr=group["lr"],
+                 momentum=group["momentum"], dampening=group["dampening"], weight_decay=group["weight_decay"],
+                 nesterov=group["nesterov"], maximize=group["maximize"], step=step, grad_scale=grad_scale,
+                 **self._rounding(ps))
