@@ -121,9 +121,9 @@ def test_train_state_dtypes_refuses_optimizers_without_them(tmp_path):
     assert err.startswith("usage: fastopt train") and "--state-dtypes applies to adam, adamw, momentum" in err, err
     assert err.splitlines()[-1].endswith("leave out --optimizers sgd (or pass --optimizers adam adamw)"), err
     assert "runs of" not in err
-    # 8-bit state is Adam's and AdamW's: the others are named with what they keep
-    err = usage_error("train", "--state-dtypes", "int8", "--optimizers", "adam", "rmsprop", "--out", str(tmp_path))
-    assert "--state-dtypes int8 applies to adam and adamw only; leave out --optimizers rmsprop" in err, err
+    # each precision, int8 included, is every stateful optimizer's: only the stateless are named
+    err = usage_error("train", "--state-dtypes", "int8", "--optimizers", "rmsprop", "lion", "--out", str(tmp_path))
+    assert err.splitlines()[-1].endswith("leave out --optimizers lion (or pass --optimizers adam adamw)"), err
 
 
 def test_train_bfloat16_state_for_the_classic_optimizers_halves_their_memory(tmp_path):
@@ -137,6 +137,23 @@ def test_train_bfloat16_state_for_the_classic_optimizers_halves_their_memory(tmp
         assert kib["bfloat16"] == pytest.approx(kib["float32"] / 2, abs=0.051), kib  # (KiB printed to 0.1)
         acc = {d: float(rows[(name, d)][4]) for d in ("float32", "bfloat16")}
         assert acc["float32"] > 50 and abs(acc["bfloat16"] - acc["float32"]) < 3, acc  # (chance: 10%)
+
+
+def test_train_int8_state_for_the_classic_optimizers_shows_memory_and_learns(tmp_path):
+    """The mlp's 64 x 64 first layer (4096 weights, bitsandbytes' min_8bit_size) keeps 8-bit state (a byte per
+    weight and a float32 absmax per 256), the rest float32: 7016 bytes of state against float32's 19240."""
+    out = fastopt("train", "--epochs", "3", "--models", "mlp", "--state-dtypes", "float32", "int8",
+                  "--optimizers", "momentum", "nesterov", "adagrad", "rmsprop", "--out", str(tmp_path))
+    assert_png(tmp_path / "train.png")
+    labels = ("Momentum", "Nesterov", "AdaGrad", "RMSProp")
+    rows = {(row[0], row[1]): row for row in table_rows(out, labels)}
+    assert set(rows) == {(o, d) for o in labels for d in ("float32", "int8")}, out
+    for name in labels:
+        kib = {d: float(rows[(name, d)][-2]) for d in ("float32", "int8")}
+        assert kib["float32"] == pytest.approx(19240 / 1024, abs=0.051), kib  # (KiB printed to 0.1)
+        assert kib["int8"] == pytest.approx(7016 / 1024, abs=0.051), kib
+        acc = {d: float(rows[(name, d)][4]) for d in ("float32", "int8")}
+        assert acc["float32"] > 80 and abs(acc["int8"] - acc["float32"]) < 3, acc  # (chance: 10%)
 
 
 def test_info_shows_build_devices_and_timing():

@@ -222,26 +222,19 @@ def accuracy(model: Model, params, X, y) -> float:
     return float(np.mean(np.argmax(model.scores(params, X), axis=1) == y))
 
 
-#: the state precisions each optimizer can hold its state in (fastopt.optim's state_dtype=; 8-bit state is
-#: Adam's and AdamW's), and the optimizers --state-dtypes trains when none are named
+#: the state precisions of fastopt.optim's state_dtype=, the optimizers --state-dtypes trains in each (those
+#: that keep state: plain SGD keeps none), and those it trains when none are named
 STATE_DTYPES = ("float32", "bfloat16", "int8")
-STATE_DTYPES_OF = {"adam": STATE_DTYPES, "adamw": STATE_DTYPES, "momentum": STATE_DTYPES[:2],
-                   "nesterov": STATE_DTYPES[:2], "adagrad": STATE_DTYPES[:2], "rmsprop": STATE_DTYPES[:2]}
+STATEFUL_OPTIMIZERS = ("adam", "adamw", "momentum", "nesterov", "adagrad", "rmsprop")
 STATE_DTYPE_OPTIMIZERS = ("adam", "adamw")
 
 
-def state_dtype_refusal(optimizers, state_dtypes) -> Optional[str]:
+def state_dtype_refusal(optimizers) -> Optional[str]:
     """Why --state-dtypes cannot train these optimizers (None when it can)."""
-    stateless = [n for n in optimizers if n not in STATE_DTYPES_OF]
+    stateless = [n for n in optimizers if n not in STATEFUL_OPTIMIZERS]
     if stateless:
-        return (f"--state-dtypes applies to {', '.join(STATE_DTYPES_OF)} only; leave out --optimizers "
+        return (f"--state-dtypes applies to {', '.join(STATEFUL_OPTIMIZERS)} only; leave out --optimizers "
                 f"{' '.join(stateless)} (or pass --optimizers adam adamw)")
-    for dtype in state_dtypes:
-        refused = [n for n in optimizers if dtype not in STATE_DTYPES_OF[n]]
-        if refused:
-            takes = [n for n in STATE_DTYPES_OF if dtype in STATE_DTYPES_OF[n]]
-            return (f"--state-dtypes {dtype} applies to {' and '.join(takes)} only; leave out --optimizers "
-                    f"{' '.join(refused)} (which keep{'s' if len(refused) == 1 else ''} float32 or bfloat16 state)")
     return None
 
 
