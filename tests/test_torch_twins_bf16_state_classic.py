@@ -153,7 +153,8 @@ def test_stochastic_rounding_of_bf16_params_with_float32_state():
 def test_refusals_name_the_option(name):
     hyper, _ = TWINS[name]
     cls = getattr(fastopt.torch, name)
-    with pytest.raises(ValueError, match="state_dtype must be one of 'float32', 'bfloat16' .*got 'int8' \\(8-bit"):
+    with pytest.raises(ValueError, match="state_dtype must be one of 'float32', 'bfloat16' .*got 'int8' "
+                                         "\\(of the torch twins only Adam and AdamW keep 8-bit"):
         cls(_params(), **hyper, state_dtype="int8")
     with pytest.raises(ValueError, match="stochastic_rounding=True needs a step count, which torch's SGD does not"
                        if name == "SGD" else "stochastic_rounding=True rounds bfloat16 values"):

@@ -48,7 +48,8 @@ def normalise(value: Any, forms=FORMS) -> str:
     except TypeError:  # (unhashable)
         name = None
     if name is None or name not in forms:
-        also = "" if "int8" in forms else " (8-bit state is Adam's and AdamW's)"
+        also = "" if "int8" in forms else (" (of the torch twins only Adam and AdamW keep 8-bit state for now; "
+                                           "fastopt.optim's SGD, Adagrad and RMSprop take 'int8')")
         raise ValueError(f"state_dtype must be one of {', '.join(repr(f) for f in forms)} (or None, torch.float32, "
                          f"torch.bfloat16), got {value!r}{also}")
     return name
