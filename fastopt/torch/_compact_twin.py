@@ -1,5 +1,5 @@
 """The torch twins' compact optimizer state (issue 18; layouts in _state_dtype): a mixin before FusedOptimizer
-for Adam/AdamW (float32, bfloat16, int8) and SGD, Adagrad and RMSprop (float32, bfloat16). Each param group
+for Adam/AdamW, SGD, Adagrad and RMSprop (float32, bfloat16, int8). Each param group
 carries `state_dtype`, `stochastic_rounding` and `seed` when one differs from the default (a twin left at the
 defaults keeps torch's param groups and state_dict exactly); its state is checked against its layout at each
 step and at load, and a loaded compact state is kept as saved (torch would cast it to the parameter's dtype).
@@ -43,9 +43,11 @@ class CompactState:
     """state_dtype / stochastic_rounding / seed for a twin. The class says which state tensors can be compact
     (`_compact_keys`, `_compact_required` of them in every state) and which forms it takes."""
 
-    _compact_forms: Tuple[str, ...] = ("float32", "bfloat16")
+    _compact_forms: Tuple[str, ...] = compact.FORMS
     _compact_keys: Tuple[str, ...] = ()
     _compact_required: Tuple[str, ...] = ()
+    _int8_keys: Tuple[str, ...] = ()  # what int8's state1 (, state2) hold: torch's keys, in order
+    _shared_state = compact.SHARED_KEYS  # (int8's qmap1/qmap2: read only, one tensor for all parameters)
     _counts_steps = True  # (False: torch's state has no step count, so no stochastic rounding: SGD)
 
     def _form(self, group):
@@ -67,9 +69,9 @@ class CompactState:
         if not isinstance(state, dict):
             raise TypeError(f"state[{i}] must be a dict, got {type(state).__name__}")
         compact.check_state(f"state[{i}]", p, state, form, bool(group.get("amsgrad")), keys=self._compact_keys,
-                            required=self._compact_required, optimizer=self._torch_name)
+                            required=self._compact_required, optimizer=self._torch_name, int8_keys=self._int8_keys)
         step = state.get("step")
-        if "step" in self._state_keys and not (torch.is_tensor(step) and step.numel() == 1
+        if ("step" in self._state_keys or form == "int8") and not (torch.is_tensor(step) and step.numel() == 1
                                                and step.is_floating_point()):
             raise TypeError(f"state[{i}]['step'] must be a one-element floating-point tensor (torch's step count), "
                             f"got {_hyper.describe(step)}")
@@ -104,6 +106,22 @@ class CompactState:
                 p_state[key] = value.tensor.to(device=p.device).contiguous()
         super()._normalise_state(p, p_state, group)
         compact.to_form(p, p_state, self._form(group), self._compact_keys)
+
+    def _int8_parts(self, params, grads, states):
+        """The kernel calls of an int8 group: [(params, grads, operands)], operands one list per entry of
+        _int8_keys: first the float32-state members (under bitsandbytes' min_8bit_size; always, even when
+        empty: that call checks the hyperparameters for both), then, if any, the quantised ones
+        (fastopt.QuantizedState over state1/absmax1 (, state2/absmax2), in the map each qmap holds). The
+        step's checks (_check_state: layout and maps) ran before either call writes."""
+        small, big = compact.int8_split(states) if states else ([], [])
+        pick = lambda xs, idx: [xs[i] for i in idx]  # noqa: E731
+        sub = pick(states, small)
+        parts = [(pick(params, small), pick(grads, small),
+                  tuple(self._views(sub, f"state{j}") for j in range(1, len(self._int8_keys) + 1)))]
+        if big:
+            parts.append((pick(params, big), pick(grads, big),
+                          compact.quantised_operands(pick(states, big), self._int8_keys)))
+        return parts
 
     def _state_zeros(self, p, group, fill=0.0):
         """A new state tensor for p in the group's form: torch's (float32 for a 16-bit CPU parameter) or
@@ -180,7 +198,8 @@ def _hold_compact(self, state_dict):
                 continue
         try:
             compact.check_state(f"state_dict: state[{i}]", p, state, form, bool(group.get("amsgrad")), check_maps=True,
-                                keys=self._compact_keys, required=self._compact_required, optimizer=self._torch_name)
+                                keys=self._compact_keys, required=self._compact_required, optimizer=self._torch_name,
+                                int8_keys=self._int8_keys)
             if "step" in state:
                 step = state["step"]
                 count = step.item() if torch.is_tensor(step) and step.numel() == 1 else step

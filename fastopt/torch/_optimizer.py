@@ -105,7 +105,7 @@ class FusedOptimizer(torch.optim.Optimizer):
     _nullable_state: Tuple[str, ...] = ()  # entries that may be None (SGD's momentum buffer)
     _scalar_state: Tuple[str, ...] = ()  # one-element tensors beside the step (NAdam's mu_product, ASGD's eta, mu)
     _cpu_half = False  # whether the kernels take float16/bfloat16 params on the CPU (the classic four)
-    _shared_state: Tuple[str, ...] = ()  # read-only tensors parameters may share (int8 Adam's qmap1/qmap2)
+    _shared_state: Tuple[str, ...] = ()  # read-only tensors parameters may share (the int8 twins' qmap1/qmap2)
 
     # The repeated step (fastopt/torch/_step_plan.py): whether a plan may step this optimizer, whether its
     # calls' key is the step number (else a constant the plan keeps), and the options a scheduler may

@@ -1,5 +1,5 @@
-"""Compact optimizer state for the torch twins (issue 18): `state_dtype` and its state layouts. Adam / AdamW
-take all three; SGD, Adagrad and RMSprop "float32" and "bfloat16" (their keys: `keys` below).
+"""Compact optimizer state for the torch twins (issue 18): `state_dtype` and its state layouts. Adam / AdamW,
+SGD, Adagrad and RMSprop take all three (their keys: `keys` below).
 
 - "float32" (also None and torch.float32; the default): today's state, torch's keys and dtypes.
 - "bfloat16" (also torch.bfloat16): torch's keys (Adam's exp_avg, exp_avg_sq, max_exp_avg_sq; SGD's
@@ -7,12 +7,18 @@ take all three; SGD, Adagrad and RMSprop "float32" and "bfloat16" (their keys: `
   the kernel reads them, updates in float32 and rounds back (round-to-nearest-even, or stochastically with
   stochastic_rounding=True).
 - "int8": bitsandbytes' layout, so that a twin's state_dict loads into bitsandbytes.optim.Adam8bit/AdamW8bit
-  and back. Per parameter of >= MIN_8BIT_SIZE elements: `state1` / `state2` (uint8 codes of exp_avg /
-  exp_avg_sq, the parameter's shape), `absmax1` / `absmax2` (float32, one per block of 256 elements),
-  `qmap1` / `qmap2` (float32 (256,): the signed and unsigned dynamic maps, as bitsandbytes stores them; read
-  only, checked at load, one tensor shared by all parameters as in bitsandbytes) and `step`. Smaller
+  (two states: Optimizer2State) or SGD8bit / Adagrad8bit / RMSprop8bit (one state: Optimizer1State) and back.
+  State j (1, 2) holds the twin's j-th entry of `int8_keys` (Adam: exp_avg, exp_avg_sq; SGD: momentum_buffer;
+  Adagrad: sum; RMSprop: square_avg). Per parameter of >= MIN_8BIT_SIZE elements: `state1` / `state2` (uint8
+  codes, the parameter's shape), `absmax1` / `absmax2` (float32, one per block of 256 elements), `qmap1` /
+  `qmap2` (float32 (256,): the dynamic map the codes index, as bitsandbytes stores it; read only, checked at
+  load and at each step, one tensor shared by all parameters as in bitsandbytes) and `step`. Smaller
   parameters keep float32 `state1` / `state2` (bitsandbytes' min_8bit_size rule). The kernel gets each
-  quantised pair wrapped in fastopt.QuantizedState, over the same memory (NumPy views, no copy).
+  quantised state wrapped in fastopt.QuantizedState, over the same memory (NumPy views, no copy).
+  Maps: new state takes the map fastopt.optim's SIGNED_MAP_OF names for its key (signed: exp_avg,
+  momentum_buffer; unsigned: exp_avg_sq, sum, square_avg). A loaded state may hold either map where the
+  kernel takes either (EITHER_MAP: Adagrad's sum, RMSprop's square_avg; bitsandbytes' one-state optimizers
+  store the signed map for all), and keeps the map it was loaded with.
 
 Compact state runs on the CPU only for now (float32 parameters); CUDA parameters are refused at construction
 and at each step, before anything is written.
@@ -29,9 +35,8 @@ import torch
 MIN_8BIT_SIZE = 4096  # bitsandbytes' min_8bit_size: smaller tensors keep float32 state
 BLOCKSIZE = 256
 MOMENTS = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")  # torch's keys (the bfloat16 layout too)
-INT8_FLOAT_KEYS = ("state1", "state2")  # a small parameter's int8-mode state (float32)
-INT8_KEYS = ("state1", "state2", "absmax1", "absmax2", "qmap1", "qmap2")  # a quantised parameter's
 SHARED_KEYS = ("qmap1", "qmap2")  # read only, shared between parameters (never written)
+EITHER_MAP = ("sum", "square_avg")  # keys whose 8-bit state the kernels take in either map (loaded state)
 BNB_WRAPPED_KEY = "__bnb_optimizer_quant_state__"  # bitsandbytes' state_dict nests its tensors under it
 
 _NAMES = {None: "float32", "float32": "float32", torch.float32: "float32",
@@ -48,10 +53,8 @@ def normalise(value: Any, forms=FORMS) -> str:
     except TypeError:  # (unhashable)
         name = None
     if name is None or name not in forms:
-        also = "" if "int8" in forms else (" (of the torch twins only Adam and AdamW keep 8-bit state for now; "
-                                           "fastopt.optim's SGD, Adagrad and RMSprop take 'int8')")
         raise ValueError(f"state_dtype must be one of {', '.join(repr(f) for f in forms)} (or None, torch.float32, "
-                         f"torch.bfloat16), got {value!r}{also}")
+                         f"torch.bfloat16), got {value!r}")
     return name
 
 
@@ -87,6 +90,13 @@ def check_options(group: Dict[str, Any], where: str = "", forms=FORMS, name: str
     if form == "int8" and group.get("amsgrad"):
         raise ValueError(f"{where}amsgrad=True is not available with state_dtype='int8' (bitsandbytes' 8-bit layout "
                          "has no max_exp_avg_sq); use state_dtype='bfloat16' or 'float32'")
+    if form == "int8" and name == "RMSprop":
+        for option, value, missing in (("momentum", group.get("momentum", 0), "momentum_buffer"),
+                                       ("centered", group.get("centered", False), "grad_avg")):
+            if (value is True) if option == "centered" else _positive(value):
+                raise ValueError(f"{where}{option}={value!r} is not available with state_dtype='int8' (bitsandbytes' "
+                                 f"8-bit RMSprop layout keeps square_avg only, no {missing}); use "
+                                 "state_dtype='bfloat16' or 'float32'")
     if group.get("differentiable"):
         raise ValueError(f"{where}differentiable=True (stepped by torch.optim's own {name}) keeps torch's float32 state; "
                          f"state_dtype={form!r} is not available with it")
@@ -103,6 +113,25 @@ def check_options(group: Dict[str, Any], where: str = "", forms=FORMS, name: str
                              f"state goes with {takes} parameters")
         if form == "int8" and quantised(p):
             quantised_module()  # (NotImplementedError when this build has no 8-bit state)
+
+
+def _positive(value: Any) -> bool:
+    try:
+        return float(value) > 0
+    except (TypeError, ValueError, RuntimeError):
+        return False  # (the kernel's checks name a bad value)
+
+
+def signed_map_of(key: str) -> bool:
+    """The map new 8-bit state of `key` takes (fastopt.optim's SIGNED_MAP_OF)."""
+    from fastopt.optim._state_dtype import SIGNED_MAP_OF
+    return SIGNED_MAP_OF[key]
+
+
+def maps_of(key: str):
+    """The maps (signed flags) a loaded 8-bit state of `key` may hold: its own, or either where the kernel
+    takes either (EITHER_MAP)."""
+    return (signed_map_of(key), not signed_map_of(key)) if key in EITHER_MAP else (signed_map_of(key),)
 
 
 def quantised_module():
@@ -136,20 +165,24 @@ def quantised(p: torch.Tensor) -> bool:
     return p.numel() >= MIN_8BIT_SIZE
 
 
-def new_state(p: torch.Tensor, form: str, keys=MOMENTS[:2]) -> Dict[str, Any]:
-    """A parameter's fresh state tensors `keys` in `form` ("bfloat16"; Adam's moments also "int8"), without
+def new_state(p: torch.Tensor, form: str, keys=MOMENTS[:2], fill: float = 0.0) -> Dict[str, Any]:
+    """A parameter's fresh state tensors `keys` in `form` ("bfloat16" or "int8": then state j holds keys[j-1]
+    in the map signed_map_of(keys[j-1]) names), filled with `fill` (int8: quantised from it), without
     `step`."""
     if form == "bfloat16":
-        return {key: bf16_zeros(p) for key in keys}
+        return {key: torch.full_like(p, fill, dtype=torch.bfloat16, memory_format=torch.contiguous_format)
+                for key in keys}
     if not quantised(p):
-        return {key: torch.zeros_like(p, dtype=torch.float32, memory_format=torch.contiguous_format)
-                for key in INT8_FLOAT_KEYS}
+        return {f"state{j}": torch.full_like(p, fill, dtype=torch.float32, memory_format=torch.contiguous_format)
+                for j in range(1, len(keys) + 1)}
     cls = quantised_module()
     state = {}
-    for j, signed in ((1, True), (2, False)):
-        q = cls.zeros(tuple(p.shape), signed)
+    for j, key in enumerate(keys, start=1):
+        signed = signed_map_of(key)
+        q = cls.zeros(tuple(p.shape), signed) if fill == 0 else \
+            cls.quantize(np.full(tuple(p.shape), fill, dtype=np.float32), signed)
         state[f"state{j}"] = torch.from_numpy(np.array(q.codes, dtype=np.uint8, copy=True)).reshape(p.shape)
-        state[f"absmax{j}"] = torch.zeros(blocks(p.numel()), dtype=torch.float32)
+        state[f"absmax{j}"] = torch.from_numpy(np.array(q.absmax, dtype=np.float32, copy=True))
         state[f"qmap{j}"] = qmap(signed)
     return state
 
@@ -184,11 +217,13 @@ def _describe(value: Any) -> str:
 
 
 def check_state(name: str, p: torch.Tensor, state: Dict[str, Any], form: str, amsgrad: bool,
-                check_maps: bool = False, keys=MOMENTS, required=MOMENTS[:2], optimizer: str = "Adam") -> None:
+                check_maps: bool = False, keys=MOMENTS, required=MOMENTS[:2], optimizer: str = "Adam",
+                int8_keys=MOMENTS[:2]) -> None:
     """Raises (TypeError / ValueError naming the entry) unless `state` is a state of `form` for p.
-    `name`: how the state is called ("state[3]"); check_maps: also that qmap1/qmap2 hold fastopt's maps
-    (at load; a step checks their kind only). keys: the state tensors the optimizer keeps (`required` of them
-    in every state; None is allowed for the others, SGD's momentum_buffer); optimizer: its name."""
+    `name`: how the state is called ("state[3]"); check_maps: at load (the step checks them too, cheaply:
+    the shared maps are the same tensors). keys: the state tensors the optimizer keeps (`required` of them
+    in every state; None is allowed for the others, SGD's momentum_buffer); optimizer: its name; int8_keys:
+    what int8's state1, state2... hold (each qmap j must be a map maps_of(int8_keys[j-1]) allows)."""
     have = form_of(state, keys)
     if have is not None and have != form:
         raise ValueError(f"{name} is in the {have} layout but its param group has state_dtype={form!r} "
@@ -209,7 +244,9 @@ def check_state(name: str, p: torch.Tensor, state: Dict[str, Any], form: str, am
                                 f"{tuple(p.shape)} (state_dtype='bfloat16'), got {_describe(state[key])}")
         return
     q = quantised(p)
-    expected = INT8_KEYS if q else INT8_FLOAT_KEYS
+    slots = range(1, len(int8_keys) + 1)
+    expected = tuple(f"{k}{j}" for k in ("state", "absmax", "qmap") for j in slots) if q else \
+        tuple(f"state{j}" for j in slots)
     extra = [key for key in state if key != "step" and key not in expected]
     missing = [key for key in expected if key not in state]
     if extra or missing:
@@ -217,21 +254,34 @@ def check_state(name: str, p: torch.Tensor, state: Dict[str, Any], form: str, am
         raise ValueError(f"{name} {'lacks ' + str(missing) if missing else 'has entries ' + str(extra)}: with "
                          f"state_dtype='int8' a parameter of {size} keeps {['step', *expected]}")
     if not q:
-        for key in INT8_FLOAT_KEYS:
+        for key in expected:
             if not _tensor_ok(state[key], torch.float32, p.shape):
                 raise TypeError(f"{name}['{key}'] must be a contiguous CPU float32 tensor of shape {tuple(p.shape)}, "
                                 f"got {_describe(state[key])}")
         return
-    for j in (1, 2):
+    for j in slots:
         for key, dtype, shape in ((f"state{j}", torch.uint8, p.shape), (f"absmax{j}", torch.float32,
                                                                         (blocks(p.numel()),)),
                                   (f"qmap{j}", torch.float32, (BLOCKSIZE,))):
             if not _tensor_ok(state[key], dtype, shape):
                 raise TypeError(f"{name}['{key}'] must be a contiguous CPU {dtype} tensor of shape {tuple(shape)}, "
                                 f"got {_describe(state[key])}")
-        if check_maps and not torch.equal(state[f"qmap{j}"], qmap(j == 1)):
-            raise ValueError(f"{name}['qmap{j}'] is not the {'signed' if j == 1 else 'unsigned'} dynamic map fastopt "
-                             "(and bitsandbytes) quantise with")
+        map_signed(name, state, j, int8_keys[j - 1])
+
+
+def map_signed(name: str, state: Dict[str, Any], j: int, key: str) -> bool:
+    """Whether state j's qmap is the signed map (ValueError naming it unless it is one `key` may hold)."""
+    value = state[f"qmap{j}"]
+    allowed = maps_of(key)
+    for signed in allowed:
+        if value is _map(signed):
+            return signed
+    for signed in allowed:
+        if torch.equal(value, _map(signed)):
+            return signed
+    kinds = " or ".join("signed" if signed else "unsigned" for signed in allowed)
+    raise ValueError(f"{name}['qmap{j}'] is not the {kinds} dynamic map fastopt (and bitsandbytes) quantise "
+                     f"{key} with")
 
 
 def unwrap_bnb(state: Any) -> Any:
@@ -272,12 +322,12 @@ def int8_split(states: List[Dict[str, Any]]):
     return small, big
 
 
-def quantised_operands(states: List[Dict[str, Any]]):
-    """exp_avgs and exp_avg_sqs of quantised members as fastopt.QuantizedState over the state's own memory."""
+def quantised_operands(states: List[Dict[str, Any]], int8_keys=MOMENTS[:2]):
+    """For each of int8_keys (state1, state2...), the quantised members' states as fastopt.QuantizedState over
+    the state's own memory, in the map its qmap holds (checked by the step's check_state)."""
     cls = quantised_module()
-    m = [wrap(cls, s["state1"], s["absmax1"], True) for s in states]
-    v = [wrap(cls, s["state2"], s["absmax2"], False) for s in states]
-    return m, v
+    return tuple([wrap(cls, s[f"state{j}"], s[f"absmax{j}"], map_signed(f"state[{i}]", s, j, key))
+                  for i, s in enumerate(states)] for j, key in enumerate(int8_keys, start=1))
 
 
 def wrap(cls, codes: torch.Tensor, absmax: torch.Tensor, signed: bool):

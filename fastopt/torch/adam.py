@@ -50,10 +50,10 @@ class Adam(CompactState, FusedOptimizer):
             raise ValueError("betas must be either both floats or both Tensors")
 
     # ------------------------------------------------------------------ compact state (_compact_twin)
-    _shared_state = compact.SHARED_KEYS
     _compact_forms = compact.FORMS
     _compact_keys = compact.MOMENTS
     _compact_required = compact.MOMENTS[:2]
+    _int8_keys = compact.MOMENTS[:2]  # state1: exp_avg, state2: exp_avg_sq
 
     # ------------------------------------------------------------------ the step
     def _new_state(self, p, group):
@@ -89,14 +89,8 @@ class Adam(CompactState, FusedOptimizer):
         """Two kernel calls: the float32-state members (under bitsandbytes' min_8bit_size) and the quantised
         ones (QuantizedState over state1/absmax1 and state2/absmax2). Their checks are the step's (_check_state)
         and the hyperparameters', which the first call (the float one, also when empty) makes for both."""
-        small, big = compact.int8_split(states) if states else ([], [])
-        pick = lambda xs, idx: [xs[i] for i in idx]  # noqa: E731
-        sub = pick(states, small)
-        self._kernel(group, pick(params, small), pick(grads, small), self._views(sub, "state1"),
-                     self._views(sub, "state2"), None, step, grad_scale, found_inf)
-        if big:
-            m, v = compact.quantised_operands(pick(states, big))
-            self._kernel(group, pick(params, big), pick(grads, big), m, v, None, step, grad_scale, found_inf)
+        for ps, gs, (m, v) in self._int8_parts(params, grads, states):
+            self._kernel(group, ps, gs, m, v, None, step, grad_scale, found_inf)
 
     def _kernel(self, group, params, grads, m, v, vmax, step, grad_scale, found_inf, **extra):
         kernel = adamw_ if group["decoupled_weight_decay"] else adam_

@@ -5,11 +5,16 @@ it; on the parameter's device when capturable), `square_avg`, `momentum_buffer` 
 `grad_avg` when centered (float32 for float16/bfloat16 parameters on CUDA). `state_dtype="bfloat16"` (also
 torch.bfloat16) keeps them in bfloat16 on the CPU, rounded to nearest or, with stochastic_rounding=True,
 stochastically (`seed` picks the bits; the step count draws new ones each step; issue 18: _compact_twin).
+`state_dtype="int8"` keeps square_avg in bitsandbytes' one-state layout (RMSprop8bit's: `state1`, with
+`absmax1` and `qmap1` for parameters of >= 4096 elements; new state in the unsigned map, a loaded one in the
+map it holds; _state_dtype); that layout has no momentum_buffer or grad_avg, so momentum > 0 and centered=True
+are refused with it.
 """
 
 from __future__ import annotations
 
 from fastopt._core import rmsprop_
+from fastopt.torch import _state_dtype as compact
 from fastopt.torch._compact_twin import CompactState, compact_defaults
 from fastopt.torch._optimizer import FusedOptimizer, scalar
 from fastopt.torch._step_counts import new_step
@@ -29,6 +34,7 @@ class RMSprop(CompactState, FusedOptimizer):
     _free_hyper = ("lr", "alpha", "eps", "weight_decay")  # (not momentum or centered: they add state)
     _compact_keys = ("square_avg", "momentum_buffer", "grad_avg")
     _compact_required = ("square_avg",)
+    _int8_keys = ("square_avg",)  # int8's state1 (RMSprop8bit's)
 
     def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0, momentum=0, centered=False,
                  capturable=False, foreach=None, maximize=False, differentiable=False, *, state_dtype=None,
@@ -40,6 +46,8 @@ class RMSprop(CompactState, FusedOptimizer):
         super().__init__(params, compact_defaults(defaults, self._compact_forms, self._torch_name))
 
     def _new_state(self, p, group):
+        if self._form(group) == "int8":
+            return {"step": new_step(group, p), **compact.new_state(p, "int8", self._int8_keys)}
         return {"step": new_step(group, p), "square_avg": self._state_zeros(p, group)}
 
     def _bucket_key(self, p, state, group):
@@ -60,9 +68,18 @@ class RMSprop(CompactState, FusedOptimizer):
         rounding = self._rounding(group, params)
         if rounding:
             rounding["step"] = step if isinstance(step, int) else 1  # (the empty checking calls' key: None)
-        rmsprop_(params, grads, self._views(states, "square_avg"),
-                 self._views(states, "momentum_buffer") if group["momentum"] > 0 else None,
-                 self._views(states, "grad_avg") if group["centered"] else None,
+        if self._form(group) == "int8":  # (no momentum, not centered: check_options refuses them)
+            for ps, gs, (square_avgs,) in self._int8_parts(params, grads, states):
+                self._kernel(group, ps, gs, square_avgs, None, None, grad_scale, found_inf)
+            return
+        self._kernel(group, params, grads, self._views(states, "square_avg"),
+                     self._views(states, "momentum_buffer") if group["momentum"] > 0 else None,
+                     self._views(states, "grad_avg") if group["centered"] else None, grad_scale, found_inf,
+                     **rounding)
+
+    def _kernel(self, group, params, grads, square_avgs, momentum_buffers, grad_avgs, grad_scale, found_inf,
+                **rounding):
+        rmsprop_(params, grads, square_avgs, momentum_buffers, grad_avgs,
                  lr=self._lr(group, params), alpha=scalar(group["alpha"]), eps=scalar(group["eps"]),
                  weight_decay=scalar(group["weight_decay"]), momentum=scalar(group["momentum"]),
                  centered=bool(group["centered"]), maximize=bool(group["maximize"]), grad_scale=grad_scale,
