@@ -160,10 +160,11 @@ def _check_arrays(params, grads, buffers) -> None:
                 raise ValueError(f"{name} is not C-contiguous")
         if not buffers[i].flags.writeable:
             raise ValueError(f"momentum_buffers[{i}] is read-only")
-        for name, a in ((f"params[{i}]", p), (f"grads[{i}]", grads[i]), (f"momentum_buffers[{i}]", buffers[i])):
+        for name, a, written in ((f"params[{i}]", p, True), (f"grads[{i}]", grads[i], False),
+                                 (f"momentum_buffers[{i}]", buffers[i], True)):
             if a.nbytes:
                 start = a.__array_interface__["data"][0]
-                spans.append((start, start + a.nbytes, name))
+                spans.append((start, start + a.nbytes, name, written))
     check_disjoint(spans, "array")
 
 

@@ -16,3 +16,23 @@ OPTIM_CASES = [
 ]
 
 CASE_IDS = [f"{name}-{i}" for i, (name, _) in enumerate(OPTIM_CASES)]
+
+# One set for each optimizer with a torch twin, with options that give it every state to carry (NAdam and
+# ASGD: per-parameter numbers too). Adafactor and Muon last (their twins take matrices their own way).
+EVERY_OPTIMIZER = [
+    ("SGD", dict(lr=0.05, momentum=0.9, nesterov=True)),
+    ("Adagrad", dict(lr=0.1, lr_decay=0.01)),
+    ("RMSprop", dict(lr=1e-2, momentum=0.5, centered=True)),
+    ("Adam", dict(lr=1e-2, amsgrad=True)),
+    ("AdamW", dict(lr=1e-2, weight_decay=0.1)),
+    ("NAdam", dict(lr=1e-2)),
+    ("RAdam", dict(lr=1e-2)),
+    ("Adamax", dict(lr=1e-2)),
+    ("Adadelta", dict(lr=0.5)),
+    ("ASGD", dict(lr=1e-2, t0=2)),
+    ("Rprop", dict(lr=1e-2)),
+    ("Lion", dict(lr=1e-3, weight_decay=0.1)),
+    ("LAMB", dict(lr=1e-2)),
+    ("Adafactor", dict(lr=1e-2)),
+    ("Muon", dict(lr=1e-2)),
+]

@@ -306,11 +306,45 @@ def test_overlapping_views_of_one_buffer_are_a_value_error(kernel, first, second
     assert_rejected(kernel, args, ValueError, "shares memory")
 
 
-@pytest.mark.parametrize("kernel,arg", KERNEL_ARGS, ids=KA_IDS)
+@pytest.mark.parametrize("kernel,arg", WRITTEN_ARGS, ids=WA_IDS)
 def test_overlapping_views_within_one_argument_are_a_value_error(kernel, arg):
     args = make_args(kernel, shapes=[(6,)] * 3)
     buf = rand(np.random.default_rng(9), (11,))
     args[arg][1], args[arg][LAST] = buf[:6], buf[5:]  # one shared element
+    assert_rejected(kernel, args, ValueError, "shares memory")
+
+
+def _gradients_sharing(kernel: Kernel, how: str) -> Tuple[dict, dict]:
+    """A call whose gradients share memory (`how`), and the same call with a copy of each gradient."""
+    args = make_args(kernel, shapes=[(6,)] * 3)
+    buf = rand(np.random.default_rng(9), (11,), name="grads")
+    if how == "one array":  # (one gradient handed to two parameters)
+        args["grads"][1] = args["grads"][LAST]
+    else:  # partly overlapping views of one buffer
+        args["grads"][1], args["grads"][LAST] = buf[:6], buf[5:]
+    apart = copy.deepcopy(args)
+    apart["grads"] = [g.copy() for g in args["grads"]]
+    return args, apart
+
+
+@pytest.mark.parametrize("how", ["one array", "overlapping views"])
+@pytest.mark.parametrize("kernel", KERNELS, ids=ids(KERNELS))
+def test_gradients_sharing_memory_are_read(kernel, how):
+    """Gradients are only read, so they may share memory with one another (torch.optim reads them so): the
+    update is the one of separate copies, bit for bit, and leaves the gradients as they were."""
+    args, apart = _gradients_sharing(kernel, how)
+    grads_before = [g.tobytes() for g in args["grads"]]
+    call(kernel, args)
+    call(kernel, apart)
+    assert snapshot(args) == snapshot(apart)
+    assert [g.tobytes() for g in args["grads"]] == grads_before
+
+
+@pytest.mark.parametrize("kernel", KERNELS, ids=ids(KERNELS))
+def test_a_gradient_sharing_memory_with_a_written_array_is_still_refused(kernel):
+    """Gradients may share memory with one another only: not with a parameter or a state, which the call writes."""
+    args, _ = _gradients_sharing(kernel, "one array")
+    args["grads"][0] = args[kernel.arrays[-1]][0]
     assert_rejected(kernel, args, ValueError, "shares memory")
 
 

@@ -184,6 +184,18 @@ def test_list_errors_name_the_index():
     assert LIB.fastopt_adagrad_list_f64(2, sizes, ptr_list(p), ptr_list(g), ptr_list([m[0], p[1]]), 0.1, 0, 0,
                                         1e-10, 0, 1) == 4
     assert "overlaps" in LIB.fastopt_last_error().decode()
+    # gradients are only read: two tensors may take one gradient (and update as with copies of it)
+    q, m2 = [a.copy() for a in p], [a.copy() for a in m]
+    p[0] += 1.0
+    q[0] += 1.0
+    g2 = [np.arange(3.0), np.arange(4.0)]
+    shared = [g2[1][:3], g2[1]]
+    assert LIB.fastopt_adagrad_list_f64(2, sizes, ptr_list(p), ptr_list(shared), ptr_list(m), 0.1, 0, 0,
+                                        1e-10, 0, 1) == 0, LIB.fastopt_last_error()
+    assert LIB.fastopt_adagrad_list_f64(2, sizes, ptr_list(q), ptr_list([a.copy() for a in shared]), ptr_list(m2),
+                                        0.1, 0, 0, 1e-10, 0, 1) == 0
+    assert [a.tobytes() for a in p + m] == [a.tobytes() for a in q + m2]
+    assert p[1].any() and m[1].any()  # (the call did update: the gradients are not zero)
     assert LIB.fastopt_adagrad_list_f64(-1, sizes, None, None, None, 0.1, 0, 0, 1e-10, 0, 1) == 2
     assert LIB.fastopt_adagrad_list_f64(0, None, None, None, None, 0.1, 0, 0, 1e-10, 0, 1) == 0
 

@@ -333,3 +333,21 @@ def test_overlapping_arrays(name, dtype):
     message = refused(name, dtype, 4, "overlaps", ops=ops, sizes=[1, 7, 0, 1002])
     op_names = [op for op, _ in DESCRIBED[name]["operands"]]
     assert f"{op_names[last]}[3]" in message and f"{op_names[0]}[3]" in message
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", NAMES)
+def test_gradients_sharing_memory_are_read(name, dtype):
+    """The gradients (operand 1), only read, may share memory with one another: every tensor's gradient a
+    view of the start of one buffer. The C ABI and the Python entry give the update of separate copies."""
+    shared = make_arrays(name, dtype, seed=10)
+    buf = shared[1][-1]  # (the largest gradient)
+    shared[1] = [buf[:n] for n in SIZES]
+    apart = [[a.copy() for a in column] for column in shared]
+    through_python = [[a.copy() for a in column] for column in apart]
+    through_python[1] = [buf[:n] for n in SIZES]
+    values = hyper_values(name, "defaults")
+    check(c_update(name, shared, values, 2, dtype)[0])
+    check(c_update(name, apart, values, 2, dtype)[0])
+    python_update(name, through_python, values, 2)
+    assert snapshot(shared) == snapshot(apart) == snapshot(through_python)

@@ -6,6 +6,7 @@ its custom op passes torch.library.opcheck."""
 from __future__ import annotations
 
 import pytest
+from optim_cases import EVERY_OPTIMIZER
 
 torch = pytest.importorskip("torch")
 import fastopt.torch as ft  # noqa: E402
@@ -13,23 +14,8 @@ from fastopt.torch import _compile  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not _compile._HAS_CUSTOM_OP, reason="torch.library.custom_op needs torch >= 2.4")
 
-# Every twin, with options that give it state to carry (NAdam and ASGD: per-parameter numbers too).
-CASES = [
-    ("SGD", dict(lr=0.05, momentum=0.9, nesterov=True)),
-    ("SGD", dict(lr=0.05)),
-    ("Adagrad", dict(lr=0.1, lr_decay=0.01)),
-    ("RMSprop", dict(lr=1e-2, momentum=0.5, centered=True)),
-    ("Adam", dict(lr=1e-2, amsgrad=True)),
-    ("AdamW", dict(lr=1e-2, weight_decay=0.1)),
-    ("NAdam", dict(lr=1e-2)),
-    ("RAdam", dict(lr=1e-2)),
-    ("Adamax", dict(lr=1e-2)),
-    ("Adadelta", dict(lr=0.5)),
-    ("ASGD", dict(lr=1e-2, t0=2)),
-    ("Rprop", dict(lr=1e-2)),
-    ("Lion", dict(lr=1e-3, weight_decay=0.1)),
-    ("LAMB", dict(lr=1e-2)),
-]
+# Every elementwise twin, with options that give it state to carry, and SGD without state.
+CASES = [case for case in EVERY_OPTIMIZER if case[0] not in ("Adafactor", "Muon")] + [("SGD", dict(lr=0.05))]
 IDS = [f"{name}-{i}" for i, (name, _) in enumerate(CASES)]
 SHAPES = [(4, 3), (7,), (2, 2, 5)]
 

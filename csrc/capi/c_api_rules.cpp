@@ -115,7 +115,7 @@ cpu::TensorList<T, N> take_rows(int64_t count, const int64_t* sizes, T* const* o
       row[size_t(j)] = p;
       if (n > 0) {
         const auto begin = reinterpret_cast<uintptr_t>(p);
-        spans.push_back({begin, begin + uintptr_t(n) * sizeof(T), name});
+        spans.push_back({begin, begin + uintptr_t(n) * sizeof(T), name, j != kGradOperand});
       }
     }
     list.add(row, n);

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "common/hyper_rules.h"
+#include "common/overlap.h"
 #include "cpu/kernel_table.h"
 #include "fastopt/c_api.h"
 
@@ -77,20 +78,24 @@ struct Operand {
 struct Span {
   uintptr_t begin, end;
   std::string name;
+  bool written = true;  // false: the call only reads it (a gradient)
 };
+
+// Operand 1 of every update is the gradient, the one operand an update reads without writing (the
+// same order as the registered rules': fastopt/rule.h).
+constexpr int kGradOperand = 1;
 
 inline std::string element_name(const char* name, bool single, int64_t k) {
   return single ? std::string(name) : std::string(name) + "[" + std::to_string(k) + "]";
 }
 
-// Refuses any two spans that share a byte (spans of zero bytes never do).
+// Refuses two spans that share a byte where either is written (spans of zero bytes never do): only
+// read arrays, the gradients, may share memory (common/overlap.h).
 inline void check_disjoint(std::vector<Span> spans) {
-  std::sort(spans.begin(), spans.end(), [](const Span& a, const Span& b) { return a.begin < b.begin; });
-  for (size_t i = 1; i < spans.size(); ++i) {
-    if (spans[i].begin < spans[i - 1].end) {
-      throw CError{FASTOPT_ERROR_OVERLAP,
-                   spans[i].name + " overlaps " + spans[i - 1].name + "; every array must be a separate buffer"};
-    }
+  if (const auto pair = find_shared_write(spans)) {
+    throw CError{FASTOPT_ERROR_OVERLAP, spans[pair->second].name + " overlaps " + spans[pair->first].name +
+                                            "; an array the call writes must be a separate buffer (only "
+                                            "gradients, which it reads, may share memory)"};
   }
 }
 
@@ -126,7 +131,8 @@ cpu::TensorList<T, N> take_list(int64_t count, const int64_t* sizes, const std::
       row[j] = p;
       if (n > 0) {
         const auto begin = reinterpret_cast<uintptr_t>(p);
-        spans.push_back({begin, begin + uintptr_t(n) * sizeof(T), element_name(ops[j].name, single, k)});
+        spans.push_back(
+            {begin, begin + uintptr_t(n) * sizeof(T), element_name(ops[j].name, single, k), j != kGradOperand});
       }
     }
     list.add(row, n);

@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "common/overlap.h"
 #include "cpu/kernel_table.h"
 #include "python/array_intake.h"
 #include "python/fast_call.h"
@@ -77,6 +78,7 @@ std::vector<std::optional<ArrayRef>> take_optional_arrays(py::handle obj, const 
 
 struct Extent {
   uintptr_t begin, end;
+  bool written;
   std::string where;
 };
 
@@ -101,17 +103,16 @@ void check_state(const std::optional<ArrayRef>& state, const char* name, size_t 
   check_layout(*state, where, true);
   if (state->nbytes() > 0) {
     const auto b = reinterpret_cast<uintptr_t>(state->data);
-    extents.push_back({b, b + uintptr_t(state->nbytes()), where});
+    extents.push_back({b, b + uintptr_t(state->nbytes()), true, where});
   }
 }
 
+// Only the gradients (read) may share memory with one another (common/overlap.h).
 void check_no_overlap(std::vector<Extent>& extents) {
-  std::sort(extents.begin(), extents.end(), [](const Extent& a, const Extent& b) { return a.begin < b.begin; });
-  for (size_t i = 1; i < extents.size(); ++i) {
-    if (extents[i].begin < extents[i - 1].end) {
-      throw py::value_error(extents[i].where + " shares memory with " + extents[i - 1].where +
-                            "; every array of a call must be a separate buffer");
-    }
+  if (const auto pair = find_shared_write(extents)) {
+    throw py::value_error(extents[pair->second].where + " shares memory with " + extents[pair->first].where +
+                          "; an array the call writes must be a separate buffer (only the gradients, which it "
+                          "reads, may share memory)");
   }
 }
 
@@ -194,7 +195,7 @@ PyObject* adafactor_call(PyObject*, PyObject* const* args, Py_ssize_t nargsf, Py
       for (const ArrayRef* x : {&p, &g}) {
         if (x->nbytes() > 0) {
           const auto b = reinterpret_cast<uintptr_t>(x->data);
-          extents.push_back({b, b + uintptr_t(x->nbytes()), label(x == &p ? "params" : "grads", i)});
+          extents.push_back({b, b + uintptr_t(x->nbytes()), x == &p, label(x == &p ? "params" : "grads", i)});
         }
       }
       const std::vector<int64_t> shape(p.shape, p.shape + p.ndim);

@@ -4,6 +4,8 @@
 #include <cstdint>
 #include <sstream>
 
+#include "common/overlap.h"
+
 #include "cuda/backend.h"
 #include "python/array_producers.h"
 #include "python/protocol_values.h"
@@ -372,22 +374,19 @@ DType check_param_dtype(const ArrayRef& p, const std::string& where, bool cpu_ha
 
 struct Extent {
   uintptr_t begin, end;
+  bool written;
   const ArrayArg* arg;
   size_t index;
 };
 
-// Sorting the byte ranges makes the overlap test O(n log n) for long parameter lists.
+// Only arrays the call reads (gradients) may share memory with one another (common/overlap.h).
 void check_no_shared_memory(std::vector<Extent>& extents) {
-  std::sort(extents.begin(), extents.end(),
-            [](const Extent& a, const Extent& b) { return a.begin < b.begin; });
-  for (size_t i = 1; i < extents.size(); ++i) {
-    const Extent& prev = extents[i - 1];
-    const Extent& cur = extents[i];
-    if (cur.begin < prev.end) {
-      throw py::value_error(label(*cur.arg, cur.index) + " shares memory with " +
-                            label(*prev.arg, prev.index) +
-                            "; every array of a call must be a separate buffer");
-    }
+  if (const auto pair = find_shared_write(extents)) {
+    const Extent& prev = extents[pair->first];
+    const Extent& cur = extents[pair->second];
+    throw py::value_error(label(*cur.arg, cur.index) + " shares memory with " + label(*prev.arg, prev.index) +
+                          "; an array the call writes must be a separate buffer (only arrays it reads, such "
+                          "as gradients, may share memory)");
   }
 }
 
@@ -400,7 +399,7 @@ void check_disjoint(const ArrayArg& params, const std::vector<const ArrayArg*>& 
       const ArrayRef& a = arg.arrays[i];
       if (a.nbytes() == 0) continue;
       const auto begin = reinterpret_cast<uintptr_t>(a.data);
-      extents.push_back({begin, begin + uintptr_t(a.nbytes()), &arg, i});
+      extents.push_back({begin, begin + uintptr_t(a.nbytes()), arg.written, &arg, i});
     }
   };
   record(params);
@@ -415,7 +414,7 @@ CallTypes check_arrays(const ArrayArg& params, const std::vector<const ArrayArg*
   auto record = [&](const ArrayRef& a, const ArrayArg& arg, size_t i) {
     if (a.nbytes() == 0) return;
     const auto begin = reinterpret_cast<uintptr_t>(a.data);
-    extents.push_back({begin, begin + uintptr_t(a.nbytes()), &arg, i});
+    extents.push_back({begin, begin + uintptr_t(a.nbytes()), arg.written, &arg, i});
   };
 
   CallTypes types{DType::Float32, DType::Float32, Device{}};

@@ -361,23 +361,24 @@ class Optimizer:
         raise TypeError(f"{where} is a fastopt.QuantizedState; {type(self).__name__} keeps no 8-bit state")
 
     def _check_no_shared_memory(self, params: List[np.ndarray], grads: List[Optional[np.ndarray]]) -> None:
-        """The kernels refuse arrays that share memory, but one step may make several kernel calls
+        """The kernels refuse arrays that share memory (but for gradients), and one step may make several kernel calls
         (one per group and dtype), so the whole step is checked here first. All arrays are
         C-contiguous by now, so each occupies exactly [data, data + nbytes)."""
         spans = []
         for i, (p, g) in enumerate(zip(params, grads)):
-            named = [(p, f"params[{i}]")]
+            named = [(p, f"params[{i}]", True)]
             if g is not None:
-                named.append((g, f"grads[{i}]"))
+                named.append((g, f"grads[{i}]", False))
                 for k, a in (self.state.get(i) or {}).items():
                     if isinstance(a, np.ndarray):
-                        named.append((a, f"state[{i}]['{k}']"))
+                        named.append((a, f"state[{i}]['{k}']", True))
                     elif isinstance(a, QuantizedState):
-                        named += [(a.codes, f"state[{i}]['{k}'].codes"), (a.absmax, f"state[{i}]['{k}'].absmax")]
-            for array, name in named:
+                        named += [(a.codes, f"state[{i}]['{k}'].codes", True),
+                                  (a.absmax, f"state[{i}]['{k}'].absmax", True)]
+            for array, name, written in named:
                 if array.nbytes:
                     start = array.__array_interface__["data"][0]
-                    spans.append((start, start + array.nbytes, name))
+                    spans.append((start, start + array.nbytes, name, written))
         check_disjoint(spans, "array")
 
     def _all_params(self) -> List[np.ndarray]:

@@ -143,7 +143,7 @@ def step_groups(cls, groups) -> None:
             _arrays.check_tensor(g, f"params[{i}].grad", like=p, cpu_half=opt._cpu_half)
             if state:
                 opt._check_state(i, p, state, group, k)
-            spans += [(t.data_ptr(), t.data_ptr() + t.numel() * t.element_size(), name) for t, name in
+            spans += [(t.data_ptr(), t.data_ptr() + t.numel() * t.element_size(), name, t is not g) for t, name in
                       [(p, f"params[{i}]"), (g, f"params[{i}].grad")] +
                       [(v, f"state[{i}]['{key}']") for key, v in state.items() if key != "step" and torch.is_tensor(v)]
                       if t.numel()]

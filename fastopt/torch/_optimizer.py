@@ -684,21 +684,21 @@ class FusedOptimizer(torch.optim.Optimizer):
                 raise TypeError(f"state[{i}]['{name}'] must be a tensor, got {type(value).__name__}")
 
     def _check_no_overlap(self, calls) -> None:
-        """No two tensors written or read in one step may share memory (each kernel call checks its own
-        arrays; this covers arrays that meet in different calls)."""
+        """No tensor written in one step may share memory with another of the step, read or written (each
+        kernel call checks its own arrays; this covers arrays that meet in different calls)."""
         spans = []
         for _, _, _, members in calls:
             named = []
             for i, p in members:
-                named += [(p, f"params[{i}]"), (p.grad, f"params[{i}].grad")]
-                named += [(v, f"state[{i}]['{k}']") for k, v in (self.state.get(p) or {}).items()
+                named += [(p, f"params[{i}]", True), (p.grad, f"params[{i}].grad", False)]
+                named += [(v, f"state[{i}]['{k}']", True) for k, v in (self.state.get(p) or {}).items()
                           if k != "step" and k not in self._shared_state and torch.is_tensor(v)]
             if isinstance(members, _dtensor.Shards):  # (a DTensor's own data_ptr is not its shard's)
-                named = [(_dtensor.local(t), name) for t, name in named]
-            for t, name in named:
+                named = [(_dtensor.local(t), name, written) for t, name, written in named]
+            for t, name, written in named:
                 if t.numel():
                     start = t.data_ptr()
-                    spans.append((start, start + t.numel() * t.element_size(), name))
+                    spans.append((start, start + t.numel() * t.element_size(), name, written))
         check_disjoint(spans, "tensor")
 
     # ------------------------------------------------------------------ subclass hooks

@@ -28,7 +28,7 @@ sparse gradients, several calls in one group, torch.compile tracing, an active t
 planned: the full step runs, as before. Whenever a check fails the step goes to the full path, which raises
 the named error or plans again; nothing is written before every check of the step has passed, and a step of
 several kernel calls first runs each changed group's hyperparameters through its kernel on empty arrays and
-checks that no gradient shares memory with another operand of the step, as the full step does. Each kernel
+checks that no gradient shares memory with a tensor the step writes, as the full step does. Each kernel
 call bumps the autograd versions of the tensors it writes.
 """
 
@@ -40,6 +40,7 @@ from typing import Any, Dict, List, Optional
 import torch
 
 from fastopt import _core, _hyper
+from fastopt._overlap import first_shared_write
 from fastopt.torch import _arrays
 from fastopt.torch._step_counts import StepOutOfRange
 
@@ -253,11 +254,11 @@ class StepPlan:
 
     @staticmethod
     def _grads_apart(work) -> bool:
-        """Whether no gradient of a step of several calls shares memory with another operand of the step (each
-        kernel call checks its own operands; the full path names an overlap)."""
-        spans = [span for plan, *_ in work for span in plan.spans]
+        """Whether no gradient of a step of several calls shares memory with a tensor the step writes (each
+        kernel call checks its own operands; the full path names an overlap). Gradients may share memory
+        with one another: they are only read."""
+        spans = [(start, end, "", True) for plan, *_ in work for start, end in plan.spans]
         for _, _, grads, _, _ in work:
-            spans += grads.spans()
-        spans.sort()
-        return all(start >= prev_end for (_, prev_end), (start, _) in zip(spans, spans[1:]))
+            spans += [(start, end, "", False) for start, end in grads.spans()]
+        return first_shared_write(spans) is None
 

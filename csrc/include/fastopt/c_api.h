@@ -16,8 +16,9 @@
  *  - Everything is checked before anything is written: NULL pointers (a pointer may be NULL only
  *    for a tensor of 0 elements or an optional state not in use), negative sizes, hyperparameters
  *    (the Python package's rules: lr >= 0 and finite, betas in [0, 1), step >= 1 ...), and
- *    overlapping arrays (no two operands of a call may share memory, the cross-entropy's dlogits
- *    excepted, which may be the logits themselves). A refused call changes nothing.
+ *    overlapping arrays (no array a call writes may share memory with another operand; the
+ *    gradients, only read, may share memory with one another, and the cross-entropy's dlogits may
+ *    be the logits themselves). A refused call changes nothing.
  *  - Thread safety: calls on separate arrays may run concurrently; the last-error message is
  *    per thread.
  */
@@ -47,7 +48,7 @@ enum fastopt_status {
   FASTOPT_ERROR_SIZE = 2,           /* a negative size or count, an empty class axis, an index out
                                        of range, or a count that disagrees with the optimizer's */
   FASTOPT_ERROR_HYPERPARAMETER = 3, /* a scalar outside its range (NaN lr, beta1 = 1, float eps 1e-50) */
-  FASTOPT_ERROR_OVERLAP = 4,        /* two arrays of the call share memory */
+  FASTOPT_ERROR_OVERLAP = 4,        /* an array the call writes shares memory with another */
   FASTOPT_ERROR_LABEL = 5,          /* a label outside [0, c) that is not ignore_index */
   FASTOPT_ERROR_INTERNAL = 6,       /* anything else (out of memory): see fastopt_last_error() */
   FASTOPT_ERROR_UNKNOWN_OPTIMIZER = 7 /* a name that is not a registered optimizer (the message
