@@ -164,7 +164,12 @@ def test_twin_constructor_names_the_hyperparameter(cls_name, name, value):
 @pytest.mark.parametrize("cls_name,name,value", cases(ft))
 def test_twin_add_param_group_names_the_group_and_hyperparameter(cls_name, name, value):
     opt = getattr(ft, cls_name)([twin_param()])
-    refused_by_name(lambda: opt.add_param_group({"params": [twin_param(2)], name: value}), name, "param group 1: ")
+    added = twin_param(2)
+    refused_by_name(lambda: opt.add_param_group({"params": [added], name: value}), name, "param group 1: ")
+    # The refused group is not kept (as torch keeps none it refuses): its parameter can be added again.
+    assert len(opt.param_groups) == 1
+    opt.add_param_group({"params": [added]})
+    assert opt.param_groups[1]["params"] == [added]
 
 
 @pytest.mark.parametrize("cls_name,name,value", cases(ft))

@@ -132,16 +132,21 @@ class FusedOptimizer(torch.optim.Optimizer):
         """The constructor's rules across its arguments, once each has passed its own checks (Adam's betas)."""
 
     def add_param_group(self, param_group: Dict[str, Any]) -> None:
-        super().add_param_group(param_group)
+        super().add_param_group(param_group)  # (torch's checks, then the group appended with the defaults)
         self.__dict__["_step_plan"] = None
         group = self.param_groups[-1]
         # Check the options and hyperparameters now, as torch does in its constructors: the kernel
-        # validates them itself when called on an empty list, so the rules live in one place.
+        # validates them itself when called on an empty list, so the rules live in one place. A refused
+        # group is taken out again: the optimizer is left as it was, as by torch's own refusals.
         k = len(self.param_groups) - 1
-        with torch_wording(group, self._torch_phrases):
-            self._check_options(group, k)
-            with _hyper.named(f"param group {k}"):
-                self._check_hyper(group, [p.dtype for p in group["params"]])
+        try:
+            with torch_wording(group, self._torch_phrases):
+                self._check_options(group, k)
+                with _hyper.named(f"param group {k}"):
+                    self._check_hyper(group, [p.dtype for p in group["params"]])
+        except BaseException:
+            self.param_groups.pop()
+            raise
 
     @property
     def _step_tokens(self) -> StepTokens:
