@@ -2,7 +2,8 @@
 
 1. An AdamW step alone: fastopt.jax.fused_apply (one kernel call for every leaf, params and state donated)
    against optax.adamw's update + optax.apply_updates (also donated), on one large tensor and on the
-   148 tensors of GPT-2 small; fastopt.adamw_ on NumPy arrays of the same sizes as the floor.
+   148 tensors of GPT-2 small; fastopt.adamw_ on NumPy arrays of the same sizes as the floor. Then Lion,
+   Adamax and LAMB (the optimizers described as rules that optax computes the same way) likewise.
 2. The loss alone, forward + backward: jit(value_and_grad) of fastopt.jax.softmax_cross_entropy against
    optax.softmax_cross_entropy_with_integer_labels(...).mean(), 4096 x 32000 float32 by default.
 3. A training step of a small MLP (forward, loss, backward, AdamW), each stack with its own loss and
@@ -54,50 +55,66 @@ GPT2_SMALL = ([(50257, 768), (1024, 768)] + [s for _ in range(12) for s in
                (3072, 768), (768,)]] + [(768,), (768,)])
 
 
+def bench_pair(jax, jnp, optax, fj, title, ours, theirs, shapes, rounds, bytes_per_element, numpy_path=None):
+    """fastopt.jax's transform `ours` through fused_apply against optax's `theirs` through update +
+    apply_updates, both jitted with params and state donated, on float32 tensors of `shapes`."""
+    rng = np.random.default_rng(0)
+    host = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+    grads = [jnp.asarray(rng.standard_normal(s).astype(np.float32)) for s in shapes]
+
+    @functools.partial(jax.jit, donate_argnums=(0, 1))
+    def fused(p, s, g):
+        return fj.fused_apply(ours, g, s, p)
+
+    @functools.partial(jax.jit, donate_argnums=(0, 1))
+    def peer(p, s, g):
+        updates, s = theirs.update(g, s, p)
+        return optax.apply_updates(p, updates), s
+
+    box = {}
+    for name, tx in (("fused", ours), ("optax", theirs)):
+        params = [jnp.asarray(h) for h in host]
+        box[name] = (params, tx.init(params))
+
+    def run(name, fn):
+        def go():
+            p, s = box[name]
+            box[name] = jax.block_until_ready(fn(p, s, grads))
+        return go
+
+    variants = {"fastopt.jax.fused_apply (jit)": run("fused", fused), "optax update + apply_updates (jit)": run("optax", peer)}
+    if numpy_path is not None:
+        variants["the same kernel on NumPy"] = numpy_path(host, [np.asarray(g) for g in grads])
+    medians = interleaved(variants, rounds)
+    n = sum(int(np.prod(s)) for s in shapes)
+    report(f"{title}: {len(shapes)} tensors, {n:,} float32 elements ({bytes_per_element} B/element: "
+           f"{bytes_per_element * n / medians['fastopt.jax.fused_apply (jit)'] / 1e9:.1f} GB/s fused)",
+           medians, "optax update + apply_updates (jit)")
+
+
 def bench_adamw(jax, jnp, optax, fj, fastopt, sizes, rounds):
-    for label, shapes in sizes:
-        rng = np.random.default_rng(0)
-        host = [rng.standard_normal(s).astype(np.float32) for s in shapes]
-        grads = [jnp.asarray(rng.standard_normal(s).astype(np.float32)) for s in shapes]
-        ours, theirs = fj.adamw(1e-3, weight_decay=1e-2), optax.adamw(1e-3, weight_decay=1e-2)
-
-        @functools.partial(jax.jit, donate_argnums=(0, 1))
-        def fused(p, s, g):
-            return fj.fused_apply(ours, g, s, p)
-
-        @functools.partial(jax.jit, donate_argnums=(0, 1))
-        def peer(p, s, g):
-            updates, s = theirs.update(g, s, p)
-            return optax.apply_updates(p, updates), s
-
-        box = {}
-        box["fused"] = ([jnp.asarray(h) for h in host],)
-        box["fused"] += (ours.init(box["fused"][0]),)
-        box["optax"] = ([jnp.asarray(h) for h in host],)
-        box["optax"] += (theirs.init(box["optax"][0]),)
-        np_p = [h.copy() for h in host]
-        np_g = [np.asarray(g) for g in grads]
-        np_m = [np.zeros_like(h) for h in host]
-        np_v = [np.zeros_like(h) for h in host]
+    def numpy_path(host, grads):
+        p, m, v = [h.copy() for h in host], [np.zeros_like(h) for h in host], [np.zeros_like(h) for h in host]
         step = [0]
 
-        def run(name, fn):
-            def go():
-                p, s = box[name]
-                box[name] = jax.block_until_ready(fn(p, s, grads))
-            return go
-
-        def numpy_path():
+        def go():
             step[0] += 1
-            fastopt.adamw_(np_p, np_g, np_m, np_v, lr=1e-3, weight_decay=1e-2, step=step[0])
+            fastopt.adamw_(p, grads, m, v, lr=1e-3, weight_decay=1e-2, step=step[0])
+        return go
 
-        medians = interleaved({"fastopt.jax.fused_apply (jit)": run("fused", fused),
-                               "optax.adamw + apply_updates (jit)": run("optax", peer),
-                               "fastopt.adamw_ on NumPy": numpy_path}, rounds)
-        n = sum(int(np.prod(s)) for s in shapes)
-        report(f"AdamW step, {label}: {len(shapes)} tensors, {n:,} float32 elements "
-               f"(28 B/element: {28 * n / medians['fastopt.jax.fused_apply (jit)'] / 1e9:.1f} GB/s fused)",
-               medians, "optax.adamw + apply_updates (jit)")
+    for label, shapes in sizes:
+        bench_pair(jax, jnp, optax, fj, f"AdamW step, {label}", fj.adamw(1e-3, weight_decay=1e-2),
+                   optax.adamw(1e-3, weight_decay=1e-2), shapes, rounds, 28, numpy_path)
+
+
+def bench_rules(jax, jnp, optax, fj, sizes, rounds):
+    """The optimizers described as rules whose optax twin computes the same quantity."""
+    pairs = [("Lion", fj.lion(1e-4, weight_decay=1e-2), optax.lion(1e-4, weight_decay=1e-2), 20),
+             ("Adamax", fj.adamax(2e-3), optax.adamax(2e-3), 28),
+             ("LAMB", fj.lamb(1e-3, weight_decay=1e-2), optax.lamb(1e-3, weight_decay=1e-2), 28)]
+    for name, ours, theirs, bytes_per_element in pairs:
+        for label, shapes in sizes:
+            bench_pair(jax, jnp, optax, fj, f"{name} step, {label}", ours, theirs, shapes, rounds, bytes_per_element)
 
 
 def bench_loss(jax, jnp, optax, fj, shape, rounds):
@@ -211,6 +228,7 @@ def main(argv=None) -> int:
           f"medians of {rounds} interleaved rounds")
     sizes = [(f"one tensor", [(size,)])] + ([] if args.quick else [("GPT-2 small's list", GPT2_SMALL)])
     bench_adamw(jax, jnp, optax, fj, fastopt, sizes, rounds)
+    bench_rules(jax, jnp, optax, fj, sizes, rounds)
     bench_loss(jax, jnp, optax, fj, (n, c), rounds)
     bench_mlp(jax, jnp, optax, fj, rounds, batch=64 if args.quick else 256)
     return 0

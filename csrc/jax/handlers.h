@@ -1,5 +1,6 @@
 // The XLA FFI handlers fastopt.jax registers: one target name, a CPU handler and a CUDA handler
-// (registered only when this build has the CUDA backend). Bound to Python in jax_bindings.cpp.
+// (registered only when this build has the CUDA backend, and the handler exists: the rules' have none
+// yet). Bound to Python in jax_bindings.cpp.
 #pragma once
 
 #include <vector>
@@ -15,6 +16,7 @@ struct Target {
 };
 
 std::vector<Target> update_targets();  // optim_handlers.cpp
+std::vector<Target> rule_targets();    // rule_handlers.cpp: fastopt_rule_<name>, CPU only
 std::vector<Target> loss_targets();    // loss_handlers.cpp
 // The CUDA handlers' code bound as CPU handlers that record instead of launching (host_test.h), in
 // `cpu`; for tests only.

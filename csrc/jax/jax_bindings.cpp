@@ -22,12 +22,12 @@ void bind_jax(py::module_& m) {
       "_jax_ffi_targets",
       [] {
         py::dict targets;
-        for (const auto& list : {jax_ffi::update_targets(), jax_ffi::loss_targets()}) {
+        for (const auto& list : {jax_ffi::update_targets(), jax_ffi::rule_targets(), jax_ffi::loss_targets()}) {
           for (const jax_ffi::Target& t : list) {
             py::dict platforms;
             platforms["cpu"] = py::capsule(reinterpret_cast<void*>(t.cpu));
             // CUDA handlers are registered only where the CUDA backend is compiled in.
-            if (cuda::compiled()) platforms["cuda"] = py::capsule(reinterpret_cast<void*>(t.cuda));
+            if (cuda::compiled() && t.cuda != nullptr) platforms["cuda"] = py::capsule(reinterpret_cast<void*>(t.cuda));
             targets[t.name] = platforms;
           }
         }

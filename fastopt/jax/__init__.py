@@ -3,6 +3,8 @@
 - ``sgd``, ``adagrad``, ``rmsprop``, ``adam``, ``adamw``: GradientTransformation pairs (init, update)
   with optax's argument names (``learning_rate`` may be a schedule, a function of the update count),
   for optax.chain and anything that takes an optax optimizer; their numbers are torch.optim's.
+- ``lion``, ``nadam``, ``radam``, ``adamax``, ``adadelta``, ``asgd``, ``rprop``, ``lamb``: the optimizers
+  described as rules (fastopt/jax/_rules.py), the same pairs, on the CPU; fastopt.optim's numbers.
 - ``fused_apply(tx, grads, state, params) -> (params, state)``: parameters and state updated by one
   kernel call, in place under ``jax.jit(..., donate_argnums=...)``.
 - ``softmax_cross_entropy(logits, labels, ...)``: the fused loss, its gradient from the same kernel call
@@ -19,6 +21,11 @@ rmsprop     torch: eps after the square root (only eps_in_sqrt=False), decay=0.9
 adam        the same quantity, rounded in torch's order; weight_decay is torch's L2 (coupled)
 adamw       the same quantity; torch's default weight_decay=1e-2 (optax: 1e-4)
 amsgrad     torch's max of the raw second moment (optax.amsgrad: of the bias-corrected one)
+lion        the same quantity; fastopt's default weight_decay=0 (optax: 1e-3)
+radam       torch adds eps to sqrt(v), optax to sqrt(v_hat)
+lamb        the same quantity; fastopt's (apex's) default weight_decay=0.01 (optax: 0)
+nadam       torch's momentum schedule (optax.nadam: Dozat's formula without it)
+rprop       torch's; optax applies each step-size update one step later
 ==========  ====================================================================================
 
 optax's eps_root, mu_dtype, nesterov (adam/adamw), accumulator_dtype (sgd) and bias_correction
@@ -45,6 +52,24 @@ from fastopt.jax import _ffi
 _ffi.register()
 
 from fastopt.jax._losses import log_softmax, softmax, softmax_cross_entropy  # noqa: E402
+from fastopt.jax._rules import (  # noqa: E402
+    AdadeltaState,
+    AdamaxState,
+    AsgdState,
+    LambState,
+    LionState,
+    NadamState,
+    RadamState,
+    RpropState,
+    adadelta,
+    adamax,
+    asgd,
+    lamb,
+    lion,
+    nadam,
+    radam,
+    rprop,
+)
 from fastopt.jax._transforms import (  # noqa: E402
     AdagradState,
     AdamState,
@@ -60,17 +85,33 @@ from fastopt.jax._transforms import (  # noqa: E402
 )
 
 __all__ = [
+    "AdadeltaState",
     "AdagradState",
     "AdamState",
+    "AdamaxState",
+    "AsgdState",
     "GradientTransformation",
+    "LambState",
+    "LionState",
+    "NadamState",
+    "RadamState",
     "RmspropState",
+    "RpropState",
     "SgdState",
+    "adadelta",
     "adagrad",
     "adam",
+    "adamax",
     "adamw",
+    "asgd",
     "fused_apply",
+    "lamb",
+    "lion",
     "log_softmax",
+    "nadam",
+    "radam",
     "rmsprop",
+    "rprop",
     "sgd",
     "softmax",
     "softmax_cross_entropy",

@@ -83,6 +83,10 @@ class _Spec:
     learning_rate: Any               # a float, a 0-d array, or a schedule count -> lr
     weight_decay: float
     mask: Any = None                 # adamw: which leaves decay (optax's mask)
+    # A rule's transform (fastopt/jax/_rules.py): its hyperparameters' names in the kernel's order, which
+    # go to the kernel as one array (attrs, lr and weight_decay by name, None as NaN, flags as 0 / 1).
+    values_order: Optional[Tuple[str, ...]] = None
+    reads_params: bool = False       # the update reads the parameters beyond weight decay (LAMB's norms)
 
 
 # ------------------------------------------------------------------ init / update / fused_apply
@@ -164,6 +168,8 @@ def _step(spec: _Spec, grads, state, params, fused: bool):
     if params is None and spec.weight_decay != 0.0:
         raise ValueError(f"{spec.name} with weight_decay != 0 reads the parameters: call "
                          f"update(grads, state, params)")
+    if params is None and spec.reads_params:
+        raise ValueError(f"{spec.name} reads the parameters: call update(grads, state, params)")
     decays = _decays(spec, params, p_def, len(g_leaves))
 
     lr_attr, lr_operand = _learning_rate(spec, count)
@@ -178,11 +184,11 @@ def _step(spec: _Spec, grads, state, params, fused: bool):
     for (dtype, decay), members in groups.items():
         # The kernel's parameter operand: the parameters for fused_apply, and for update() a zero
         # buffer when the update does not read the parameters (then the kernel's result is the step).
-        reads_params = fused or decay != 0.0
+        reads_params = fused or decay != 0.0 or spec.reads_params
         base = [p_leaves[i] if reads_params else jnp.zeros(g_leaves[i].shape, dtype) for i in members]
         blocks = [base, [g_leaves[i] for i in members]] + [[buffers[f][i] for i in members] for f in buffers]
         out = update_call(spec.target, blocks, [True, False] + [True] * len(buffers), lr=lr_operand, step=step,
-                          attrs=dict(spec.attrs, lr=lr_attr, weight_decay=decay))
+                          attrs=_call_attrs(spec, lr_attr, decay))
         for i, new in zip(members, out[0]):
             new_base[i] = new if fused or not reads_params else new - p_leaves[i]
         for field, new_list in zip(buffers, out[1:]):
@@ -192,6 +198,14 @@ def _step(spec: _Spec, grads, state, params, fused: bool):
         count=step,
         **{field: (p_def.unflatten(new_buffers[field]) if field in new_buffers else None) for field in spec.fields})
     return p_def.unflatten(new_base), new_state
+
+
+def _call_attrs(spec: _Spec, lr: float, weight_decay: float) -> Dict[str, Any]:
+    named = dict(spec.attrs, lr=lr, weight_decay=weight_decay)
+    if spec.values_order is None:
+        return named
+    values = [np.nan if named[key] is None else float(named[key]) for key in spec.values_order]
+    return dict(lr=lr, values=np.asarray(values, np.float64))
 
 
 def _transform(spec: _Spec) -> GradientTransformation:
@@ -214,7 +228,8 @@ def fused_apply(tx: GradientTransformation, grads, state, params):
     """
     spec = getattr(getattr(tx, "update", None), "_fastopt_spec", None)
     if spec is None:
-        raise TypeError("tx must be a transform made by fastopt.jax (sgd, adagrad, rmsprop, adam, adamw); "
+        raise TypeError("tx must be a transform made by fastopt.jax (sgd, adagrad, rmsprop, adam, adamw, lion, "
+                        "nadam, radam, adamax, adadelta, asgd, rprop, lamb); "
                         "an optax chain cannot run as one kernel call: use tx.update and optax.apply_updates")
     if params is None:
         raise ValueError("fused_apply needs params: it updates them")
@@ -289,7 +304,8 @@ def _adam(name: str, decoupled: bool, learning_rate, b1, b2, eps, eps_root, mu_d
     checks.only("eps_root", eps_root, 0.0, "torch's Adam has no eps inside the square root")
     checks.only("mu_dtype", mu_dtype, None,
                 "the moments have the parameter's dtype (float32 for float16/bfloat16 parameters)")
-    checks.only("nesterov", nesterov, False, "NAdam is not one of fastopt's kernels")
+    checks.only("nesterov", nesterov, False,
+                "optax's Nesterov Adam is not one of fastopt's kernels (fastopt.jax.nadam is torch's NAdam)")
     return _transform(_Spec(
         name, "fastopt_adam", AdamState, ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"), (True, True, bool(amsgrad)),
         (0.0, 0.0, 0.0),

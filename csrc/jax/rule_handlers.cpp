@@ -1,0 +1,153 @@
+// XLA FFI handlers of the optimizers described as rules (fastopt/registry.h): one target per rule,
+// "fastopt_rule_<name>" (fastopt_rule_lion, ...), produced from the registry as the C ABI's generic
+// entries are, so a newly registered rule needs nothing here. On the CPU, through the same kernel table
+// entries as fastopt.lion_ & co.; there is no CUDA handler yet (fastopt.jax says so).
+//
+// Operands: update_operands.h (lr when an operand, step, then the rule's operands in its order, the
+// optional states the configuration does not read left out). Attributes: lr (double; read when the
+// rule's first hyperparameter is lr and lr_operand is false), lr_operand, tensors, and values: the
+// rule's kHypers values in spec order (flags as 0 / 1, NaN for an optional one given as None), the
+// same array fastopt_update takes through the C ABI.
+#include <array>
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "common/rule_checks.h"
+#include "cpu/kernel_table.h"
+#include "fastopt/registry.h"
+#include "fastopt/tensor_sums.h"
+#include "jax/handlers.h"
+#include "jax/kernel_threads.h"
+#include "jax/update_operands.h"
+#include "jax/xla_threads.h"
+
+namespace fastopt::jax_ffi {
+
+namespace {
+
+using Args = ffi::RemainingArgs;
+using Rets = ffi::RemainingRets;
+
+template <typename T, int N>
+cpu::TensorList<T, N> typed_list(const UpdateOperands<N>& ops) {
+  cpu::TensorList<T, N> list;
+  list.ptrs.reserve(ops.ptrs.size());
+  list.sizes = ops.sizes;
+  for (const auto& operands : ops.ptrs) {
+    std::array<T*, N> typed;
+    for (int j = 0; j < N; ++j) typed[size_t(j)] = static_cast<T*>(operands[size_t(j)]);
+    list.ptrs.push_back(typed);
+  }
+  return list;
+}
+
+template <typename Rule>
+constexpr bool takes_lr() {
+  return std::char_traits<char>::compare(Rule::kHyperSpecs[0].name, "lr", 3) == 0;
+}
+
+template <typename Rule>
+ffi::Error rule_cpu(ffi::ThreadPool pool, Args args, Rets rets, double lr, bool lr_operand, int64_t tensors,
+                    ffi::Span<const double> values) {
+  static const std::string what = std::string("fastopt_rule_") + Rule::kName;
+  return guarded(what.c_str(), [&]() -> ffi::Error {
+    constexpr int N = Rule::kOperands;
+    if (values.size() != size_t(Rule::kHypers) || (lr_operand && !takes_lr<Rule>())) {
+      return ffi::Error::Internal(what + ": a call with " + std::to_string(values.size()) +
+                                  " values does not match the rule; fastopt.jax and fastopt._core come from "
+                                  "different builds?");
+    }
+    std::array<double, Rule::kHypers> v{};
+    for (int i = 0; i < Rule::kHypers; ++i) v[size_t(i)] = values[size_t(i)];
+    // Which operands the configuration reads (its variant does not depend on lr or step).
+    unsigned used = 0;
+    with_variant<Rule::kVariants>(Rule::variant(Rule::from_values(v.data(), 1, GradScaling{})),
+                                  [&](auto V) { used = Rule::used(V.value); });
+    std::array<bool, N> slots{};
+    std::array<const char*, N> names{};
+    for (int j = 0; j < N; ++j) {
+      slots[size_t(j)] = Rule::kOperandSpecs[j].needed_when == nullptr || (used & operand_bit(j)) != 0;
+      names[size_t(j)] = Rule::kOperandSpecs[j].name;
+    }
+    UpdateOperands<N> ops;
+    if (ffi::Error e = read_update<N>(args, rets, tensors, lr_operand, slots, names, false, ops); !e.success()) {
+      return e;
+    }
+    if constexpr (takes_lr<Rule>()) v[0] = ops.lr ? host_real(*ops.lr) : lr;
+    const typename Rule::Hyper hyper =
+        Rule::from_values(v.data(), Rule::kUsesStep ? host_integer(*ops.step) : 1, GradScaling{});
+    if (const rules::Check bad = rules::check_rule<Rule>(v.data(), hyper)) {
+      return invalid(rules::describe(*bad, show));
+    }
+    if (const rules::Check bad =
+            rules::check_rule_range<Rule>(v.data(), hyper, rules::math_range(ops.param == DType::Float64))) {
+      return invalid(rules::describe(*bad, show));
+    }
+    int64_t total = 0;
+    for (int64_t n : ops.sizes) total += n;
+    // A rule with per-tensor sums (LAMB's norms) reads whole tensors: one call, on this thread.
+    const int pieces = has_tensor_sums<Rule> ? 1 : piece_count(total, pool.num_threads());
+    auto run = [&](auto zero) {
+      using T = decltype(zero);
+      const auto kernel = cpu::kernels().of<T>().rules.template of<Rule>();
+      const cpu::TensorList<T, N> list = typed_list<T>(ops);
+      if (pieces == 1) {
+        const KernelOnCallingThread one_thread;
+        kernel(list, hyper);
+      } else {
+        run_pieces(pool, split_list(list, pieces), [&](const cpu::TensorList<T, N>& piece) { kernel(piece, hyper); });
+      }
+    };
+    if (ops.param == DType::Float32) {
+      run(float{});
+    } else {
+      run(double{});
+    }
+    return ffi::Error::Success();
+  });
+}
+
+template <typename Rule>
+XLA_FFI_Error* rule_cpu_handler(XLA_FFI_CallFrame* frame) {
+  static auto* handler = ffi::Ffi::Bind()
+                             .Ctx<ffi::ThreadPool>()
+                             .RemainingArgs()
+                             .RemainingRets()
+                             .Attr<double>("lr")
+                             .Attr<bool>("lr_operand")
+                             .Attr<int64_t>("tensors")
+                             .Attr<ffi::Span<const double>>("values")
+                             .To(rule_cpu<Rule>)
+                             .release();
+  return handler->Call(frame);
+}
+
+// The target names outlive the call (Target holds a const char*).
+const std::vector<std::string>& rule_target_names() {
+  static const std::vector<std::string> names = [] {
+    std::vector<std::string> v;
+    for_each_rule(Registry{}, [&](auto* rule) {
+      using Rule = std::remove_pointer_t<decltype(rule)>;
+      v.push_back(std::string("fastopt_rule_") + Rule::kName);
+    });
+    return v;
+  }();
+  return names;
+}
+
+}  // namespace
+
+std::vector<Target> rule_targets() {
+  std::vector<Target> targets;
+  size_t i = 0;
+  for_each_rule(Registry{}, [&](auto* rule) {
+    using Rule = std::remove_pointer_t<decltype(rule)>;
+    targets.push_back({rule_target_names()[i++].c_str(), &rule_cpu_handler<Rule>, nullptr});
+  });
+  return targets;
+}
+
+}  // namespace fastopt::jax_ffi
