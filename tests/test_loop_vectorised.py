@@ -6,7 +6,10 @@ every numerical test while running several times slower. This test compiles csrc
 once per instruction set with the flags CMakeLists.txt gives it, disassembles the object with objdump
 and checks, for every optimizer, storage type and combination of compile-time flags, that the code
 of that instantiation holds a packed multiply of the set's full vector width (every update rule
-multiplies, and -ffp-contract=off keeps the multiplies apart from the adds). It skips where the
+multiplies, and -ffp-contract=off keeps the multiplies apart from the adds), and that no per-element update
+or helper (FASTOPT_HD, always inlined: fastopt/macros.h) was compiled out of line, where a loop calling it
+runs scalar (adam_update and rmsprop_update once were, in the one-thread copies of their loops: 5 ns an
+element). It skips where the
 source, a C++ compiler or objdump is missing, and off x86-64 (where only the baseline is built).
 """
 
@@ -50,6 +53,10 @@ STORAGE = {"float": ("float", "float"), "double": ("double", "double"),
            "float16": ("fastopt::cpu::F16", "float"), "bfloat16": ("fastopt::cpu::Bf16", "float")}
 #: A call to an element conversion (csrc/cpu/storage.h, fastopt/fp16.h, fastopt/bf16.h) left outlined.
 CONVERSION_CALL = re.compile(r"^call\s.*\b(float_to_f16|f16_to_float|float_to_bf16|bf16_to_float|widen|narrow)\b")
+#: The per-element updates and their helpers (FASTOPT_HD in csrc/include/fastopt/): a function of one of these
+#: names in the object is an out-of-line copy, which the loops that use it call once per element.
+ELEMENT_HELPER = re.compile(r"(?:^|\s)fastopt::(sgd_update|adagrad_update|rmsprop_update|adam_update|unscale_grad|"
+                            r"apply_weight_decay|l2_decayed|lerp_|sqrt_|sign_|signum|maximum|clamp_|is_finite_)[<(]")
 #: The packed multiply a vectorised loop of each set uses, per arithmetic type, and its register.
 PACKED = {
     "baseline": {"float": ("mulps", "xmm"), "double": ("mulpd", "xmm")},
@@ -182,12 +189,18 @@ def unvectorised(functions, isa: str):
     return missing
 
 
+def outlined(functions):
+    """The per-element helpers compiled out of line (none when every one is inlined into its loops)."""
+    return sorted({m.group(1) for name in functions if (m := ELEMENT_HELPER.search(name))})
+
+
 def _check(jobs):
     results = {}
     for isa, (proc, obj) in jobs.items():
         out, _ = proc.communicate(timeout=900)
         assert proc.returncode == 0, f"compiling the {isa} kernels failed:\n{out[-3000:]}"
-        results[isa] = unvectorised(_functions(obj), isa)
+        functions = _functions(obj)
+        results[isa] = unvectorised(functions, isa) + [f"{name} compiled out of line" for name in outlined(functions)]
     return results
 
 
@@ -197,8 +210,9 @@ def test_every_optimizer_loop_is_vectorised_at_every_instruction_set():
 
 
 def test_the_guard_sees_a_loop_that_does_not_vectorise():
-    # The same compile with the vectoriser off must be caught, or the test above could never fail.
-    results = _check(_compile_all(extra=("-fno-tree-vectorize",)))
+    # The same compile with the vectoriser off, and the helpers inlined only where GCC likes (as before
+    # FASTOPT_HD was always inlined), must be caught, or the test above could never fail.
+    results = _check(_compile_all(extra=("-fno-tree-vectorize", "-DFASTOPT_ALWAYS_INLINE=")))
     for isa, missing in results.items():
         assert not any("no instantiation" in m for m in missing), (isa, missing)
         assert any(m.startswith("sgd<float> flags") for m in missing), (isa, missing)
@@ -207,3 +221,4 @@ def test_the_guard_sees_a_loop_that_does_not_vectorise():
         assert any(m.startswith("LionRule<float> flags") for m in missing), (isa, missing)
         assert any(m.startswith("adam_bf16<bf16, bf16><float> flags") for m in missing), (isa, missing)
         assert any(m.startswith("rmsprop_bf16<f32, bf16><float> flags") for m in missing), (isa, missing)
+        assert "adam_update compiled out of line" in missing, (isa, missing)
