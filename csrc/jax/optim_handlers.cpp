@@ -25,19 +25,6 @@ void set_step(AdagradHyper& h, int64_t step) { h.step = step; }
 void set_step(AdamHyper& h, int64_t step) { h.step = step; }
 void set_step(RmspropHyper&, int64_t) {}  // (RMSprop has no step)
 
-template <typename T, int N>
-cpu::TensorList<T, N> host_list(const UpdateOperands<N>& ops) {
-  cpu::TensorList<T, N> list;
-  list.ptrs.reserve(ops.ptrs.size());
-  list.sizes = ops.sizes;
-  for (const auto& operands : ops.ptrs) {
-    std::array<T*, N> typed;
-    for (int j = 0; j < N; ++j) typed[size_t(j)] = static_cast<T*>(operands[size_t(j)]);
-    list.ptrs.push_back(typed);
-  }
-  return list;
-}
-
 // Everything an update handler knows before it reads its buffers.
 template <int N, typename Hyper>
 struct UpdateSpec {

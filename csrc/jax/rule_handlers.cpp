@@ -31,19 +31,6 @@ namespace {
 using Args = ffi::RemainingArgs;
 using Rets = ffi::RemainingRets;
 
-template <typename T, int N>
-cpu::TensorList<T, N> typed_list(const UpdateOperands<N>& ops) {
-  cpu::TensorList<T, N> list;
-  list.ptrs.reserve(ops.ptrs.size());
-  list.sizes = ops.sizes;
-  for (const auto& operands : ops.ptrs) {
-    std::array<T*, N> typed;
-    for (int j = 0; j < N; ++j) typed[size_t(j)] = static_cast<T*>(operands[size_t(j)]);
-    list.ptrs.push_back(typed);
-  }
-  return list;
-}
-
 template <typename Rule>
 constexpr bool takes_lr() {
   return std::char_traits<char>::compare(Rule::kHyperSpecs[0].name, "lr", 3) == 0;
@@ -93,7 +80,7 @@ ffi::Error rule_cpu(ffi::ThreadPool pool, Args args, Rets rets, double lr, bool 
     auto run = [&](auto zero) {
       using T = decltype(zero);
       const auto kernel = cpu::kernels().of<T>().rules.template of<Rule>();
-      const cpu::TensorList<T, N> list = typed_list<T>(ops);
+      const cpu::TensorList<T, N> list = host_list<T>(ops);
       if (pieces == 1) {
         const KernelOnCallingThread one_thread;
         kernel(list, hyper);

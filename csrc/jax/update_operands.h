@@ -21,6 +21,7 @@
 #include <string>
 #include <vector>
 
+#include "cpu/tensor_list.h"
 #include "jax/ffi_support.h"
 
 namespace fastopt::jax_ffi {
@@ -133,6 +134,20 @@ ffi::Error read_update(const ffi::RemainingArgs& args, const ffi::RemainingRets&
     }
   }
   return ffi::Error::Success();
+}
+
+// The CPU kernels' list of the call's operands, typed (T: float or double, as ops.param says).
+template <typename T, int N>
+cpu::TensorList<T, N> host_list(const UpdateOperands<N>& ops) {
+  cpu::TensorList<T, N> list;
+  list.ptrs.reserve(ops.ptrs.size());
+  list.sizes = ops.sizes;
+  for (const auto& operands : ops.ptrs) {
+    std::array<T*, N> typed;
+    for (int j = 0; j < N; ++j) typed[size_t(j)] = static_cast<T*>(operands[size_t(j)]);
+    list.ptrs.push_back(typed);
+  }
+  return list;
 }
 
 }  // namespace fastopt::jax_ffi
