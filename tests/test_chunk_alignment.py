@@ -3,7 +3,9 @@
 element-wise: every offset of the arrays in memory, every thread count and every instruction set must
 give the same bits as the same update on freshly allocated arrays. Sizes cross the threading threshold
 and chunk boundaries; offsets cover every element position within a 64-byte line, and operands at
-offsets other than the parameter's."""
+offsets other than the parameter's. Each chunk is walked a line at a time, up or down as the operands'
+offsets within their 4 KiB pages decide (csrc/cpu/line_order.h): page layouts that pick each order give
+the same bits too."""
 
 from __future__ import annotations
 
@@ -65,3 +67,46 @@ def test_any_offset_in_memory_gives_the_same_bits(case, dtype):
             for s in used:
                 for got, want in zip(states[s], want_s[s]):
                     assert got.tobytes() == want.tobytes(), (case.name, s, offset, threads)
+
+
+def at_page_offset(a: np.ndarray, offset: int) -> np.ndarray:
+    """A copy of a whose first byte lies `offset` bytes past a 4 KiB page boundary."""
+    buf = np.empty(a.nbytes + 8192, np.uint8)
+    start = (-buf.ctypes.data) % 4096 + offset
+    view = buf[start:start + a.nbytes].view(a.dtype)
+    view[...] = a
+    return view
+
+
+# Byte offsets within a page of the parameter, the gradient and the states: the first walks a chunk's
+# lines down (the parameter, written, just above the others: csrc/cpu/line_order.h, lines_down), the
+# second up, the third is the same page offset for all.
+PAGE_LAYOUTS = [(64, 16, 16), (16, 64, 64), (0, 0, 0)]
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+@pytest.mark.parametrize("layout", PAGE_LAYOUTS, ids=lambda o: "-".join(map(str, o)))
+def test_either_walking_order_gives_the_same_bits(case, layout):
+    rng = np.random.default_rng(5)
+    hyper = draw_hyper(case, list(case.configs)[-1], rng)
+    used = case.used_states(hyper)
+    sizes = [5_003, 300_007]  # one chunk with a tail; several chunks
+    p0 = [rng.standard_normal(n).astype(np.float32) for n in sizes]
+    grads = [[rng.standard_normal(n).astype(np.float32) for n in sizes] for _ in range(2)]
+    s0 = {s: [np.full(n, case.initial_state(s, hyper), np.float32) for n in sizes] for s in used}
+
+    want_p = [p.copy() for p in p0]
+    want_s = {s: [a.copy() for a in v] for s, v in s0.items()}
+    run_case(case, hyper, want_p, grads, want_s, threads=1)
+
+    p_at, g_at, s_at = layout
+    for threads in (1, 2):
+        params = [at_page_offset(p, p_at) for p in p0]
+        g = [[at_page_offset(x, g_at) for x in gs] for gs in grads]
+        states = {s: [at_page_offset(a, s_at) for a in v] for s, v in s0.items()}
+        run_case(case, hyper, params, g, states, threads)
+        for got, want in zip(params, want_p):
+            assert got.tobytes() == want.tobytes(), (case.name, layout, threads)
+        for s in used:
+            for got, want in zip(states[s], want_s[s]):
+                assert got.tobytes() == want.tobytes(), (case.name, s, layout, threads)

@@ -14,6 +14,7 @@
 // params rounded to nearest even once per step).
 #pragma once
 
+#include "cpu/line_order.h"
 #include "cpu/parallel.h"
 #include "cpu/static_switch.h"
 #include "cpu/storage.h"
@@ -100,6 +101,7 @@ bool nonfinite(const TensorList<T, 2>& tensors, double grad_scale) {
 template <bool MOMENTUM, bool NESTEROV, bool FIRST, bool L2, bool SCALED, typename P, typename T>
 inline void sgd_elements(int64_t n, P* __restrict p, const P* __restrict g, T* __restrict b, T gs,
                          const SgdScalars<T> s) {
+  FASTOPT_LINE_LOOP
   for (int64_t i = 0; i < n; ++i) {
     T pi = widen(p[i]);
     T bi = 0;
@@ -113,6 +115,7 @@ inline void sgd_elements(int64_t n, P* __restrict p, const P* __restrict g, T* _
 template <bool L2, bool SCALED, typename P, typename T>
 inline void adagrad_elements(int64_t n, P* __restrict p, const P* __restrict g, T* __restrict sum, T gs,
                              const AdagradScalars<T> s) {
+  FASTOPT_LINE_LOOP
   for (int64_t i = 0; i < n; ++i) {
     T pi = widen(p[i]), si = sum[i];
     adagrad_update<L2 ? kL2Decay : kNoDecay>(pi, unscale_grad<SCALED>(T(widen(g[i])), gs), si, s);
@@ -124,6 +127,7 @@ inline void adagrad_elements(int64_t n, P* __restrict p, const P* __restrict g, 
 template <bool CENTERED, bool MOMENTUM, bool L2, bool SCALED, typename P, typename T>
 inline void rmsprop_elements(int64_t n, P* __restrict p, const P* __restrict g, T* __restrict sq,
                              T* __restrict b, T* __restrict ga, T gs, const RmspropScalars<T> s) {
+  FASTOPT_LINE_LOOP
   for (int64_t i = 0; i < n; ++i) {
     T pi = widen(p[i]), sqi = sq[i], bi = 0, gai = 0;
     if constexpr (MOMENTUM) bi = b[i];
@@ -139,6 +143,7 @@ inline void rmsprop_elements(int64_t n, P* __restrict p, const P* __restrict g, 
 template <bool AMSGRAD, bool DECOUPLED, bool SCALED, typename P, typename T>
 inline void adam_elements(int64_t n, P* __restrict p, const P* __restrict g, T* __restrict m, T* __restrict v,
                           T* __restrict vmax, T gs, const AdamScalars<T> s) {
+  FASTOPT_LINE_LOOP
   for (int64_t i = 0; i < n; ++i) {
     T pi = widen(p[i]), mi = m[i], vi = v[i], vmaxi = 0;
     if constexpr (AMSGRAD) vmaxi = vmax[i];
@@ -150,15 +155,20 @@ inline void adam_elements(int64_t n, P* __restrict p, const P* __restrict g, T* 
   }
 }
 
-// body(n, p, g, offset) over the n elements of a chunk whose params and grads are of storage P: at once,
-// or, for float16 where the CPU converts halves itself (storage.h, kHardwareF16), in blocks staged through
-// float32 buffers on the stack (p and g widened there, the float loop run on them, p narrowed back), the
-// state operands then taken from element `offset` of the chunk.
+// The operands an update writes: all but the gradient (operand 1), for lines_down (line_order.h).
+constexpr unsigned kWrittenAllButGrad = ~(1u << 1);
+
+// body(n, p, g, offset) over the n elements of a chunk whose params and grads are of storage P: a cache
+// line at a time, walking up or down as the places of the tensor's operands `ptrs` favour (line_order.h:
+// the order changes no bit), or, for float16 where the CPU converts halves itself (storage.h,
+// kHardwareF16), in blocks staged through float32 buffers on the stack (p and g widened there, the float
+// loop run on them, p narrowed back), the state operands then taken from element `offset` of the chunk.
 constexpr int64_t kStageElements = 512;
 
-template <typename P, typename Body>
-FASTOPT_HOST void staged(int64_t n, P* p, const P* g, Body&& body) {
+template <typename P, typename Ptrs, typename Body>
+FASTOPT_HOST void staged(int64_t n, P* p, const P* g, const Ptrs& ptrs, Body&& body) {
   if constexpr (std::is_same_v<P, F16> && kHardwareF16) {
+    (void)ptrs;  // the stack blocks are in cache: their order does not matter
     alignas(64) float pb[kStageElements];
     alignas(64) float gb[kStageElements];
     for (int64_t at = 0; at < n; at += kStageElements) {
@@ -169,7 +179,8 @@ FASTOPT_HOST void staged(int64_t n, P* p, const P* g, Body&& body) {
       narrow_block(pb, p + at, m);
     }
   } else {
-    body(n, p, g, int64_t(0));
+    const bool down = lines_down(n / kLineElements<P>, ptrs, kWrittenAllButGrad);
+    for_each_line<kLineElements<P>>(n, down, [&](int64_t at, int64_t count) { body(count, p + at, g + at, at); });
   }
 }
 
@@ -185,6 +196,7 @@ bool sgd_stored(const List& tensors, const SgdHyper& hyper) {
       [&](auto MOMENTUM, auto NESTEROV, auto FIRST, auto L2, auto SCALED) {
         for_each_update_chunk<P>(tensors, [&](int32_t k, int64_t begin, int64_t end) {
           staged(end - begin, operand_as<P>(tensors, k, 0, begin), operand_as<const P>(tensors, k, 1, begin),
+                 tensors.ptrs[size_t(k)],
                  [&](int64_t n, auto* p, const auto* g, int64_t at) {
                    sgd_elements<MOMENTUM.value, NESTEROV.value, FIRST.value, L2.value, SCALED.value>(
                        n, p, g, operand_as<T>(tensors, k, 2, begin + at), scale, s);
@@ -205,6 +217,7 @@ bool adagrad_stored(const List& tensors, const AdagradHyper& hyper) {
       [&](auto L2, auto SCALED) {
         for_each_update_chunk<P>(tensors, [&](int32_t k, int64_t begin, int64_t end) {
           staged(end - begin, operand_as<P>(tensors, k, 0, begin), operand_as<const P>(tensors, k, 1, begin),
+                 tensors.ptrs[size_t(k)],
                  [&](int64_t n, auto* p, const auto* g, int64_t at) {
                    adagrad_elements<L2.value, SCALED.value>(n, p, g, operand_as<T>(tensors, k, 2, begin + at), scale, s);
                  });
@@ -223,6 +236,7 @@ bool rmsprop_stored(const List& tensors, const RmspropHyper& hyper) {
       [&](auto CENTERED, auto MOMENTUM, auto L2, auto SCALED) {
         for_each_update_chunk<P>(tensors, [&](int32_t k, int64_t begin, int64_t end) {
           staged(end - begin, operand_as<P>(tensors, k, 0, begin), operand_as<const P>(tensors, k, 1, begin),
+                 tensors.ptrs[size_t(k)],
                  [&](int64_t n, auto* p, const auto* g, int64_t at) {
                    rmsprop_elements<CENTERED.value, MOMENTUM.value, L2.value, SCALED.value>(
                        n, p, g, operand_as<T>(tensors, k, 2, begin + at), operand_as<T>(tensors, k, 3, begin + at),
@@ -243,6 +257,7 @@ bool adam_stored(const List& tensors, const AdamHyper& hyper) {
       [&](auto AMSGRAD, auto DECOUPLED, auto SCALED) {
         for_each_update_chunk<P>(tensors, [&](int32_t k, int64_t begin, int64_t end) {
           staged(end - begin, operand_as<P>(tensors, k, 0, begin), operand_as<const P>(tensors, k, 1, begin),
+                 tensors.ptrs[size_t(k)],
                  [&](int64_t n, auto* p, const auto* g, int64_t at) {
                    adam_elements<AMSGRAD.value, DECOUPLED.value, SCALED.value>(
                        n, p, g, operand_as<T>(tensors, k, 2, begin + at), operand_as<T>(tensors, k, 3, begin + at),

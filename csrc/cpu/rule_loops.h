@@ -25,6 +25,7 @@ inline void rule_elements(std::index_sequence<J...>, int64_t n, T gs, const type
                           RestrictPtr<T, J>... operand) {
   constexpr unsigned used = Rule::used(V);
   constexpr unsigned written = used & ~operand_bit(1);
+  FASTOPT_LINE_LOOP
   for (int64_t i = 0; i < n; ++i) {
     T e[Rule::kOperands] = {((used & operand_bit(int(J))) ? operand[i] : T(0))...};
     e[1] = unscale_grad<SCALED>(e[1], gs);
@@ -36,7 +37,13 @@ inline void rule_elements(std::index_sequence<J...>, int64_t n, T gs, const type
 template <typename Rule, int V, bool SCALED, typename T, size_t... J>
 inline void rule_chunk(std::index_sequence<J...> operands, const TensorList<T, Rule::kOperands>& tensors, int32_t k,
                        int64_t begin, int64_t end, T gs, const typename Rule::template Consts<T>& c) {
-  rule_elements<Rule, V, SCALED>(operands, end - begin, gs, c, operand_as<T>(tensors, k, int(J), begin)...);
+  // a cache line at a time, up or down (line_order.h)
+  constexpr unsigned written = Rule::used(V) & ~operand_bit(1);
+  constexpr int64_t line = kLineElements<T>;
+  const bool down = lines_down((end - begin) / line, tensors.ptrs[size_t(k)], written);
+  for_each_line<line>(end - begin, down, [&](int64_t at, int64_t count) {
+    rule_elements<Rule, V, SCALED>(operands, count, gs, c, operand_as<T>(tensors, k, int(J), begin + at)...);
+  });
 }
 
 // One call of a rule over a list of tensors; returns found_inf (optim_loops.h's skip_call).
