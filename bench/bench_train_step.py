@@ -12,12 +12,12 @@ fastopt / torch. This is where fastopt's step lives in practice: between torch's
 
 import argparse
 import statistics
-import time
 
 import torch
 
 import fastopt
 import fastopt.torch
+from _interleave import interleaved_medians  # bench/_interleave.py (this script's folder is on sys.path)
 
 OPTIMIZERS = {
     "adamw": ("AdamW", dict(lr=1e-3, weight_decay=1e-2)),
@@ -53,13 +53,7 @@ def one_run(name: str, args) -> tuple:
     b = stepper(theirs, getattr(torch.optim, cls)(theirs.parameters(), fused=True, **hyper), x, y)
     for _ in range(3):
         a(); b()
-    ta, tb = [], []
-    for r in range(args.rounds):
-        for fn, out in ((a, ta), (b, tb)) if r % 2 == 0 else ((b, tb), (a, ta)):
-            t0 = time.perf_counter()
-            fn()
-            out.append(time.perf_counter() - t0)
-    return statistics.median(ta), statistics.median(tb)
+    return interleaved_medians(a, b, args.rounds)
 
 
 def main() -> None:

@@ -13,12 +13,12 @@ dtype (torch's rule: half the state bytes fastopt moves).
 
 import argparse
 import statistics
-import time
 
 import numpy as np
 import torch
 
 import fastopt
+from _interleave import interleaved_medians  # bench/_interleave.py (this script's folder is on sys.path)
 
 CASES = {
     "adamw": ("AdamW", dict(lr=1e-3, weight_decay=1e-2), 2, dict(lr=1e-3, weight_decay=1e-2)),
@@ -55,13 +55,7 @@ def case_pair(name: str, n: int, rng, dtype: torch.dtype = torch.float32):
 def run(name: str, n: int, rounds: int, rng, dtype: torch.dtype) -> tuple:
     a, b = case_pair(name, n, rng, dtype)
     a(); b(); a(); b()
-    ta, tb = [], []
-    for r in range(rounds):
-        for fn, out in ((a, ta), (b, tb)) if r % 2 == 0 else ((b, tb), (a, ta)):
-            t0 = time.perf_counter()
-            fn()
-            out.append(time.perf_counter() - t0)
-    return statistics.median(ta), statistics.median(tb)
+    return interleaved_medians(a, b, rounds)
 
 
 def main() -> None:
