@@ -109,10 +109,6 @@ def _rule(rule: str, state_type: type, initial: Tuple[float, ...], learning_rate
         values_order=_ORDER[rule], reads_params=reads_params))
 
 
-def _not_optax(argument: str, value, default, why: str) -> None:
-    checks.only(argument, value, default, why)
-
-
 # ------------------------------------------------------------------ the optimizers
 
 def lion(learning_rate, b1: float = 0.9, b2: float = 0.99, mu_dtype=None, weight_decay: float = 0.0, mask=None, *,
@@ -121,8 +117,8 @@ def lion(learning_rate, b1: float = 0.9, b2: float = 0.99, mu_dtype=None, weight
     ``p -= learning_rate * sign(b1 * m + (1 - b1) * g)``; ``m = b2 * m + (1 - b2) * g``. optax.lion computes
     the same quantity (``p - lr * (sign(...) + weight_decay * p)``, other roundings); its default
     weight_decay is 1e-3, fastopt's 0."""
-    _not_optax("mu_dtype", mu_dtype, None, "exp_avg has the parameter's dtype")
-    _not_optax("mask", mask, None, "every leaf is decayed (fastopt.jax.adamw takes a mask)")
+    checks.only("mu_dtype", mu_dtype, None, "exp_avg has the parameter's dtype")
+    checks.only("mask", mask, None, "every leaf is decayed (fastopt.jax.adamw takes a mask)")
     values = _checked("lion", dict(beta1=("b1", b1), beta2=("b2", b2), weight_decay=("weight_decay", weight_decay),
                                    maximize=("maximize", maximize)))
     return _rule("lion", LionState, (0.0,), learning_rate, values)
@@ -135,8 +131,8 @@ def nadam(learning_rate, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8, 
     its running product (computed from the step), weight decay L2 or decoupled. optax.nadam is a different
     formula (Dozat's, without the schedule); these are torch's numbers and defaults (learning rate 2e-3 in
     torch)."""
-    _not_optax("eps_root", eps_root, 0.0, "torch's NAdam has no eps inside the square root")
-    _not_optax("mu_dtype", mu_dtype, None, "the moments have the parameter's dtype")
+    checks.only("eps_root", eps_root, 0.0, "torch's NAdam has no eps inside the square root")
+    checks.only("mu_dtype", mu_dtype, None, "the moments have the parameter's dtype")
     values = _checked("nadam", dict(beta1=("b1", b1), beta2=("b2", b2), eps=("eps", eps),
                                     weight_decay=("weight_decay", weight_decay),
                                     momentum_decay=("momentum_decay", momentum_decay),
@@ -152,9 +148,9 @@ def radam(learning_rate, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8, 
     momentum step before; weight decay L2 or decoupled. optax.radam adds eps to the bias-corrected
     ``sqrt(v_hat)`` where torch adds it to ``sqrt(v)`` (the same to about eps / sqrt(v) relative); its
     threshold is torch's 5 (the only value taken here), eps_root 0, no nesterov."""
-    _not_optax("eps_root", eps_root, 0.0, "torch's RAdam has no eps inside the square root")
-    _not_optax("threshold", threshold, 5.0, "torch's rectification starts at rho_t > 5")
-    _not_optax("nesterov", nesterov, False, "torch's RAdam has no Nesterov momentum")
+    checks.only("eps_root", eps_root, 0.0, "torch's RAdam has no eps inside the square root")
+    checks.only("threshold", threshold, 5.0, "torch's rectification starts at rho_t > 5")
+    checks.only("nesterov", nesterov, False, "torch's RAdam has no Nesterov momentum")
     values = _checked("radam", dict(beta1=("b1", b1), beta2=("b2", b2), eps=("eps", eps),
                                     weight_decay=("weight_decay", weight_decay),
                                     decoupled_weight_decay=("decoupled_weight_decay", decoupled_weight_decay),
@@ -177,7 +173,7 @@ def adadelta(learning_rate=1.0, rho: float = 0.9, eps: float = 1e-6, weight_deca
     """torch.optim.Adadelta: ``v = rho * v + (1 - rho) * g^2``, ``d = sqrt(u + eps) / sqrt(v + eps) * g``,
     ``u = rho * u + (1 - rho) * d^2``, ``p -= learning_rate * d``; weight_decay is L2. optax.adadelta
     computes the same quantity; torch's learning rate default is 1.0 (optax: None, required)."""
-    _not_optax("weight_decay_mask", weight_decay_mask, None, "every leaf is decayed")
+    checks.only("weight_decay_mask", weight_decay_mask, None, "every leaf is decayed")
     values = _checked("adadelta", dict(rho=("rho", rho), eps=("eps", eps), weight_decay=("weight_decay", weight_decay),
                                        maximize=("maximize", maximize)))
     return _rule("adadelta", AdadeltaState, (0.0, 0.0), learning_rate, values)
@@ -219,8 +215,8 @@ def lamb(learning_rate, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-6, e
     0), optional clipping of the global gradient norm (max_grad_norm). optax.lamb computes the same trust
     ratio; its default weight_decay is 0, fastopt's (apex's) 0.01. The norms read whole leaves: one call on
     one thread."""
-    _not_optax("eps_root", eps_root, 0.0, "LAMB's eps is added after the square root")
-    _not_optax("mask", mask, None, "every leaf is decayed")
+    checks.only("eps_root", eps_root, 0.0, "LAMB's eps is added after the square root")
+    checks.only("mask", mask, None, "every leaf is decayed")
     values = _checked("lamb", dict(beta1=("b1", b1), beta2=("b2", b2), eps=("eps", eps),
                                    weight_decay=("weight_decay", weight_decay),
                                    bias_correction=("bias_correction", bias_correction),

@@ -86,7 +86,7 @@ class _Spec:
     # A rule's transform (fastopt/jax/_rules.py): its hyperparameters' names in the kernel's order, which
     # go to the kernel as one array (attrs, lr and weight_decay by name, None as NaN, flags as 0 / 1).
     values_order: Optional[Tuple[str, ...]] = None
-    reads_params: bool = False       # the update reads the parameters beyond weight decay (LAMB's norms)
+    reads_params: bool = False       # the update reads the parameters beyond weight decay (LAMB's norms, ASGD's average)
 
 
 # ------------------------------------------------------------------ init / update / fused_apply
