@@ -40,6 +40,15 @@ def run_case(case, hyper, params, grads, states, threads):
         fastopt.set_num_threads(before)
 
 
+def assert_same_bits(params, states, want_p, want_s, where):
+    """Every parameter and state array holds exactly the bits of its counterpart in want_p / want_s."""
+    for got, want in zip(params, want_p):
+        assert got.tobytes() == want.tobytes(), ("param", *where)
+    for s, want_arrays in want_s.items():
+        for got, want in zip(states[s], want_arrays):
+            assert got.tobytes() == want.tobytes(), (s, *where)
+
+
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_any_offset_in_memory_gives_the_same_bits(case, dtype):
@@ -62,11 +71,7 @@ def test_any_offset_in_memory_gives_the_same_bits(case, dtype):
             g = [[at_offset(x, (offset + 1 + k) % per_line) for k, x in enumerate(gs)] for gs in grads]
             states = {s: [at_offset(a, (offset + 3) % per_line) for a in v] for s, v in s0.items()}
             run_case(case, hyper, params, g, states, threads)
-            for got, want in zip(params, want_p):
-                assert got.tobytes() == want.tobytes(), (case.name, offset, threads)
-            for s in used:
-                for got, want in zip(states[s], want_s[s]):
-                    assert got.tobytes() == want.tobytes(), (case.name, s, offset, threads)
+            assert_same_bits(params, states, want_p, want_s, (case.name, offset, threads))
 
 
 def at_page_offset(a: np.ndarray, offset: int) -> np.ndarray:
@@ -105,8 +110,30 @@ def test_either_walking_order_gives_the_same_bits(case, layout):
         g = [[at_page_offset(x, g_at) for x in gs] for gs in grads]
         states = {s: [at_page_offset(a, s_at) for a in v] for s, v in s0.items()}
         run_case(case, hyper, params, g, states, threads)
-        for got, want in zip(params, want_p):
-            assert got.tobytes() == want.tobytes(), (case.name, layout, threads)
-        for s in used:
-            for got, want in zip(states[s], want_s[s]):
-                assert got.tobytes() == want.tobytes(), (case.name, s, layout, threads)
+        assert_same_bits(params, states, want_p, want_s, (case.name, layout, threads))
+
+
+# Lists mixing tensors under a chunk (handed whole to the threads in turn) with larger ones (cut into one
+# range per thread, the cuts on a 64-element grid from the chunk head: csrc/cpu/parallel.h, chunks_by_thread).
+MIXED_SIZES = [100, 70_001, 5, 65_536, 200_003, 1_000, 64_000, 131_137]
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+def test_lists_of_mixed_sizes_give_the_same_bits_on_any_thread_count(case):
+    rng = np.random.default_rng(7)
+    hyper = draw_hyper(case, list(case.configs)[-1], rng)
+    used = case.used_states(hyper)
+    p0 = [rng.standard_normal(n).astype(np.float32) for n in MIXED_SIZES]
+    grads = [[rng.standard_normal(n).astype(np.float32) for n in MIXED_SIZES] for _ in range(2)]
+    s0 = {s: [np.full(n, case.initial_state(s, hyper), np.float32) for n in MIXED_SIZES] for s in used}
+
+    want_p = [p.copy() for p in p0]
+    want_s = {s: [a.copy() for a in v] for s, v in s0.items()}
+    run_case(case, hyper, want_p, grads, want_s, threads=1)
+
+    for threads in (2, 3, 4):
+        # the parameters 16 bytes past a line (a chunk head of 12 elements), the rest aligned
+        params = [at_offset(p, 4) for p in p0]
+        states = {s: [a.copy() for a in v] for s, v in s0.items()}
+        run_case(case, hyper, params, grads, states, threads)
+        assert_same_bits(params, states, want_p, want_s, (case.name, threads))
