@@ -3,6 +3,8 @@ torch, with fastopt's step (fastopt.torch.AdamW / SGD / Adagrad) against torch's
 identical models, stepped alternately in one process (a fastopt step, a torch step, ...), so that the
 machine's load and torch's thread pool hit both alike: the median time of a step of each, and
 fastopt / torch. This is where fastopt's step lives in practice: between torch's own parallel regions.
+opt.step() and zero_grad(), timed inside the step, are printed beside it (fastopt / torch, ms): the
+optimizer is a small part of a step this size, so the step ratio moves with the rest of the step.
 
     python bench/bench_train_step.py [--optimizers adamw sgd adagrad] [--width 1024] [--depth 3]
                                      [--batch 64] [--rounds 31] [--runs 3] [--threads N]
@@ -12,6 +14,7 @@ fastopt / torch. This is where fastopt's step lives in practice: between torch's
 
 import argparse
 import statistics
+import time
 
 import torch
 
@@ -34,26 +37,37 @@ def make_model(width: int, depth: int, classes: int = 10) -> torch.nn.Module:
     return torch.nn.Sequential(*layers, torch.nn.Linear(width, classes))
 
 
-def stepper(model, opt, x, y):
+def stepper(model, opt, x, y, phases: dict):
+    """A training step; the seconds its opt.step() and its zero_grad() took go to phases["step"], ["zero"]."""
     def step():
         loss = torch.nn.functional.cross_entropy(model(x), y)
         loss.backward()
+        t0 = time.perf_counter()
         opt.step()
+        t1 = time.perf_counter()
         opt.zero_grad(set_to_none=False)
+        phases["step"].append(t1 - t0)
+        phases["zero"].append(time.perf_counter() - t1)
     return step
 
 
 def one_run(name: str, args) -> tuple:
+    """(step seconds with fastopt, with torch fused, {phase: (seconds with fastopt, with torch fused)}
+    for the phases opt.step() and zero_grad()), medians over the rounds."""
     cls, hyper = OPTIMIZERS[name]
     ours = make_model(args.width, args.depth)
     theirs = make_model(args.width, args.depth)
     x = torch.randn(args.batch, args.width)
     y = torch.randint(0, 10, (args.batch,))
-    a = stepper(ours, getattr(fastopt.torch, cls)(ours.parameters(), **hyper), x, y)
-    b = stepper(theirs, getattr(torch.optim, cls)(theirs.parameters(), fused=True, **hyper), x, y)
+    ours_phases, theirs_phases = {"step": [], "zero": []}, {"step": [], "zero": []}
+    a = stepper(ours, getattr(fastopt.torch, cls)(ours.parameters(), **hyper), x, y, ours_phases)
+    b = stepper(theirs, getattr(torch.optim, cls)(theirs.parameters(), fused=True, **hyper), x, y, theirs_phases)
     for _ in range(3):
         a(); b()
-    return interleaved_medians(a, b, args.rounds)
+    for times in (*ours_phases.values(), *theirs_phases.values()):
+        times.clear()
+    f, t = interleaved_medians(a, b, args.rounds)
+    return f, t, {k: (statistics.median(ours_phases[k]), statistics.median(theirs_phases[k])) for k in ours_phases}
 
 
 def main() -> None:
@@ -76,10 +90,12 @@ def main() -> None:
     for name in args.optimizers:
         ratios = []
         for _ in range(args.runs):
-            f, t = one_run(name, args)
+            f, t, phases = one_run(name, args)
             ratios.append(f / t)
+            (f_step, t_step), (f_zero, t_zero) = phases["step"], phases["zero"]
             print(f"  {name:8s} with fastopt {f * 1e3:7.2f} ms  with torch fused {t * 1e3:7.2f} ms  "
-                  f"ratio {f / t:.3f}", flush=True)
+                  f"ratio {f / t:.3f}   opt.step() {f_step * 1e3:5.2f} / {t_step * 1e3:5.2f} ms  "
+                  f"zero_grad() {f_zero * 1e3:5.2f} / {t_zero * 1e3:5.2f} ms", flush=True)
         print(f"{name:8s} step ratios {', '.join(f'{r:.2f}' for r in ratios)}  "
               f"median {statistics.median(ratios):.2f}", flush=True)
 
