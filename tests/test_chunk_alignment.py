@@ -40,6 +40,20 @@ def run_case(case, hyper, params, grads, states, threads):
         fastopt.set_num_threads(before)
 
 
+def draw_problem(case, sizes, steps, seed, dtype=np.float32):
+    """(hyper, params, per-step gradients, states, wanted params, wanted states): fresh arrays of `sizes`,
+    and what `steps` steps on one thread over copies of them give."""
+    rng = np.random.default_rng(seed)
+    hyper = draw_hyper(case, list(case.configs)[-1], rng)
+    p0 = [rng.standard_normal(n).astype(dtype) for n in sizes]
+    grads = [[rng.standard_normal(n).astype(dtype) for n in sizes] for _ in range(steps)]
+    s0 = {s: [np.full(n, case.initial_state(s, hyper), dtype) for n in sizes] for s in case.used_states(hyper)}
+    want_p = [p.copy() for p in p0]
+    want_s = {s: [a.copy() for a in v] for s, v in s0.items()}
+    run_case(case, hyper, want_p, grads, want_s, threads=1)
+    return hyper, p0, grads, s0, want_p, want_s
+
+
 def assert_same_bits(params, states, want_p, want_s, where):
     """Every parameter and state array holds exactly the bits of its counterpart in want_p / want_s."""
     for got, want in zip(params, want_p):
@@ -52,16 +66,7 @@ def assert_same_bits(params, states, want_p, want_s, where):
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_any_offset_in_memory_gives_the_same_bits(case, dtype):
-    rng = np.random.default_rng(3)
-    hyper = draw_hyper(case, list(case.configs)[-1], rng)
-    used = case.used_states(hyper)
-    p0 = [rng.standard_normal(n).astype(dtype) for n in SIZES]
-    grads = [[rng.standard_normal(n).astype(dtype) for n in SIZES] for _ in range(3)]
-    s0 = {s: [np.full(n, case.initial_state(s, hyper), dtype) for n in SIZES] for s in used}
-
-    want_p = [p.copy() for p in p0]
-    want_s = {s: [a.copy() for a in v] for s, v in s0.items()}
-    run_case(case, hyper, want_p, grads, want_s, threads=1)
+    hyper, p0, grads, s0, want_p, want_s = draw_problem(case, SIZES, steps=3, seed=3, dtype=dtype)
 
     per_line = 64 // np.dtype(dtype).itemsize
     for offset in range(per_line):
@@ -92,17 +97,8 @@ PAGE_LAYOUTS = [(64, 16, 16), (16, 64, 64), (0, 0, 0)]
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
 @pytest.mark.parametrize("layout", PAGE_LAYOUTS, ids=lambda o: "-".join(map(str, o)))
 def test_either_walking_order_gives_the_same_bits(case, layout):
-    rng = np.random.default_rng(5)
-    hyper = draw_hyper(case, list(case.configs)[-1], rng)
-    used = case.used_states(hyper)
     sizes = [5_003, 300_007]  # one chunk with a tail; several chunks
-    p0 = [rng.standard_normal(n).astype(np.float32) for n in sizes]
-    grads = [[rng.standard_normal(n).astype(np.float32) for n in sizes] for _ in range(2)]
-    s0 = {s: [np.full(n, case.initial_state(s, hyper), np.float32) for n in sizes] for s in used}
-
-    want_p = [p.copy() for p in p0]
-    want_s = {s: [a.copy() for a in v] for s, v in s0.items()}
-    run_case(case, hyper, want_p, grads, want_s, threads=1)
+    hyper, p0, grads, s0, want_p, want_s = draw_problem(case, sizes, steps=2, seed=5)
 
     p_at, g_at, s_at = layout
     for threads in (1, 2):
@@ -120,16 +116,7 @@ MIXED_SIZES = [100, 70_001, 5, 65_536, 200_003, 1_000, 64_000, 131_137]
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
 def test_lists_of_mixed_sizes_give_the_same_bits_on_any_thread_count(case):
-    rng = np.random.default_rng(7)
-    hyper = draw_hyper(case, list(case.configs)[-1], rng)
-    used = case.used_states(hyper)
-    p0 = [rng.standard_normal(n).astype(np.float32) for n in MIXED_SIZES]
-    grads = [[rng.standard_normal(n).astype(np.float32) for n in MIXED_SIZES] for _ in range(2)]
-    s0 = {s: [np.full(n, case.initial_state(s, hyper), np.float32) for n in MIXED_SIZES] for s in used}
-
-    want_p = [p.copy() for p in p0]
-    want_s = {s: [a.copy() for a in v] for s, v in s0.items()}
-    run_case(case, hyper, want_p, grads, want_s, threads=1)
+    hyper, p0, grads, s0, want_p, want_s = draw_problem(case, MIXED_SIZES, steps=2, seed=7)
 
     for threads in (2, 3, 4):
         # the parameters 16 bytes past a line (a chunk head of 12 elements), the rest aligned
