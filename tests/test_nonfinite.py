@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import fastopt
 from fastopt import optim
 from kernel_cases import CASES, draw_hyper, kernel_kwargs
 
@@ -236,3 +237,78 @@ def test_class_bad_grad_scale_changes_nothing(bad, error):
     with pytest.raises(error, match="grad_scale"):
         opt.step(grads_like(params, 2), grad_scale=bad)
     assert opt_bytes(opt, params) == before
+
+
+# A list mixing tensors under a chunk (handed whole to the threads in turn) with tensors cut into one
+# range per thread (csrc/cpu/parallel.h, chunks_by_thread): the pre-pass reads each thread's list.
+MIXED_SIZES = [100, 70_001, 5, 65_536, 200_003, 1_000, 131_137]
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3, 4])
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_nonfinite_grad_is_found_in_any_threads_range(case, threads):
+    hyper, params, grads, states = setup(case, np.float32, seed=threads, sizes=MIXED_SIZES)
+    before_threads = fastopt.get_num_threads()
+    fastopt.set_num_threads(threads)
+    try:
+        before = all_bytes(params, grads, states)
+        for k, n in enumerate(MIXED_SIZES):
+            # the ends of every tensor, and each thread's cut in the large ones (about t * n / threads)
+            for index in {0, n - 1, *(min(n - 1, t * n // threads + d) for t in range(1, threads) for d in (-1, 0))}:
+                good = grads[k][index]
+                grads[k][index] = np.nan
+                assert run(case, hyper, params, grads, states, skip_nonfinite=True) is True, (k, index)
+                grads[k][index] = good
+                assert all_bytes(params, grads, states) == before, (k, index)
+        assert run(case, hyper, params, grads, states, skip_nonfinite=True) is False
+        assert all_bytes(params, grads, states) != before
+    finally:
+        fastopt.set_num_threads(before_threads)
+
+
+def compact_adamw_problem(form: str, seed: int):
+    """AdamW operands over MIXED_SIZES in one of the compact forms: bfloat16 state (float32 params and grads),
+    bfloat16 params, grads and state, or 8-bit state (fastopt.QuantizedState)."""
+    rng = np.random.default_rng(seed)
+    params = [rng.standard_normal(n).astype(np.float32) for n in MIXED_SIZES]
+    grads = [rng.standard_normal(n).astype(np.float32) for n in MIXED_SIZES]
+    if form == "int8-state":
+        return params, grads, [fastopt.QuantizedState.zeros(n, True) for n in MIXED_SIZES], \
+            [fastopt.QuantizedState.zeros(n, False) for n in MIXED_SIZES]
+    bf16 = pytest.importorskip("ml_dtypes").bfloat16
+    if form == "bf16-all":
+        params, grads = [p.astype(bf16) for p in params], [g.astype(bf16) for g in grads]
+    return params, grads, [np.zeros(n, bf16) for n in MIXED_SIZES], [np.zeros(n, bf16) for n in MIXED_SIZES]
+
+
+def compact_bytes(*groups):
+    out = []
+    for group in groups:
+        for a in group:
+            parts = (a.codes, a.absmax) if isinstance(a, fastopt.QuantizedState) else (a,)
+            out += [np.asarray(x).tobytes() for x in parts]
+    return out
+
+
+@pytest.mark.parametrize("grad_scale", [1.0, 4.0])
+@pytest.mark.parametrize("threads", [1, 2, 3, 4])
+@pytest.mark.parametrize("form", ["bf16-state", "bf16-all", "int8-state"])
+def test_compact_state_nonfinite_grad_is_found_in_any_threads_range(form, threads, grad_scale):
+    params, grads, m, v = compact_adamw_problem(form, seed=threads)
+    before_threads = fastopt.get_num_threads()
+    fastopt.set_num_threads(threads)
+    try:
+        before = compact_bytes(params, grads, m, v)
+        for k, n in enumerate(MIXED_SIZES):
+            for index in {0, n - 1, *(min(n - 1, t * n // threads + d) for t in range(1, threads) for d in (-1, 0))}:
+                good = grads[k][index]
+                grads[k][index] = np.inf
+                assert fastopt.adamw_(params, grads, m, v, lr=1e-3, step=1, skip_nonfinite=True,
+                                      grad_scale=grad_scale) is True, (k, index)
+                grads[k][index] = good
+                assert compact_bytes(params, grads, m, v) == before, (k, index)
+        assert fastopt.adamw_(params, grads, m, v, lr=1e-3, step=1, skip_nonfinite=True,
+                              grad_scale=grad_scale) is False
+        assert compact_bytes(params, grads, m, v) != before
+    finally:
+        fastopt.set_num_threads(before_threads)

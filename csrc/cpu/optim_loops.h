@@ -23,9 +23,6 @@
 
 namespace fastopt::cpu::FASTOPT_ISA_NS {
 
-// The chunk heads (parallel.h, make_chunks) that start every chunk of tensor k on a cache line of
-// its operand `operand` (the parameter for the updates: every operand is aligned with it when all
-// come from one allocator, NumPy's or torch's). Only large calls are chunked, so small ones skip it.
 // An operand of tensor k as storage X, from element `begin` on (nullptr stays nullptr: an unused
 // operand). The lists hold T* (plain calls) or void* (half calls, whose operands differ in type).
 template <typename X, typename List>
@@ -55,8 +52,9 @@ void for_each_update_chunk(const List& tensors, Body&& body) {
 }
 
 // The pre-pass of skip_nonfinite: true when any unscaled gradient (operand 1 of every tensor, of
-// storage P, unscaled in T) is NaN or +-Inf. It reads every gradient, on the same chunks and threads
-// as the updates, and writes nothing. The flag is an integer OR, so the loop vectorises.
+// storage P, unscaled in T) is NaN or +-Inf. It reads every gradient and writes nothing; each thread
+// reads the ranges it then updates (parallel.h, any_chunk; the cuts on the gradient's line grid).
+// The flag is an integer OR, so the loop vectorises.
 template <typename P, typename T, typename List>
 bool any_nonfinite_grad(const List& tensors, double grad_scale) {
   const T scale = T(grad_scale);

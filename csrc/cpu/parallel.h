@@ -55,6 +55,17 @@ int64_t elements_to_alignment(const T* p) {
   return int64_t(((kChunkAlignBytes - address % kChunkAlignBytes) % kChunkAlignBytes) / sizeof(T));
 }
 
+// Appends tensor k's elements [lo, hi) to `out` as chunks of kChunkElements, the tensor's first chunk
+// (lo == 0) taking `head` elements more.
+static inline void append_chunks(std::vector<Chunk>& out, int32_t k, int64_t lo, int64_t hi, int64_t head) {
+  for (int64_t b = lo; b < hi;) {
+    const int64_t step = b == 0 ? head + kChunkElements : kChunkElements;
+    const int64_t e = hi - b > step ? b + step : hi;
+    out.push_back({k, b, e});
+    b = e;
+  }
+}
+
 // The chunks of a tensor list, in order: tensor by tensor, kChunkElements at a time. heads[k] (may be
 // empty: all 0) moves tensor k's boundaries to heads[k] + j * kChunkElements, its first chunk taking
 // the heads[k] elements more. With heads[k] = elements_to_alignment(first operand) every chunk but the
@@ -68,14 +79,7 @@ static inline std::vector<Chunk> make_chunks(const std::vector<int64_t>& sizes, 
   std::vector<Chunk> chunks;
   chunks.reserve(size_t(total / kChunkElements) + sizes.size());
   for (size_t k = 0; k < sizes.size(); ++k) {
-    const int64_t head = heads.empty() ? 0 : heads[k];
-    int64_t b = 0;
-    while (b < sizes[k]) {
-      const int64_t step = b == 0 ? head + kChunkElements : kChunkElements;
-      const int64_t e = sizes[k] - b > step ? b + step : sizes[k];
-      chunks.push_back({int32_t(k), b, e});
-      b = e;
-    }
+    append_chunks(chunks, int32_t(k), 0, sizes[k], heads.empty() ? 0 : heads[k]);
   }
   return chunks;
 }
@@ -117,8 +121,8 @@ constexpr int64_t kThreadCutElements = 64;
 // 3.2M-parameter MLP, 2 threads), about 5% of the whole training step.
 static inline std::vector<std::vector<Chunk>> chunks_by_thread(const std::vector<int64_t>& sizes, int team,
                                                                const std::vector<int64_t>& heads = {}) {
-  std::vector<std::vector<Chunk>> chunks(size_t(team > 1 ? team : 1));
   if (team < 1) team = 1;
+  std::vector<std::vector<Chunk>> chunks(static_cast<size_t>(team));
   size_t next_small = 0;
   for (size_t k = 0; k < sizes.size(); ++k) {
     const int64_t n = sizes[k];
@@ -137,16 +141,31 @@ static inline std::vector<std::vector<Chunk>> chunks_by_thread(const std::vector
         hi = cut <= head ? cut : head + (cut - head) / kThreadCutElements * kThreadCutElements;
         hi = hi < lo ? lo : (hi > n ? n : hi);
       }
-      for (int64_t b = lo; b < hi;) {
-        const int64_t step = b == 0 ? head + kChunkElements : kChunkElements;
-        const int64_t e = hi - b > step ? b + step : hi;
-        chunks[size_t(t)].push_back({int32_t(k), b, e});
-        b = e;
-      }
+      append_chunks(chunks[size_t(t)], int32_t(k), lo, hi, head);
       lo = hi;
     }
   }
   return chunks;
+}
+
+// The team for a list of `total` elements cut in chunks: one thread per chunk at most (team_size).
+static inline int chunk_team(int64_t total) {
+  return team_size((total + kChunkElements - 1) / kChunkElements);
+}
+
+// body(t) for every thread list t in [0, team), on an OpenMP team of `team`: given fewer threads than
+// asked, each also runs the lists of the missing ones.
+template <typename Body>
+void for_each_thread_list(int team, Body&& body) {
+#pragma omp parallel num_threads(team)
+  {
+#ifdef _OPENMP
+    const int first = omp_get_thread_num(), running = omp_get_num_threads();
+#else
+    const int first = 0, running = 1;
+#endif
+    for (int t = first; t < team; t += running) body(t);
+  }
 }
 
 // body(tensor_index, begin, end) for every chunk of every tensor (heads: see make_chunks), each thread
@@ -160,29 +179,21 @@ void for_each_chunk(const std::vector<int64_t>& sizes, Body&& body, const std::v
     }
     return;
   }
-  const int team = team_size((total + kChunkElements - 1) / kChunkElements);
+  const int team = chunk_team(total);
   if (team <= 1) {
     for (const Chunk& c : make_chunks(sizes, total, heads)) body(c.tensor, c.begin, c.end);
     return;
   }
   const std::vector<std::vector<Chunk>> chunks = chunks_by_thread(sizes, team, heads);
-#pragma omp parallel num_threads(team)
-  {
-#ifdef _OPENMP
-    const int first = omp_get_thread_num(), running = omp_get_num_threads();
-#else
-    const int first = 0, running = 1;
-#endif
-    // Given fewer threads than asked, each also takes the lists of the missing ones.
-    for (int t = first; t < team; t += running) {
-      for (const Chunk& c : chunks[size_t(t)]) body(c.tensor, c.begin, c.end);
-    }
-  }
+  for_each_thread_list(team, [&](int t) {
+    for (const Chunk& c : chunks[size_t(t)]) body(c.tensor, c.begin, c.end);
+  });
 }
 
-// True when test(tensor_index, begin, end) is true for any chunk: the same chunks and threads as
-// for_each_chunk. Every chunk is read (no early exit across threads), and an OR does not depend on
-// the order, so the answer is the same for any thread count.
+// True when test(tensor_index, begin, end) is true for any chunk. The chunks and their threads are
+// for_each_chunk's: a pre-pass over the gradients (skip_nonfinite) leaves each thread's range in its
+// own cache, where the update after it reads it again. An OR does not depend on the order or on which
+// thread found it, so the answer is the same for any thread count.
 template <typename Test>
 bool any_chunk(const std::vector<int64_t>& sizes, Test&& test, const std::vector<int64_t>& heads = {}) {
   const int64_t total = total_elements(sizes);
@@ -192,12 +203,23 @@ bool any_chunk(const std::vector<int64_t>& sizes, Test&& test, const std::vector
     }
     return false;
   }
-  const std::vector<Chunk> chunks = make_chunks(sizes, total, heads);
-  // One flag per chunk (no shared accumulator), ORed in order afterwards.
-  std::vector<char> found(chunks.size(), 0);
-  parallel_for_chunks(int64_t(chunks.size()), [&](int64_t c) {
-    const Chunk& k = chunks[size_t(c)];
-    found[size_t(c)] = test(k.tensor, k.begin, k.end) ? 1 : 0;
+  const int team = chunk_team(total);
+  if (team <= 1) {
+    for (const Chunk& c : make_chunks(sizes, total, heads)) {
+      if (test(c.tensor, c.begin, c.end)) return true;
+    }
+    return false;
+  }
+  const std::vector<std::vector<Chunk>> chunks = chunks_by_thread(sizes, team, heads);
+  // One flag per thread list (no shared accumulator), each list stopping at its first hit.
+  std::vector<char> found(size_t(team), 0);
+  for_each_thread_list(team, [&](int t) {
+    for (const Chunk& c : chunks[size_t(t)]) {
+      if (test(c.tensor, c.begin, c.end)) {
+        found[size_t(t)] = 1;
+        break;
+      }
+    }
   });
   for (char f : found) {
     if (f) return true;
