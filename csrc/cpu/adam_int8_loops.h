@@ -51,7 +51,7 @@ inline bool adam_int8(const Int8AdamCall& call, const AdamHyper& hyper) {
   const float scale = float(hyper.scaling.grad_scale);
   const bool scaled = hyper.scaling.grad_scale != 1.0;
   const bool threads = int8_call_threads(call.tensors);
-  if (hyper.scaling.skip_nonfinite && any_nonfinite_grad_int8(call.tensors, scale, scaled, threads)) return true;
+  if (hyper.scaling.skip_nonfinite && any_nonfinite_grad_int8(call.tensors, scale, scaled)) return true;
   const AdamScalars<float> s = adam_scalars<float>(hyper);
   with_flags(
       [&](auto AMSGRAD, auto DECOUPLED, auto SCALED) {

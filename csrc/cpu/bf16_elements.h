@@ -47,18 +47,25 @@ inline void rounding_keys(const Bf16Call& call, int32_t k, uint64_t keys[4]) {
   for (uint64_t j = 0; j < 4; ++j) keys[j] = SR ? rounding_key(call.seed, call.step, uint64_t(k), j) : 0;
 }
 
-// skip_nonfinite's pre-pass over grads of storage P: any unscaled gradient NaN or +-Inf.
+// skip_nonfinite's pre-pass over grads of storage P: any unscaled gradient NaN or +-Inf (SCALED a
+// compile-time flag, as in optim_loops.h, so the loop vectorises either way).
 template <typename P>
 bool any_nonfinite_grad_bf16(const Bf16Call& call, float scale, bool scaled) {
-  return any_chunk(call.tensors.sizes, [&](int32_t k, int64_t begin, int64_t end) {
-    const P* __restrict g = static_cast<const P*>(call.tensors.ptrs[size_t(k)][1]);
-    unsigned bad = 0;
-    for (int64_t i = begin; i < end; ++i) {
-      const float gi = load_f32(g[i]);
-      bad |= unsigned(!is_finite_(scaled ? gi / scale : gi));
-    }
-    return bad != 0;
-  });
+  bool found = false;
+  with_flags(
+      [&](auto SCALED) {
+        found = any_chunk(call.tensors.sizes, [&](int32_t k, int64_t begin, int64_t end) {
+          const P* __restrict g = static_cast<const P*>(call.tensors.ptrs[size_t(k)][1]);
+          unsigned bad = 0;
+          for (int64_t i = begin; i < end; ++i) {
+            const float gi = load_f32(g[i]);
+            bad |= unsigned(!is_finite_(SCALED.value ? gi / scale : gi));
+          }
+          return bad != 0;
+        });
+      },
+      scaled);
+  return found;
 }
 
 // Chunk heads on the params' cache lines (parallel.h; where chunks fall changes no bit).

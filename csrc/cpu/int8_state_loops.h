@@ -44,7 +44,7 @@ inline bool int8_state_update(const Int8StateCall& call, const Hyper& hyper, Run
   const float scale = float(hyper.scaling.grad_scale);
   const bool scaled = hyper.scaling.grad_scale != 1.0;
   const bool threads = int8_call_threads(call.tensors);
-  if (hyper.scaling.skip_nonfinite && any_nonfinite_grad_int8(call.tensors, scale, scaled, threads)) return true;
+  if (hyper.scaling.skip_nonfinite && any_nonfinite_grad_int8(call.tensors, scale, scaled)) return true;
   run(scale, scaled, threads);
   return false;
 }

@@ -91,20 +91,26 @@ bool int8_call_threads(const Tensors& tensors) {
   return total >= kParallelThreshold;
 }
 
-// True when a gradient of `tensors` (each with .grad and .size) holds a NaN/Inf once unscaled.
+// True when a gradient of `tensors` (each with .grad and .size) holds a NaN/Inf once unscaled. Read
+// in chunks (parallel.h, any_chunk), so one large tensor is read on every thread; SCALED is a
+// compile-time flag, as in optim_loops.h, so the loop vectorises either way.
 template <typename Tensors>
-bool any_nonfinite_grad_int8(const Tensors& tensors, float scale, bool scaled, bool threads) {
-  std::vector<unsigned char> bad(tensors.size(), 0);
-  parallel_for(int64_t(tensors.size()), threads, [&](int64_t k) {
-    const auto& t = tensors[size_t(k)];
-    unsigned found = 0;
-    for (int64_t i = 0; i < t.size; ++i) {
-      const float gi = t.grad[i];
-      found |= unsigned(!is_finite_(scaled ? gi / scale : gi));
-    }
-    bad[size_t(k)] = found != 0;
-  });
-  return std::any_of(bad.begin(), bad.end(), [](unsigned char b) { return b != 0; });
+bool any_nonfinite_grad_int8(const Tensors& tensors, float scale, bool scaled) {
+  std::vector<int64_t> sizes;
+  sizes.reserve(tensors.size());
+  for (const auto& t : tensors) sizes.push_back(t.size);
+  bool found = false;
+  with_flags(
+      [&](auto SCALED) {
+        found = any_chunk(sizes, [&](int32_t k, int64_t begin, int64_t end) {
+          const float* __restrict g = tensors[size_t(k)].grad;
+          unsigned bad = 0;
+          for (int64_t i = begin; i < end; ++i) bad |= unsigned(!is_finite_(SCALED.value ? g[i] / scale : g[i]));
+          return bad != 0;
+        });
+      },
+      scaled);
+  return found;
 }
 
 inline void quantize8(const Quant8Call& c) {
