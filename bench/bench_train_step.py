@@ -5,9 +5,11 @@ machine's load and torch's thread pool hit both alike: the median time of a step
 fastopt / torch. This is where fastopt's step lives in practice: between torch's own parallel regions.
 opt.step() and zero_grad(), timed inside the step, are printed beside it (fastopt / torch, ms): the
 optimizer is a small part of a step this size, so the step ratio moves with the rest of the step.
+--control adds, after each run, the same pairing with torch's fused step on both models: the ratio a run
+gives when both sides are the same code, the noise floor against which the fastopt / torch ratio is read.
 
     python bench/bench_train_step.py [--optimizers adamw sgd adagrad] [--width 1024] [--depth 3]
-                                     [--batch 64] [--rounds 31] [--runs 3] [--threads N]
+                                     [--batch 64] [--rounds 31] [--runs 3] [--threads N] [--control]
 
 --threads N sets both libraries' thread count (fastopt.set_num_threads and torch.set_num_threads).
 """
@@ -51,16 +53,19 @@ def stepper(model, opt, x, y, phases: dict):
     return step
 
 
-def one_run(name: str, args) -> tuple:
+def one_run(name: str, args, control: bool = False) -> tuple:
     """(step seconds with fastopt, with torch fused, {phase: (seconds with fastopt, with torch fused)}
-    for the phases opt.step() and zero_grad()), medians over the rounds."""
+    for the phases opt.step() and zero_grad()), medians over the rounds. With `control`, the first model
+    steps with torch's fused optimizer too (the bench's noise floor: both sides the same code)."""
     cls, hyper = OPTIMIZERS[name]
+    ours_opt = (lambda ps: getattr(torch.optim, cls)(ps, fused=True, **hyper)) if control else \
+        (lambda ps: getattr(fastopt.torch, cls)(ps, **hyper))
     ours = make_model(args.width, args.depth)
     theirs = make_model(args.width, args.depth)
     x = torch.randn(args.batch, args.width)
     y = torch.randint(0, 10, (args.batch,))
     ours_phases, theirs_phases = {"step": [], "zero": []}, {"step": [], "zero": []}
-    a = stepper(ours, getattr(fastopt.torch, cls)(ours.parameters(), **hyper), x, y, ours_phases)
+    a = stepper(ours, ours_opt(ours.parameters()), x, y, ours_phases)
     b = stepper(theirs, getattr(torch.optim, cls)(theirs.parameters(), fused=True, **hyper), x, y, theirs_phases)
     for _ in range(3):
         a(); b()
@@ -79,6 +84,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=31)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--control", action="store_true",
+                    help="after each run, the same pairing with torch's fused step on both sides (the noise floor)")
     args = ap.parse_args()
     if args.threads is not None:
         fastopt.set_num_threads(args.threads)
@@ -88,7 +95,7 @@ def main() -> None:
           f"threads fastopt={fastopt.get_num_threads()} torch={torch.get_num_threads()}; "
           f"{args.rounds} rounds x {args.runs} runs; step = forward + backward + optimizer step")
     for name in args.optimizers:
-        ratios = []
+        ratios, controls = [], []
         for _ in range(args.runs):
             f, t, phases = one_run(name, args)
             ratios.append(f / t)
@@ -96,8 +103,16 @@ def main() -> None:
             print(f"  {name:8s} with fastopt {f * 1e3:7.2f} ms  with torch fused {t * 1e3:7.2f} ms  "
                   f"ratio {f / t:.3f}   opt.step() {f_step * 1e3:5.2f} / {t_step * 1e3:5.2f} ms  "
                   f"zero_grad() {f_zero * 1e3:5.2f} / {t_zero * 1e3:5.2f} ms", flush=True)
+            if args.control:
+                c, u, _ = one_run(name, args, control=True)
+                controls.append(c / u)
+                print(f"  {name:8s} control: torch fused {c * 1e3:7.2f} ms  torch fused {u * 1e3:7.2f} ms  "
+                      f"ratio {c / u:.3f}", flush=True)
         print(f"{name:8s} step ratios {', '.join(f'{r:.2f}' for r in ratios)}  "
               f"median {statistics.median(ratios):.2f}", flush=True)
+        if controls:
+            print(f"{name:8s} control ratios {', '.join(f'{r:.2f}' for r in controls)}  "
+                  f"median {statistics.median(controls):.2f}  (torch fused on both sides)", flush=True)
 
 
 if __name__ == "__main__":
