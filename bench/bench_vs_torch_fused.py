@@ -9,6 +9,7 @@ faster.
 
     python bench/bench_vs_torch_fused.py [--size 16M|gpt2] [--rounds 21] [--runs 3] [--threads N]
                                          [--dtype float32|float16|bfloat16] [--operands same|numpy|torch]
+                                         [--control]
 
 --size gpt2: GPT-2 small's 148 parameter tensors (124M elements), one call each side.
 
@@ -24,6 +25,10 @@ fastopt.torch twin updates). In the last two the operands sit elsewhere in memor
 arrays start relative to each other moves a 16M step by 10-30% in either library (4K aliasing,
 BENCHMARKS.md), so those ratios hold placement as well as loop speed. same is float32 only (torch keeps
 half-precision state for half-precision parameters); other dtypes default to numpy.
+
+--control adds, after each run, the same interleaving with torch's fused step on both sides (the very same
+step on the same tensors, twice a round): the ratio two identical sides give, the noise floor against which
+a run's fastopt / torch is read. A ratio inside the control's spread is a tie, not a loss or a win.
 """
 
 import argparse
@@ -86,8 +91,11 @@ def case_pair(name: str, shapes: list, rng, dtype: torch.dtype = torch.float32, 
     return fastopt_step, opt.step
 
 
-def run(name: str, shapes: list, rounds: int, rng, dtype: torch.dtype, operands: str) -> tuple:
+def run(name: str, shapes: list, rounds: int, rng, dtype: torch.dtype, operands: str, control: bool = False) -> tuple:
+    """(fastopt's median, torch's median); with `control`, torch's step takes fastopt's turns too."""
     a, b = case_pair(name, shapes, rng, dtype, operands)
+    if control:
+        a = b
     a(); b(); a(); b()
     return interleaved_medians(a, b, rounds)
 
@@ -120,6 +128,8 @@ def main() -> None:
     ap.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
     ap.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
     ap.add_argument("--operands", default=None, choices=OPERANDS, help="default: same for float32, numpy otherwise")
+    ap.add_argument("--control", action="store_true",
+                    help="after each run, torch's fused step against itself (the noise floor of the ratio)")
     args = ap.parse_args()
     dtype = getattr(torch, args.dtype)
     if args.operands is None:
@@ -133,14 +143,22 @@ def main() -> None:
     print(f"{args.size} {args.dtype}, threads fastopt={fastopt.get_num_threads()} torch={torch.get_num_threads()}, "
           f"{args.rounds} rounds x {args.runs} runs, fastopt on {args.operands} operands")
     for name in args.cases:
-        ratios = []
+        ratios, controls = [], []
         for _ in range(args.runs):
             f, t = run(name, shapes, args.rounds, rng, dtype, args.operands)
             ratios.append(f / t)
             f_gb, t_gb = (update_bytes(name, n, dtype, sd) / 1e9 for sd in (torch.float32, dtype))
             print(f"  {name:8s} fastopt {f * 1e3:7.2f} ms ({f_gb / f:5.1f} GB/s)  torch fused {t * 1e3:7.2f} ms "
                   f"({t_gb / t:5.1f} GB/s)  probe {probe_gbps(n):5.1f} GB/s  ratio {f / t:.3f}", flush=True)
+            if args.control:
+                c, u = run(name, shapes, args.rounds, rng, dtype, args.operands, control=True)
+                controls.append(c / u)
+                print(f"  {name:8s} control: torch fused {c * 1e3:7.2f} ms  torch fused {u * 1e3:7.2f} ms  "
+                      f"ratio {c / u:.3f}", flush=True)
         print(f"{name:8s} ratios {', '.join(f'{r:.2f}' for r in ratios)}  median {statistics.median(ratios):.2f}")
+        if controls:
+            print(f"{name:8s} control ratios {', '.join(f'{r:.2f}' for r in controls)}  "
+                  f"median {statistics.median(controls):.2f}  (torch fused on both sides)", flush=True)
 
 
 if __name__ == "__main__":
