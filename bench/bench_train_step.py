@@ -58,15 +58,18 @@ def one_run(name: str, args, control: bool = False) -> tuple:
     for the phases opt.step() and zero_grad()), medians over the rounds. With `control`, the first model
     steps with torch's fused optimizer too (the bench's noise floor: both sides the same code)."""
     cls, hyper = OPTIMIZERS[name]
-    ours_opt = (lambda ps: getattr(torch.optim, cls)(ps, fused=True, **hyper)) if control else \
-        (lambda ps: getattr(fastopt.torch, cls)(ps, **hyper))
+
+    def torch_fused(ps):
+        return getattr(torch.optim, cls)(ps, fused=True, **hyper)
+
+    ours_opt = torch_fused if control else (lambda ps: getattr(fastopt.torch, cls)(ps, **hyper))
     ours = make_model(args.width, args.depth)
     theirs = make_model(args.width, args.depth)
     x = torch.randn(args.batch, args.width)
     y = torch.randint(0, 10, (args.batch,))
     ours_phases, theirs_phases = {"step": [], "zero": []}, {"step": [], "zero": []}
     a = stepper(ours, ours_opt(ours.parameters()), x, y, ours_phases)
-    b = stepper(theirs, getattr(torch.optim, cls)(theirs.parameters(), fused=True, **hyper), x, y, theirs_phases)
+    b = stepper(theirs, torch_fused(theirs.parameters()), x, y, theirs_phases)
     for _ in range(3):
         a(); b()
     for times in (*ours_phases.values(), *theirs_phases.values()):
