@@ -37,14 +37,16 @@ def lr_scale(adjust_lr_fn: Optional[str], shape: Sequence[int]) -> float:
     return math.sqrt(max(1, rows / cols))
 
 
-def check_ns(ns_coefficients: Any, eps: Any, ns_steps: Any, adjust_lr_fn: Any) -> Tuple[Tuple[float, ...], float, int]:
+def check_ns(ns_coefficients: Any, eps: Any, ns_steps: Any, adjust_lr_fn: Any, *,
+             coefficients_name: str = "ns_coefficients") -> Tuple[Tuple[float, ...], float, int]:
     """The Newton-Schulz options and adjust_lr_fn, checked (TypeError / ValueError naming each, torch's
-    words where torch has some); returns (a, b, c), eps and ns_steps as Python numbers."""
-    _hyper.triple(ns_coefficients, "ns_coefficients")
-    coefficients = tuple(_hyper.real(c, f"ns_coefficients[{k}]") for k, c in enumerate(ns_coefficients))
+    words where torch has some); returns (a, b, c), eps and ns_steps as Python numbers. coefficients_name:
+    the caller's name of the coefficients (fastopt.jax.muon takes optax's ``ns_coeffs``)."""
+    _hyper.triple(ns_coefficients, coefficients_name)
+    coefficients = tuple(_hyper.real(c, f"{coefficients_name}[{k}]") for k, c in enumerate(ns_coefficients))
     for k, c in enumerate(coefficients):
         if not math.isfinite(c):
-            raise ValueError(f"ns_coefficients[{k}] must be finite, got {c}")
+            raise ValueError(f"{coefficients_name}[{k}] must be finite, got {c}")
     eps = _hyper.real(eps, "eps")
     if not (eps > 0 and math.isfinite(eps)):
         raise ValueError(f"eps must be > 0 and finite, got {eps}")

@@ -5,6 +5,8 @@
   for optax.chain and anything that takes an optax optimizer; their numbers are torch.optim's.
 - ``lion``, ``nadam``, ``radam``, ``adamax``, ``adadelta``, ``asgd``, ``rprop``, ``lamb``: the optimizers
   described as rules (fastopt/jax/_rules.py), the same pairs, on the CPU; fastopt.optim's numbers.
+- ``muon``: torch.optim.Muon for 2-D leaves (fastopt/jax/_muon.py): its two fused elementwise passes
+  around a Newton-Schulz iteration in jnp.matmul, on the CPU.
 - ``fused_apply(tx, grads, state, params) -> (params, state)``: parameters and state updated by one
   kernel call, in place under ``jax.jit(..., donate_argnums=...)``.
 - ``softmax_cross_entropy(logits, labels, ...)``: the fused loss, its gradient from the same kernel call
@@ -26,6 +28,8 @@ radam       torch adds eps to sqrt(v), optax to sqrt(v_hat)
 lamb        the same quantity; fastopt's (apex's) default weight_decay=0.01 (optax: 0)
 nadam       torch's momentum schedule (optax.nadam: Dozat's formula without it)
 rprop       torch's; optax applies each step-size update one step later
+muon        torch's Muon; optax.contrib.muon bias-corrects the momentum, adds eps to the norm, scales
+            and decays otherwise (fastopt.jax.muon's docstring)
 ==========  ====================================================================================
 
 optax's eps_root, mu_dtype, nesterov (adam/adamw), accumulator_dtype (sgd) and bias_correction
@@ -52,6 +56,7 @@ from fastopt.jax import _ffi
 _ffi.register()
 
 from fastopt.jax._losses import log_softmax, softmax, softmax_cross_entropy  # noqa: E402
+from fastopt.jax._muon import MuonState, muon  # noqa: E402
 from fastopt.jax._rules import (  # noqa: E402
     AdadeltaState,
     AdamaxState,
@@ -93,6 +98,7 @@ __all__ = [
     "GradientTransformation",
     "LambState",
     "LionState",
+    "MuonState",
     "NadamState",
     "RadamState",
     "RmspropState",
@@ -108,6 +114,7 @@ __all__ = [
     "lamb",
     "lion",
     "log_softmax",
+    "muon",
     "nadam",
     "radam",
     "rmsprop",

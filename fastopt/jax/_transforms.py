@@ -23,6 +23,7 @@ call, as fastopt's list calls are.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
 
 import jax
@@ -121,16 +122,22 @@ def _learning_rate(spec: _Spec, count: jax.Array) -> Tuple[float, Optional[jax.A
 
 def _decays(spec: _Spec, params, treedef, count: int) -> List[float]:
     """The weight decay of each leaf: spec.weight_decay, or 0 where adamw's mask says no."""
-    if spec.mask is None or spec.weight_decay == 0.0:
-        return [spec.weight_decay] * count
-    mask = spec.mask(params) if callable(spec.mask) else spec.mask
+    return leaf_decays(spec.mask, spec.weight_decay, params, treedef, count, "mask")
+
+
+def leaf_decays(mask, weight_decay: float, params, treedef, count: int, mask_name: str) -> List[float]:
+    """The weight decay of each of `count` leaves: weight_decay, or 0 where the mask (optax's: a pytree
+    of bools like the parameters, or a function of them giving one) says False."""
+    if mask is None or weight_decay == 0.0:
+        return [weight_decay] * count
+    mask = mask(params) if callable(mask) else mask
     mask_leaves, mask_def = jax.tree_util.tree_flatten(mask)
-    checks.same_structure(mask_def, treedef, "mask", "params")
+    checks.same_structure(mask_def, treedef, mask_name, "params")
     for i, m in enumerate(mask_leaves):
         if not isinstance(m, (bool, np.bool_)):
-            raise TypeError(f"mask leaves must be Python bools (known while tracing), got {type(m).__name__} "
-                            f"at leaf {i}")
-    return [spec.weight_decay if m else 0.0 for m in mask_leaves]
+            raise TypeError(f"{mask_name} leaves must be Python bools (known while tracing), got "
+                            f"{type(m).__name__} at leaf {i}")
+    return [weight_decay if m else 0.0 for m in mask_leaves]
 
 
 def _step(spec: _Spec, grads, state, params, fused: bool):
@@ -215,7 +222,7 @@ def _transform(spec: _Spec) -> GradientTransformation:
     def update(updates, state, params=None):
         return _step(spec, updates, state, params, fused=False)
 
-    update._fastopt_spec = spec  # what fused_apply runs
+    update._fastopt_fused = functools.partial(_step, spec, fused=True)  # what fused_apply runs
     return GradientTransformation(init, update)
 
 
@@ -226,14 +233,14 @@ def fused_apply(tx: GradientTransformation, grads, state, params):
     and optax.apply_updates). Under ``jax.jit(step, donate_argnums=...)`` with params and state donated,
     the kernel updates their buffers in place: XLA allocates nothing for them.
     """
-    spec = getattr(getattr(tx, "update", None), "_fastopt_spec", None)
-    if spec is None:
+    fused = getattr(getattr(tx, "update", None), "_fastopt_fused", None)
+    if fused is None:
         raise TypeError("tx must be a transform made by fastopt.jax (sgd, adagrad, rmsprop, adam, adamw, lion, "
-                        "nadam, radam, adamax, adadelta, asgd, rprop, lamb); "
+                        "nadam, radam, adamax, adadelta, asgd, rprop, lamb, muon); "
                         "an optax chain cannot run as one kernel call: use tx.update and optax.apply_updates")
     if params is None:
         raise ValueError("fused_apply needs params: it updates them")
-    return _step(spec, grads, state, params, fused=True)
+    return fused(grads, state, params)
 
 
 # ------------------------------------------------------------------ the optimizers
