@@ -48,6 +48,7 @@ print(os.path.join(list(s.submodule_search_locations)[0], 'include') + ';' + m.v
     "${PROJECT_SOURCE_DIR}/csrc/jax/jax_bindings.cpp"
     "${PROJECT_SOURCE_DIR}/csrc/jax/optim_handlers.cpp"
     "${PROJECT_SOURCE_DIR}/csrc/jax/rule_handlers.cpp"
+    "${PROJECT_SOURCE_DIR}/csrc/jax/adafactor_handlers.cpp"
     "${PROJECT_SOURCE_DIR}/csrc/jax/loss_handlers.cpp")
   target_include_directories(${target} SYSTEM PRIVATE "${_staged}")
   target_compile_definitions(${target} PRIVATE FASTOPT_WITH_JAX FASTOPT_JAXLIB_VERSION="${_version}")

@@ -17,6 +17,7 @@ struct Target {
 
 std::vector<Target> update_targets();  // optim_handlers.cpp
 std::vector<Target> rule_targets();    // rule_handlers.cpp: fastopt_rule_<name>, CPU only
+std::vector<Target> adafactor_targets();  // adafactor_handlers.cpp: fastopt_adafactor, CPU only
 std::vector<Target> loss_targets();    // loss_handlers.cpp
 // The CUDA handlers' code bound as CPU handlers that record instead of launching (host_test.h), in
 // `cpu`; for tests only.

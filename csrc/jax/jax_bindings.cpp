@@ -22,7 +22,8 @@ void bind_jax(py::module_& m) {
       "_jax_ffi_targets",
       [] {
         py::dict targets;
-        for (const auto& list : {jax_ffi::update_targets(), jax_ffi::rule_targets(), jax_ffi::loss_targets()}) {
+        for (const auto& list : {jax_ffi::update_targets(), jax_ffi::rule_targets(), jax_ffi::adafactor_targets(),
+                                  jax_ffi::loss_targets()}) {
           for (const jax_ffi::Target& t : list) {
             py::dict platforms;
             platforms["cpu"] = py::capsule(reinterpret_cast<void*>(t.cpu));

@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "common/adafactor_checks.h"
 #include "common/overlap.h"
 #include "cpu/kernel_table.h"
 #include "python/array_intake.h"
@@ -126,20 +127,13 @@ AdafactorHyper read_hyper(BoundArgs& a) {
     h.eps1 = std::nan("");
   } else {
     h.eps1 = a.next_real();
-    require_nonnegative("eps1", h.eps1);
+    if (std::isnan(h.eps1)) require_finite("eps1", h.eps1);  // (NaN stands for None inside)
   }
   h.eps2 = a.next_real();
   h.d = a.next_real();
   h.weight_decay = a.next_real();
   h.maximize = a.next_bool();
-  if (h.step < 1) throw py::value_error("step must be >= 1 (the 1-based number of this update), got " + std::to_string(h.step));
-  require_nonnegative("lr", h.lr);
-  require_finite("beta2_decay", h.beta2_decay);
-  if (h.beta2_decay > 0.0) throw py::value_error("beta2_decay must be <= 0, got " + show(h.beta2_decay));
-  require_nonnegative("eps2", h.eps2);
-  require_finite("d", h.d);
-  if (!(h.d >= 1.0)) throw py::value_error("d must be >= 1 (the clipping threshold), got " + show(h.d));
-  require_nonnegative("weight_decay", h.weight_decay);
+  require(rules::check(h));  // (common/adafactor_checks.h)
   return h;
 }
 

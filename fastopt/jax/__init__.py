@@ -7,6 +7,8 @@
   described as rules (fastopt/jax/_rules.py), the same pairs, on the CPU; fastopt.optim's numbers.
 - ``muon``: torch.optim.Muon for 2-D leaves (fastopt/jax/_muon.py): its two fused elementwise passes
   around a Newton-Schulz iteration in jnp.matmul, on the CPU.
+- ``adafactor``: torch.optim.Adafactor (fastopt/jax/_adafactor.py): one kernel call for every leaf and its
+  factored state, on the CPU.
 - ``fused_apply(tx, grads, state, params) -> (params, state)``: parameters and state updated by one
   kernel call, in place under ``jax.jit(..., donate_argnums=...)``.
 - ``softmax_cross_entropy(logits, labels, ...)``: the fused loss, its gradient from the same kernel call
@@ -28,6 +30,7 @@ radam       torch adds eps to sqrt(v), optax to sqrt(v_hat)
 lamb        the same quantity; fastopt's (apex's) default weight_decay=0.01 (optax: 0)
 nadam       torch's momentum schedule (optax.nadam: Dozat's formula without it)
 rprop       torch's; optax applies each step-size update one step later
+adafactor   torch's Adafactor; optax.adafactor is Shazeer and Stern's full algorithm (another update)
 muon        torch's Muon; optax.contrib.muon bias-corrects the momentum, adds eps to the norm, scales
             and decays otherwise (fastopt.jax.muon's docstring)
 ==========  ====================================================================================
@@ -55,6 +58,7 @@ from fastopt.jax import _ffi
 
 _ffi.register()
 
+from fastopt.jax._adafactor import AdafactorState, adafactor  # noqa: E402
 from fastopt.jax._losses import log_softmax, softmax, softmax_cross_entropy  # noqa: E402
 from fastopt.jax._muon import MuonState, muon  # noqa: E402
 from fastopt.jax._rules import (  # noqa: E402
@@ -91,6 +95,7 @@ from fastopt.jax._transforms import (  # noqa: E402
 
 __all__ = [
     "AdadeltaState",
+    "AdafactorState",
     "AdagradState",
     "AdamState",
     "AdamaxState",
@@ -105,6 +110,7 @@ __all__ = [
     "RpropState",
     "SgdState",
     "adadelta",
+    "adafactor",
     "adagrad",
     "adam",
     "adamax",

@@ -236,7 +236,7 @@ def fused_apply(tx: GradientTransformation, grads, state, params):
     fused = getattr(getattr(tx, "update", None), "_fastopt_fused", None)
     if fused is None:
         raise TypeError("tx must be a transform made by fastopt.jax (sgd, adagrad, rmsprop, adam, adamw, lion, "
-                        "nadam, radam, adamax, adadelta, asgd, rprop, lamb, muon); "
+                        "nadam, radam, adamax, adadelta, asgd, rprop, lamb, muon, adafactor); "
                         "an optax chain cannot run as one kernel call: use tx.update and optax.apply_updates")
     if params is None:
         raise ValueError("fused_apply needs params: it updates them")

@@ -1,0 +1,212 @@
+// The XLA FFI handler of Adafactor (fastopt/adafactor.h; fastopt.jax.adafactor): "fastopt_adafactor", on
+// the CPU through the kernel table entry fastopt.adafactor_ runs. Not a rule of the registry: its state
+// is not shaped like the parameter, so its operands are laid out here.
+//
+//   args: [lr]  step  param[0..k)  grad[0..k)  state of tensor 0, of tensor 1, ...
+//   rets:             param[0..k)               the same states
+//
+// A tensor of ndim >= 2 is factored over its last two axes and brings row_var (its shape with the last
+// axis 1) and col_var (with the second last axis 1); any other brings variance (its own shape). Every
+// result aliases its operand (input_output_aliases): the kernel updates them in place. Attributes: lr
+// (read when lr_operand is false), lr_operand, tensors, beta2_decay, eps1 (NaN: the dtype's machine
+// epsilon), eps2, d, weight_decay, maximize.
+//
+// The row and column sums read whole tensors in a fixed order (csrc/cpu/adafactor_loops.h): one call on
+// the calling thread (kernel_threads.h), the same bits as fastopt.adafactor_ on any thread count.
+#include <cmath>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/adafactor_checks.h"
+#include "cpu/kernel_table.h"
+#include "jax/ffi_support.h"
+#include "jax/handlers.h"
+#include "jax/kernel_threads.h"
+
+namespace fastopt::jax_ffi {
+
+namespace {
+
+using Dims = ffi::AnyBuffer::Dimensions;
+
+std::string shape_text(const std::vector<int64_t>& shape) {
+  std::string s = "(";
+  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
+  return s + (shape.size() == 1 ? ",)" : ")");
+}
+
+std::vector<int64_t> dims_of(const ffi::AnyBuffer& b) {
+  const Dims d = b.dimensions();
+  return std::vector<int64_t>(d.begin(), d.end());
+}
+
+// One state buffer of tensor k: its operand and its result, the same buffer (aliased), of the
+// parameter's dtype and the shape its kind needs.
+ffi::Error read_state(const ffi::RemainingArgs& args, const ffi::RemainingRets& rets, size_t arg, size_t ret,
+                      const std::string& name, ffi::DataType dtype, const std::vector<int64_t>& shape,
+                      void*& data) {
+  const auto in = args.get<ffi::AnyBuffer>(arg);
+  auto out = rets.get<ffi::AnyBuffer>(ret);
+  if (!in.has_value() || !out.has_value()) return invalid(name + " is not a buffer");
+  if (in->element_type() != dtype) {
+    return invalid(name + " has dtype " + type_name(in->element_type()) + " but must be " + type_name(dtype));
+  }
+  if (dims_of(*in) != shape) {
+    return invalid(name + " has shape " + shape_text(dims_of(*in)) + " but must be " + shape_text(shape));
+  }
+  ffi::AnyBuffer result = **out;
+  if (result.element_type() != dtype || dims_of(result) != shape) {
+    return invalid("the result for " + name + " does not match it");
+  }
+  // (as update_operands.h: an unaliased result would come back untouched)
+  if (in->element_count() > 0 && result.untyped_data() != in->untyped_data()) {
+    return ffi::Error::Internal("the result for " + name + " is not aliased to it (input_output_aliases)");
+  }
+  data = result.untyped_data();
+  return ffi::Error::Success();
+}
+
+ffi::Error adafactor_cpu(ffi::RemainingArgs args, ffi::RemainingRets rets, double lr, bool lr_operand,
+                         int64_t tensors, double beta2_decay, double eps1, double eps2, double d,
+                         double weight_decay, bool maximize) {
+  return guarded("fastopt_adafactor", [&]() -> ffi::Error {
+    const size_t head = lr_operand ? 2 : 1;
+    const size_t k = tensors < 0 ? 0 : size_t(tensors);
+    if (tensors < 0 || args.size() < head + 2 * k) {
+      return ffi::Error::Internal("fastopt_adafactor: a call with " + std::to_string(args.size()) +
+                                  " operands does not match tensors=" + std::to_string(tensors) +
+                                  "; fastopt.jax and fastopt._core come from different builds?");
+    }
+    AdafactorHyper h{lr, beta2_decay, eps1, eps2, d, weight_decay, maximize, 1};
+    if (lr_operand) {
+      const auto b = args.get<ffi::AnyBuffer>(0);
+      if (!b.has_value() || (b->element_type() != ffi::DataType::F32 && b->element_type() != ffi::DataType::F64) ||
+          b->element_count() != 1) {
+        return invalid("lr must be a float32 or float64 scalar");
+      }
+      h.lr = host_real(*b);
+    }
+    const auto step = args.get<ffi::AnyBuffer>(head - 1);
+    if (!step.has_value() ||
+        (step->element_type() != ffi::DataType::S32 && step->element_type() != ffi::DataType::S64) ||
+        step->element_count() != 1) {
+      return invalid("step must be an int32 or int64 scalar");
+    }
+    h.step = host_integer(*step);
+    if (const rules::Check bad = rules::check(h)) return invalid(rules::describe(*bad, show));
+
+    // The parameters fix the dtype and each tensor's kind, hence how many state operands follow.
+    ffi::DataType dtype = ffi::DataType::F32;
+    std::vector<std::vector<int64_t>> shapes(k);
+    size_t states = 0;
+    for (size_t i = 0; i < k; ++i) {
+      const auto p = args.get<ffi::AnyBuffer>(head + i);
+      const auto g = args.get<ffi::AnyBuffer>(head + k + i);
+      const std::string index = "[" + std::to_string(i) + "]";
+      if (!p.has_value() || !g.has_value()) return invalid("params" + index + " or grads" + index + " is not a buffer");
+      if (i == 0) dtype = p->element_type();
+      if (p->element_type() != dtype || (dtype != ffi::DataType::F32 && dtype != ffi::DataType::F64)) {
+        return invalid("params" + index + " has dtype " + type_name(p->element_type()) +
+                       "; params must be float32 or float64, one dtype per call");
+      }
+      shapes[i] = dims_of(*p);
+      if (g->element_type() != dtype || dims_of(*g) != shapes[i]) {
+        return invalid("grads" + index + " does not match params" + index + " (dtype and shape)");
+      }
+      states += shapes[i].size() >= 2 ? 2 : 1;
+    }
+    if (args.size() != head + 2 * k + states || rets.size() != k + states) {
+      return ffi::Error::Internal("fastopt_adafactor: " + std::to_string(args.size()) + " operands and " +
+                                  std::to_string(rets.size()) + " results do not match the parameters' states");
+    }
+
+    struct Pointers {
+      void *param, *row_var = nullptr, *col_var = nullptr, *variance = nullptr;
+      const void* grad;
+    };
+    std::vector<Pointers> ptrs(k);
+    size_t arg = head + 2 * k, ret = k;
+    for (size_t i = 0; i < k; ++i) {
+      const std::string index = "[" + std::to_string(i) + "]";
+      const auto p_in = args.get<ffi::AnyBuffer>(head + i);
+      ffi::AnyBuffer p_out = **rets.get<ffi::AnyBuffer>(i);
+      if (p_out.element_type() != dtype || dims_of(p_out) != shapes[i]) {
+        return invalid("the result for params" + index + " does not match it");
+      }
+      if (p_in->element_count() > 0 && p_out.untyped_data() != p_in->untyped_data()) {
+        return ffi::Error::Internal("the result for params" + index + " is not aliased to it (input_output_aliases)");
+      }
+      ptrs[i].param = p_out.untyped_data();
+      ptrs[i].grad = args.get<ffi::AnyBuffer>(head + k + i)->untyped_data();
+      const std::vector<int64_t>& shape = shapes[i];
+      if (shape.size() >= 2) {
+        std::vector<int64_t> rows = shape, cols = shape;
+        rows.back() = 1;
+        cols[shape.size() - 2] = 1;
+        if (ffi::Error e = read_state(args, rets, arg++, ret++, "row_var" + index, dtype, rows, ptrs[i].row_var);
+            !e.success()) {
+          return e;
+        }
+        if (ffi::Error e = read_state(args, rets, arg++, ret++, "col_var" + index, dtype, cols, ptrs[i].col_var);
+            !e.success()) {
+          return e;
+        }
+      } else if (ffi::Error e = read_state(args, rets, arg++, ret++, "variance" + index, dtype, shape,
+                                           ptrs[i].variance);
+                 !e.success()) {
+        return e;
+      }
+    }
+
+    auto run = [&](auto zero) {
+      using T = decltype(zero);
+      std::vector<cpu::AdafactorTensor<T>> list;
+      list.reserve(k);
+      for (size_t i = 0; i < k; ++i) {
+        const std::vector<int64_t>& shape = shapes[i];
+        int64_t size = 1;
+        for (int64_t n : shape) size *= n;
+        cpu::AdafactorTensor<T> t{static_cast<T*>(ptrs[i].param), static_cast<const T*>(ptrs[i].grad),
+                                  static_cast<T*>(ptrs[i].row_var), static_cast<T*>(ptrs[i].col_var),
+                                  static_cast<T*>(ptrs[i].variance), 1, 1, size, shape.size() >= 2};
+        if (t.factored) {
+          t.rows = shape[shape.size() - 2];
+          t.cols = shape.back();
+          for (size_t a = 0; a + 2 < shape.size(); ++a) t.batch *= shape[a];
+        }
+        list.push_back(t);
+      }
+      const KernelOnCallingThread one_thread;
+      cpu::kernels().of<T>().adafactor(list, h);
+    };
+    if (k == 0) return ffi::Error::Success();
+    if (dtype == ffi::DataType::F32) {
+      run(float{});
+    } else {
+      run(double{});
+    }
+    return ffi::Error::Success();
+  });
+}
+
+XLA_FFI_DEFINE_HANDLER(kAdafactorCpu, adafactor_cpu,
+                       ffi::Ffi::Bind()
+                           .RemainingArgs()
+                           .RemainingRets()
+                           .Attr<double>("lr")
+                           .Attr<bool>("lr_operand")
+                           .Attr<int64_t>("tensors")
+                           .Attr<double>("beta2_decay")
+                           .Attr<double>("eps1")
+                           .Attr<double>("eps2")
+                           .Attr<double>("d")
+                           .Attr<double>("weight_decay")
+                           .Attr<bool>("maximize"));
+
+}  // namespace
+
+std::vector<Target> adafactor_targets() { return {{"fastopt_adafactor", kAdafactorCpu, nullptr}}; }
+
+}  // namespace fastopt::jax_ffi
