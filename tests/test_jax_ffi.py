@@ -692,6 +692,49 @@ def test_cuda_update_handlers_take_half_params_with_float32_state(cuda_code_on_h
     assert cuda_code_on_host() == []  # refused before any launch
 
 
+def rule_values(name, **given):
+    """A rule's values array (csrc/jax/rule_handlers.cpp): the registry's defaults in spec order, None as NaN."""
+    from fastopt import _core
+
+    (rule,) = [r for r in _core._rule_registry() if r["name"] == name]
+    values = [given.get(h[0], h[2]) for h in rule["hypers"]]
+    return np.asarray([np.nan if v is None else float(v) for v in values], np.float64)
+
+
+def test_cuda_rule_handlers_pass_the_list_and_leave_lr_and_step_on_the_device(cuda_code_on_host):
+    a, b = jnp.ones(5, jnp.float32), jnp.ones((3, 2), jnp.float32)
+    cuda_code_on_host()
+    cuda_update_on_host("fastopt_rule_lion", [[a, b]] * 3, values=rule_values("lion", lr=1e-3, beta1=0.8))
+    cuda_update_on_host("fastopt_rule_nadam", [[a]] * 4, lr=jnp.float32(0.1), values=rule_values("nadam"))
+    cuda_update_on_host("fastopt_rule_muon_apply", [[b], [b]], values=rule_values("muon_apply"))
+    (lion, f_lion), (nadam, f_nadam), (muon, f_muon) = cuda_code_on_host()
+    assert lion == "fastopt_rule_lion" and f_lion["sizes"] == "5,6" and f_lion["slots"] == "111,111"
+    assert f_lion["param"] == f_lion["state"] == "float32"
+    # a constant lr is a double on the host; the step (a traced count) stays on the device
+    assert float(f_lion["lr"]) == 1e-3 and f_lion["device_lr"] == "none" and f_lion["device_step"] == "int32"
+    # a traced lr too: the host rules see the placeholder 0 (NAdam's mu_product comes from the device step)
+    assert nadam == "fastopt_rule_nadam" and f_nadam["slots"] == "1111" and f_nadam["device_lr"] == "float32"
+    assert float(f_nadam["lr"]) == 0.0
+    assert muon == "fastopt_rule_muon_apply" and f_muon["slots"] == "11" and f_muon["sizes"] == "6"
+
+
+def test_cuda_rule_handlers_take_half_params_and_refuse_by_name(cuda_code_on_host):
+    p = jnp.ones(4, jnp.bfloat16)
+    cuda_code_on_host()
+    cuda_update_on_host("fastopt_rule_adamax", [[p], [p]] + [[jnp.zeros(4, jnp.float32)]] * 2,
+                        values=rule_values("adamax", lr=1e-3))
+    ((_, fields),) = cuda_code_on_host()
+    assert fields["param"] == "bfloat16" and fields["state"] == "float32"
+    with pytest.raises(RUNTIME_ERRORS, match=re.escape("exp_avgs[0] has dtype bfloat16 but must be float32")):
+        cuda_update_on_host("fastopt_rule_lion", [[p]] * 3, values=rule_values("lion", lr=1e-3))
+    with pytest.raises(RUNTIME_ERRORS, match=re.escape("beta1 must be in [0, 1), got 1.5")):
+        cuda_update_on_host("fastopt_rule_lion", [[jnp.ones(4)]] * 3, values=rule_values("lion", lr=1e-3, beta1=1.5))
+    # LAMB's per-tensor norms have no CUDA kernel: refused by name, not launched
+    with pytest.raises(RUNTIME_ERRORS, match=re.escape("lamb has no CUDA kernel yet")):
+        cuda_update_on_host("fastopt_rule_lamb", [[jnp.ones(4)]] * 4, values=rule_values("lamb", lr=1e-3))
+    assert cuda_code_on_host() == []  # refused before any launch
+
+
 @pytest.mark.parametrize("reduction", ["mean", "none"])
 def test_cuda_loss_handler_checks_labels_then_launches_each_batch_member(cuda_code_on_host, reduction):
     from fastopt.jax._ffi import attributes

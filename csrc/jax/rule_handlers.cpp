@@ -1,7 +1,9 @@
 // XLA FFI handlers of the optimizers described as rules (fastopt/registry.h): one target per rule,
 // "fastopt_rule_<name>" (fastopt_rule_lion, ...), produced from the registry as the C ABI's generic
 // entries are, so a newly registered rule needs nothing here. On the CPU, through the same kernel table
-// entries as fastopt.lion_ & co.; there is no CUDA handler yet (fastopt.jax says so).
+// entries as fastopt.lion_ & co.; on CUDA, through the CUDA backend's rule launch (cuda::rule_update, the
+// one fastopt.lion_ & co. run on CUDA arrays), queued on XLA's stream with lr and step left on the
+// device. Rules with per-tensor sums (LAMB's norms) have no CUDA kernel yet: refused there by name.
 //
 // Operands: update_operands.h (lr when an operand, step, then the rule's operands in its order, the
 // optional states the configuration does not read left out). Attributes: lr (double; read when the
@@ -19,7 +21,9 @@
 #include "cpu/kernel_table.h"
 #include "fastopt/registry.h"
 #include "fastopt/tensor_sums.h"
+#include "cuda/backend.h"
 #include "jax/handlers.h"
+#include "jax/host_test.h"
 #include "jax/kernel_threads.h"
 #include "jax/update_operands.h"
 #include "jax/xla_threads.h"
@@ -97,18 +101,113 @@ ffi::Error rule_cpu(ffi::ThreadPool pool, Args args, Rets rets, double lr, bool 
   });
 }
 
+// CUDA: the rule's operands for the CUDA backend, queued on XLA's stream. lr (when an operand) and step
+// stay on the device and are read there (the backend's capturable path: the rule's constants are made on
+// the device from them), so nothing waits for the GPU; the host checks see placeholders for them (lr 0,
+// step 1), as fastopt's capturable calls do. float16/bfloat16 params take float32 state.
+template <typename Launcher, typename Rule>
+ffi::Error rule_cuda(void* stream, int32_t device, Args args, Rets rets, double lr, bool lr_operand, int64_t tensors,
+                     ffi::Span<const double> values) {
+  static const std::string what = std::string("fastopt_rule_") + Rule::kName;
+  return guarded(what.c_str(), [&]() -> ffi::Error {
+    constexpr int N = Rule::kOperands;
+    if (values.size() != size_t(Rule::kHypers) || (lr_operand && !takes_lr<Rule>())) {
+      return ffi::Error::Internal(what + ": a call with " + std::to_string(values.size()) +
+                                  " values does not match the rule; fastopt.jax and fastopt._core come from "
+                                  "different builds?");
+    }
+    if constexpr (has_tensor_sums<Rule>) {
+      return invalid(what + ": " + Rule::kName + " has no CUDA kernel yet (its per-tensor norms run on the CPU "
+                     "only): run it on CPU arrays");
+    } else {
+      std::array<double, Rule::kHypers> v{};
+      for (int i = 0; i < Rule::kHypers; ++i) v[size_t(i)] = values[size_t(i)];
+      if constexpr (takes_lr<Rule>()) v[0] = lr_operand ? 0.0 : lr;
+      const typename Rule::Hyper hyper = Rule::from_values(v.data(), 1, GradScaling{});
+      unsigned used = 0;
+      with_variant<Rule::kVariants>(Rule::variant(hyper), [&](auto V) { used = Rule::used(V.value); });
+      std::array<bool, N> slots{};
+      std::array<const char*, N> names{};
+      for (int j = 0; j < N; ++j) {
+        slots[size_t(j)] = Rule::kOperandSpecs[j].needed_when == nullptr || (used & operand_bit(j)) != 0;
+        names[size_t(j)] = Rule::kOperandSpecs[j].name;
+      }
+      UpdateOperands<N> ops;
+      if (ffi::Error e = read_update<N>(args, rets, tensors, lr_operand, slots, names, true, ops); !e.success()) {
+        return e;
+      }
+      if (const rules::Check bad = rules::check_rule<Rule>(v.data(), hyper)) {
+        return invalid(rules::describe(*bad, show));
+      }
+      if (const rules::Check bad =
+              rules::check_rule_range<Rule>(v.data(), hyper, rules::math_range(ops.param == DType::Float64))) {
+        return invalid(rules::describe(*bad, show));
+      }
+      cuda::DeviceTensorList<N> list;
+      list.param = ops.param;
+      list.state = ops.state;
+      list.ptrs = ops.ptrs;
+      list.sizes = ops.sizes;
+      cuda::DeviceHyper on_device;
+      if (ops.lr) on_device.lr = cuda::DeviceScalar{ops.lr->untyped_data(), *dtype_of(ops.lr->element_type())};
+      on_device.step = cuda::DeviceScalar{ops.step->untyped_data(), *dtype_of(ops.step->element_type())};
+      Launcher::template rule<Rule>(what.c_str(), list, hyper, on_device, cuda::Queue{device, stream});
+      return ffi::Error::Success();
+    }
+  });
+}
+
+// The CUDA backend's rule launch (host_test.h's HostRecorder records instead, for the host tests).
+struct CudaRuleLaunches {
+  template <typename Rule>
+  static void rule(const char*, const cuda::DeviceTensorList<Rule::kOperands>& list, const typename Rule::Hyper& h,
+                   const cuda::DeviceHyper& d, const cuda::Queue& q) {
+    cuda::rule_update<Rule>(list, h, d, q);
+  }
+};
+
+struct RuleRecords {
+  template <typename Rule>
+  static void rule(const char* what, const cuda::DeviceTensorList<Rule::kOperands>& list,
+                   const typename Rule::Hyper& h, const cuda::DeviceHyper& d, const cuda::Queue& q) {
+    HostRecorder::update(what, list, h, d, q);
+  }
+};
+
+template <typename B>
+auto rule_attrs(B binding) {
+  return std::move(binding)
+      .RemainingArgs()
+      .RemainingRets()
+      .template Attr<double>("lr")
+      .template Attr<bool>("lr_operand")
+      .template Attr<int64_t>("tensors")
+      .template Attr<ffi::Span<const double>>("values");
+}
+
 template <typename Rule>
 XLA_FFI_Error* rule_cpu_handler(XLA_FFI_CallFrame* frame) {
-  static auto* handler = ffi::Ffi::Bind()
-                             .Ctx<ffi::ThreadPool>()
-                             .RemainingArgs()
-                             .RemainingRets()
-                             .Attr<double>("lr")
-                             .Attr<bool>("lr_operand")
-                             .Attr<int64_t>("tensors")
-                             .Attr<ffi::Span<const double>>("values")
-                             .To(rule_cpu<Rule>)
+  static auto* handler = rule_attrs(ffi::Ffi::Bind().Ctx<ffi::ThreadPool>()).To(rule_cpu<Rule>).release();
+  return handler->Call(frame);
+}
+
+template <typename Rule>
+XLA_FFI_Error* rule_cuda_handler(XLA_FFI_CallFrame* frame) {
+  static auto* handler = rule_attrs(ffi::Ffi::Bind().Ctx<ffi::PlatformStream<void*>>().Ctx<ffi::DeviceOrdinal>())
+                             .To(rule_cuda<CudaRuleLaunches, Rule>)
                              .release();
+  return handler->Call(frame);
+}
+
+// The CUDA handler's code without a CUDA context, recording its launch (tests only).
+template <typename Rule>
+ffi::Error rule_host(Args args, Rets rets, double lr, bool lr_operand, int64_t tensors, ffi::Span<const double> values) {
+  return rule_cuda<RuleRecords, Rule>(nullptr, 0, args, rets, lr, lr_operand, tensors, values);
+}
+
+template <typename Rule>
+XLA_FFI_Error* rule_host_handler(XLA_FFI_CallFrame* frame) {
+  static auto* handler = rule_attrs(ffi::Ffi::Bind()).To(rule_host<Rule>).release();
   return handler->Call(frame);
 }
 
@@ -132,7 +231,17 @@ std::vector<Target> rule_targets() {
   size_t i = 0;
   for_each_rule(Registry{}, [&](auto* rule) {
     using Rule = std::remove_pointer_t<decltype(rule)>;
-    targets.push_back({rule_target_names()[i++].c_str(), &rule_cpu_handler<Rule>, nullptr});
+    targets.push_back({rule_target_names()[i++].c_str(), &rule_cpu_handler<Rule>, &rule_cuda_handler<Rule>});
+  });
+  return targets;
+}
+
+std::vector<Target> rule_host_test_targets() {
+  std::vector<Target> targets;
+  size_t i = 0;
+  for_each_rule(Registry{}, [&](auto* rule) {
+    using Rule = std::remove_pointer_t<decltype(rule)>;
+    targets.push_back({rule_target_names()[i++].c_str(), &rule_host_handler<Rule>, nullptr});
   });
   return targets;
 }

@@ -205,8 +205,8 @@ def muon(learning_rate=1e-3, ns_coeffs=(3.4445, -4.7750, 2.0315), ns_steps: int 
       to Adam; here give them another optimizer with optax.multi_transform).
     - weight_decay_mask (optax's): a pytree of bools like the parameters, or a function giving one.
 
-    CPU only for now (the rules have no CUDA handler yet). ``fastopt.jax.fused_apply(tx, ...)`` updates
-    parameters and state with the two kernel calls (per dtype and step size) and the products between."""
+    ``fastopt.jax.fused_apply(tx, ...)`` updates parameters and state with the two kernel calls (per dtype
+    and step size) and the products between; on a GPU the passes are the CUDA backend's."""
     checks.only("mu_dtype", mu_dtype, None, "the momentum buffer has the parameter's dtype")
     checks.only("adaptive", adaptive, False, "torch's Muon does not scale by the dual norm")
     if layout not in LAYOUTS:

@@ -2,8 +2,10 @@
 lion, nadam, radam, adamax, adadelta, asgd, rprop, lamb. Each rule is one XLA FFI target
 (csrc/jax/rule_handlers.cpp, "fastopt_rule_<name>") taking the rule's hyperparameters as one array in
 the kernel's order, so the transforms here only name the arguments, the state and the defaults. The
-numbers are fastopt.optim's and fastopt.torch's (torch.optim's where torch has the optimizer); CPU only
-for now (these rules have no CUDA handler yet).
+numbers are fastopt.optim's and fastopt.torch's (torch.optim's where torch has the optimizer). On a GPU
+(a CUDA build of fastopt) the same targets run the CUDA backend's rule launch, float16/bfloat16
+parameters with float32 state included; LAMB, whose per-tensor norms have no CUDA kernel yet, is refused
+there by name.
 
 Step-dependent numbers that torch keeps per parameter (NAdam's mu_product, ASGD's eta and mu) are
 computed by the kernel from the step count, as fastopt's kernels do when they are not given.

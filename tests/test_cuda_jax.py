@@ -1,0 +1,86 @@
+"""fastopt.jax's CUDA handlers on a GPU, under jax.jit: the classic updates (fastopt_adam & co.), the rules
+(fastopt_rule_<name>, csrc/jax/rule_handlers.cpp) and Muon (two rule passes around jnp's Newton-Schulz) give
+on the GPU what the CPU handlers give for the same numbers; LAMB (no CUDA kernel) is refused by name. Marked
+`cuda`; skipped without a CUDA build, a GPU, or jax with its GPU backend."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cuda_support import CUDA_MARKS
+
+pytestmark = CUDA_MARKS
+
+jax = pytest.importorskip("jax")
+jnp = pytest.importorskip("jax.numpy")
+fj = pytest.importorskip("fastopt.jax")
+
+STEPS = 4
+LR = 0.015625
+SHAPES = {"big": (300, 700), "v": (1000,), "w": (17, 5)}
+
+
+def devices():
+    try:
+        gpu = jax.devices("gpu")[0]
+    except RuntimeError:
+        pytest.skip("jax has no GPU backend here")
+    return jax.devices("cpu")[0], gpu
+
+
+def run_on(device, tx, start, grads):
+    with jax.default_device(device):
+        params = jax.device_put(start, device)
+        state = tx.init(params)
+        step = jax.jit(lambda g, s, p: fj.fused_apply(tx, g, s, p))
+        for g in grads:
+            params, state = step(jax.device_put(g, device), state, params)
+        return jax.tree.map(np.asarray, params), jax.tree.map(np.asarray, state)
+
+
+@pytest.mark.parametrize("make_tx", [
+    lambda: fj.adamw(LR, weight_decay=0.1),
+    lambda: fj.lion(LR, weight_decay=0.1),
+    lambda: fj.nadam(LR, weight_decay=0.01),
+    lambda: fj.radam(LR),
+    lambda: fj.asgd(LR, t0=2.0),
+    lambda: fj.rprop(LR),
+    lambda: fj.adadelta(0.5),
+    lambda: fj.adamax(LR),
+], ids=["adamw", "lion", "nadam", "radam", "asgd", "rprop", "adadelta", "adamax"])
+def test_gpu_steps_give_the_cpu_handlers_numbers(make_tx):
+    cpu, gpu = devices()
+    rng = np.random.default_rng(0)
+    start = {k: rng.standard_normal(s).astype(np.float32) for k, s in SHAPES.items()}
+    grads = [{k: rng.standard_normal(s).astype(np.float32) for k, s in SHAPES.items()} for _ in range(STEPS)]
+    tx = make_tx()
+    on_cpu, cpu_state = run_on(cpu, tx, start, grads)
+    on_gpu, gpu_state = run_on(gpu, tx, start, grads)
+    for k in SHAPES:
+        np.testing.assert_allclose(on_gpu[k], on_cpu[k], rtol=1e-6, atol=1e-7, err_msg=f"params[{k!r}]")
+    for a, b in zip(jax.tree.leaves(gpu_state), jax.tree.leaves(cpu_state)):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_muon_on_the_gpu_follows_the_cpu():
+    cpu, gpu = devices()
+    rng = np.random.default_rng(1)
+    shapes = {"big": (300, 700), "w": (17, 5)}
+    start = {k: rng.standard_normal(s).astype(np.float32) for k, s in shapes.items()}
+    grads = [{k: rng.standard_normal(s).astype(np.float32) for k, s in shapes.items()} for _ in range(STEPS)]
+    tx = fj.muon(LR)
+    on_cpu, cpu_state = run_on(cpu, tx, start, grads)
+    on_gpu, gpu_state = run_on(gpu, tx, start, grads)
+    for k in shapes:
+        # (the products sum in another order on the GPU: float32's last bits of O, times lr * scale a step)
+        np.testing.assert_allclose(on_gpu[k], on_cpu[k], rtol=1e-5, atol=1e-5, err_msg=f"params[{k!r}]")
+        np.testing.assert_allclose(gpu_state.momentum_buffer[k], cpu_state.momentum_buffer[k], rtol=1e-6, atol=1e-7)
+
+
+def test_lamb_on_the_gpu_is_refused_by_name():
+    _, gpu = devices()
+    tx = fj.lamb(LR)
+    params = jax.device_put({"w": jnp.ones(8, jnp.float32)}, gpu)
+    with pytest.raises((jax.errors.JaxRuntimeError, ValueError), match="lamb has no CUDA kernel yet"):
+        jax.block_until_ready(jax.jit(lambda g, s, p: fj.fused_apply(tx, g, s, p))(params, tx.init(params), params))
