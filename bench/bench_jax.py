@@ -4,6 +4,9 @@
    against optax.adamw's update + optax.apply_updates (also donated), on one large tensor and on the
    148 tensors of GPT-2 small; fastopt.adamw_ on NumPy arrays of the same sizes as the floor. Then Lion,
    Adamax and LAMB (the optimizers described as rules that optax computes the same way) likewise.
+   Then Adafactor and Muon on the matrices of two GPT-2-small blocks, against optax.adafactor and
+   optax.contrib.muon: not the same numbers (torch's algorithms here, optax's own there) but the same
+   kind of work, which is what a user choosing between them weighs.
 2. The loss alone, forward + backward: jit(value_and_grad) of fastopt.jax.softmax_cross_entropy against
    optax.softmax_cross_entropy_with_integer_labels(...).mean(), 4096 x 32000 float32 by default.
 3. A training step of a small MLP (forward, loss, backward, AdamW), each stack with its own loss and
@@ -87,9 +90,11 @@ def bench_pair(jax, jnp, optax, fj, title, ours, theirs, shapes, rounds, bytes_p
         variants["the same kernel on NumPy"] = numpy_path(host, [np.asarray(g) for g in grads])
     medians = interleaved(variants, rounds)
     n = sum(int(np.prod(s)) for s in shapes)
-    report(f"{title}: {len(shapes)} tensors, {n:,} float32 elements ({bytes_per_element} B/element: "
-           f"{bytes_per_element * n / medians['fastopt.jax.fused_apply (jit)'] / 1e9:.1f} GB/s fused)",
-           medians, "optax update + apply_updates (jit)")
+    rate = "" if bytes_per_element is None else (
+        f" ({bytes_per_element} B/element: "
+        f"{bytes_per_element * n / medians['fastopt.jax.fused_apply (jit)'] / 1e9:.1f} GB/s fused)")
+    report(f"{title}: {len(shapes)} tensors, {n:,} float32 elements{rate}", medians,
+           "optax update + apply_updates (jit)")
 
 
 def bench_adamw(jax, jnp, optax, fj, fastopt, sizes, rounds):
@@ -115,6 +120,31 @@ def bench_rules(jax, jnp, optax, fj, sizes, rounds):
     for name, ours, theirs, bytes_per_element in pairs:
         for label, shapes in sizes:
             bench_pair(jax, jnp, optax, fj, f"{name} step, {label}", ours, theirs, shapes, rounds, bytes_per_element)
+
+
+GPT2_BLOCKS = [s for _ in range(2) for s in [(768, 2304), (768, 768), (768, 3072), (3072, 768)]]
+
+
+def bench_matrix_optimizers(jax, jnp, optax, fj, fastopt, rounds):
+    """Adafactor (24 B/element: three passes over a factored float32 matrix) and Muon (its Newton-Schulz
+    products dominate) on two GPT-2-small blocks' matrices; fastopt.adafactor_ on NumPy (fastopt's threads;
+    the FFI call runs on XLA's calling thread) alongside."""
+    def numpy_adafactor(host, grads):
+        p = [h.copy() for h in host]
+        rows = [np.zeros(h.shape[:-1] + (1,), np.float32) for h in host]
+        cols = [np.zeros(h.shape[:-2] + (1, h.shape[-1]), np.float32) for h in host]
+        step = [0]
+
+        def go():
+            step[0] += 1
+            fastopt.adafactor_(p, grads, rows, cols, step=step[0], lr=1e-2)
+        return go
+
+    bench_pair(jax, jnp, optax, fj, "Adafactor step (optax.adafactor: Shazeer and Stern's, factored the same way)",
+               fj.adafactor(1e-2), optax.adafactor(1e-2, min_dim_size_to_factor=1), GPT2_BLOCKS, rounds, 24,
+               numpy_adafactor)
+    bench_pair(jax, jnp, optax, fj, "Muon step (optax.contrib.muon: its own momentum and scaling)", fj.muon(1e-3),
+               optax.contrib.muon(1e-3), GPT2_BLOCKS, max(3, rounds // 3), None)
 
 
 def bench_loss(jax, jnp, optax, fj, shape, rounds):
@@ -229,6 +259,8 @@ def main(argv=None) -> int:
     sizes = [(f"one tensor", [(size,)])] + ([] if args.quick else [("GPT-2 small's list", GPT2_SMALL)])
     bench_adamw(jax, jnp, optax, fj, fastopt, sizes, rounds)
     bench_rules(jax, jnp, optax, fj, sizes, rounds)
+    if not args.quick:
+        bench_matrix_optimizers(jax, jnp, optax, fj, fastopt, rounds)
     bench_loss(jax, jnp, optax, fj, (n, c), rounds)
     bench_mlp(jax, jnp, optax, fj, rounds, batch=64 if args.quick else 256)
     return 0
