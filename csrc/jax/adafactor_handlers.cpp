@@ -11,8 +11,11 @@
 // (read when lr_operand is false), lr_operand, tensors, beta2_decay, eps1 (NaN: the dtype's machine
 // epsilon), eps2, d, weight_decay, maximize.
 //
-// The row and column sums read whole tensors in a fixed order (csrc/cpu/adafactor_loops.h): one call on
-// the calling thread (kernel_threads.h), the same bits as fastopt.adafactor_ on any thread count.
+// Every tensor's numbers depend on that tensor alone (its sums run in a fixed order, csrc/cpu/adafactor_loops.h),
+// so a large list is shared out over XLA's thread pool by whole tensors (xla_threads.h's run_pieces, one
+// kernel call per piece on one thread: kernel_threads.h): the same bits as fastopt.adafactor_ on any thread
+// count. A single tensor runs on the calling thread.
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <optional>
@@ -24,6 +27,7 @@
 #include "jax/ffi_support.h"
 #include "jax/handlers.h"
 #include "jax/kernel_threads.h"
+#include "jax/xla_threads.h"
 
 namespace fastopt::jax_ffi {
 
@@ -68,7 +72,26 @@ ffi::Error read_state(const ffi::RemainingArgs& args, const ffi::RemainingRets& 
   return ffi::Error::Success();
 }
 
-ffi::Error adafactor_cpu(ffi::RemainingArgs args, ffi::RemainingRets rets, double lr, bool lr_operand,
+// The tensors cut into `pieces` groups of about equal work (elements): the largest first, each to the group
+// with the least so far. Which group runs a tensor changes no bit.
+template <typename T>
+std::vector<std::vector<cpu::AdafactorTensor<T>>> by_work(const std::vector<cpu::AdafactorTensor<T>>& list,
+                                                         int pieces) {
+  std::vector<size_t> order(list.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return list[a].size() > list[b].size(); });
+  std::vector<std::vector<cpu::AdafactorTensor<T>>> groups(static_cast<size_t>(pieces));
+  std::vector<int64_t> work(static_cast<size_t>(pieces), 0);
+  for (size_t i : order) {
+    const size_t g = size_t(std::min_element(work.begin(), work.end()) - work.begin());
+    groups[g].push_back(list[i]);
+    work[g] += list[i].size();
+  }
+  groups.erase(std::remove_if(groups.begin(), groups.end(), [](const auto& g) { return g.empty(); }), groups.end());
+  return groups;
+}
+
+ffi::Error adafactor_cpu(ffi::ThreadPool pool, ffi::RemainingArgs args, ffi::RemainingRets rets, double lr, bool lr_operand,
                          int64_t tensors, double beta2_decay, double eps1, double eps2, double d,
                          double weight_decay, bool maximize) {
   return guarded("fastopt_adafactor", [&]() -> ffi::Error {
@@ -178,8 +201,18 @@ ffi::Error adafactor_cpu(ffi::RemainingArgs args, ffi::RemainingRets rets, doubl
         }
         list.push_back(t);
       }
-      const KernelOnCallingThread one_thread;
-      cpu::kernels().of<T>().adafactor(list, h);
+      const auto kernel = cpu::kernels().of<T>().adafactor;
+      int64_t total = 0;
+      for (const auto& t : list) total += t.size();
+      const int pieces = int(std::min<int64_t>(piece_count(total, pool.num_threads()), int64_t(list.size())));
+      if (pieces <= 1) {
+        const KernelOnCallingThread one_thread;
+        kernel(list, h);
+      } else {
+        run_pieces(pool, by_work(list, pieces), [kernel, &h](const std::vector<cpu::AdafactorTensor<T>>& piece) {
+          kernel(piece, h);
+        });
+      }
     };
     if (k == 0) return ffi::Error::Success();
     if (dtype == ffi::DataType::F32) {
@@ -193,6 +226,7 @@ ffi::Error adafactor_cpu(ffi::RemainingArgs args, ffi::RemainingRets rets, doubl
 
 XLA_FFI_DEFINE_HANDLER(kAdafactorCpu, adafactor_cpu,
                        ffi::Ffi::Bind()
+                           .Ctx<ffi::ThreadPool>()
                            .RemainingArgs()
                            .RemainingRets()
                            .Attr<double>("lr")

@@ -143,8 +143,8 @@ def adafactor(learning_rate=1e-2, beta2_decay: float = -0.8, eps=(None, 1e-3), d
         U = g / sqrt(max(V, eps1^2));  p -= alpha / max(1, RMS(U) / d) * U
 
     eps = (eps1 or None: the dtype's machine epsilon, eps2). One kernel call per dtype (fastopt.adafactor_'s:
-    sums in double in a fixed order, the same bits on any thread count), on the CPU only, on XLA's calling
-    thread. Its step size is relative to the parameters' RMS, so ``update`` needs them and returns
+    sums in double in a fixed order, the same bits on any thread count), on the CPU only; a large list is
+    shared out over XLA's threads by whole tensors. Its step size is relative to the parameters' RMS, so ``update`` needs them and returns
     ``new_params - params``; ``fastopt.jax.fused_apply`` writes them in place. optax.adafactor is another
     algorithm (Shazeer and Stern's with update clipping, a momentum option and factoring only from
     min_dim_size_to_factor=128 on): it does not give these numbers."""
