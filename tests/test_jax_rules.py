@@ -102,6 +102,27 @@ def test_update_then_apply_updates_matches_fastopt_optim(case, dtype):
         np.testing.assert_allclose(got[k], want[i], **tol, err_msg=f"params[{k!r}]")
 
 
+@pytest.mark.parametrize("max_grad_norm", [None, 1.0])
+def test_lamb_over_a_list_shared_out_by_whole_tensors_gives_fastopt_optim_bits(max_grad_norm):
+    """Over 2 x 131072 elements the handler shares the list out over XLA's threads, LAMB's by whole tensors
+    (each tensor's norms on one thread), and as one call when a global gradient norm is clipped."""
+    rng = np.random.default_rng(8)
+    shapes = {"a": (150_000,), "b": (400, 350), "c": (1000,), "d": (3, 5)}
+    start = {k: rng.standard_normal(v).astype(np.float32) for k, v in shapes.items()}
+    grads = [{k: rng.standard_normal(v).astype(np.float32) for k, v in shapes.items()} for _ in range(3)]
+    keys = sorted(start)
+    ours = optim.LAMB([start[k].copy() for k in keys], lr=LR, weight_decay=0.01, max_grad_norm=max_grad_norm)
+    tx = fj.lamb(LR, weight_decay=0.01, max_grad_norm=max_grad_norm)
+    params = jax.tree.map(jnp.asarray, start)
+    state = tx.init(params)
+    step = jax.jit(lambda g, s, p: fj.fused_apply(tx, g, s, p))
+    for g in grads:
+        params, state = step(jax.tree.map(jnp.asarray, g), state, params)
+        ours.step([g[k] for k in keys])
+    for i, k in enumerate(keys):
+        np.testing.assert_array_equal(np.asarray(params[k]), ours.param_groups[0]["params"][i], err_msg=k)
+
+
 def test_a_schedule_gives_the_numbers_of_its_constant_value():
     params = {"w": jnp.linspace(-1.0, 1.0, 50, dtype=jnp.float32)}
     grads = {"w": jnp.cos(jnp.arange(50, dtype=jnp.float32))}

@@ -15,7 +15,6 @@
 // so a large list is shared out over XLA's thread pool by whole tensors (xla_threads.h's run_pieces, one
 // kernel call per piece on one thread: kernel_threads.h): the same bits as fastopt.adafactor_ on any thread
 // count. A single tensor runs on the calling thread.
-#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <optional>
@@ -70,25 +69,6 @@ ffi::Error read_state(const ffi::RemainingArgs& args, const ffi::RemainingRets& 
   }
   data = result.untyped_data();
   return ffi::Error::Success();
-}
-
-// The tensors cut into `pieces` groups of about equal work (elements): the largest first, each to the group
-// with the least so far. Which group runs a tensor changes no bit.
-template <typename T>
-std::vector<std::vector<cpu::AdafactorTensor<T>>> by_work(const std::vector<cpu::AdafactorTensor<T>>& list,
-                                                         int pieces) {
-  std::vector<size_t> order(list.size());
-  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
-  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return list[a].size() > list[b].size(); });
-  std::vector<std::vector<cpu::AdafactorTensor<T>>> groups(static_cast<size_t>(pieces));
-  std::vector<int64_t> work(static_cast<size_t>(pieces), 0);
-  for (size_t i : order) {
-    const size_t g = size_t(std::min_element(work.begin(), work.end()) - work.begin());
-    groups[g].push_back(list[i]);
-    work[g] += list[i].size();
-  }
-  groups.erase(std::remove_if(groups.begin(), groups.end(), [](const auto& g) { return g.empty(); }), groups.end());
-  return groups;
 }
 
 ffi::Error adafactor_cpu(ffi::ThreadPool pool, ffi::RemainingArgs args, ffi::RemainingRets rets, double lr, bool lr_operand,
@@ -209,7 +189,14 @@ ffi::Error adafactor_cpu(ffi::ThreadPool pool, ffi::RemainingArgs args, ffi::Rem
         const KernelOnCallingThread one_thread;
         kernel(list, h);
       } else {
-        run_pieces(pool, by_work(list, pieces), [kernel, &h](const std::vector<cpu::AdafactorTensor<T>>& piece) {
+        std::vector<int64_t> sizes;
+        for (const auto& t : list) sizes.push_back(t.size());
+        std::vector<std::vector<cpu::AdafactorTensor<T>>> groups;
+        for (const std::vector<size_t>& group : whole_tensors(sizes, pieces)) {
+          groups.emplace_back();
+          for (size_t i : group) groups.back().push_back(list[i]);
+        }
+        run_pieces(pool, std::move(groups), [kernel, &h](const std::vector<cpu::AdafactorTensor<T>>& piece) {
           kernel(piece, h);
         });
       }

@@ -10,6 +10,7 @@
 // rule's first hyperparameter is lr and lr_operand is false), lr_operand, tensors, and values: the
 // rule's kHypers values in spec order (flags as 0 / 1, NaN for an optional one given as None), the
 // same array fastopt_update takes through the C ABI.
+#include <algorithm>
 #include <array>
 #include <cstdint>
 #include <cstring>
@@ -79,8 +80,15 @@ ffi::Error rule_cpu(ffi::ThreadPool pool, Args args, Rets rets, double lr, bool 
     }
     int64_t total = 0;
     for (int64_t n : ops.sizes) total += n;
-    // A rule with per-tensor sums (LAMB's norms) reads whole tensors: one call, on this thread.
-    const int pieces = has_tensor_sums<Rule> ? 1 : piece_count(total, pool.num_threads());
+    // A rule with per-tensor sums (LAMB's norms) keeps each tensor whole on one thread (pieces of whole
+    // tensors), and with a global gradient-norm clip (a pre-pass over the whole list) runs as one call.
+    bool whole = false, one_call = false;
+    if constexpr (has_tensor_sums<Rule>) {
+      whole = true;
+      one_call = Rule::clip_norm(hyper) > 0.0;
+    }
+    const int pieces =
+        one_call ? 1 : std::min<int>(piece_count(total, pool.num_threads()), whole ? int(ops.sizes.size()) : 1 << 30);
     auto run = [&](auto zero) {
       using T = decltype(zero);
       const auto kernel = cpu::kernels().of<T>().rules.template of<Rule>();
@@ -89,7 +97,8 @@ ffi::Error rule_cpu(ffi::ThreadPool pool, Args args, Rets rets, double lr, bool 
         const KernelOnCallingThread one_thread;
         kernel(list, hyper);
       } else {
-        run_pieces(pool, split_list(list, pieces), [&](const cpu::TensorList<T, N>& piece) { kernel(piece, hyper); });
+        run_pieces(pool, whole ? split_by_tensor(list, pieces) : split_list(list, pieces),
+                   [&](const cpu::TensorList<T, N>& piece) { kernel(piece, hyper); });
       }
     };
     if (ops.param == DType::Float32) {

@@ -76,6 +76,37 @@ std::vector<cpu::TensorList<T, N>> split_list(const cpu::TensorList<T, N>& list,
   return out;
 }
 
+// For work that must keep each tensor whole on one thread (per-tensor sums: LAMB's norms, Adafactor's row
+// and column means): the indices of `sizes` in at most `pieces` groups of about equal total, the largest
+// first, each to the group with the least so far; no group is empty. Which group runs a tensor changes no
+// bit, since each tensor's numbers depend on that tensor alone.
+inline std::vector<std::vector<size_t>> whole_tensors(const std::vector<int64_t>& sizes, int pieces) {
+  std::vector<size_t> order(sizes.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return sizes[a] > sizes[b]; });
+  std::vector<std::vector<size_t>> groups(static_cast<size_t>(std::max(pieces, 1)));
+  std::vector<int64_t> load(groups.size(), 0);
+  for (size_t i : order) {
+    const size_t g = size_t(std::min_element(load.begin(), load.end()) - load.begin());
+    groups[g].push_back(i);
+    load[g] += sizes[i];
+  }
+  groups.erase(std::remove_if(groups.begin(), groups.end(), [](const auto& g) { return g.empty(); }), groups.end());
+  return groups;
+}
+
+// The list cut into pieces of whole tensors (whole_tensors).
+template <typename T, int N>
+std::vector<cpu::TensorList<T, N>> split_by_tensor(const cpu::TensorList<T, N>& list, int pieces) {
+  std::vector<cpu::TensorList<T, N>> out;
+  for (const std::vector<size_t>& group : whole_tensors(list.sizes, pieces)) {
+    cpu::TensorList<T, N> piece;
+    for (size_t k : group) piece.add(list.ptrs[k], list.sizes[k]);
+    out.push_back(std::move(piece));
+  }
+  return out;
+}
+
 // body(piece) for every piece, on the calling thread and on XLA's pool; returns when all are done.
 // An exception from a body is rethrown here (after every claimed piece has finished).
 template <typename Piece, typename Body>

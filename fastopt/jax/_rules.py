@@ -215,8 +215,8 @@ def lamb(learning_rate, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-6, e
     """LAMB (You et al. 2020; fastopt.torch.LAMB, apex's FusedLAMB): Adam's moments, ``u = m_hat / (sqrt(v_hat)
     + eps) + weight_decay * p``, ``p -= learning_rate * (||p|| / ||u||) * u`` per leaf (ratio 1 where a norm is
     0), optional clipping of the global gradient norm (max_grad_norm). optax.lamb computes the same trust
-    ratio; its default weight_decay is 0, fastopt's (apex's) 0.01. The norms read whole leaves: one call on
-    one thread."""
+    ratio; its default weight_decay is 0, fastopt's (apex's) 0.01. The norms read whole leaves: a large
+    list is shared out over XLA's threads by whole leaves, as one call when max_grad_norm clips."""
     checks.only("eps_root", eps_root, 0.0, "LAMB's eps is added after the square root")
     checks.only("mask", mask, None, "every leaf is decayed")
     values = _checked("lamb", dict(beta1=("b1", b1), beta2=("b2", b2), eps=("eps", eps),
