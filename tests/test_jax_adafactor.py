@@ -13,6 +13,7 @@ import pytest
 jax = pytest.importorskip("jax")
 jnp = pytest.importorskip("jax.numpy")
 fj = pytest.importorskip("fastopt.jax")
+import jax_steps  # noqa: E402
 from fastopt import optim  # noqa: E402
 
 STEPS = 6
@@ -29,7 +30,7 @@ CASES = [
 
 
 def precision(dtype):
-    return jax.enable_x64(np.dtype(dtype) == np.float64)
+    return jax_steps.precision(jax, dtype)
 
 
 def make(rng, dtype, shapes=SHAPES):
@@ -37,13 +38,7 @@ def make(rng, dtype, shapes=SHAPES):
 
 
 def jitted(tx, fused):
-    if fused:
-        return jax.jit(lambda g, s, p: fj.fused_apply(tx, g, s, p))
-
-    def step(g, s, p):
-        updates, s = tx.update(g, s, p)
-        return jax.tree.map(lambda a, b: a + b, p, updates), s
-    return jax.jit(step)
+    return jax_steps.jitted(jax, fj, tx, fused)
 
 
 def run_both(kw, dtype, fused, seed=0):
@@ -52,16 +47,8 @@ def run_both(kw, dtype, fused, seed=0):
     grads = [make(rng, dtype) for _ in range(STEPS)]
     keys = sorted(start)  # (the order jax flattens a dict in)
     ours = optim.Adafactor([start[k].copy() for k in keys], lr=LR, **kw)
-    tx = fj.adafactor(LR, **kw)
     with precision(dtype):
-        params = jax.tree.map(jnp.asarray, start)
-        state = tx.init(params)
-        step = jitted(tx, fused)
-        for g in grads:
-            params, state = step(jax.tree.map(jnp.asarray, g), state, params)
-            ours.step([g[k] for k in keys])
-        got = {k: np.asarray(v) for k, v in params.items()}
-        got_state = jax.tree.map(np.asarray, state)
+        got, got_state = jax_steps.beside_optim(jax, fj, fj.adafactor(LR, **kw), ours, start, grads, fused)
     return got, got_state, keys, ours
 
 
@@ -98,19 +85,11 @@ def test_float64_steps_follow_torch_adafactor():
     shapes = {k: v for k, v in SHAPES.items() if k not in ("big", "tall")}
     start = make(rng, np.float64, shapes)
     keys = sorted(start)
-    theirs = [torch.nn.Parameter(torch.from_numpy(start[k].copy())) for k in keys]
-    ref = torch.optim.Adafactor(theirs, lr=0.02, weight_decay=0.05)
-    tx = fj.adafactor(0.02, weight_decay=0.05)
     with precision(np.float64):
-        params = jax.tree.map(jnp.asarray, start)
-        state = tx.init(params)
-        step = jitted(tx, True)
-        for _ in range(STEPS):
-            g = make(rng, np.float64, shapes)
-            params, state = step(jax.tree.map(jnp.asarray, g), state, params)
-            for p, k in zip(theirs, keys):
-                p.grad = torch.from_numpy(g[k].copy())
-            ref.step()
+        params, state, theirs, ref = jax_steps.beside_torch(
+            jax, fj, torch, fj.adafactor(0.02, weight_decay=0.05),
+            lambda ps: torch.optim.Adafactor(ps, lr=0.02, weight_decay=0.05), start,
+            [make(rng, np.float64, shapes) for _ in range(STEPS)])
         # (torch sums g^2 in another order than fastopt's fixed one: the last bits)
         for p, k in zip(theirs, keys):
             np.testing.assert_allclose(np.asarray(params[k]), p.detach().numpy(), rtol=1e-10, atol=1e-14,

@@ -13,6 +13,7 @@ import pytest
 jax = pytest.importorskip("jax")
 jnp = pytest.importorskip("jax.numpy")
 fj = pytest.importorskip("fastopt.jax")
+import jax_steps  # noqa: E402
 from fastopt import optim, references  # noqa: E402
 
 STEPS = 6
@@ -35,7 +36,7 @@ def optim_kwargs(kw):
 
 
 def precision(dtype):
-    return jax.enable_x64(np.dtype(dtype) == np.float64)
+    return jax_steps.precision(jax, dtype)
 
 
 def make(rng, dtype, shapes=SHAPES):
@@ -43,13 +44,7 @@ def make(rng, dtype, shapes=SHAPES):
 
 
 def jitted(tx, fused):
-    if fused:
-        return jax.jit(lambda g, s, p: fj.fused_apply(tx, g, s, p))
-
-    def step(g, s, p):
-        updates, s = tx.update(g, s, p)
-        return jax.tree.map(lambda a, b: a + b, p, updates), s
-    return jax.jit(step)
+    return jax_steps.jitted(jax, fj, tx, fused)
 
 
 def run_both(kw, dtype, fused, seed=0):
@@ -58,17 +53,9 @@ def run_both(kw, dtype, fused, seed=0):
     grads = [make(rng, dtype) for _ in range(STEPS)]
     keys = sorted(start)  # (the order jax flattens a dict in)
     ours = optim.Muon([start[k].copy() for k in keys], lr=LR, **optim_kwargs(kw))
-    tx = fj.muon(LR, **kw)
     with precision(dtype):
-        params = jax.tree.map(jnp.asarray, start)
-        state = tx.init(params)
-        step = jitted(tx, fused)
-        for g in grads:
-            params, state = step(jax.tree.map(jnp.asarray, g), state, params)
-            ours.step([g[k] for k in keys])
-        got = {k: np.asarray(v) for k, v in params.items()}
-        buffers = {k: np.asarray(v) for k, v in state.momentum_buffer.items()}
-        count = int(state.count)
+        got, state = jax_steps.beside_optim(jax, fj, fj.muon(LR, **kw), ours, start, grads, fused)
+    buffers, count = state.momentum_buffer, int(state.count)
     return got, buffers, count, keys, ours
 
 
@@ -118,18 +105,9 @@ def test_bfloat16_iteration_follows_torch_muon():
     shapes = {k: v for k, v in SHAPES.items() if k != "big"}
     start = make(rng, np.float32, shapes)
     keys = sorted(start)
-    theirs = [torch.nn.Parameter(torch.from_numpy(start[k].copy())) for k in keys]
-    ref = torch.optim.Muon(theirs, lr=0.02, weight_decay=0.1)
-    tx = fj.muon(0.02, ns_dtype=jnp.bfloat16)
-    params = jax.tree.map(jnp.asarray, start)
-    state = tx.init(params)
-    step = jitted(tx, True)
-    for _ in range(STEPS):
-        g = make(rng, np.float32, shapes)
-        params, state = step(jax.tree.map(jnp.asarray, g), state, params)
-        for p, k in zip(theirs, keys):
-            p.grad = torch.from_numpy(g[k].copy())
-        ref.step()
+    params, state, theirs, ref = jax_steps.beside_torch(
+        jax, fj, torch, fj.muon(0.02, ns_dtype=jnp.bfloat16), lambda ps: torch.optim.Muon(ps, lr=0.02, weight_decay=0.1),
+        start, [make(rng, np.float32, shapes) for _ in range(STEPS)])
     # The same bfloat16 iteration as torch's, its input differing in the last bits (torch's lerp) and its
     # reductions summed in other orders: O agrees to a few bfloat16 ulps (2^-8) of its entries (at most about
     # 1), and a step moves a parameter by lr * scale * O. A wrong iteration would be off by O itself.

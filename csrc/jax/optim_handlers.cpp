@@ -91,15 +91,7 @@ ffi::Error run_on_cuda(void* stream, int32_t device, ffi::RemainingArgs args, ff
     spec.hyper.lr = spec.lr_operand ? 0.0 : spec.lr;
     set_step(spec.hyper, 1);
     if (const rules::Check bad = rules::check(spec.hyper)) return broken(bad);
-    cuda::DeviceTensorList<N> list;
-    list.param = ops.param;
-    list.state = ops.state;
-    list.ptrs = ops.ptrs;
-    list.sizes = ops.sizes;
-    cuda::DeviceHyper on_device;
-    if (ops.lr) on_device.lr = cuda::DeviceScalar{ops.lr->untyped_data(), *dtype_of(ops.lr->element_type())};
-    on_device.step = cuda::DeviceScalar{ops.step->untyped_data(), *dtype_of(ops.step->element_type())};
-    Launcher::update(spec.what, list, spec.hyper, on_device, cuda::Queue{device, stream});
+    Launcher::update(spec.what, device_list(ops), spec.hyper, device_values(ops), cuda::Queue{device, stream});
     return ffi::Error::Success();
   });
 }

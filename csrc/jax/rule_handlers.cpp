@@ -41,43 +41,58 @@ constexpr bool takes_lr() {
   return std::char_traits<char>::compare(Rule::kHyperSpecs[0].name, "lr", 3) == 0;
 }
 
+// The call's values (their count checked) and its operands, in the slots the configuration's variant
+// uses (the variant depends on neither lr nor step). `v` receives the values; lr's entry is left to the
+// caller (the attribute or the operand, read where the platform can).
+template <typename Rule>
+ffi::Error read_rule_call(const std::string& what, Args& args, Rets& rets, bool lr_operand, int64_t tensors,
+                          ffi::Span<const double> values, bool half_ok, std::array<double, Rule::kHypers>& v,
+                          UpdateOperands<Rule::kOperands>& ops) {
+  constexpr int N = Rule::kOperands;
+  if (values.size() != size_t(Rule::kHypers) || (lr_operand && !takes_lr<Rule>())) {
+    return ffi::Error::Internal(what + ": a call with " + std::to_string(values.size()) +
+                                " values does not match the rule; fastopt.jax and fastopt._core come from "
+                                "different builds?");
+  }
+  for (int i = 0; i < Rule::kHypers; ++i) v[size_t(i)] = values[size_t(i)];
+  unsigned used = 0;
+  with_variant<Rule::kVariants>(Rule::variant(Rule::from_values(v.data(), 1, GradScaling{})),
+                                [&](auto V) { used = Rule::used(V.value); });
+  std::array<bool, N> slots{};
+  std::array<const char*, N> names{};
+  for (int j = 0; j < N; ++j) {
+    slots[size_t(j)] = Rule::kOperandSpecs[j].needed_when == nullptr || (used & operand_bit(j)) != 0;
+    names[size_t(j)] = Rule::kOperandSpecs[j].name;
+  }
+  return read_update<N>(args, rets, tensors, lr_operand, slots, names, half_ok, ops);
+}
+
+// The rule's checks of its values, then of their range for the params' dtype.
+template <typename Rule>
+ffi::Error check_rule_call(const std::array<double, Rule::kHypers>& v, const typename Rule::Hyper& hyper,
+                           DType param) {
+  if (const rules::Check bad = rules::check_rule<Rule>(v.data(), hyper)) return invalid(rules::describe(*bad, show));
+  if (const rules::Check bad = rules::check_rule_range<Rule>(v.data(), hyper, rules::math_range(param == DType::Float64))) {
+    return invalid(rules::describe(*bad, show));
+  }
+  return ffi::Error::Success();
+}
+
 template <typename Rule>
 ffi::Error rule_cpu(ffi::ThreadPool pool, Args args, Rets rets, double lr, bool lr_operand, int64_t tensors,
                     ffi::Span<const double> values) {
   static const std::string what = std::string("fastopt_rule_") + Rule::kName;
   return guarded(what.c_str(), [&]() -> ffi::Error {
     constexpr int N = Rule::kOperands;
-    if (values.size() != size_t(Rule::kHypers) || (lr_operand && !takes_lr<Rule>())) {
-      return ffi::Error::Internal(what + ": a call with " + std::to_string(values.size()) +
-                                  " values does not match the rule; fastopt.jax and fastopt._core come from "
-                                  "different builds?");
-    }
     std::array<double, Rule::kHypers> v{};
-    for (int i = 0; i < Rule::kHypers; ++i) v[size_t(i)] = values[size_t(i)];
-    // Which operands the configuration reads (its variant does not depend on lr or step).
-    unsigned used = 0;
-    with_variant<Rule::kVariants>(Rule::variant(Rule::from_values(v.data(), 1, GradScaling{})),
-                                  [&](auto V) { used = Rule::used(V.value); });
-    std::array<bool, N> slots{};
-    std::array<const char*, N> names{};
-    for (int j = 0; j < N; ++j) {
-      slots[size_t(j)] = Rule::kOperandSpecs[j].needed_when == nullptr || (used & operand_bit(j)) != 0;
-      names[size_t(j)] = Rule::kOperandSpecs[j].name;
-    }
     UpdateOperands<N> ops;
-    if (ffi::Error e = read_update<N>(args, rets, tensors, lr_operand, slots, names, false, ops); !e.success()) {
+    if (ffi::Error e = read_rule_call<Rule>(what, args, rets, lr_operand, tensors, values, false, v, ops); !e.success()) {
       return e;
     }
     if constexpr (takes_lr<Rule>()) v[0] = ops.lr ? host_real(*ops.lr) : lr;
     const typename Rule::Hyper hyper =
         Rule::from_values(v.data(), Rule::kUsesStep ? host_integer(*ops.step) : 1, GradScaling{});
-    if (const rules::Check bad = rules::check_rule<Rule>(v.data(), hyper)) {
-      return invalid(rules::describe(*bad, show));
-    }
-    if (const rules::Check bad =
-            rules::check_rule_range<Rule>(v.data(), hyper, rules::math_range(ops.param == DType::Float64))) {
-      return invalid(rules::describe(*bad, show));
-    }
+    if (ffi::Error e = check_rule_call<Rule>(v, hyper, ops.param); !e.success()) return e;
     int64_t total = 0;
     for (int64_t n : ops.sizes) total += n;
     // A rule with per-tensor sums (LAMB's norms) keeps each tensor whole on one thread (pieces of whole
@@ -93,7 +108,7 @@ ffi::Error rule_cpu(ffi::ThreadPool pool, Args args, Rets rets, double lr, bool 
       using T = decltype(zero);
       const auto kernel = cpu::kernels().of<T>().rules.template of<Rule>();
       const cpu::TensorList<T, N> list = host_list<T>(ops);
-      if (pieces == 1) {
+      if (pieces <= 1) {  // (0 for an empty list of whole tensors)
         const KernelOnCallingThread one_thread;
         kernel(list, hyper);
       } else {
@@ -120,46 +135,21 @@ ffi::Error rule_cuda(void* stream, int32_t device, Args args, Rets rets, double 
   static const std::string what = std::string("fastopt_rule_") + Rule::kName;
   return guarded(what.c_str(), [&]() -> ffi::Error {
     constexpr int N = Rule::kOperands;
-    if (values.size() != size_t(Rule::kHypers) || (lr_operand && !takes_lr<Rule>())) {
-      return ffi::Error::Internal(what + ": a call with " + std::to_string(values.size()) +
-                                  " values does not match the rule; fastopt.jax and fastopt._core come from "
-                                  "different builds?");
-    }
     if constexpr (has_tensor_sums<Rule>) {
       return invalid(what + ": " + Rule::kName + " has no CUDA kernel yet (its per-tensor norms run on the CPU "
                      "only): run it on CPU arrays");
     } else {
       std::array<double, Rule::kHypers> v{};
-      for (int i = 0; i < Rule::kHypers; ++i) v[size_t(i)] = values[size_t(i)];
-      if constexpr (takes_lr<Rule>()) v[0] = lr_operand ? 0.0 : lr;
-      const typename Rule::Hyper hyper = Rule::from_values(v.data(), 1, GradScaling{});
-      unsigned used = 0;
-      with_variant<Rule::kVariants>(Rule::variant(hyper), [&](auto V) { used = Rule::used(V.value); });
-      std::array<bool, N> slots{};
-      std::array<const char*, N> names{};
-      for (int j = 0; j < N; ++j) {
-        slots[size_t(j)] = Rule::kOperandSpecs[j].needed_when == nullptr || (used & operand_bit(j)) != 0;
-        names[size_t(j)] = Rule::kOperandSpecs[j].name;
-      }
       UpdateOperands<N> ops;
-      if (ffi::Error e = read_update<N>(args, rets, tensors, lr_operand, slots, names, true, ops); !e.success()) {
+      if (ffi::Error e = read_rule_call<Rule>(what, args, rets, lr_operand, tensors, values, true, v, ops);
+          !e.success()) {
         return e;
       }
-      if (const rules::Check bad = rules::check_rule<Rule>(v.data(), hyper)) {
-        return invalid(rules::describe(*bad, show));
-      }
-      if (const rules::Check bad =
-              rules::check_rule_range<Rule>(v.data(), hyper, rules::math_range(ops.param == DType::Float64))) {
-        return invalid(rules::describe(*bad, show));
-      }
-      cuda::DeviceTensorList<N> list;
-      list.param = ops.param;
-      list.state = ops.state;
-      list.ptrs = ops.ptrs;
-      list.sizes = ops.sizes;
-      cuda::DeviceHyper on_device;
-      if (ops.lr) on_device.lr = cuda::DeviceScalar{ops.lr->untyped_data(), *dtype_of(ops.lr->element_type())};
-      on_device.step = cuda::DeviceScalar{ops.step->untyped_data(), *dtype_of(ops.step->element_type())};
+      if constexpr (takes_lr<Rule>()) v[0] = lr_operand ? 0.0 : lr;
+      const typename Rule::Hyper hyper = Rule::from_values(v.data(), 1, GradScaling{});
+      if (ffi::Error e = check_rule_call<Rule>(v, hyper, ops.param); !e.success()) return e;
+      const cuda::DeviceTensorList<N> list = device_list(ops);
+      const cuda::DeviceHyper on_device = device_values(ops);
       Launcher::template rule<Rule>(what.c_str(), list, hyper, on_device, cuda::Queue{device, stream});
       return ffi::Error::Success();
     }

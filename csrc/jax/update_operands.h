@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "cpu/tensor_list.h"
+#include "cuda/backend.h"
 #include "jax/ffi_support.h"
 
 namespace fastopt::jax_ffi {
@@ -148,6 +149,26 @@ cpu::TensorList<T, N> host_list(const UpdateOperands<N>& ops) {
     list.ptrs.push_back(typed);
   }
   return list;
+}
+
+// The CUDA backend's list of the call's operands (device pointers, as read).
+template <int N>
+cuda::DeviceTensorList<N> device_list(const UpdateOperands<N>& ops) {
+  cuda::DeviceTensorList<N> list;
+  list.param = ops.param;
+  list.state = ops.state;
+  list.ptrs = ops.ptrs;
+  list.sizes = ops.sizes;
+  return list;
+}
+
+// lr (when an operand) and step left on the device, for the kernels to read there: nothing waits for the GPU.
+template <int N>
+cuda::DeviceHyper device_values(const UpdateOperands<N>& ops) {
+  cuda::DeviceHyper on_device;
+  if (ops.lr) on_device.lr = cuda::DeviceScalar{ops.lr->untyped_data(), *dtype_of(ops.lr->element_type())};
+  on_device.step = cuda::DeviceScalar{ops.step->untyped_data(), *dtype_of(ops.step->element_type())};
+  return on_device;
 }
 
 }  // namespace fastopt::jax_ffi

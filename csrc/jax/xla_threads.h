@@ -111,6 +111,7 @@ std::vector<cpu::TensorList<T, N>> split_by_tensor(const cpu::TensorList<T, N>& 
 // An exception from a body is rethrown here (after every claimed piece has finished).
 template <typename Piece, typename Body>
 void run_pieces(ffi::ThreadPool& pool, std::vector<Piece> pieces, Body body) {
+  if (pieces.empty()) return;
   struct Shared {
     std::vector<Piece> pieces;
     Body body;

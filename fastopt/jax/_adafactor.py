@@ -88,13 +88,7 @@ def _step(spec: _AdafactorSpec, grads, state, params, fused: bool):
     if params is None:
         raise ValueError("adafactor reads the parameters (its step size is relative to their RMS): call "
                          "update(grads, state, params)")
-    g_names, g_leaves, g_def = checks.flatten(grads, "grads")
-    p_names, p_leaves, p_def = checks.flatten(params, "params")
-    checks.same_structure(g_def, p_def, "grads", "params")
-    dtypes = [_leaf_dtype(p, name) for name, p in zip(p_names, p_leaves)]
-    for name, g, dtype, p, p_name in zip(g_names, g_leaves, dtypes, p_leaves, p_names):
-        if g is not p:
-            checks.check_like(g, name, dtype, p.shape, p_name)
+    g_leaves, p_leaves, p_def, p_names, _, dtypes = checks.step_leaves(grads, params, _leaf_dtype)
     buffers: Dict[str, List[jax.Array]] = {}
     for field in ("row_var", "col_var", "variance"):
         label = f"state.{field}"
@@ -109,9 +103,7 @@ def _step(spec: _AdafactorSpec, grads, state, params, fused: bool):
                 raise ValueError(f"{name} has shape {tuple(x.shape)} but {p_name} of shape {tuple(p.shape)} needs "
                                  f"{want}")
         buffers[field] = leaves
-    count = checks.as_array(state.count, "state.count")
-    if np.dtype(count.dtype) not in checks.LABELS or count.shape != ():
-        raise TypeError(f"state.count must be a 0-d int32 or int64 array, got {count.dtype}{list(count.shape)}")
+    count = checks.step_count(state.count)
 
     lr_attr, lr_operand = _learning_rate(spec, count)
     step = jnp.where(count == jnp.iinfo(count.dtype).max, count, count + 1)

@@ -6,7 +6,7 @@ Nothing is ever converted: a float64 gradient for a float32 parameter is refused
 from __future__ import annotations
 
 import math
-from typing import Any, List, Tuple
+from typing import Any, Callable, List, NamedTuple, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -71,6 +71,44 @@ def check_like(x: jax.Array, name: str, dtype: np.dtype, shape, reference: str) 
                         f"fastopt.jax converts nothing")
     if tuple(x.shape) != tuple(shape):
         raise ValueError(f"{name} has shape {tuple(x.shape)} but {reference} has shape {tuple(shape)}")
+
+
+class StepLeaves(NamedTuple):
+    """The leaves of one update call, checked (step_leaves)."""
+
+    grads: List[jax.Array]
+    params: Optional[List[jax.Array]]  # None when update() was called without them
+    treedef: Any                       # the params' (else the grads') structure, which the state follows
+    names: List[str]                   # the leaves the state follows: the params' (else the grads')
+    leaves: List[jax.Array]
+    dtypes: List[np.dtype]
+
+
+def step_leaves(grads, params, leaf_dtype: Callable[[jax.Array, str], np.dtype] = None) -> StepLeaves:
+    """grads and params (or None) flattened: one structure, each gradient of its parameter's dtype
+    (leaf_dtype's verdict, param_dtype by default) and shape."""
+    leaf_dtype = leaf_dtype or param_dtype
+    g_names, g_leaves, g_def = flatten(grads, "grads")
+    if params is not None:
+        p_names, p_leaves, p_def = flatten(params, "params")
+        same_structure(g_def, p_def, "grads", "params")
+        names, leaves = p_names, p_leaves
+    else:
+        p_leaves, p_def = None, g_def
+        names, leaves = g_names, g_leaves
+    dtypes = [leaf_dtype(x, name) for name, x in zip(names, leaves)]
+    for name, g, dtype, ref, ref_name in zip(g_names, g_leaves, dtypes, leaves, names):
+        if g is not ref:
+            check_like(g, name, dtype, ref.shape, ref_name)
+    return StepLeaves(g_leaves, p_leaves, p_def, names, leaves, dtypes)
+
+
+def step_count(count) -> jax.Array:
+    """state.count, a 0-d int32/int64 array."""
+    count = as_array(count, "state.count")
+    if np.dtype(count.dtype) not in LABELS or count.shape != ():
+        raise TypeError(f"state.count must be a 0-d int32 or int64 array, got {count.dtype}{list(count.shape)}")
+    return count
 
 
 # ------------------------------------------------------------------ hyperparameters (optax's names)

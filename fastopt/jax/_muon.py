@@ -102,27 +102,14 @@ def _check_leaf(x: jax.Array, name: str) -> np.dtype:
 def _step(spec: _MuonSpec, grads, state, params, fused: bool):
     if not isinstance(state, MuonState):
         raise TypeError(f"state must be the MuonState that muon's init returned, got {type(state).__name__}")
-    g_names, g_leaves, g_def = checks.flatten(grads, "grads")
-    if params is not None:
-        p_names, p_leaves, p_def = checks.flatten(params, "params")
-        checks.same_structure(g_def, p_def, "grads", "params")
-        ref_names, ref_leaves = p_names, p_leaves
-    else:
-        p_leaves, p_def = None, g_def
-        ref_names, ref_leaves = g_names, g_leaves
-    dtypes = [_check_leaf(x, name) for name, x in zip(ref_names, ref_leaves)]
-    for name, g, dtype, ref, ref_name in zip(g_names, g_leaves, dtypes, ref_leaves, ref_names):
-        if g is not ref:
-            checks.check_like(g, name, dtype, ref.shape, ref_name)
+    g_leaves, p_leaves, p_def, ref_names, ref_leaves, dtypes = checks.step_leaves(grads, params, _check_leaf)
     if state.momentum_buffer is None:
         raise ValueError("state.momentum_buffer is None: pass the state muon's init returned")
     b_names, buffers, b_def = checks.flatten(state.momentum_buffer, "state.momentum_buffer")
     checks.same_structure(b_def, p_def, "state.momentum_buffer", "params" if params is not None else "grads")
     for name, x, dtype, ref, ref_name in zip(b_names, buffers, dtypes, ref_leaves, ref_names):
         checks.check_like(x, name, dtype, ref.shape, ref_name)
-    count = checks.as_array(state.count, "state.count")
-    if np.dtype(count.dtype) not in checks.LABELS or count.shape != ():
-        raise TypeError(f"state.count must be a 0-d int32 or int64 array, got {count.dtype}{list(count.shape)}")
+    count = checks.step_count(state.count)
     if params is None and spec.weight_decay != 0.0:
         raise ValueError("muon with weight_decay != 0 reads the parameters: call update(grads, state, params)")
     decays = leaf_decays(spec.mask, spec.weight_decay, params, p_def, len(g_leaves), "weight_decay_mask")

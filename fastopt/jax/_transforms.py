@@ -144,18 +144,7 @@ def _step(spec: _Spec, grads, state, params, fused: bool):
     if not isinstance(state, spec.state_type):
         raise TypeError(f"state must be the {spec.state_type.__name__} that {spec.name}'s init returned, "
                         f"got {type(state).__name__}")
-    g_names, g_leaves, g_def = checks.flatten(grads, "grads")
-    if params is not None:
-        p_names, p_leaves, p_def = checks.flatten(params, "params")
-        checks.same_structure(g_def, p_def, "grads", "params")
-        ref_names, ref_leaves = p_names, p_leaves
-    else:
-        p_leaves, p_def = None, g_def
-        ref_names, ref_leaves = g_names, g_leaves
-    dtypes = [checks.param_dtype(x, name) for name, x in zip(ref_names, ref_leaves)]
-    for name, g, dtype, ref, ref_name in zip(g_names, g_leaves, dtypes, ref_leaves, ref_names):
-        if g is not ref:
-            checks.check_like(g, name, dtype, ref.shape, ref_name)
+    g_leaves, p_leaves, p_def, ref_names, ref_leaves, dtypes = checks.step_leaves(grads, params)
     buffers: Dict[str, List[jax.Array]] = {}
     for field, used in zip(spec.fields, spec.used):
         tree = getattr(state, field)
@@ -169,9 +158,7 @@ def _step(spec: _Spec, grads, state, params, fused: bool):
         for name, x, dtype, ref, ref_name in zip(names, leaves, dtypes, ref_leaves, ref_names):
             checks.check_like(x, name, checks.state_dtype(dtype), ref.shape, ref_name)
         buffers[field] = leaves
-    count = checks.as_array(state.count, "state.count")
-    if np.dtype(count.dtype) not in checks.LABELS or count.shape != ():
-        raise TypeError(f"state.count must be a 0-d int32 or int64 array, got {count.dtype}{list(count.shape)}")
+    count = checks.step_count(state.count)
     if params is None and spec.weight_decay != 0.0:
         raise ValueError(f"{spec.name} with weight_decay != 0 reads the parameters: call "
                          f"update(grads, state, params)")
