@@ -15,7 +15,7 @@
     python bench/bench_jax.py [--rounds 15] [--adamw-size 16777216] [--loss-shape 4096x32000] [--quick]
 
 Needs jax, optax and a fastopt built with its FFI handlers (FASTOPT_JAX=ON pip install .). Timing only:
-tests/test_jax_ffi.py checks the numbers.
+tests/fastopt_jax/test_jax_ffi.py checks the numbers.
 """
 
 from __future__ import annotations

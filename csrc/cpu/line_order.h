@@ -22,7 +22,7 @@
 // Put before every element loop that runs a line block. There its trip count is the constant line
 // length, and GCC would unroll a short body (SGD without momentum, a line of doubles) completely
 // before the vectoriser sees it and leave the copies scalar; kept a loop, it vectorises to one vector
-// per operand (tests/test_loop_vectorised.py checks every loop).
+// per operand (tests/kernels/test_loop_vectorised.py checks every loop).
 #define FASTOPT_LINE_LOOP _Pragma("GCC unroll 1")
 
 namespace fastopt::cpu {

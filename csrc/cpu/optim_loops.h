@@ -91,7 +91,7 @@ bool nonfinite(const TensorList<T, 2>& tensors, double grad_scale) {
 // The element loops, one per rule. Their operands are __restrict *function parameters*: GCC trusts
 // restrict there (also once inlined), where on local pointers it adds run-time overlap checks instead,
 // and gives up vectorising when a loop has too many operand pairs to check (Adam with amsgrad and
-// centered RMSprop with momentum, five arrays, ran scalar). tests/test_loop_vectorised.py checks that
+// centered RMSprop with momentum, five arrays, ran scalar). tests/kernels/test_loop_vectorised.py checks that
 // every instantiation of these loops is vectorised at every instruction set. `gs` is the gradient
 // scale by value (a captured reference could alias the arrays).
 

@@ -1,7 +1,7 @@
 // The one element loop of every optimizer described as a rule (fastopt/rule.h, registry.h): read
 // the operands the variant uses into locals, unscale the gradient, apply the rule, write back the
 // operands it changes. One pass over memory, no temporaries, branch-free (the variant and the
-// scaling are compile-time constants), so it vectorises (tests/test_loop_vectorised.py checks it).
+// scaling are compile-time constants), so it vectorises (tests/kernels/test_loop_vectorised.py checks it).
 //
 // Included only by kernels_for_isa.cpp, once per instruction set, inside that set's namespace.
 #pragma once

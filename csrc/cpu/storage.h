@@ -53,7 +53,7 @@ FASTOPT_HALF_CONVERSION S narrow(T x) {
 // set has them (avx2 and avx512 require F16C: dispatch.cpp; AVX-512's 16-lane forms measured slower on
 // Zen 4: 16M float16 SGD, one thread, 6.8 ms against 5.7-6.0). They round to nearest even as
 // fp16.h does and write NaNs as it does, so the bits are those of the baseline's integer conversions
-// (tests/test_half_params_cpu.py compares the sets); they cost a fraction of them, which made the float16
+// (tests/kernels/test_half_params_cpu.py compares the sets); they cost a fraction of them, which made the float16
 // loops compute-bound at about 2.5x torch's fused step.
 #if defined(__F16C__)
 constexpr bool kHardwareF16 = true;

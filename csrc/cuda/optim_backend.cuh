@@ -1,6 +1,6 @@
 // The optimizer calls of backend.h, written once over a Runner that either launches the kernels
 // (gpu_runner.cuh, for optim_*.cu) or runs the same chunk bodies on the host, thread by thread
-// (tests/cuda_host/simulate.cu), so that the dispatch (dtypes, flags, constants, the skip path)
+// (tests/gpu/cuda_host/simulate.cu), so that the dispatch (dtypes, flags, constants, the skip path)
 // is the same code in both.
 //
 // Every call: check the list and the dtypes (before anything is queued), compute the constants on

@@ -2,7 +2,7 @@
 // cannot run there as they are; their code is also instantiated with HostRecorder in place of the
 // CUDA backend, bound as CPU targets (without the stream and device context), and what they would
 // launch is written down as text that fastopt._core._jax_ffi_host_test_records() returns. The tests
-// (tests/test_jax_ffi.py) check it: operands and dtypes taken, half parameters with float32 state, lr and
+// (tests/fastopt_jax/test_jax_ffi.py) check it: operands and dtypes taken, half parameters with float32 state, lr and
 // step left on the device, per-batch pointer offsets of the loss. The launches themselves are the CUDA
 // backend's, tested on a GPU (tests marked cuda) and on the host by tests/cuda_host.
 #pragma once

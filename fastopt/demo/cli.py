@@ -10,7 +10,7 @@ import time
 from typing import List, Optional
 
 # The demo's duration, measured on our 2-core machine (torch installed, a quiet machine); the README
-# states the same figures (tests/test_demo.py checks that they agree).
+# states the same figures (tests/commands/test_demo.py checks that they agree).
 DEMO_SECONDS = "about 18 s"  # (15 s measured before the bench had the rules' rows: about 3 s more)
 QUICK_SECONDS = "about 6 s"
 

@@ -3,7 +3,7 @@
 This is the one place that knows how a tensor reaches a kernel:
 
 - a CPU tensor becomes a zero-copy NumPy view of its own memory, so the in-place update lands in the
-  tensor (tests/test_torch_twins.py checks the addresses). The kernels also take the tensor itself (read
+  tensor (tests/fastopt_torch/test_torch_twins.py checks the addresses). The kernels also take the tensor itself (read
   through its own methods) at about the same cost per array, and __dlpack__ at about twice it, which
   matters when a step passes four arrays for each of a hundred parameters;
 - a CUDA tensor goes to the kernels as it is (detached: fastopt refuses a tensor that requires grad, whose

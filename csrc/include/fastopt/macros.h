@@ -13,7 +13,7 @@
 // FASTOPT_HD is also always inlined on the host, as on the device: the per-element updates (adam_update
 // & co.) are called inside the loops that must vectorise, and where GCC judged a caller too large (the
 // one-thread path of adam_stored, with its eight flag variants) it kept adam_update out of line and the
-// loop scalar, a call per element: about 5 ns per element instead of under 1 (tests/test_loop_vectorised.py
+// loop scalar, a call per element: about 5 ns per element instead of under 1 (tests/kernels/test_loop_vectorised.py
 // now fails when any of them is compiled out of line).
 // (FASTOPT_ALWAYS_INLINE is defined empty by that test's own negative check only.)
 #ifndef FASTOPT_ALWAYS_INLINE
