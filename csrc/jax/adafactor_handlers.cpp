@@ -1,6 +1,6 @@
 // The XLA FFI handler of Adafactor (fastopt/adafactor.h; fastopt.jax.adafactor): "fastopt_adafactor", on
-// the CPU through the kernel table entry fastopt.adafactor_ runs. Not a rule of the registry: its state
-// is not shaped like the parameter, so its operands are laid out here.
+// the CPU through the kernel table entry fastopt.adafactor_ runs (on CUDA: refused by name, no kernel yet).
+// Not a rule of the registry: its state is not shaped like the parameter, so its operands are laid out here.
 //
 //   args: [lr]  step  param[0..k)  grad[0..k)  state of tensor 0, of tensor 1, ...
 //   rets:             param[0..k)               the same states
@@ -19,6 +19,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "common/adafactor_checks.h"
@@ -211,23 +212,40 @@ ffi::Error adafactor_cpu(ffi::ThreadPool pool, ffi::RemainingArgs args, ffi::Rem
   });
 }
 
-XLA_FFI_DEFINE_HANDLER(kAdafactorCpu, adafactor_cpu,
-                       ffi::Ffi::Bind()
-                           .Ctx<ffi::ThreadPool>()
-                           .RemainingArgs()
-                           .RemainingRets()
-                           .Attr<double>("lr")
-                           .Attr<bool>("lr_operand")
-                           .Attr<int64_t>("tensors")
-                           .Attr<double>("beta2_decay")
-                           .Attr<double>("eps1")
-                           .Attr<double>("eps2")
-                           .Attr<double>("d")
-                           .Attr<double>("weight_decay")
-                           .Attr<bool>("maximize"));
+
+// CUDA: no kernel yet (the row and column sums run on the CPU only), so a jitted step on a GPU is refused here
+// by name, as fastopt.adafactor_ refuses CUDA arrays, rather than by XLA's "no handler for this platform".
+// It reads nothing and launches nothing, so the host tests run this very handler.
+ffi::Error adafactor_cuda(ffi::RemainingArgs, ffi::RemainingRets, double, bool, int64_t, double, double, double,
+                          double, double, bool) {
+  return invalid("fastopt_adafactor: fastopt.jax.adafactor has no CUDA kernel yet (its row and column sums run "
+                 "on the CPU only): put the parameters and their state on the CPU (jax.devices('cpu'))");
+}
+
+// The binding shared by both platforms: XLA checks every attribute of the call against it.
+template <typename Binding>
+auto adafactor_attrs(Binding binding) {
+  return std::move(binding)
+      .RemainingArgs()
+      .RemainingRets()
+      .template Attr<double>("lr")
+      .template Attr<bool>("lr_operand")
+      .template Attr<int64_t>("tensors")
+      .template Attr<double>("beta2_decay")
+      .template Attr<double>("eps1")
+      .template Attr<double>("eps2")
+      .template Attr<double>("d")
+      .template Attr<double>("weight_decay")
+      .template Attr<bool>("maximize");
+}
+
+XLA_FFI_DEFINE_HANDLER(kAdafactorCpu, adafactor_cpu, adafactor_attrs(ffi::Ffi::Bind().Ctx<ffi::ThreadPool>()));
+XLA_FFI_DEFINE_HANDLER(kAdafactorCuda, adafactor_cuda, adafactor_attrs(ffi::Ffi::Bind()));
 
 }  // namespace
 
-std::vector<Target> adafactor_targets() { return {{"fastopt_adafactor", kAdafactorCpu, nullptr}}; }
+std::vector<Target> adafactor_targets() { return {{"fastopt_adafactor", kAdafactorCpu, kAdafactorCuda}}; }
+
+std::vector<Target> adafactor_host_test_targets() { return {{"fastopt_adafactor", kAdafactorCuda, nullptr}}; }
 
 }  // namespace fastopt::jax_ffi

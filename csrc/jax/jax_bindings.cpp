@@ -40,7 +40,7 @@ void bind_jax(py::module_& m) {
       [] {
         py::dict targets;
         for (const auto& list : {jax_ffi::update_host_test_targets(), jax_ffi::rule_host_test_targets(),
-                                  jax_ffi::loss_host_test_targets()}) {
+                                  jax_ffi::loss_host_test_targets(), jax_ffi::adafactor_host_test_targets()}) {
           for (const jax_ffi::Target& t : list) targets[t.name] = py::capsule(reinterpret_cast<void*>(t.cpu));
         }
         return targets;

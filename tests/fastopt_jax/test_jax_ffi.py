@@ -735,6 +735,21 @@ def test_cuda_rule_handlers_take_half_params_and_refuse_by_name(cuda_code_on_hos
     assert cuda_code_on_host() == []  # refused before any launch
 
 
+def test_cuda_adafactor_handler_refuses_by_name(cuda_code_on_host):
+    # Adafactor's row and column sums have no CUDA kernel: the CUDA target refuses the call by name (XLA's own
+    # error would only say that no handler exists for the platform)
+    from fastopt.jax._adafactor import _call
+
+    p, g = jnp.ones((3, 4), jnp.float32), jnp.ones((3, 4), jnp.float32)
+    states = [[jnp.zeros((3, 1), jnp.float32), jnp.zeros((1, 4), jnp.float32), jnp.zeros((0,), jnp.float32)]]
+    attrs = dict(beta2_decay=-0.8, eps1=float("nan"), eps2=1e-3, d=1.0, weight_decay=0.0, maximize=False)
+    cuda_code_on_host()
+    with pytest.raises(RUNTIME_ERRORS, match=re.escape("fastopt.jax.adafactor has no CUDA kernel yet")):
+        jax.block_until_ready(_call([p], [g], states, 1e-2, None, jnp.int32(1), attrs,
+                                    target="fastopt_adafactor_on_host"))
+    assert cuda_code_on_host() == []
+
+
 @pytest.mark.parametrize("reduction", ["mean", "none"])
 def test_cuda_loss_handler_checks_labels_then_launches_each_batch_member(cuda_code_on_host, reduction):
     from fastopt.jax._ffi import attributes

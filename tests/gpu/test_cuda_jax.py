@@ -78,9 +78,12 @@ def test_muon_on_the_gpu_follows_the_cpu():
         np.testing.assert_allclose(gpu_state.momentum_buffer[k], cpu_state.momentum_buffer[k], rtol=1e-6, atol=1e-7)
 
 
-def test_lamb_on_the_gpu_is_refused_by_name():
+@pytest.mark.parametrize("make_tx, message", [(lambda: fj.lamb(LR), "lamb has no CUDA kernel yet"),
+                                               (lambda: fj.adafactor(LR), "adafactor has no CUDA kernel yet")],
+                         ids=["lamb", "adafactor"])
+def test_per_tensor_sums_on_the_gpu_are_refused_by_name(make_tx, message):
     _, gpu = devices()
-    tx = fj.lamb(LR)
-    params = jax.device_put({"w": jnp.ones(8, jnp.float32)}, gpu)
-    with pytest.raises((jax.errors.JaxRuntimeError, ValueError), match="lamb has no CUDA kernel yet"):
+    tx = make_tx()
+    params = jax.device_put({"w": jnp.ones((8, 4), jnp.float32)}, gpu)
+    with pytest.raises((jax.errors.JaxRuntimeError, ValueError), match=message):
         jax.block_until_ready(jax.jit(lambda g, s, p: fj.fused_apply(tx, g, s, p))(params, tx.init(params), params))
