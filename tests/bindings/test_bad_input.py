@@ -348,6 +348,34 @@ def test_a_gradient_sharing_memory_with_a_written_array_is_still_refused(kernel)
     assert_rejected(kernel, args, ValueError, "shares memory")
 
 
+def test_overlap_is_found_after_a_call_of_many_arrays_and_on_several_threads():
+    """The memory check keeps its buffer per thread from call to call (csrc/python/array_intake.cpp,
+    ExtentBuffer) and gives back one grown past its kept size: after a call of 90,000 arrays (more than it
+    keeps), and on four threads at once, an overlap is still refused with nothing written and a clean call
+    still runs."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def calls(n: int, seed: int) -> None:
+        rng = np.random.default_rng(seed)
+        params = [rng.standard_normal(1).astype(np.float32) for _ in range(n)]
+        grads = [rng.standard_normal(1).astype(np.float32) for _ in range(n)]
+        bufs = [np.zeros(1, np.float32) for _ in range(n)]
+        fastopt.sgd_(params, grads, bufs, lr=0.1, momentum=0.9, step=1)  # (3n extents)
+        before = [a.copy() for a in params + bufs]
+        bad = list(bufs)
+        bad[n // 2] = params[n // 3]  # a state that is another parameter
+        with pytest.raises(ValueError, match="shares memory with") as refused:
+            fastopt.sgd_(params, grads, bad, lr=0.1, momentum=0.9, step=2)
+        assert {f"params[{n // 3}]", f"momentum_buffers[{n // 2}]"} <= set(re.findall(r"\w+\[\d+\]", str(refused.value)))
+        assert all(np.array_equal(a, b) for a, b in zip(params + bufs, before))
+        fastopt.sgd_(params[:3], grads[:3], bufs[:3], lr=0.1, momentum=0.9, step=2)
+
+    calls(30000, 0)
+    calls(5, 1)
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(calls, [20000, 7, 3000, 30000], range(4)))
+
+
 @pytest.mark.parametrize("kernel", KERNELS, ids=ids(KERNELS))
 def test_same_state_list_passed_twice_is_a_value_error(kernel):
     args = make_args(kernel)
