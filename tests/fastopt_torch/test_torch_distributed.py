@@ -4,11 +4,7 @@ ZeroRedundancyOptimizer's optimizer_class; the result equals a single-process ru
 
 from __future__ import annotations
 
-import os
 import pathlib
-import socket
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -19,50 +15,15 @@ if not torch.distributed.is_available() or not torch.distributed.is_gloo_availab
 
 import torch_dist_worker as worker  # noqa: E402
 
-from repo_paths import env_with_helpers  # noqa: E402
+from gloo_ranks import WORLD, run_ranks  # noqa: E402
 
 WORKER = pathlib.Path(worker.__file__).resolve()
-WORLD = 2
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def launch(seed: int, out_dir: pathlib.Path, timeout: float = 180.0):
-    """Starts the two ranks and waits for both; kills them on a timeout. Returns (ok, log)."""
-    env = env_with_helpers(dict(os.environ, OMP_NUM_THREADS="1"))  # (the worker imports torch_mlp)
-    if os.path.exists("/sys/class/net/lo"):
-        env.setdefault("GLOO_SOCKET_IFNAME", "lo")  # keep gloo on loopback
-    port = free_port()
-    procs = [subprocess.Popen([sys.executable, str(WORKER), str(rank), str(WORLD), str(port), str(seed),
-                               str(out_dir)], cwd=WORKER.parent, env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True) for rank in range(WORLD)]
-    logs = []
-    try:
-        for proc in procs:
-            out, _ = proc.communicate(timeout=timeout)
-            logs.append(out)
-    except subprocess.TimeoutExpired:
-        for proc in procs:
-            proc.kill()
-        for proc in procs:
-            proc.communicate()
-        pytest.fail(f"the distributed ranks did not finish in {timeout} s")
-    ok = all(proc.returncode == 0 for proc in procs)
-    return ok, "\n".join(f"--- rank {r} (exit {p.returncode})\n{log}" for r, (p, log) in
-                         enumerate(zip(procs, logs)))
 
 
 def test_ddp_and_zero_with_twins_equal_a_single_process_run(tmp_path):
     seed = int(np.random.SeedSequence().entropy % (2**31))
     print(f"seed={seed}")
-    ok, log = launch(seed, tmp_path)
-    if not ok and "ddress already in use" in log:  # lost the free port to another process: once more
-        ok, log = launch(seed, tmp_path)
-    assert ok, log
+    run_ranks(WORKER, seed, tmp_path, timeout=180.0)
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(WORLD)]
 
     start = worker.make_mlp(seed, worker.DTYPE)

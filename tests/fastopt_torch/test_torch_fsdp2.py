@@ -6,10 +6,7 @@ refused steps and loads name the parameter and change nothing. See tests/fastopt
 
 from __future__ import annotations
 
-import os
 import pathlib
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -23,37 +20,10 @@ except ImportError:
     pytest.skip("this torch has no FSDP2 (torch.distributed.fsdp.fully_shard)", allow_module_level=True)
 
 import torch_fsdp2_worker as worker  # noqa: E402
-from test_torch_distributed import free_port  # noqa: E402
 
-from repo_paths import env_with_helpers  # noqa: E402
+from gloo_ranks import WORLD, run_ranks  # noqa: E402
 
 WORKER = pathlib.Path(worker.__file__).resolve()
-WORLD = 2
-
-
-def launch(seed: int, out_dir: pathlib.Path, timeout: float = 300.0):
-    """Starts the two ranks and waits for both; kills them on a timeout. Returns (ok, log)."""
-    env = env_with_helpers(dict(os.environ, OMP_NUM_THREADS="1"))  # (the worker imports torch_mlp)
-    if os.path.exists("/sys/class/net/lo"):
-        env.setdefault("GLOO_SOCKET_IFNAME", "lo")  # keep gloo on loopback
-    port = free_port()
-    procs = [subprocess.Popen([sys.executable, str(WORKER), str(rank), str(WORLD), str(port), str(seed),
-                               str(out_dir)], cwd=WORKER.parent, env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True) for rank in range(WORLD)]
-    logs = []
-    try:
-        for proc in procs:
-            out, _ = proc.communicate(timeout=timeout)
-            logs.append(out)
-    except subprocess.TimeoutExpired:
-        for proc in procs:
-            proc.kill()
-        for proc in procs:
-            proc.communicate()
-        pytest.fail(f"the FSDP2 ranks did not finish in {timeout} s")
-    ok = all(proc.returncode == 0 for proc in procs)
-    return ok, "\n".join(f"--- rank {r} (exit {p.returncode})\n{log}" for r, (p, log) in
-                         enumerate(zip(procs, logs)))
 
 
 @pytest.fixture(scope="module")
@@ -62,10 +32,7 @@ def ranks(tmp_path_factory):
     seed = int(np.random.SeedSequence().entropy % (2**31))
     print(f"seed={seed}")
     out_dir = tmp_path_factory.mktemp("fsdp2")
-    ok, log = launch(seed, out_dir)
-    if not ok and "ddress already in use" in log:  # lost the free port to another process: once more
-        ok, log = launch(seed, out_dir)
-    assert ok, log
+    run_ranks(WORKER, seed, out_dir, timeout=300.0)
     return [torch.load(out_dir / f"rank{r}.pt") for r in range(WORLD)]
 
 
