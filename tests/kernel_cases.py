@@ -23,7 +23,7 @@ class KernelCase:
     configs: Dict[str, dict]  # named flag combinations
     draw: Callable[[np.random.Generator, dict], dict]  # hyperparameters for one config
     initial_state: Callable[[str, dict], float] = field(default=lambda state, hyper: 0.0)
-    cuda: bool = True         # the CUDA backend has it (LAMB's per-tensor norms are CPU-only for now)
+    cuda: bool = True         # the CUDA backend has it
     device_step: bool = True  # takes lr/step as device arrays (not NAdam, RAdam, ASGD: host constants)
 
     def used_states(self, hyper: dict) -> List[str]:
@@ -226,7 +226,7 @@ RULE_CASES = [
                {"plain": dict(), "decay": dict(wd=True, maximize=True)}, _draw_lion),
     KernelCase("lamb", fastopt.lamb_, _functional("lamb", ("exp_avg", "exp_avg_sq")), ("exp_avgs", "exp_avg_sqs"),
                True, {"plain": dict(), "no_bias_correction": dict(bias_correction=False, maximize=True)},
-               _draw_lamb, cuda=False),
+               _draw_lamb),
     # Muon's elementwise passes (the Newton-Schulz iteration between them is matrix work, not a rule): the
     # momentum pass writes the iteration's input into its first operand; the apply pass reads the
     # orthogonalised update in the gradient's slot.

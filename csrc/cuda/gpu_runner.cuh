@@ -10,6 +10,7 @@
 #include "cuda/check.cuh"
 #include "cuda/multi_tensor.cuh"
 #include "cuda/optim_backend.cuh"
+#include "cuda/tensor_sum_kernels.cuh"
 
 namespace fastopt::cuda {
 
@@ -44,6 +45,28 @@ class GpuRunner {
   template <typename T, int N>
   void probe(const DeviceTensorList<N>& list, int grad, const GradScaleSource& scale, long long* found) {
     launch_probe<T>(list, grad, scale, found, large_args_, stream_of(queue_));
+  }
+
+  // ---- the passes of a rule with per-tensor sums (tensor_sum_kernels.cuh)
+  bool large_args() const { return large_args_; }
+
+  class Scratch : public DeviceScratch {
+   public:
+    Scratch(const GpuRunner& runner, int64_t doubles) : DeviceScratch(stream_of(runner.queue_), doubles) {}
+  };
+
+  template <SumPass PASS, typename Rule, int V, bool CLIP, typename T, typename S, typename Args>
+  void sums(const Args& a, int64_t blocks) {
+    launch_sums<PASS, Rule, V, CLIP, T, S>(a, blocks, stream_of(queue_), Rule::kName);
+  }
+
+  template <typename Rule, typename Args>
+  void factors(const Args& a) {
+    launch_factors<Rule>(a, stream_of(queue_), Rule::kName);
+  }
+
+  void clip(const double* squares, int64_t chunks, double max_norm, const long long* found_inf, double* clip) {
+    launch_clip(squares, chunks, max_norm, found_inf, clip, stream_of(queue_), "global gradient norm");
   }
 
  private:

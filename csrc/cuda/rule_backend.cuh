@@ -3,10 +3,12 @@
 // Runner like optim_backend.cuh's (the GPU runner, or the host simulation of tests/cuda_host).
 //
 // The rule's variant is a template argument here as on the CPU: each variant reads and writes only
-// the operands it uses, which is what sets the memory traffic.
+// the operands it uses, which is what sets the memory traffic. A rule with per-tensor sums (LAMB) runs
+// its passes (tensor_sum_kernels.cuh) with the same op; its element-wise apply() is never instantiated.
 #pragma once
 
 #include "cuda/optim_backend.cuh"
+#include "cuda/tensor_sum_kernels.cuh"
 #include "fastopt/registry.h"
 #include "fastopt/tensor_sums.h"
 
@@ -28,16 +30,26 @@ struct RuleOp : OpBase<M> {
   FASTOPT_HD void apply(const Consts& c, M (&e)[kOperands]) const { Rule::template apply<V>(c, e); }
 };
 
+// A rule with per-tensor sums (tensor_sum_kernels.cuh): the passes, after skip_nonfinite's pre-pass
+// when asked for (run_update's order).
+template <typename Rule, int V, typename Op, typename T, typename S, typename Runner, int N>
+bool run_sum_update(Runner& runner, const DeviceTensorList<N>& list, const Op& op, const typename Rule::Hyper& hyper) {
+  const double max_norm = Rule::clip_norm(hyper);
+  if (!hyper.scaling.skip_nonfinite) {
+    run_tensor_sums<Rule, V, Op, T, S>(runner, list, op, nullptr, max_norm);
+    return false;
+  }
+  typename Runner::Flag found(runner);
+  runner.template probe<T>(list, 1, GradScaleSource{op.grad_scale, op.device_grad_scale}, found.get());
+  run_tensor_sums<Rule, V, Op, T, S>(runner, list, op, found.get(), max_norm);
+  return found.read();
+}
+
 template <typename Rule, typename Runner>
 bool run_rule(Runner& runner, const DeviceTensorList<Rule::kOperands>& list, const typename Rule::Hyper& hyper,
               const DeviceHyper& device_hyper) {
   using namespace detail;
   const char* name = Rule::kName;
-  if constexpr (has_tensor_sums<Rule>) {
-    // Rules with per-tensor sums (fastopt/tensor_sums.h: LAMB) have only the CPU loops so far; the
-    // binding refuses them on CUDA arrays before this is reached.
-    throw Error(std::string(name) + ": no CUDA kernel for rules with per-tensor norms yet (CPU arrays only)");
-  } else {
   const int variant = Rule::variant(hyper);
   unsigned used = 0;
   with_variant<Rule::kVariants>(variant, [&](auto V) { used = Rule::used(V.value); });
@@ -51,11 +63,14 @@ bool run_rule(Runner& runner, const DeviceTensorList<Rule::kOperands>& list, con
     with_variant<Rule::kVariants>(variant, [&](auto V) {
       RuleOp<Rule, MathOf<T>, V.value> op;
       set_common(op, hyper, device, scale);
-      found_inf = run_update<decltype(op), T, S>(runner, name, list, op, hyper.scaling);
+      if constexpr (has_tensor_sums<Rule>) {
+        found_inf = run_sum_update<Rule, V.value, decltype(op), T, S>(runner, list, op, hyper);
+      } else {
+        found_inf = run_update<decltype(op), T, S>(runner, name, list, op, hyper.scaling);
+      }
     });
     return found_inf;
   });
-  }
 }
 
 }  // namespace fastopt::cuda

@@ -3,7 +3,7 @@
 // entries are, so a newly registered rule needs nothing here. On the CPU, through the same kernel table
 // entries as fastopt.lion_ & co.; on CUDA, through the CUDA backend's rule launch (cuda::rule_update, the
 // one fastopt.lion_ & co. run on CUDA arrays), queued on XLA's stream with lr and step left on the
-// device. Rules with per-tensor sums (LAMB's norms) have no CUDA kernel yet: refused there by name.
+// device (rules with per-tensor sums, LAMB's norms, included: their passes, tensor_sum_kernels.cuh).
 //
 // Operands: update_operands.h (lr when an operand, step, then the rule's operands in its order, the
 // optional states the configuration does not read left out). Attributes: lr (double; read when the
@@ -135,24 +135,19 @@ ffi::Error rule_cuda(void* stream, int32_t device, Args args, Rets rets, double 
   static const std::string what = std::string("fastopt_rule_") + Rule::kName;
   return guarded(what.c_str(), [&]() -> ffi::Error {
     constexpr int N = Rule::kOperands;
-    if constexpr (has_tensor_sums<Rule>) {
-      return invalid(what + ": " + Rule::kName + " has no CUDA kernel yet (its per-tensor norms run on the CPU "
-                     "only): run it on CPU arrays");
-    } else {
-      std::array<double, Rule::kHypers> v{};
-      UpdateOperands<N> ops;
-      if (ffi::Error e = read_rule_call<Rule>(what, args, rets, lr_operand, tensors, values, true, v, ops);
-          !e.success()) {
-        return e;
-      }
-      if constexpr (takes_lr<Rule>()) v[0] = lr_operand ? 0.0 : lr;
-      const typename Rule::Hyper hyper = Rule::from_values(v.data(), 1, GradScaling{});
-      if (ffi::Error e = check_rule_call<Rule>(v, hyper, ops.param); !e.success()) return e;
-      const cuda::DeviceTensorList<N> list = device_list(ops);
-      const cuda::DeviceHyper on_device = device_values(ops);
-      Launcher::template rule<Rule>(what.c_str(), list, hyper, on_device, cuda::Queue{device, stream});
-      return ffi::Error::Success();
+    std::array<double, Rule::kHypers> v{};
+    UpdateOperands<N> ops;
+    if (ffi::Error e = read_rule_call<Rule>(what, args, rets, lr_operand, tensors, values, true, v, ops);
+        !e.success()) {
+      return e;
     }
+    if constexpr (takes_lr<Rule>()) v[0] = lr_operand ? 0.0 : lr;
+    const typename Rule::Hyper hyper = Rule::from_values(v.data(), 1, GradScaling{});
+    if (ffi::Error e = check_rule_call<Rule>(v, hyper, ops.param); !e.success()) return e;
+    const cuda::DeviceTensorList<N> list = device_list(ops);
+    const cuda::DeviceHyper on_device = device_values(ops);
+    Launcher::template rule<Rule>(what.c_str(), list, hyper, on_device, cuda::Queue{device, stream});
+    return ffi::Error::Success();
   });
 }
 

@@ -101,11 +101,6 @@ struct RuleBinding {
         p, others, range, device.skip_now, call,
         [&](const auto& list) { return kernels_for(list).rules.template of<Rule>()(list, hyper); },
         [&](const auto& list, const cuda::Queue& queue) {
-          if constexpr (has_tensor_sums<Rule>) {
-            // (checked before anything is written: run_update calls this before any launch)
-            throw py::type_error(std::string(Rule::kName) + "_() has no CUDA kernel yet (its per-tensor norms run "
-                                 "on the CPU only): pass NumPy arrays or CPU tensors");
-          }
           return cuda::rule_update<Rule>(list, hyper, device.hyper, queue);
         });
   }

@@ -4,8 +4,7 @@
   with optax's argument names (``learning_rate`` may be a schedule, a function of the update count),
   for optax.chain and anything that takes an optax optimizer; their numbers are torch.optim's.
 - ``lion``, ``nadam``, ``radam``, ``adamax``, ``adadelta``, ``asgd``, ``rprop``, ``lamb``: the optimizers
-  described as rules (fastopt/jax/_rules.py), the same pairs; fastopt.optim's numbers (on a GPU too,
-  but LAMB).
+  described as rules (fastopt/jax/_rules.py), the same pairs; fastopt.optim's numbers (on a GPU too).
 - ``muon``: torch.optim.Muon for 2-D leaves (fastopt/jax/_muon.py): its two fused elementwise passes
   around a Newton-Schulz iteration in jnp.matmul.
 - ``adafactor``: torch.optim.Adafactor (fastopt/jax/_adafactor.py): one kernel call for every leaf and its

@@ -4,8 +4,8 @@ lion, nadam, radam, adamax, adadelta, asgd, rprop, lamb. Each rule is one XLA FF
 the kernel's order, so the transforms here only name the arguments, the state and the defaults. The
 numbers are fastopt.optim's and fastopt.torch's (torch.optim's where torch has the optimizer). On a GPU
 (a CUDA build of fastopt) the same targets run the CUDA backend's rule launch, float16/bfloat16
-parameters with float32 state included; LAMB, whose per-tensor norms have no CUDA kernel yet, is refused
-there by name.
+parameters with float32 state included (LAMB's per-tensor norms with the CPU's order of additions, so the
+same bits).
 
 Step-dependent numbers that torch keeps per parameter (NAdam's mu_product, ASGD's eta and mu) are
 computed by the kernel from the step count, as fastopt's kernels do when they are not given.

@@ -729,10 +729,13 @@ def test_cuda_rule_handlers_take_half_params_and_refuse_by_name(cuda_code_on_hos
         cuda_update_on_host("fastopt_rule_lion", [[p]] * 3, values=rule_values("lion", lr=1e-3))
     with pytest.raises(RUNTIME_ERRORS, match=re.escape("beta1 must be in [0, 1), got 1.5")):
         cuda_update_on_host("fastopt_rule_lion", [[jnp.ones(4)]] * 3, values=rule_values("lion", lr=1e-3, beta1=1.5))
-    # LAMB's per-tensor norms have no CUDA kernel: refused by name, not launched
-    with pytest.raises(RUNTIME_ERRORS, match=re.escape("lamb has no CUDA kernel yet")):
-        cuda_update_on_host("fastopt_rule_lamb", [[jnp.ones(4)]] * 4, values=rule_values("lamb", lr=1e-3))
     assert cuda_code_on_host() == []  # refused before any launch
+    # LAMB (per-tensor norms: its own passes in the CUDA backend) is launched like the others, with the step
+    # left on the device (its constants and trust ratios are computed there)
+    cuda_update_on_host("fastopt_rule_lamb", [[jnp.ones(4), jnp.ones(3)]] * 4,
+                        values=rule_values("lamb", lr=1e-3, max_grad_norm=1.0))
+    ((lamb, fields),) = cuda_code_on_host()
+    assert lamb == "fastopt_rule_lamb" and fields["sizes"] == "4,3" and fields["device_step"] == "int32"
 
 
 def test_cuda_adafactor_handler_refuses_by_name(cuda_code_on_host):

@@ -19,7 +19,7 @@ import fastopt.rules
 from kernel_cases import CASES_BY_NAME, KernelCase
 
 #: every registered rule's kernel name ("lion", "nadam", ...), in fastopt.rules.SPECS' order, then the passes
-#: (Muon's), less those kernel_cases.py marks as having no CUDA path yet (LAMB)
+#: (Muon's), less any kernel_cases.py marks as having no CUDA path (cuda=False)
 RULE_NAMES = [kernel.rstrip("_") for kernel in [spec.kernel for spec in fastopt.rules.SPECS] + list(fastopt.rules.PASSES)
               if getattr(CASES_BY_NAME.get(kernel.rstrip("_")), "cuda", True)]
 

@@ -72,8 +72,7 @@ struct LambRule : RuleDefaults {
       {"maximize", HyperRule::Flag, 0.0, "ascend the gradient"},
   };
   static constexpr bool kUsesStep = true;
-  // The per-tensor factor is computed on the host from lr (no device lr or step).
-  static constexpr bool kDeviceStep = false;
+  // A device lr or step (CUDA): the constants and the per-tensor factor are computed on the device.
 
   using Hyper = LambHyper;
   static Hyper from_values(const double* v, int64_t step, GradScaling scaling) {
@@ -124,10 +123,10 @@ struct LambRule : RuleDefaults {
     terms[1] = double(u) * double(u);
   }
 
-  // lr * r, r = ||p|| / ||u|| (1 where either is 0)
-  static double factor(const Hyper& h, const double (&sums)[kTensorSums]) {
-    const double p_norm = std::sqrt(sums[0]);
-    const double u_norm = std::sqrt(sums[1]);
+  // lr * r, r = ||p|| / ||u|| (1 where either is 0); on the host (CPU loops) or the device (CUDA).
+  static FASTOPT_RULE_FN double factor(const Hyper& h, const double (&sums)[kTensorSums]) {
+    const double p_norm = sqrt_(sums[0]);
+    const double u_norm = sqrt_(sums[1]);
     const double ratio = (p_norm != 0.0 && u_norm != 0.0) ? p_norm / u_norm : 1.0;
     return h.lr * ratio;
   }

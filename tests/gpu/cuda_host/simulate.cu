@@ -10,7 +10,9 @@
 // The optimizers described as rules (fastopt/registry.h, rule_backend.cuh) are driven from the registry:
 // every rule, every variant its hyperparameter specs reach, each dtype, against the CPU kernel of the
 // rule (cpu::kernels().of<T>().rules.of<Rule>(); half parameters: the float32 kernel on the upcast
-// values, the parameter rounded to nearest). Registering a rule adds it here with no edit.
+// values, the parameter rounded to nearest). Registering a rule adds it here with no edit. A rule with
+// per-tensor sums (LAMB) runs its passes (tensor_sum_kernels.cuh) block by block as their kernels do, piece
+// by piece and lane by lane, so the comparison bit for bit also checks that its sums keep the CPU's order.
 //
 // What it cannot check: the device compiler's arithmetic (-fmad=false, IEEE division / sqrt), the
 // launch configuration, real concurrency, the kernel-argument ABI. Those need a GPU.
@@ -103,6 +105,73 @@ struct HostRunner {
         if (bad) *a.found = 1;
       }
     });
+  }
+
+  // ---- the passes of a rule with per-tensor sums (tensor_sum_kernels.cuh), as their kernels run them:
+  // thread 0 prepares the block; per piece, every thread one element, then one thread per lane.
+  int sum_launches = 0;
+  bool large_args() const { return large; }
+
+  struct Scratch {
+    std::vector<double> data;
+    Scratch(HostRunner&, int64_t doubles) : data(size_t(doubles), std::numeric_limits<double>::quiet_NaN()) {}
+    double* get() { return data.data(); }
+  };
+
+  template <SumPass PASS, typename Rule, int V, bool CLIP, typename T, typename S, typename Args>
+  void sums(const Args& a, int64_t blocks) {
+    using M = MathOf<T>;
+    constexpr int NS = PASS == SumPass::ClipSquares ? 1 : (PASS == SumPass::Gather ? Rule::kTensorSums : 0);
+    ++sum_launches;
+    for (int64_t b = 0; b < blocks; ++b) {
+      typename std::decay_t<decltype(a.update.op)>::Consts c;
+      GradUnscale<M> u;
+      if (!prepare_block(a.update, c, u)) continue;
+      const ChunkSpan span = chunk_of(a.update.batch, b);
+      const M clip = clip_ratio<M>(a.clip);
+      if constexpr (PASS == SumPass::Finish) {
+        const M factor = M(a.factors[tensor_first_chunk(a.update.batch, a.first, span.k)]);
+        for (int tid = 0; tid < kBlockThreads; ++tid) {
+          for (int at = tid; at < span.n; at += kBlockThreads) {
+            finish_element<Rule, V, CLIP, T, S>(a.update.batch, span, at, c, u, clip, factor);
+          }
+        }
+      } else {
+        std::vector<double> terms(size_t(NS) * kSumPiece);
+        double lane_sums[NS][kSumLanes] = {};
+        for (int base = 0; base < span.n; base += kSumPiece) {
+          const int count = std::min(kSumPiece, span.n - base);
+          for (int tid = 0; tid < count; ++tid) {
+            if constexpr (PASS == SumPass::ClipSquares) {
+              terms[size_t(tid)] = grad_square<T, S>(a.update.batch, span, base + tid, u);
+            } else {
+              double t[NS];
+              gather_element<Rule, V, CLIP, T, S>(a.update.batch, span, base + tid, c, u, clip, t);
+              for (int s = 0; s < NS; ++s) terms[size_t(s) * kSumPiece + size_t(tid)] = t[s];
+            }
+          }
+          for (int s = 0; s < NS; ++s) {
+            for (int l = 0; l < kSumLanes; ++l) {
+              add_piece_to_lane(&terms[size_t(s) * kSumPiece], count, l, lane_sums[s][l]);
+            }
+          }
+        }
+        for (int s = 0; s < NS; ++s) a.partial[(a.first + b) * NS + s] = lanes_total(lane_sums[s]);
+      }
+    }
+  }
+
+  template <typename Rule, typename Args>
+  void factors(const Args& a) {
+    ++sum_launches;
+    if (!sums_run(a)) return;
+    for (int k = 0; k < a.update.batch.count; ++k) tensor_factor<Rule>(a, k);
+  }
+
+  void clip(const double* squares, int64_t chunks, double max_norm, const long long* found_inf, double* clip) {
+    ++sum_launches;
+    if (found_inf != nullptr && *found_inf != 0) return;
+    clip_total(squares, chunks, max_norm, clip);
   }
 };
 
@@ -813,10 +882,8 @@ template <typename T, typename S>
 void test_rules(const std::vector<int64_t>& sizes, int misalign, uint32_t seed, bool brief = false) {
   for_each_rule(Registry{}, [&](auto* rule) {
     using Rule = std::remove_pointer_t<decltype(rule)>;
-    if constexpr (!has_tensor_sums<Rule>) {  // (LAMB's per-tensor norms have no CUDA path yet)
-      static const std::vector<RuleCase<Rule>> cases = rule_cases<Rule>();
-      test_rule<Rule, T, S>(cases, sizes, misalign, seed, brief);
-    }
+    static const std::vector<RuleCase<Rule>> cases = rule_cases<Rule>();
+    test_rule<Rule, T, S>(cases, sizes, misalign, seed, brief);
   });
 }
 
