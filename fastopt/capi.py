@@ -81,6 +81,11 @@ def load() -> ctypes.CDLL:
         update.argtypes = [ctypes.c_char_p, i64, i64p, ptrs, ctypes.c_int32, ctypes.POINTER(ctypes.c_double),
                            ctypes.c_int32, i64, ctypes.c_double, ctypes.c_int32, ctypes.POINTER(ctypes.c_int32)]
         update.restype = ctypes.c_int32
+        # Adafactor: a shape per tensor (ndims, then the sizes one after the other), its three state lists.
+        adafactor = getattr(lib, f"fastopt_adafactor_{suffix}")
+        adafactor.argtypes = ([i64, ctypes.POINTER(ctypes.c_int32), i64p] + [ptrs] * 5 +
+                              [i64] + [ctypes.c_double] * 6 + [ctypes.c_int32])
+        adafactor.restype = ctypes.c_int32
     i32p, strp = ctypes.POINTER(ctypes.c_int32), ctypes.POINTER(ctypes.c_char_p)
     lib.fastopt_optimizer_count.argtypes = []
     lib.fastopt_optimizer_count.restype = ctypes.c_int32

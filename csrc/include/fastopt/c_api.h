@@ -165,10 +165,11 @@ FASTOPT_C_API int32_t fastopt_softmax_cross_entropy_f64(const double* logits, co
 
 /* ---------------------------------------------------------------- optimizers described as rules
  *
- * The optimizers of fastopt's registry (Lion, Adamax, Adadelta, RAdam, NAdam, Rprop, ASGD: the
- * Python functions fastopt.lion_, fastopt.adamax_ ...) through one generic entry each for float32
- * and float64, and enough introspection for a binding in another language to be generated from the
- * library itself: the names, and for each its operands and hyperparameters in argument order.
+ * The optimizers of fastopt's registry (Lion, Adamax, Adadelta, RAdam, NAdam, Rprop, ASGD, LAMB and
+ * Muon's two elementwise passes: the Python functions fastopt.lion_, fastopt.adamax_ ...) through one
+ * generic entry each for float32 and float64, and enough introspection for a binding in another
+ * language to be generated from the library itself: the names, and for each its operands and
+ * hyperparameters in argument order.
  * New optimizers appear here without a change to this header.
  *
  * Operands: operand 0 is the parameter, 1 the gradient (only read), then the optimizer's state, all
@@ -233,6 +234,34 @@ FASTOPT_C_API int32_t fastopt_update_f32(const char* optimizer, int64_t count, c
 FASTOPT_C_API int32_t fastopt_update_f64(const char* optimizer, int64_t count, const int64_t* sizes,
     double* const* operands, int32_t n_operands, const double* hyper, int32_t n_hyper, int64_t step,
     double grad_scale, int32_t skip_nonfinite, int32_t* found_inf);
+
+/* ---------------------------------------------------------------- Adafactor
+ *
+ * torch.optim.Adafactor's step (the Python function fastopt.adafactor_, the same checks and kernels:
+ * the same bits). Not a registered optimizer: its state has other shapes than the parameter.
+ *
+ * Tensor k has ndims[k] dimensions (0 to 64), their sizes at shapes[o_k], ..., shapes[o_k + ndims[k] - 1],
+ * where o_k is the sum of the ndims before it (the shapes one after the other). All arrays C-contiguous.
+ *   ndims[k] >= 2: factored over its last two dimensions, R = shape[-2] rows and C = shape[-1] columns,
+ *                  B = the product of the others: row_vars[k] holds B x R elements (torch's shape[:-1] +
+ *                  (1,)), col_vars[k] B x C (shape[:-2] + (1, C)); variances[k] is not read (NULL).
+ *   ndims[k] < 2:  variances[k] holds the tensor's elements; row_vars[k] and col_vars[k] are not read.
+ * row_vars, col_vars (or variances) may themselves be NULL when no tensor is factored (or none is not).
+ * A pointer may be NULL where its array has no element. State starts at zero.
+ *   step          the 1-based number of this update (>= 1)
+ *   lr            >= 0 (torch's default 1e-2); beta2_decay <= 0 (-0.8)
+ *   eps1          >= 0, or NaN for the element type's machine epsilon (torch's None, its default)
+ *   eps2          >= 0 (1e-3); d >= 1 (1.0); weight_decay >= 0 (0.0, decoupled); maximize 0 or 1
+ * Checked before anything is written: count, NULL pointers, shapes (no negative size), the
+ * hyperparameters, overlapping arrays (only the gradients, read, may share memory). */
+FASTOPT_C_API int32_t fastopt_adafactor_f32(int64_t count, const int32_t* ndims, const int64_t* shapes,
+    float* const* params, const float* const* grads, float* const* row_vars, float* const* col_vars,
+    float* const* variances, int64_t step, double lr, double beta2_decay, double eps1, double eps2, double d,
+    double weight_decay, int32_t maximize);
+FASTOPT_C_API int32_t fastopt_adafactor_f64(int64_t count, const int32_t* ndims, const int64_t* shapes,
+    double* const* params, const double* const* grads, double* const* row_vars, double* const* col_vars,
+    double* const* variances, int64_t step, double lr, double beta2_decay, double eps1, double eps2, double d,
+    double weight_decay, int32_t maximize);
 
 #ifdef __cplusplus
 } /* extern "C" */

@@ -2,7 +2,7 @@
  * list forms), checks a hand-computed SGD step, and checks an error path (NaN lr: code, message,
  * nothing written); then the generic entry of the optimizers described as rules, driven by the
  * introspection (Lion's hyperparameters from their defaults, a hand-computed step, an unknown
- * name). Prints "all C ABI checks passed" and exits 0 when everything holds. */
+ * name); Adafactor over a vector and a matrix (the direction of the step, two refusals). Prints "all C ABI checks passed" and exits 0 when everything holds. */
 #include <fastopt/c_api.h>
 
 #include <math.h>
@@ -107,6 +107,29 @@ enum { N = 5 };
                                 &found_inf) == FASTOPT_ERROR_UNKNOWN_OPTIMIZER, "unknown optimizer " #S); \
       expect(strstr(fastopt_last_error(), "lion") != NULL, "unknown optimizer lists the names " #S);    \
       expect(memcmp(c, p, sizeof p) == 0, "unknown optimizer wrote nothing " #S);                       \
+    }                                                                                                    \
+    {                                                                                                    \
+      /* Adafactor: p a vector of N (variances a), p2 a 1 x N matrix (row_vars b[0], col_vars c); every \
+         gradient > 0, so every parameter goes down; then beta2_decay > 0 refused, nothing written */  \
+      const int32_t ndims[2] = {1, 2};                                                                   \
+      const int64_t shapes[3] = {N, 1, N};                                                               \
+      T* bare[2] = {NULL, NULL};                                                                         \
+      T *rows_of[2], *cols_of[2], *vars_of[2];                                                           \
+      T before[N], before2[N];                                                                           \
+      rows_of[0] = NULL; rows_of[1] = b; cols_of[0] = NULL; cols_of[1] = c; vars_of[0] = a; vars_of[1] = NULL; \
+      memset(a, 0, sizeof a); memset(b, 0, sizeof b); memset(c, 0, sizeof c);                              \
+      memcpy(before, p, sizeof p); memcpy(before2, p2, sizeof p2);                                       \
+      OK(fastopt_adafactor_##S(2, ndims, shapes, ps, gs, rows_of, cols_of, vars_of, 1, 1e-2, -0.8, NAN,    \
+                               1e-3, 1.0, 0.0, 0));                                                      \
+      for (i = 0; i < N; ++i) expect(p[i] < before[i] && p2[i] < before2[i], "adafactor moves p " #S);  \
+      expect(b[0] > 0 && c[0] > 0 && a[0] > 0, "adafactor state " #S);                                   \
+      memcpy(before, p, sizeof p);                                                                       \
+      expect(fastopt_adafactor_##S(2, ndims, shapes, ps, gs, rows_of, cols_of, vars_of, 2, 1e-2, 0.5, NAN, \
+                                   1e-3, 1.0, 0.0, 0) == FASTOPT_ERROR_HYPERPARAMETER, "adafactor beta2_decay " #S); \
+      expect(strstr(fastopt_last_error(), "beta2_decay") != NULL, "adafactor message " #S);             \
+      expect(fastopt_adafactor_##S(2, ndims, shapes, ps, gs, bare, cols_of, vars_of, 2, 1e-2, -0.8, NAN,    \
+                                   1e-3, 1.0, 0.0, 0) == FASTOPT_ERROR_NULL_POINTER, "adafactor NULL row_vars " #S); \
+      expect(memcmp(before, p, sizeof p) == 0, "adafactor refused wrote nothing " #S);                  \
     }                                                                                                    \
   }
 
