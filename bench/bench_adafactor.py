@@ -1,4 +1,4 @@
-"""Adafactor on the CPU, float32, on a GPT-2-small-like list of parameters: per layer 768x2304 (qkv),
+"""Adafactor, float32, on the CPU or a CUDA GPU (--device cuda), on a GPT-2-small-like list of parameters: per layer 768x2304 (qkv),
 768x768 (attention out), 768x3072 and 3072x768 (MLP) and their biases and layer norms, plus the 50257x768
 token embedding (124M elements with the default 12 layers).
 
@@ -11,7 +11,12 @@ column sums, sum p^2), g (sum U^2), then p and g and writes p: 24 bytes per floa
 32: its variance is read and written too). The in-place probe (a += b, 12 bytes per element, the same
 threads) on 16M elements gives the machine's bandwidth in the same run.
 
-    python bench/bench_adafactor.py [--layers 12] [--vocab 50257] [--rounds 5] [--threads N]
+With --device cuda every contender works on CUDA tensors (fastopt.adafactor_ on torch's tensors, queued on
+torch's current stream), each timed to a torch.cuda.synchronize(), and the probe is torch's a += b on the
+GPU. (On the GPU fastopt's passes move more than 24 bytes per element: the row and column sums read g
+twice; the figure is still counted at 24.)
+
+    python bench/bench_adafactor.py [--device cpu|cuda] [--layers 12] [--vocab 50257] [--rounds 5] [--threads N]
 """
 
 import argparse
@@ -38,12 +43,15 @@ def shapes(layers, vocab, width=768):
     return out
 
 
-def fastopt_call(shape_list, rng):
-    params = [rng.standard_normal(s, dtype=np.float32) for s in shape_list]
-    grads = [rng.standard_normal(s, dtype=np.float32) for s in shape_list]
-    rows = [np.zeros(s[:-1] + (1,), np.float32) if len(s) >= 2 else None for s in shape_list]
-    cols = [np.zeros(s[:-2] + (1, s[-1]), np.float32) if len(s) >= 2 else None for s in shape_list]
-    variances = [np.zeros(s, np.float32) if len(s) < 2 else None for s in shape_list]
+def fastopt_call(shape_list, rng, device):
+    def array(a):
+        return a if device == "cpu" else torch.from_numpy(a).to(device)
+
+    params = [array(rng.standard_normal(s, dtype=np.float32)) for s in shape_list]
+    grads = [array(rng.standard_normal(s, dtype=np.float32)) for s in shape_list]
+    rows = [array(np.zeros(s[:-1] + (1,), np.float32)) if len(s) >= 2 else None for s in shape_list]
+    cols = [array(np.zeros(s[:-2] + (1, s[-1]), np.float32)) if len(s) >= 2 else None for s in shape_list]
+    variances = [array(np.zeros(s, np.float32)) if len(s) < 2 else None for s in shape_list]
     step = [0]
 
     def call():
@@ -53,10 +61,11 @@ def fastopt_call(shape_list, rng):
     return call
 
 
-def torch_step(shape_list, rng, maker):
-    weights = [torch.nn.Parameter(torch.from_numpy(rng.standard_normal(s, dtype=np.float32))) for s in shape_list]
+def torch_step(shape_list, rng, maker, device):
+    weights = [torch.nn.Parameter(torch.from_numpy(rng.standard_normal(s, dtype=np.float32)).to(device))
+               for s in shape_list]
     for w in weights:
-        w.grad = torch.from_numpy(rng.standard_normal(w.shape, dtype=np.float32))
+        w.grad = torch.from_numpy(rng.standard_normal(w.shape, dtype=np.float32)).to(device)
     return maker(weights).step
 
 
@@ -68,14 +77,19 @@ def model_bytes(shape_list):
     return total
 
 
-def timed(fn):
+def timed(fn, device):
+    if device == "cuda":
+        torch.cuda.synchronize()
     start = time.perf_counter()
     fn()
+    if device == "cuda":
+        torch.cuda.synchronize()
     return time.perf_counter() - start
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--layers", type=int, default=12)
     parser.add_argument("--vocab", type=int, default=50257)
     parser.add_argument("--rounds", type=int, default=5)
@@ -86,31 +100,38 @@ def main():
         if torch is not None:
             torch.set_num_threads(args.threads)
 
+    device = args.device
+    if device == "cuda" and (torch is None or not torch.cuda.is_available() or not fastopt.cuda.is_available()):
+        parser.error("--device cuda needs torch with CUDA and a CUDA build of fastopt")
     rng = np.random.default_rng(0)
     shape_list = shapes(args.layers, args.vocab)
     elements = sum(int(np.prod(s)) for s in shape_list)
-    contenders = {"fastopt.adafactor_": fastopt_call(shape_list, rng)}
+    contenders = {"fastopt.adafactor_": fastopt_call(shape_list, rng, device)}
     if torch is not None:
-        contenders["fastopt.torch.Adafactor"] = torch_step(shape_list, rng, lambda w: ft.Adafactor(w))
+        contenders["fastopt.torch.Adafactor"] = torch_step(shape_list, rng, lambda w: ft.Adafactor(w), device)
         contenders["torch foreach=False"] = torch_step(
-            shape_list, rng, lambda w: torch.optim.Adafactor(w, foreach=False))
+            shape_list, rng, lambda w: torch.optim.Adafactor(w, foreach=False), device)
         contenders["torch foreach=True"] = torch_step(
-            shape_list, rng, lambda w: torch.optim.Adafactor(w, foreach=True))
+            shape_list, rng, lambda w: torch.optim.Adafactor(w, foreach=True), device)
     n_probe = 1 << 24
     a = rng.standard_normal(n_probe, dtype=np.float32)
     b = rng.standard_normal(n_probe, dtype=np.float32)
-    contenders["probe a += b (16M)"] = lambda: _core._probe_add(a, b)
+    if device == "cuda":
+        a_gpu, b_gpu = torch.from_numpy(a).to(device), torch.from_numpy(b).to(device)
+        contenders["probe a += b (16M)"] = lambda: a_gpu.add_(b_gpu)
+    else:
+        contenders["probe a += b (16M)"] = lambda: _core._probe_add(a, b)
 
     for fn in contenders.values():  # warm-up (first-touch of the state, thread start)
         fn()
     times = {name: [] for name in contenders}
     for _ in range(args.rounds):
         for name, fn in contenders.items():
-            times[name].append(timed(fn))
+            times[name].append(timed(fn, device))
     medians = {name: statistics.median(t) for name, t in times.items()}
 
     probe_gbs = 12 * n_probe / medians["probe a += b (16M)"] / 1e9
-    print(f"{len(shape_list)} tensors, {elements / 1e6:.1f}M float32 elements; fastopt threads "
+    print(f"{device}: {len(shape_list)} tensors, {elements / 1e6:.1f}M float32 elements; fastopt threads "
           f"{fastopt.get_num_threads()}, torch threads {torch.get_num_threads() if torch else '-'}; "
           f"medians of {args.rounds} interleaved rounds")
     print(f"probe bandwidth: {probe_gbs:.1f} GB/s")

@@ -11,12 +11,10 @@
 //   pass A  read p, g, variance, write variance: sum p^2, sum U^2     (16 bytes/element)
 //   pass B  read p, g, variance, write p                               (16 bytes/element)
 //
-// Deterministic sums: a matrix is cut into fixed tiles (kTileCols columns x as many rows as make about
-// parallel.h's kChunkElements), from its first element, whatever the threads or the instruction set. In a
-// tile each row adds its terms in double into kSumLanes lanes (column j into lane j % kSumLanes), then its
-// lanes in order; column partial sums run down the tile's rows in order. Every tile writes its own slots
-// (no atomics); the slots are added in tile order afterwards. So neither the thread count nor the
-// instruction set changes a bit (the kernels build with -ffp-contract=off).
+// Deterministic sums: the tiling and the order of every addition are fastopt/adafactor_tiles.h's, which
+// the CUDA passes keep too: neither the thread count, the instruction set nor the device changes a bit
+// (the kernels build with -ffp-contract=off). Every tile writes its own slots (no atomics); the slots
+// are added in order afterwards.
 //
 // Included only by kernels_for_isa.cpp, once per instruction set, after tensor_sum_loops.h (kSumLanes,
 // lane_total).
@@ -29,38 +27,10 @@
 #include "cpu/adafactor_tensor.h"
 #include "cpu/parallel.h"
 #include "fastopt/adafactor.h"
+#include "fastopt/adafactor_tiles.h"
 #include "fastopt/tensor_sums.h"
 
 namespace fastopt::cpu::FASTOPT_ISA_NS {
-
-// Columns of one tile (the column partial sums of a tile fit in L1 as doubles).
-constexpr int64_t kTileCols = 2048;
-
-// The fixed tiling of one factored tensor.
-struct AdafactorTiles {
-  int64_t batch, rows, cols;
-  int64_t tile_cols, col_tiles, block_rows, row_blocks;
-
-  AdafactorTiles(int64_t b, int64_t r, int64_t c) : batch(b), rows(r), cols(c) {
-    tile_cols = c < kTileCols ? c : kTileCols;
-    col_tiles = tile_cols > 0 ? (c + tile_cols - 1) / tile_cols : 0;
-    const int64_t per_block = tile_cols > 0 ? kChunkElements / tile_cols : 1;
-    block_rows = per_block > 1 ? per_block : 1;
-    row_blocks = (r + block_rows - 1) / block_rows;
-  }
-  int64_t count() const { return batch * row_blocks * col_tiles; }
-
-  struct Tile {
-    int64_t b, rb, ct, r0, r1, c0, c1;
-  };
-  Tile at(int64_t i) const {
-    const int64_t ct = i % col_tiles;
-    const int64_t rb = (i / col_tiles) % row_blocks;
-    const int64_t b = i / (col_tiles * row_blocks);
-    const int64_t r0 = rb * block_rows, c0 = ct * tile_cols;
-    return {b, rb, ct, r0, r0 + block_rows < rows ? r0 + block_rows : rows, c0, c0 + tile_cols < cols ? c0 + tile_cols : cols};
-  }
-};
 
 // Adds double(x[j])^2 into lanes (j % kSumLanes) for j in [0, n).
 template <typename T>
@@ -74,10 +44,10 @@ inline void add_squares(const T* __restrict x, int64_t n, double (&lanes)[kSumLa
 
 // Pass 1 of a tile: row sums of g^2 (into row_part), column sums (into col_part), sum p^2 (returned).
 template <typename T>
-double adafactor_gather_tile(const AdafactorTensor<T>& t, const AdafactorTiles::Tile& k, double* row_part,
+double adafactor_gather_tile(const AdafactorTensor<T>& t, const AdafactorTile& k, double* row_part,
                              int64_t col_tiles, double* col_part) {
   const int64_t width = k.c1 - k.c0;
-  double p_lanes[kSumLanes] = {};
+  double p_total = 0.0;
   for (int64_t c = 0; c < width; ++c) col_part[c] = 0.0;
   for (int64_t r = k.r0; r < k.r1; ++r) {
     const int64_t at = (k.b * t.rows + r) * t.cols + k.c0;
@@ -86,21 +56,24 @@ double adafactor_gather_tile(const AdafactorTensor<T>& t, const AdafactorTiles::
     add_squares(g, width, lanes);
     row_part[(k.b * t.rows + r) * col_tiles + k.ct] = lane_total(lanes);
     for (int64_t c = 0; c < width; ++c) col_part[c] += double(g[c]) * double(g[c]);
+    double p_lanes[kSumLanes] = {};
     add_squares(t.param + at, width, p_lanes);
+    p_total += lane_total(p_lanes);
   }
-  return lane_total(p_lanes);
+  return p_total;
 }
 
 // Pass 2 of a tile: sum U^2.
 template <typename T>
-double adafactor_u_tile(const AdafactorTensor<T>& t, const AdafactorTiles::Tile& k, const AdafactorScalars<T>& s,
+double adafactor_u_tile(const AdafactorTensor<T>& t, const AdafactorTile& k, const AdafactorScalars<T>& s,
                         const T* scales) {
   const int64_t width = k.c1 - k.c0;
   const T scale = scales[k.b];
   const T* __restrict col = t.col_var + k.b * t.cols + k.c0;
-  double lanes[kSumLanes] = {};
+  double total = 0.0;
   alignas(64) T u[kSumLanes];
   for (int64_t r = k.r0; r < k.r1; ++r) {
+    double lanes[kSumLanes] = {};
     const T row = t.row_var[k.b * t.rows + r];
     const T* __restrict g = t.grad + (k.b * t.rows + r) * t.cols + k.c0;
     int64_t c = 0;
@@ -114,13 +87,14 @@ double adafactor_u_tile(const AdafactorTensor<T>& t, const AdafactorTiles::Tile&
       const double x = double(adafactor_direction(s, g[c] * s.grad_sign, adafactor_estimate(row, col[c], scale)));
       lanes[l] += x * x;
     }
+    total += lane_total(lanes);
   }
-  return lane_total(lanes);
+  return total;
 }
 
 // Pass 3 of a tile: the write.
 template <typename T>
-void adafactor_write_tile(const AdafactorTensor<T>& t, const AdafactorTiles::Tile& k, const AdafactorScalars<T>& s,
+void adafactor_write_tile(const AdafactorTensor<T>& t, const AdafactorTile& k, const AdafactorScalars<T>& s,
                           const T* scales, T step_size) {
   const int64_t width = k.c1 - k.c0;
   const T scale = scales[k.b];
@@ -139,14 +113,14 @@ void adafactor_write_tile(const AdafactorTensor<T>& t, const AdafactorTiles::Til
 
 template <typename T>
 void adafactor_factored(const AdafactorTensor<T>& t, const AdafactorHyper& h, const AdafactorScalars<T>& s) {
-  const AdafactorTiles tiles(t.batch, t.rows, t.cols);
-  const int64_t count = tiles.count();
+  const AdafactorTiles tiles = adafactor_tiles(t.batch, t.rows, t.cols);
+  const int64_t count = tile_count(tiles);
   const bool worth = t.size() >= kParallelThreshold;
   std::vector<double> row_part(size_t(t.batch * t.rows * tiles.col_tiles), 0.0);
   std::vector<double> col_part(size_t(t.batch * tiles.row_blocks * t.cols), 0.0);
   std::vector<double> tile_part(size_t(count), 0.0);
   parallel_for(count, worth, [&](int64_t i) {
-    const AdafactorTiles::Tile k = tiles.at(i);
+    const AdafactorTile k = tile_at(tiles, i);
     tile_part[size_t(i)] = adafactor_gather_tile(t, k, row_part.data(), tiles.col_tiles,
                                                  col_part.data() + (k.b * tiles.row_blocks + k.rb) * t.cols + k.c0);
   });
@@ -175,11 +149,11 @@ void adafactor_factored(const AdafactorTensor<T>& t, const AdafactorHyper& h, co
   }
   if (count == 0) return;  // (no element to update)
 
-  parallel_for(count, worth, [&](int64_t i) { tile_part[size_t(i)] = adafactor_u_tile(t, tiles.at(i), s, scales.data()); });
+  parallel_for(count, worth, [&](int64_t i) { tile_part[size_t(i)] = adafactor_u_tile(t, tile_at(tiles, i), s, scales.data()); });
   double u_squares = 0.0;
   for (double x : tile_part) u_squares += x;
   const T step_size = T(adafactor_step_size(h, alpha, u_squares, t.size()));
-  parallel_for(count, worth, [&](int64_t i) { adafactor_write_tile(t, tiles.at(i), s, scales.data(), step_size); });
+  parallel_for(count, worth, [&](int64_t i) { adafactor_write_tile(t, tile_at(tiles, i), s, scales.data(), step_size); });
 }
 
 // Pass A of a block of an unfactored tensor: the variance; sums p^2 and U^2 into out[0], out[1].
@@ -213,11 +187,12 @@ void adafactor_vector_gather(const AdafactorTensor<T>& t, int64_t begin, int64_t
 template <typename T>
 void adafactor_unfactored(const AdafactorTensor<T>& t, const AdafactorHyper& h, const AdafactorScalars<T>& s) {
   const int64_t n = t.size();
-  const int64_t blocks = (n + kChunkElements - 1) / kChunkElements;
+  const int64_t blocks = (n + kAdafactorBlockElements - 1) / kAdafactorBlockElements;
   const bool worth = n >= kParallelThreshold;
   std::vector<double> part(size_t(2 * blocks), 0.0);
   parallel_for(blocks, worth, [&](int64_t b) {
-    const int64_t begin = b * kChunkElements, end = begin + kChunkElements < n ? begin + kChunkElements : n;
+    const int64_t begin = b * kAdafactorBlockElements;
+    const int64_t end = begin + kAdafactorBlockElements < n ? begin + kAdafactorBlockElements : n;
     adafactor_vector_gather(t, begin, end, s, &part[size_t(2 * b)]);
   });
   double p_squares = 0.0, u_squares = 0.0;
@@ -228,7 +203,8 @@ void adafactor_unfactored(const AdafactorTensor<T>& t, const AdafactorHyper& h, 
   const double alpha = adafactor_alpha(h, p_squares, n);
   const T step_size = T(adafactor_step_size(h, alpha, u_squares, n));
   parallel_for(blocks, worth, [&](int64_t b) {
-    const int64_t begin = b * kChunkElements, end = begin + kChunkElements < n ? begin + kChunkElements : n;
+    const int64_t begin = b * kAdafactorBlockElements;
+    const int64_t end = begin + kAdafactorBlockElements < n ? begin + kAdafactorBlockElements : n;
     const T* __restrict g = t.grad;
     const T* __restrict v = t.variance;
     T* __restrict p = t.param;

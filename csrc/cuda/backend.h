@@ -17,6 +17,8 @@
 
 #include "common/dtype.h"
 #include "common/reduction.h"
+#include "cpu/adafactor_tensor.h"
+#include "fastopt/adafactor.h"
 #include "fastopt/fastopt.h"
 #include "fastopt/registry.h"
 
@@ -77,6 +79,9 @@ struct DeviceScalar {
 // grad_scale always divides, whatever its value; it is not checked, as torch's fused optimizers do not
 // check GradScaler's). found_inf: when it holds a nonzero value at run time, the update writes nothing
 // (torch's GradScaler hands its found_inf to fused optimizers this way); the call still returns false.
+// A 0-d device scalar's value, copied to the host: waits for the queue's stream.
+double read_scalar(const DeviceScalar& scalar, const Queue& queue);
+
 struct DeviceHyper {
   DeviceScalar lr;
   DeviceScalar step;
@@ -123,6 +128,14 @@ bool nonfinite(const DeviceTensorList<2>& list, double grad_scale, const Queue& 
 template <typename Rule>
 bool rule_update(const DeviceTensorList<Rule::kOperands>& list, const typename Rule::Hyper& hyper,
                  const DeviceHyper& device_hyper, const Queue& queue);
+
+// Adafactor (fastopt/adafactor.h) over tensors of one dtype: the CPU kernel's tensors (cpu/adafactor_tensor.h)
+// with device pointers. Its sums keep the CPU's order (fastopt/adafactor_tiles.h): the CPU's bits.
+// Queues its passes and returns; scratch is stream-ordered.
+void adafactor(const std::vector<cpu::AdafactorTensor<float>>& tensors, const AdafactorHyper& hyper,
+               const Queue& queue);
+void adafactor(const std::vector<cpu::AdafactorTensor<double>>& tensors, const AdafactorHyper& hyper,
+               const Queue& queue);
 
 // ---------------------------------------------------------------- losses (float32 / float64)
 // Reductions are deterministic: per-row results in a buffer, then a fixed-order tree in one block;

@@ -3,6 +3,7 @@
 
 #include <cuda_runtime.h>
 
+#include <cstdint>
 #include <string>
 
 #include "cuda/backend.h"
@@ -73,6 +74,25 @@ class DeviceFlag {
 
   cudaStream_t stream_;
   long long* flag_ = nullptr;
+};
+
+// Doubles on the device, stream-ordered (allocated and freed on the stream, as DeviceFlag).
+class DeviceScratch {
+ public:
+  DeviceScratch(cudaStream_t stream, int64_t doubles) : stream_(stream) {
+    check(cudaMallocAsync(reinterpret_cast<void**>(&data_), size_t(doubles) * sizeof(double), stream_),
+          "cudaMallocAsync");
+  }
+  ~DeviceScratch() {
+    if (data_ && cudaFreeAsync(data_, stream_) != cudaSuccess) cudaGetLastError();
+  }
+  DeviceScratch(const DeviceScratch&) = delete;
+  DeviceScratch& operator=(const DeviceScratch&) = delete;
+  double* get() const { return data_; }
+
+ private:
+  cudaStream_t stream_;
+  double* data_ = nullptr;
 };
 
 }  // namespace fastopt::cuda

@@ -35,6 +35,9 @@ bool adagrad(const DeviceTensorList<3>&, const AdagradHyper&, const DeviceHyper&
 bool rmsprop(const DeviceTensorList<5>&, const RmspropHyper&, const DeviceHyper&, const Queue&) { unavailable(); }
 bool adam(const DeviceTensorList<5>&, const AdamHyper&, const DeviceHyper&, const Queue&) { unavailable(); }
 bool nonfinite(const DeviceTensorList<2>&, double, const Queue&) { unavailable(); }
+double read_scalar(const DeviceScalar&, const Queue&) { unavailable(); }
+void adafactor(const std::vector<cpu::AdafactorTensor<float>>&, const AdafactorHyper&, const Queue&) { unavailable(); }
+void adafactor(const std::vector<cpu::AdafactorTensor<double>>&, const AdafactorHyper&, const Queue&) { unavailable(); }
 void cross_entropy(const CrossEntropyCall&, const Queue&) { unavailable(); }
 void multiclass_svm(const HingeCall&, const Queue&) { unavailable(); }
 void softmax(const void*, void*, DType, int64_t, int64_t, bool, const Queue&) { unavailable(); }

@@ -1,6 +1,7 @@
 // The runtime half of backend.h: devices, versions, pointers, streams, stream-ordered memory.
 #include <cuda_runtime.h>
 
+#include <cstring>
 #include <sstream>
 
 #include "cuda/check.cuh"
@@ -120,6 +121,24 @@ void* allocate(size_t bytes, const Queue& queue) {
 void release(void* ptr, const Queue& queue) {
   DeviceScope scope(queue.device);
   check(cudaFreeAsync(ptr, stream_of(queue)), "cudaFreeAsync");
+}
+
+double read_scalar(const DeviceScalar& scalar, const Queue& queue) {
+  DeviceScope scope(queue.device);
+  unsigned char bytes[8] = {};
+  const size_t size = scalar.dtype == DType::Float32 || scalar.dtype == DType::Int32 ? 4 : 8;
+  check(cudaMemcpyAsync(bytes, scalar.ptr, size, cudaMemcpyDeviceToHost, stream_of(queue)), "cudaMemcpyAsync");
+  check(cudaStreamSynchronize(stream_of(queue)), "cudaStreamSynchronize");
+  float f;
+  double d;
+  int32_t i;
+  int64_t l;
+  switch (scalar.dtype) {
+    case DType::Float32: std::memcpy(&f, bytes, 4); return double(f);
+    case DType::Float64: std::memcpy(&d, bytes, 8); return d;
+    case DType::Int32: std::memcpy(&i, bytes, 4); return double(i);
+    default: std::memcpy(&l, bytes, 8); return double(l);
+  }
 }
 
 void order_after(const Queue& queue, void* consumer_stream) {

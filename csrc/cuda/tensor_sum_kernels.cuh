@@ -317,25 +317,6 @@ void run_tensor_sums(Runner& runner, const DeviceTensorList<N>& list, const Op& 
 
 // ---------------------------------------------------------------- GPU launchers
 
-// Doubles on the device, stream-ordered (allocated and freed on the stream, as DeviceFlag).
-class DeviceScratch {
- public:
-  DeviceScratch(cudaStream_t stream, int64_t doubles) : stream_(stream) {
-    check(cudaMallocAsync(reinterpret_cast<void**>(&data_), size_t(doubles) * sizeof(double), stream_),
-          "cudaMallocAsync");
-  }
-  ~DeviceScratch() {
-    if (data_ && cudaFreeAsync(data_, stream_) != cudaSuccess) cudaGetLastError();
-  }
-  DeviceScratch(const DeviceScratch&) = delete;
-  DeviceScratch& operator=(const DeviceScratch&) = delete;
-  double* get() const { return data_; }
-
- private:
-  cudaStream_t stream_;
-  double* data_ = nullptr;
-};
-
 template <SumPass PASS, typename Rule, int V, bool CLIP, typename T, typename S, typename Args>
 void launch_sums(const Args& a, int64_t blocks, cudaStream_t stream, const char* name) {
   using Op = std::decay_t<decltype(a.update.op)>;

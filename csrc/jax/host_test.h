@@ -36,6 +36,31 @@ class HostRecorder {
     add(out.str());
   }
 
+  // A 0-d operand the CUDA code reads back (Adafactor's lr and step): host memory here.
+  static double read_scalar(const cuda::DeviceScalar& s) {
+    switch (s.dtype) {
+      case DType::Float32: return double(*static_cast<const float*>(s.ptr));
+      case DType::Float64: return *static_cast<const double*>(s.ptr);
+      case DType::Int32: return double(*static_cast<const int32_t*>(s.ptr));
+      default: return double(*static_cast<const int64_t*>(s.ptr));
+    }
+  }
+
+  template <typename T>
+  static void adafactor(const std::vector<cpu::AdafactorTensor<T>>& list, const AdafactorHyper& h,
+                        const cuda::Queue& queue) {
+    std::ostringstream out;
+    out << "adafactor dtype=" << (sizeof(T) == 4 ? "float32" : "float64") << " shapes=";
+    for (size_t k = 0; k < list.size(); ++k) {
+      const auto& t = list[k];
+      out << (k ? "," : "") << (t.factored ? std::to_string(t.batch) + "x" + std::to_string(t.rows) + "x" +
+                                                 std::to_string(t.cols)
+                                           : std::to_string(t.cols));
+    }
+    out << " lr=" << h.lr << " step=" << h.step << " device=" << queue.device;
+    add(out.str());
+  }
+
   // Labels are host memory here: checked as the device kernel would.
   static cuda::BadLabel find_bad_label(const void* labels, DType label_dtype, int64_t n, int64_t c, bool has_ignore,
                                        int64_t ignore_index, const cuda::Queue&) {

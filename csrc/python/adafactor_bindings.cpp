@@ -20,6 +20,7 @@
 #include "common/adafactor_checks.h"
 #include "common/overlap.h"
 #include "cpu/kernel_table.h"
+#include "cuda/backend.h"
 #include "python/array_intake.h"
 #include "python/fast_call.h"
 #include "python/hyper_checks.h"
@@ -137,8 +138,15 @@ AdafactorHyper read_hyper(BoundArgs& a) {
   return h;
 }
 
+// On the CPU, or queued on the call's CUDA stream (csrc/cuda/adafactor_passes.cuh: the CPU's bits).
 template <typename T>
-void run(const std::vector<cpu::AdafactorTensor<T>>& list, const AdafactorHyper& h) {
+void run(const std::vector<cpu::AdafactorTensor<T>>& list, const AdafactorHyper& h, const CallDevice& call) {
+  if (call.on_cuda()) {
+    const cuda::Queue queue{call.device->id, call.stream};
+    py::gil_scoped_release no_gil;
+    cuda::adafactor(list, h, queue);
+    return;
+  }
   py::gil_scoped_release no_gil;
   cpu::kernels().of<T>().adafactor(list, h);
 }
@@ -150,17 +158,13 @@ PyObject* adafactor_call(PyObject*, PyObject* const* args, Py_ssize_t nargsf, Py
                      vars_obj = a.next();
     const AdafactorHyper hyper = read_hyper(a);
 
-    CallDevice call;
+    CallDevice call(a.next());  // (stream)
     const ArrayArg params = take_arrays(params_obj, "params", true, call);
     const ArrayArg grads = take_arrays(grads_obj, "grads", false, call);
     const size_t n = params.arrays.size();
     const auto rows = take_optional_arrays(rows_obj, "row_vars", n, call);
     const auto cols = take_optional_arrays(cols_obj, "col_vars", n, call);
     const auto vars = take_optional_arrays(vars_obj, "variances", n, call);
-    if (call.on_cuda()) {
-      throw py::type_error("adafactor_() has no CUDA kernel yet (its row/column sums run on the CPU only): pass "
-                           "NumPy arrays or CPU tensors");
-    }
     if (grads.arrays.size() != n) {
       throw py::value_error("grads holds " + std::to_string(grads.arrays.size()) + " arrays but params holds " +
                             std::to_string(n));
@@ -237,7 +241,7 @@ PyObject* adafactor_call(PyObject*, PyObject* const* args, Py_ssize_t nargsf, Py
         }
         list.push_back(t);
       }
-      run(list, hyper);
+      run(list, hyper, call);
     };
     if (n > 0 && params.arrays[0].dtype == DType::Float32) {
       build(float{});
@@ -257,7 +261,7 @@ void bind_adafactor(py::module_& m) {
       {P{"params", {}}, P{"grads", {}}, P{"row_vars", py::none()}, P{"col_vars", py::none()},
        P{"variances", py::none()}, P{"step", {}}, P{"lr", py::float_(1e-2)}, P{"beta2_decay", py::float_(-0.8)},
        P{"eps1", py::none()}, P{"eps2", py::float_(1e-3)}, P{"d", py::float_(1.0)},
-       P{"weight_decay", py::float_(0.0)}, P{"maximize", py::bool_(false)}});
+       P{"weight_decay", py::float_(0.0)}, P{"maximize", py::bool_(false)}, P{"stream", py::none()}});
   def_fast(m, *adafactor_signature, &adafactor_call,
            "Fused Adafactor step (Shazeer & Stern 2018) with torch.optim.Adafactor's semantics, in place.\n"
            "w = step**beta2_decay; alpha = max(eps2, RMS(p)) * min(lr, 1/sqrt(step)); p *= 1 - lr * weight_decay;\n"
@@ -265,8 +269,8 @@ void bind_adafactor(py::module_& m) {
            "col_var = lerp(col_var, mean(g*g, -2), w), V = row_var @ col_var / max(mean(row_var, -2), eps1);\n"
            "else variance = lerp(variance, g*g, w), V = variance. U = g / sqrt(max(V, eps1**2));\n"
            "p -= alpha / max(1, RMS(U) / d) * U.\n\n"
-           "params, grads: an array or a list of them (float32 or float64, C-contiguous, one dtype per call,\n"
-           "on the CPU: NumPy arrays or CPU tensors). row_vars, col_vars, variances: None, or a list with one\n"
+           "params, grads: an array or a list of them (float32 or float64, C-contiguous, one dtype and one device\n"
+           "per call: NumPy arrays, CPU tensors, or CUDA arrays of any DLPack / __cuda_array_interface__ framework). row_vars, col_vars, variances: None, or a list with one\n"
            "entry per parameter, in torch's state shapes: for ndim >= 2, row_vars[i] of shape[:-1] + (1,) and\n"
            "col_vars[i] of shape[:-2] + (1, shape[-1]) (variances[i] None); otherwise variances[i] of the\n"
            "parameter's shape (row_vars[i], col_vars[i] None). State starts at zero.\n"
@@ -274,9 +278,11 @@ void bind_adafactor(py::module_& m) {
            "  lr (0.01): >= 0; beta2_decay (-0.8): <= 0; eps1 (None: the dtype's machine epsilon): >= 0;\n"
            "  eps2 (0.001): >= 0; d (1.0): clipping threshold, >= 1; weight_decay (0.0): decoupled, >= 0;\n"
            "  maximize (False): ascend the gradient.\n"
-           "The sums are accumulated in double in a fixed order: the same bits for any thread count and\n"
-           "instruction set. Bad input raises TypeError/ValueError naming the argument and index before\n"
-           "anything is written. No CUDA kernel yet.");
+           "  stream (None): for CUDA arrays, the stream the step is queued on (an int handle, or an object with\n"
+           "  .cuda_stream or .ptr); None takes the current stream of the arrays' framework.\n"
+           "The sums are accumulated in double in a fixed order: the same bits for any thread count,\n"
+           "instruction set, and on a GPU as on the CPU. Bad input raises TypeError/ValueError naming the\n"
+           "argument and index before anything is written.");
 }
 
 }  // namespace fastopt::bindings

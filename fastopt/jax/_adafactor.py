@@ -6,7 +6,8 @@ shape with the last axis 1) and ``col_var`` (with the second last axis 1), any o
 own shape); where a leaf has no such buffer its entry is an empty array of shape (0,), as optax's adafactor
 keeps placeholders, so that the three trees keep the parameters' structure.
 
-CPU only: the row and column sums have no CUDA kernel yet, and the CUDA target refuses a step by name.
+On CUDA the handler runs the CUDA backend's passes (the CPU's bits); it reads lr and step back to the host
+first (the step's constants are made there, as on the CPU), which waits for XLA's stream once per call.
 """
 
 from __future__ import annotations
@@ -139,8 +140,9 @@ def adafactor(learning_rate=1e-2, beta2_decay: float = -0.8, eps=(None, 1e-3), d
         U = g / sqrt(max(V, eps1^2));  p -= alpha / max(1, RMS(U) / d) * U
 
     eps = (eps1 or None: the dtype's machine epsilon, eps2). One kernel call per dtype (fastopt.adafactor_'s:
-    sums in double in a fixed order, the same bits on any thread count), on the CPU only; a large list is
-    shared out over XLA's threads by whole tensors. Its step size is relative to the parameters' RMS, so ``update`` needs them and returns
+    sums in double in a fixed order, the same bits on any thread count and on a GPU as on the CPU); on the CPU
+    a large list is shared out over XLA's threads by whole tensors; on CUDA, lr and step are read back to the
+    host once per call. Its step size is relative to the parameters' RMS, so ``update`` needs them and returns
     ``new_params - params``; ``fastopt.jax.fused_apply`` writes them in place. optax.adafactor is another
     algorithm (Shazeer and Stern's with update clipping, a momentum option and factoring only from
     min_dim_size_to_factor=128 on): it does not give these numbers."""

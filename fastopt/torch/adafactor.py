@@ -2,7 +2,8 @@
 torch's keepdim shapes for a parameter with ndim >= 2, else variance), stepped by fastopt.adafactor_.
 
 Its state is not shaped like the parameter, so the checks of the state (at each step and at load) are its
-own; eps is torch's pair (eps1 or None, eps2). CPU tensors only: the kernel has no CUDA path yet. torch's
+own; eps is torch's pair (eps1 or None, eps2). CPU and CUDA tensors of float32 or float64 (a CUDA step gives
+the CPU's bits: csrc/cuda/adafactor_passes.cuh); a tensor lr is read on the host (the kernel takes a number). torch's
 Adafactor refuses GradScaler's fused unscaling, and so does this twin (_step_supports_amp_scaling is off,
 so GradScaler unscales the gradients itself)."""
 
@@ -140,9 +141,6 @@ class Adafactor(FusedOptimizer):
         if found_inf is not None or not (isinstance(grad_scale, (int, float)) and grad_scale == 1.0):
             raise RuntimeError("Adafactor does not unscale gradients itself (torch.optim.Adafactor neither): "
                                "let GradScaler unscale them (scaler.unscale_(optimizer))")
-        if any(isinstance(p, torch.Tensor) for p in params):  # (views of CPU tensors are NumPy arrays)
-            raise TypeError("fastopt.torch.Adafactor has no CUDA kernel yet (fastopt.adafactor_ runs on the CPU "
-                            "only): use CPU parameters, or torch.optim.Adafactor on the GPU")
         eps = group["eps"]
         rows: List[Any] = []
         cols: List[Any] = []
@@ -155,15 +153,21 @@ class Adafactor(FusedOptimizer):
                 shape = tuple(state["variance"].shape)
                 rows.append(None)
                 cols.append(None)
-                variances.append(state["variance"].detach().numpy())
+                variances.append(_kernel_array(state["variance"]))
             else:
                 shape = tuple(state["row_var"].shape[:-1]) + (state["col_var"].shape[-1],)
-                rows.append(state["row_var"].detach().numpy())
-                cols.append(state["col_var"].detach().numpy())
+                rows.append(_kernel_array(state["row_var"]))
+                cols.append(_kernel_array(state["col_var"]))
                 variances.append(None)
             shaped_params.append(p.reshape(shape))
             shaped_grads.append(g.reshape(shape))
+        lr = self._lr(group, params)
         _core.adafactor_(shaped_params, shaped_grads, rows, cols, variances, step=step,
-                         lr=self._lr(group, params), beta2_decay=scalar(group["beta2_decay"]),
+                         lr=float(lr.item()) if isinstance(lr, torch.Tensor) else lr, beta2_decay=scalar(group["beta2_decay"]),
                          eps1=None if eps[0] is None else scalar(eps[0]), eps2=scalar(eps[1]), d=scalar(group["d"]),
                          weight_decay=scalar(group["weight_decay"]), maximize=bool(group["maximize"]))
+
+
+def _kernel_array(state: torch.Tensor) -> Any:
+    """A state tensor as the kernel takes it: a NumPy view of a CPU tensor's memory, a CUDA tensor itself."""
+    return state.detach() if state.is_cuda else state.detach().numpy()

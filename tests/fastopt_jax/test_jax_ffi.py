@@ -738,20 +738,25 @@ def test_cuda_rule_handlers_take_half_params_and_refuse_by_name(cuda_code_on_hos
     assert lamb == "fastopt_rule_lamb" and fields["sizes"] == "4,3" and fields["device_step"] == "int32"
 
 
-def test_cuda_adafactor_handler_refuses_by_name(cuda_code_on_host):
-    # Adafactor's row and column sums have no CUDA kernel: the CUDA target refuses the call by name (XLA's own
-    # error would only say that no handler exists for the platform)
+def test_cuda_adafactor_handler_reads_lr_and_step_then_launches_every_tensor(cuda_code_on_host):
+    # The CUDA handler reads lr (an operand here) and step back to the host (the step's constants are made
+    # there, as on the CPU), checks them by the kernel's rules, and hands every tensor to the CUDA backend.
     from fastopt.jax._adafactor import _call
 
-    p, g = jnp.ones((3, 4), jnp.float32), jnp.ones((3, 4), jnp.float32)
-    states = [[jnp.zeros((3, 1), jnp.float32), jnp.zeros((1, 4), jnp.float32), jnp.zeros((0,), jnp.float32)]]
+    p, g = jnp.ones((2, 3, 4), jnp.float32), jnp.ones((2, 3, 4), jnp.float32)
+    v = jnp.ones(5, jnp.float32)
+    states = [[jnp.zeros((2, 3, 1), jnp.float32), jnp.zeros((2, 1, 4), jnp.float32)], [jnp.zeros(5, jnp.float32)]]
     attrs = dict(beta2_decay=-0.8, eps1=float("nan"), eps2=1e-3, d=1.0, weight_decay=0.0, maximize=False)
     cuda_code_on_host()
-    with pytest.raises(RUNTIME_ERRORS, match=re.escape("fastopt.jax.adafactor has no CUDA kernel yet")):
-        jax.block_until_ready(_call([p], [g], states, 1e-2, None, jnp.int32(1), attrs,
+    jax.block_until_ready(_call([p, v], [g, v], states, 0.0, jnp.float32(0.25), jnp.int32(7), attrs,
+                                target="fastopt_adafactor_on_host"))
+    ((name, fields),) = cuda_code_on_host()
+    assert name == "adafactor" and fields == dict(dtype="float32", shapes="2x3x4,5", lr="0.25", step="7",
+                                                  device="0")
+    with pytest.raises(RUNTIME_ERRORS, match="step"):  # (the kernel's rule: step >= 1)
+        jax.block_until_ready(_call([p], [g], states[:1], 1e-2, None, jnp.int32(0), attrs,
                                     target="fastopt_adafactor_on_host"))
     assert cuda_code_on_host() == []
-
 
 @pytest.mark.parametrize("reduction", ["mean", "none"])
 def test_cuda_loss_handler_checks_labels_then_launches_each_batch_member(cuda_code_on_host, reduction):

@@ -1,7 +1,7 @@
 """fastopt.jax's CUDA handlers on a GPU, under jax.jit: the classic updates (fastopt_adam & co.), the rules
 (fastopt_rule_<name>, csrc/jax/rule_handlers.cpp) and Muon (two rule passes around jnp's Newton-Schulz) give
-on the GPU what the CPU handlers give for the same numbers (LAMB's per-tensor norms included); Adafactor (no
-CUDA kernel) is refused by name. Marked
+on the GPU what the CPU handlers give for the same numbers (LAMB's per-tensor norms included); Adafactor gives
+the CPU handler's bits. Marked
 `cuda`; skipped without a CUDA build, a GPU, or jax with its GPU backend."""
 
 from __future__ import annotations
@@ -81,10 +81,20 @@ def test_muon_on_the_gpu_follows_the_cpu():
         np.testing.assert_allclose(gpu_state.momentum_buffer[k], cpu_state.momentum_buffer[k], rtol=1e-6, atol=1e-7)
 
 
-def test_adafactor_on_the_gpu_is_refused_by_name():
-    _, gpu = devices()
-    tx = fj.adafactor(LR)
-    message = "adafactor has no CUDA kernel yet"
-    params = jax.device_put({"w": jnp.ones((8, 4), jnp.float32)}, gpu)
-    with pytest.raises((jax.errors.JaxRuntimeError, ValueError), match=message):
-        jax.block_until_ready(jax.jit(lambda g, s, p: fj.fused_apply(tx, g, s, p))(params, tx.init(params), params))
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_adafactor_on_the_gpu_gives_the_cpu_handlers_bits(dtype):
+    # (its sums keep the CPU's order, and lr and step are read on the host on both platforms)
+    cpu, gpu = devices()
+    if dtype == np.float64 and not jax.config.jax_enable_x64:
+        pytest.skip("float64 needs jax_enable_x64")
+    rng = np.random.default_rng(2)
+    shapes = dict(SHAPES, batch=(3, 40, 2100), scalar=())
+    start = {k: rng.standard_normal(s).astype(dtype) for k, s in shapes.items()}
+    grads = [{k: rng.standard_normal(s).astype(dtype) for k, s in shapes.items()} for _ in range(STEPS)]
+    tx = fj.adafactor(0.3, weight_decay=0.01)
+    on_cpu, cpu_state = run_on(cpu, tx, start, grads)
+    on_gpu, gpu_state = run_on(gpu, tx, start, grads)
+    for k in shapes:
+        np.testing.assert_array_equal(on_gpu[k], on_cpu[k], err_msg=f"params[{k!r}]")
+    for a, b in zip(jax.tree.leaves(gpu_state), jax.tree.leaves(cpu_state)):
+        np.testing.assert_array_equal(a, b)

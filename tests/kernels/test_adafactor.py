@@ -14,7 +14,8 @@ import pytest
 
 import fastopt
 from fastopt import _core
-from fastopt.references import adafactor_init_state, adafactor_step
+from adafactor_cases import draw_hyper, make_state
+from fastopt.references import adafactor_step
 
 SUPPORTED = fastopt.build_info()["cpu_isas_supported"]
 
@@ -25,21 +26,6 @@ SHAPES = [(1,), (7,), (33,), (), (0,), (1, 33), (33, 1), (5, 7), (3, 4, 17), (0,
           (70, 2100), (65537,), (2, 3, 1, 4)]
 # Large enough to run on two threads (more than 131072 elements per tensor).
 LARGE = [(400, 401), (140003,), (3, 300, 171)]
-
-
-def draw_hyper(rng):
-    # lr in (0.2, 0.5): rho = min(lr, 1/sqrt(t)) takes both branches within 40 steps; d just above 1 or 1.
-    return dict(lr=float(rng.uniform(0.2, 0.5)), beta2_decay=float(rng.uniform(-1.0, -0.5)),
-                eps1=None if rng.random() < 0.5 else float(10 ** rng.uniform(-8, -7)),
-                eps2=float(10 ** rng.uniform(-4, -2)), d=float(rng.choice([1.0, rng.uniform(1.0, 1.2)])),
-                weight_decay=float(rng.choice([0.0, rng.uniform(0.0, 0.1)])), maximize=bool(rng.integers(2)))
-
-
-def make_state(params):
-    """The kernel's state lists, from the reference's init (torch's keepdim shapes)."""
-    states = [adafactor_init_state(p) for p in params]
-    return states, ([s.get("row_var") for s in states], [s.get("col_var") for s in states],
-                    [s.get("variance") for s in states])
 
 
 def grads_for(rng, params, tiny=()):
@@ -155,7 +141,7 @@ def test_defaults_are_torchs():
 
     assert str(inspect.signature(_core.adafactor_)) == (
         "(params, grads, row_vars=None, col_vars=None, variances=None, *, step, lr=0.01, beta2_decay=-0.8, "
-        "eps1=None, eps2=0.001, d=1.0, weight_decay=0.0, maximize=False)")
+        "eps1=None, eps2=0.001, d=1.0, weight_decay=0.0, maximize=False, stream=None)")
     rng = np.random.default_rng(10)
     a = [rng.standard_normal((6, 5)), rng.standard_normal(4)]
     b = copy.deepcopy(a)

@@ -16,9 +16,9 @@
 // A tensor with no elements along the reduced axis gets the mean 0/0 = NaN, as torch and the reference.
 //
 // Precision: the elementwise arithmetic runs in the arrays' dtype; the sums (g^2 per row and column,
-// p^2, U^2, row_var over rows) are accumulated in double with a fixed order (csrc/cpu/adafactor_loops.h),
+// p^2, U^2, row_var over rows) are accumulated in double with a fixed order (fastopt/adafactor_tiles.h),
 // so float32 sums do not drift with the length of a row (torch sums in the tensor's dtype). The per-tensor
-// numbers alpha and the clip factor are computed on the host in double.
+// numbers alpha and the clip factor are computed in double.
 #pragma once
 
 #include <cmath>
@@ -95,17 +95,19 @@ FASTOPT_HD M adafactor_apply(const AdafactorScalars<M>& s, M p, M u, M step_size
 }
 
 // alpha = max(eps2, RMS(p)) * min(lr, 1/sqrt(t)), from sum p^2 over n elements (Python's max: a NaN
-// RMS gives eps2, as torch's max(eps2, nan)).
-inline double adafactor_alpha(const AdafactorHyper& h, double p_squares, int64_t n) {
+// RMS gives eps2, as torch's max(eps2, nan)). Host and device (the CUDA passes compute it there, with the
+// same IEEE division and square root).
+FASTOPT_HD double adafactor_alpha(const AdafactorHyper& h, double p_squares, int64_t n) {
   const double t = double(h.step);
-  const double rho = std::fmin(h.lr, 1.0 / std::sqrt(t));
-  const double rms = n > 0 ? std::sqrt(p_squares) / std::sqrt(double(n)) : 0.0;
+  const double inverse_root = 1.0 / sqrt_(t);
+  const double rho = h.lr < inverse_root ? h.lr : inverse_root;  // (both numbers, never NaN)
+  const double rms = n > 0 ? sqrt_(p_squares) / sqrt_(double(n)) : 0.0;
   return (rms > h.eps2 ? rms : h.eps2) * rho;
 }
 
 // alpha / max(1, RMS(U) / d), RMS(U) / d as torch writes it: ||U|| / (sqrt(n) * d).
-inline double adafactor_step_size(const AdafactorHyper& h, double alpha, double u_squares, int64_t n) {
-  const double ratio = n > 0 ? std::sqrt(u_squares) / (std::sqrt(double(n)) * h.d) : 0.0;
+FASTOPT_HD double adafactor_step_size(const AdafactorHyper& h, double alpha, double u_squares, int64_t n) {
+  const double ratio = n > 0 ? sqrt_(u_squares) / (sqrt_(double(n)) * h.d) : 0.0;
   return alpha / (ratio > 1.0 ? ratio : 1.0);
 }
 

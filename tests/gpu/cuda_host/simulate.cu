@@ -17,7 +17,7 @@
 // What it cannot check: the device compiler's arithmetic (-fmad=false, IEEE division / sqrt), the
 // launch configuration, real concurrency, the kernel-argument ABI. Those need a GPU.
 //
-// Build and run:  cmake --build BUILD --target fastopt_cuda_simulate && BUILD/fastopt_cuda_simulate
+// Build and run:  cmake --build BUILD --target fastopt_cuda_simulate && BUILD/fastopt_cuda_simulate [rules | adafactor]
 #include <algorithm>
 #include <cstdint>
 #include <cstdio>
@@ -1085,8 +1085,16 @@ void test_errors() {
 }  // namespace
 
 // `fastopt_cuda_simulate rules`: the rules alone (a quicker run while working on rule_backend.cuh).
+int simulate_adafactor(int* checks);  // simulate_adafactor.cu
+
 int main(int argc, char** argv) {
-  g_rules_only = argc > 1 && std::string(argv[1]) == "rules";
+  const std::string only = argc > 1 ? argv[1] : "";
+  if (only == "adafactor") {  // (Adafactor's passes alone)
+    const int failed = simulate_adafactor(&checks);
+    std::printf("%d passed, %d failed\n", checks - failed, failed);
+    return failed == 0 ? 0 : 1;
+  }
+  g_rules_only = only == "rules";
   std::printf("simulating %d threads per block, %lld elements per chunk, CPU reference isa %s%s\n", kBlockThreads,
               (long long)kChunkElements, cpu::kernels().isa, g_rules_only ? " (rules only)" : "");
   if (!g_rules_only) {
@@ -1101,6 +1109,7 @@ int main(int argc, char** argv) {
   test_large_lists<float, float>(53);
   test_large_lists<double, double>(59);
   test_large_lists<__half, float>(61);
+  if (!g_rules_only) failures += simulate_adafactor(&checks);
   std::printf("%d passed, %d failed\n", checks - failures, failures);
   return failures == 0 ? 0 : 1;
 }
