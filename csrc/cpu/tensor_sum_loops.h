@@ -154,8 +154,7 @@ double global_clip(const TensorList<T, N>& tensors, const std::vector<Chunk>& bl
       grad_scale != 1.0);
   double sum = 0.0;
   for (double s : partial) sum += s;
-  const double norm = std::sqrt(sum);
-  return norm > max_norm ? norm / max_norm : 1.0;
+  return global_clip_ratio(sum, max_norm);
 }
 
 // One call of a rule with per-tensor sums over a list of tensors; returns found_inf.

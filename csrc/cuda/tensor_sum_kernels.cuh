@@ -158,8 +158,7 @@ FASTOPT_HD M clip_ratio(const double* clip) {
 FASTOPT_HD void clip_total(const double* squares, int64_t chunks, double max_norm, double* clip) {
   double sum = 0.0;
   for (int64_t c = 0; c < chunks; ++c) sum += squares[c];
-  const double norm = sqrt(sum);
-  *clip = norm > max_norm ? norm / max_norm : 1.0;
+  *clip = global_clip_ratio(sum, max_norm);
 }
 
 // Tensor k of a launch: its chunks' sums in order, then the rule's factor, stored at its first chunk.

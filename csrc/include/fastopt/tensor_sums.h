@@ -29,6 +29,9 @@
 
 #include <type_traits>
 
+#include "fastopt/macros.h"
+#include "fastopt/scalar_math.h"
+
 namespace fastopt {
 
 // Lanes of a block's partial sums: element i of a block goes to lane i % kSumLanes (a fixed choice, so
@@ -44,5 +47,12 @@ struct tensor_sums<Rule, std::void_t<decltype(Rule::kTensorSums)>> : std::integr
 
 template <typename Rule>
 constexpr bool has_tensor_sums = tensor_sums<Rule>::value > 0;
+
+// The clip ratio of a call from the sum of every gradient's squares: norm / max_norm where the global norm
+// exceeds max_norm, else 1 (the CPU loops and the CUDA passes both end their pre-pass with it).
+FASTOPT_HD double global_clip_ratio(double squares, double max_norm) {
+  const double norm = sqrt_(squares);
+  return norm > max_norm ? norm / max_norm : 1.0;
+}
 
 }  // namespace fastopt
