@@ -30,43 +30,53 @@ def adamw_(params: Arrays, grads: Arrays, exp_avgs: Arrays, exp_avg_sqs: Arrays,
            beta2: float = 0.999, eps: float = 1e-8, weight_decay: float = 1e-2, amsgrad: bool = False,
            maximize: bool = False, step: int, stochastic_rounding: bool = False, seed: int = 0,
            grad_scale: Any = 1.0, skip_nonfinite: bool = False, found_inf: Any = None) -> bool: ...
+# (the rules: step=None where the rule reads no step: needed by stochastic_rounding only; bfloat16
+# storage on the CPU for every one but lamb_)
 def lion_(params: Arrays, grads: Arrays, exp_avgs: Arrays, *, lr: float = 1e-4, beta1: float = 0.9,
-          beta2: float = 0.99, weight_decay: float = 0.0, maximize: bool = False, grad_scale: Any = 1.0,
-          skip_nonfinite: bool = False, found_inf: Any = None, stream: Any = None) -> bool: ...
+          beta2: float = 0.99, weight_decay: float = 0.0, maximize: bool = False, step: Optional[int] = None,
+          stochastic_rounding: bool = False, seed: int = 0, grad_scale: Any = 1.0, skip_nonfinite: bool = False,
+          found_inf: Any = None, stream: Any = None) -> bool: ...
 def nadam_(params: Arrays, grads: Arrays, exp_avgs: Arrays, exp_avg_sqs: Arrays, *, lr: float = 0.002,
            beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-08, weight_decay: float = 0.0,
            momentum_decay: float = 0.004, decoupled_weight_decay: bool = False, maximize: bool = False,
-           mu_product: Optional[float] = None, step: int, grad_scale: Any = 1.0, skip_nonfinite: bool =
-           False, found_inf: Any = None, stream: Any = None) -> bool: ...
+           mu_product: Optional[float] = None, step: int, stochastic_rounding: bool = False, seed: int = 0,
+           grad_scale: Any = 1.0, skip_nonfinite: bool = False, found_inf: Any = None,
+           stream: Any = None) -> bool: ...
 def radam_(params: Arrays, grads: Arrays, exp_avgs: Arrays, exp_avg_sqs: Arrays, *, lr: float = 0.001,
            beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-08, weight_decay: float = 0.0,
-           decoupled_weight_decay: bool = False, maximize: bool = False, step: int, grad_scale: Any = 1.0,
-           skip_nonfinite: bool = False, found_inf: Any = None, stream: Any = None) -> bool: ...
-def adamax_(params: Arrays, grads: Arrays, exp_avgs: Arrays, exp_infs: Arrays, *, lr: float = 0.002, beta1:
-            float = 0.9, beta2: float = 0.999, eps: float = 1e-08, weight_decay: float = 0.0, maximize: bool
-            = False, step: int, grad_scale: Any = 1.0, skip_nonfinite: bool = False, found_inf: Any = None,
+           decoupled_weight_decay: bool = False, maximize: bool = False, step: int,
+           stochastic_rounding: bool = False, seed: int = 0, grad_scale: Any = 1.0, skip_nonfinite: bool = False,
+           found_inf: Any = None, stream: Any = None) -> bool: ...
+def adamax_(params: Arrays, grads: Arrays, exp_avgs: Arrays, exp_infs: Arrays, *, lr: float = 0.002,
+            beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-08, weight_decay: float = 0.0,
+            maximize: bool = False, step: int, stochastic_rounding: bool = False, seed: int = 0,
+            grad_scale: Any = 1.0, skip_nonfinite: bool = False, found_inf: Any = None,
             stream: Any = None) -> bool: ...
 def adadelta_(params: Arrays, grads: Arrays, square_avgs: Arrays, acc_deltas: Arrays, *, lr: float = 1.0,
               rho: float = 0.9, eps: float = 1e-06, weight_decay: float = 0.0, maximize: bool = False,
-              grad_scale: Any = 1.0, skip_nonfinite: bool = False, found_inf: Any = None, stream: Any =
-              None) -> bool: ...
-def asgd_(params: Arrays, grads: Arrays, axs: Arrays, *, lr: float = 0.01, lambd: float = 0.0001, alpha:
-          float = 0.75, t0: float = 1000000.0, weight_decay: float = 0.0, maximize: bool = False, eta:
-          Optional[float] = None, mu: Optional[float] = None, step: int, grad_scale: Any = 1.0,
-          skip_nonfinite: bool = False, found_inf: Any = None, stream: Any = None) -> bool: ...
+              step: Optional[int] = None, stochastic_rounding: bool = False, seed: int = 0, grad_scale: Any = 1.0,
+              skip_nonfinite: bool = False, found_inf: Any = None, stream: Any = None) -> bool: ...
+def asgd_(params: Arrays, grads: Arrays, axs: Arrays, *, lr: float = 0.01, lambd: float = 0.0001,
+          alpha: float = 0.75, t0: float = 1000000.0, weight_decay: float = 0.0, maximize: bool = False,
+          eta: Optional[float] = None, mu: Optional[float] = None, step: int, stochastic_rounding: bool = False,
+          seed: int = 0, grad_scale: Any = 1.0, skip_nonfinite: bool = False, found_inf: Any = None,
+          stream: Any = None) -> bool: ...
 def rprop_(params: Arrays, grads: Arrays, prevs: Arrays, step_sizes: Arrays, *, etaminus: float = 0.5,
-           etaplus: float = 1.2, step_size_min: float = 1e-06, step_size_max: float = 50.0, maximize: bool =
-           False, grad_scale: Any = 1.0, skip_nonfinite: bool = False, found_inf: Any = None, stream: Any =
-           None) -> bool: ...
+           etaplus: float = 1.2, step_size_min: float = 1e-06, step_size_max: float = 50.0, maximize: bool = False,
+           step: Optional[int] = None, stochastic_rounding: bool = False, seed: int = 0, grad_scale: Any = 1.0,
+           skip_nonfinite: bool = False, found_inf: Any = None, stream: Any = None) -> bool: ...
 def lamb_(params: Arrays, grads: Arrays, exp_avgs: Arrays, exp_avg_sqs: Arrays, *, lr: float = 1e-3,
           beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-6, weight_decay: float = 0.01,
           bias_correction: bool = True, max_grad_norm: Optional[float] = None, maximize: bool = False, step: Any,
-          grad_scale: Any = 1.0, skip_nonfinite: bool = False, found_inf: Any = None, stream: Any = None) -> bool: ...
+          stochastic_rounding: bool = False, seed: int = 0, grad_scale: Any = 1.0, skip_nonfinite: bool = False,
+          found_inf: Any = None, stream: Any = None) -> bool: ...
 def muon_momentum_(updates: Arrays, grads: Arrays, momentum_buffers: Arrays, *, momentum: float = 0.95,
-                   nesterov: bool = True, maximize: bool = False, grad_scale: Any = 1.0, skip_nonfinite: bool = False,
-                   found_inf: Any = None, stream: Any = None) -> bool: ...
+                   nesterov: bool = True, maximize: bool = False, step: Optional[int] = None,
+                   stochastic_rounding: bool = False, seed: int = 0, grad_scale: Any = 1.0,
+                   skip_nonfinite: bool = False, found_inf: Any = None, stream: Any = None) -> bool: ...
 def muon_apply_(params: Arrays, updates: Arrays, *, lr: float = 1e-3, weight_decay: float = 0.1,
-                lr_scale: float = 1.0, grad_scale: Any = 1.0, skip_nonfinite: bool = False, found_inf: Any = None,
+                lr_scale: float = 1.0, step: Optional[int] = None, stochastic_rounding: bool = False, seed: int = 0,
+                grad_scale: Any = 1.0, skip_nonfinite: bool = False, found_inf: Any = None,
                 stream: Any = None) -> bool: ...
 OptionalArrays = Optional[Sequence[Optional[np.ndarray]]]
 def adafactor_(params: Arrays, grads: Arrays, row_vars: OptionalArrays = None, col_vars: OptionalArrays = None,

@@ -25,6 +25,11 @@ namespace fastopt::cpu {
 template <typename T, typename Rule>
 using RuleFn = bool (*)(const TensorList<T, Rule::kOperands>&, const typename Rule::Hyper&);
 
+// The update of a rule over bfloat16 storage (rule_bf16_loops.h); returns found_inf. nullptr for a rule
+// with per-tensor sums (LAMB), which has no such loop.
+template <typename Rule>
+using RuleBf16Fn = bool (*)(const Bf16Call&, const typename Rule::Hyper&);
+
 // Position of Rule in a RuleList.
 template <typename Rule, typename... Rules>
 constexpr size_t rule_index(RuleList<Rules...>) {
@@ -33,21 +38,33 @@ constexpr size_t rule_index(RuleList<Rules...>) {
   return found;
 }
 
-// One update per registered rule.
-template <typename T, typename List>
-struct RuleTable;
+// One function per registered rule, of type Fn<Rule>.
+template <template <typename> class Fn, typename List>
+struct PerRule;
 
-template <typename T, typename... Rules>
-struct RuleTable<T, RuleList<Rules...>> {
-  std::tuple<RuleFn<T, Rules>...> fns;
+template <template <typename> class Fn, typename... Rules>
+struct PerRule<Fn, RuleList<Rules...>> {
+  std::tuple<Fn<Rules>...> fns;
 
   template <typename Rule>
-  RuleFn<T, Rule> of() const {
+  Fn<Rule> of() const {
     constexpr size_t i = rule_index<Rule>(RuleList<Rules...>{});
     static_assert(i < sizeof...(Rules), "the rule is not in fastopt::Registry (registry.h)");
     return std::get<i>(fns);
   }
 };
+
+template <typename T>
+struct RuleFnOf {
+  template <typename Rule>
+  using type = RuleFn<T, Rule>;
+};
+
+// The updates of every registered rule over arrays of T, and over bfloat16 storage.
+template <typename T, typename List>
+using RuleTable = PerRule<RuleFnOf<T>::template type, List>;
+template <typename List>
+using RuleBf16Table = PerRule<RuleBf16Fn, List>;
 
 template <typename T>
 struct TypedKernels {
@@ -109,6 +126,8 @@ struct KernelTable {
   bool (*sgd_bf16)(const Bf16Call&, const SgdHyper&);
   bool (*adagrad_bf16)(const Bf16Call&, const AdagradHyper&);
   bool (*rmsprop_bf16)(const Bf16Call&, const RmspropHyper&);
+  // Every element-wise rule with bfloat16 state and/or params (rule_bf16_loops.h): rules_bf16.of<LionRule>()
+  RuleBf16Table<Registry> rules_bf16;
   // Adam/AdamW with 8-bit blockwise state (adam_int8_loops.h); returns found_inf
   bool (*adam_int8)(const Int8AdamCall&, const AdamHyper&);
   // SGD (with momentum), Adagrad and RMSprop with 8-bit blockwise state (int8_state_loops.h); return found_inf

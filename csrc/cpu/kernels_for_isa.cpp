@@ -28,6 +28,10 @@ RuleTable<T, RuleList<Rules...>> rule_table(RuleList<Rules...>) {
   return {{rule_update_of<Rules, T>()...}};
 }
 
+// The rules over bfloat16 storage, compiled apart (rules_bf16_for_isa.cpp: a second object per set, so
+// that the two build side by side).
+RuleBf16Table<Registry> rule_bf16_table();
+
 template <typename T>
 TypedKernels<T> typed_kernels() {
   return {&sgd<T>,
@@ -50,7 +54,7 @@ TypedKernels<T> typed_kernels() {
 const KernelTable& table() {
   static const KernelTable instance{FASTOPT_STR(FASTOPT_ISA_NS), typed_kernels<float>(),
                                     typed_kernels<double>(), &adam_bf16, &sgd_bf16,
-                                    &adagrad_bf16, &rmsprop_bf16, &adam_int8,
+                                    &adagrad_bf16, &rmsprop_bf16, rule_bf16_table(), &adam_int8,
                                     &sgd_int8, &adagrad_int8, &rmsprop_int8,
                                     &quantize8, &dequantize8, half_kernels<F16>(),
                                     half_kernels<Bf16>()};

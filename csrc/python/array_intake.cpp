@@ -362,8 +362,9 @@ DType check_param_dtype(const ArrayRef& p, const std::string& where, bool cpu_ha
     if (p.device.kind == DeviceKind::CUDA || cpu_half) return *p.dtype;
     throw py::type_error(where + " has dtype " + p.dtype_name() +
                          "; float16 and bfloat16 are updated on CUDA devices only, except by sgd_, adagrad_, "
-                         "rmsprop_, adam_ and adamw_, whose CPU kernels take them too (the other CPU kernels "
-                         "take float32 or float64)");
+                         "rmsprop_, adam_ and adamw_, whose CPU kernels take them too, and by the other "
+                         "element-wise optimizers (lion_, nadam_, radam_, adamax_, adadelta_, asgd_, rprop_), whose "
+                         "CPU kernels take bfloat16 (the other CPU kernels take float32 or float64)");
   }
   const std::string name = p.dtype_name();
   if (is_byte_swapped_float(name)) throw py::type_error(where + " has dtype " + name + byte_order_advice());

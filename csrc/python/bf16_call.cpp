@@ -61,6 +61,13 @@ bool bfloat16_call(const std::vector<const ArrayArg*>& state, bool stochastic_ro
   return stochastic_rounding || any_bf16(state);
 }
 
+bool bfloat16_params_on_cpu(const ArrayArg& params) {
+  for (const ArrayRef& a : params.arrays) {
+    if (is_bf16(a) && a.device.kind == DeviceKind::CPU) return true;
+  }
+  return false;
+}
+
 uint64_t seed_arg(py::handle obj) {
   if (PyFloat_Check(obj.ptr()) || PyBool_Check(obj.ptr()) || !PyIndex_Check(obj.ptr())) {
     throw py::type_error("seed must be an int, got " + type_name(obj));

@@ -21,6 +21,11 @@ namespace fastopt::bindings {
 // update_call.h's run_update, on the CPU's half kernels or on CUDA.)
 bool bfloat16_call(const std::vector<const ArrayArg*>& state, bool stochastic_rounding);
 
+// True when a params array is bfloat16 on the CPU. The rules (rule_bindings.cpp) send such a call the
+// bfloat16 way too: their CPU loops over bfloat16 storage are the only ones that take bfloat16 params
+// (the classic four have half kernels of their own; CUDA launches take half params themselves).
+bool bfloat16_params_on_cpu(const ArrayArg& params);
+
 // Checks everything (dtypes and forms, shapes, layout, disjoint memory, the CPU; then check_hyper, the
 // hyperparameters' float32 range), then runs kernel (a cpu::kernels() entry over the call) with the GIL
 // released. `state` holds the state operands in kernel order (optim_loops.h), nullptr for

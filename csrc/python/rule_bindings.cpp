@@ -1,10 +1,13 @@
 // The Python functions of every optimizer described as a rule (fastopt/registry.h): fastopt.<name>_,
 // with the signature, the checks and the docstring produced from the rule's description.
 //
-//   <name>_(params, grads, <state>..., *, <hyper>=<default>..., [step,] grad_scale=1.0,
-//           skip_nonfinite=False, found_inf=None, stream=None)
+//   <name>_(params, grads, <state>..., *, <hyper>=<default>..., step[=None], stochastic_rounding=False,
+//           seed=0, grad_scale=1.0, skip_nonfinite=False, found_inf=None, stream=None)
 //
 // State operands a variant does not use default to None (and are not read); the others are required.
+// step is required where the rule reads it; elsewhere it is optional and read by stochastic rounding
+// only. bfloat16 state, bfloat16 params or stochastic_rounding send an element-wise rule's call to its
+// loop over bfloat16 storage on the CPU (bf16_call.h, rule_bf16_loops.h).
 #include <pybind11/pybind11.h>
 
 #include <array>
@@ -17,6 +20,8 @@
 #include <vector>
 
 #include "common/rule_checks.h"
+#include "cpu/kernel_table.h"
+#include "python/bf16_call.h"
 #include "python/update_call.h"
 
 namespace fastopt::bindings {
@@ -39,7 +44,9 @@ struct RuleBinding {
                                                         : py::object(py::float_(h.default_value));
       params.push_back(P{h.name, value});
     }
-    if (Rule::kUsesStep) params.push_back(P{"step", {}});
+    params.push_back(P{"step", Rule::kUsesStep ? py::object() : py::object(py::none())});
+    params.push_back(P{"stochastic_rounding", py::bool_(false)});
+    params.push_back(P{"seed", py::int_(0)});
     params.push_back(P{"grad_scale", py::float_(1.0)});
     params.push_back(P{"skip_nonfinite", py::bool_(false)});
     params.push_back(P{"found_inf", py::none()});
@@ -62,12 +69,22 @@ struct RuleBinding {
     for (const OperandSpec& op : Rule::kOperandSpecs) {
       if (op.needed_when != nullptr) text += std::string("  ") + op.name + ": required when " + op.needed_when + "\n";
     }
-    if (Rule::kUsesStep) text += "  step: the 1-based number of this update\n";
+    text += Rule::kUsesStep ? "  step: the 1-based number of this update\n"
+                            : "  step (None): the 1-based number of this update, needed by stochastic_rounding only\n";
+    if constexpr (has_tensor_sums<Rule>) {
+      text += "  stochastic_rounding, seed: for bfloat16 storage, which this optimizer does not take yet\n";
+    } else {
+      text += "  stochastic_rounding (False), seed (0): bfloat16 state (float32 or bfloat16 params) or bfloat16\n"
+              "    params (float32 state) are updated in float32, as the float32 kernel, and each bfloat16 value\n"
+              "    written is rounded to nearest-even, or stochastically with bits from (seed, step, tensor,\n"
+              "    operand, element): the same bits for every thread count and instruction set. CPU only.\n";
+    }
     return text + "\n" + kListNote;
   }
 
   static bool update(py::handle (&operands)[Rule::kOperands], const Scalar& lr, const double* values,
-                     const Scalar& step, const Scaling& scaling, CallDevice& call) {
+                     const Scalar& step, bool stochastic_rounding, uint64_t seed, const Scaling& scaling,
+                     CallDevice& call) {
     using Hyper = typename Rule::Hyper;
     const Hyper hyper = Rule::from_values(values, step.host_step(), scaling.host);
     require(rules::check_rule<Rule>(values, hyper));
@@ -97,6 +114,20 @@ struct RuleBinding {
     }
     const DeviceScalars device{lr, step, scaling, call};
     auto range = [&](const rules::MathRange& r) { return rules::check_rule_range<Rule>(values, hyper, r); };
+    std::vector<const ArrayArg*> state;
+    for (int j = 2; j < Rule::kOperands; ++j) state.push_back(ptr(states[j]));
+    if (bfloat16_call(state, stochastic_rounding) || bfloat16_params_on_cpu(p)) {  // bf16_call.h: bfloat16 storage, CPU
+      const auto kernel = cpu::kernels().rules_bf16.template of<Rule>();
+      if (kernel == nullptr) {
+        throw py::type_error(std::string(Rule::kName) + "_() takes float32 or float64 arrays only: its per-tensor "
+                             "sums have no loop over bfloat16 storage yet (bfloat16 params or state, "
+                             "stochastic_rounding)");
+      }
+      return run_bf16(
+          p, g, state, stochastic_rounding, seed, uint64_t(step.host_step()), device.skip_now,
+          [&] { require(range(rules::math_range(false))); },
+          [&](const cpu::Bf16Call& c) { return kernel(c, hyper); });
+    }
     return run_update<Rule::kOperands>(
         p, others, range, device.skip_now, call,
         [&](const auto& list) { return kernels_for(list).rules.template of<Rule>()(list, hyper); },
@@ -129,10 +160,18 @@ struct RuleBinding {
           }
         }
       }
-      const Scalar step = Rule::kUsesStep ? next_step(a) : Scalar{0.0, 1, {}};
+      const bool step_given = !a.peek().is_none();
+      const Scalar step = Rule::kUsesStep || step_given ? next_step(a) : (a.next(), Scalar{0.0, 1, {}});
+      const bool stochastic_rounding = a.next_bool();
+      const uint64_t seed = seed_arg(a.next());
+      if (step_given && !Rule::kUsesStep) require(rules::step(step.host_step()));  // (read by the rounding only)
+      if (stochastic_rounding && !step_given) {
+        throw py::type_error(std::string(Rule::kName) + "_(stochastic_rounding=True) needs step: pass step=t, the "
+                             "1-based number of this update, so that each update draws new rounding bits");
+      }
       const Scaling scaling = next_checked_scaling(a);
       CallDevice device(a.next());
-      return boolean(update(operands, lr, values, step, scaling, device));
+      return boolean(update(operands, lr, values, step, stochastic_rounding, seed, scaling, device));
     });
   }
 };

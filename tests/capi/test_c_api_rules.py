@@ -213,8 +213,11 @@ def test_introspection_matches_python_signature(name):
             assert p.default is bool(default) and default in (0.0, 1.0)
         else:
             assert p.default == default
-    tail = [p.name for p in rest[len(info["hyper"]):]]
-    assert tail[0] == "step" if info["takes_step"] else tail[0] == "grad_scale"
+    tail = rest[len(info["hyper"]):]
+    # step: required where the rule reads it, else None (read by stochastic rounding alone)
+    assert tail[0].name == "step"
+    assert (tail[0].default is inspect.Parameter.empty) if info["takes_step"] else tail[0].default is None
+    assert [p.name for p in tail[1:4]] == ["stochastic_rounding", "seed", "grad_scale"]
     assert info["summary"].split("\n")[0] in getattr(fastopt, f"{name}_").__doc__
 
 

@@ -368,12 +368,12 @@ def test_cuda_arrays_with_bf16_state_are_refused_and_nothing_is_written():
     assert _snapshot(m, v) == before
 
 
-def test_the_rules_still_refuse_bf16_on_the_cpu():
-    # (the classic four take bfloat16 params with float32 state: tests/kernels/test_half_params_cpu.py)
+def test_lamb_still_refuses_bf16_on_the_cpu():
+    # (the classic four take bfloat16 params with float32 state: tests/kernels/test_half_params_cpu.py; the
+    # element-wise rules bfloat16 storage: test_bf16_state_rules.py; LAMB's per-tensor sums have no such loop)
     p = bf16(np.ones(4))
-    with pytest.raises(TypeError, match=r"params\[0\] has dtype bfloat16; float16 and bfloat16 are updated on "
-                                        r"CUDA devices only, except by sgd_"):
-        fastopt.lion_(p, bf16(np.ones(4)), np.zeros(4, np.float32), lr=0.1)
+    with pytest.raises(TypeError, match=r"lamb_\(\) takes float32 or float64 arrays only"):
+        fastopt.lamb_(p, bf16(np.ones(4)), np.zeros(4, np.float32), np.zeros(4, np.float32), lr=0.1, step=1)
     assert np.array_equal(np.asarray(p, np.float32), np.ones(4, np.float32))
 
 

@@ -30,6 +30,9 @@ import repo_paths
 
 ROOT = Path(repo_paths.ROOT)
 SOURCE = ROOT / "csrc" / "cpu" / "kernels_for_isa.cpp"
+#: every object of an instruction set (CMakeLists.txt's fastopt_isa_<set>): the kernel table's, and the rules'
+#: loops over bfloat16 storage (csrc/cpu/rule_bf16_loops.h), compiled apart
+SOURCES = (SOURCE, ROOT / "csrc" / "cpu" / "rules_bf16_for_isa.cpp")
 OPTIMIZERS = ("sgd", "adagrad", "rmsprop", "adam")
 
 
@@ -92,16 +95,18 @@ pytestmark = [
 
 
 def _compile_all(extra=()):
-    """Starts one compile per instruction set (in parallel); returns {isa: (process, object path)}."""
+    """Starts the compiles of every instruction set's objects (in parallel); returns
+    {isa: [(process, object path), ...]}."""
     kernel, per_isa = _cmake_flags()
     tmp = Path(tempfile.mkdtemp(prefix="fastopt-vec-"))
-    jobs = {}
+    jobs = defaultdict(list)
     for isa in PACKED:
-        obj = tmp / f"{isa}.o"
-        cmd = [_compiler(), "-std=c++17", "-fPIC", "-fvisibility=hidden", "-fopenmp", *kernel,
-               *per_isa.get(isa, []), *extra, f"-DFASTOPT_ISA_NS={isa}", f"-I{ROOT / 'csrc' / 'include'}",
-               f"-I{ROOT / 'csrc'}", "-c", str(SOURCE), "-o", str(obj)]
-        jobs[isa] = (subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True), obj)
+        for source in SOURCES:
+            obj = tmp / f"{isa}-{source.stem}.o"
+            cmd = [_compiler(), "-std=c++17", "-fPIC", "-fvisibility=hidden", "-fopenmp", *kernel,
+                   *per_isa.get(isa, []), *extra, f"-DFASTOPT_ISA_NS={isa}", f"-I{ROOT / 'csrc' / 'include'}",
+                   f"-I{ROOT / 'csrc'}", "-c", str(source), "-o", str(obj)]
+            jobs[isa].append((subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True), obj))
     return jobs
 
 
@@ -166,6 +171,30 @@ def unvectorised(functions, isa: str):
         storage = typed.group(1) + "_bf16<" + ("bf16" if typed.group(2) != "float" else "f32") + ", " + \
             ("bf16" if typed.group(3) != "float" else "f32") + ">"
         groups[(storage, "float", "".join("T" if b == "true" else "F" for b in bits))].extend(body)
+    # The rules over bfloat16 storage (rule_bf16_loops.h): rule_bf16_typed<Rule, params, state>'s chunk loop per
+    # variant and flags (scaled, stochastic rounding), and rule_bf16_chunk<Rule, V, SCALED, SR, P, S, ...> where it
+    # was not inlined.
+    short = {"float": "f32", "unsigned short": "bf16"}
+    for name, body in functions.items():
+        for rule in RULES:
+            typed = re.search(rf"{isa}::rule_bf16_typed<fastopt::{rule}, (unsigned short|float), "
+                              r"(unsigned short|float)>", name)
+            chunk = re.search(rf"{isa}::rule_bf16_chunk<fastopt::{rule}, (\d+), (true|false), (true|false), "
+                              r"(unsigned short|float), (unsigned short|float),", name)
+            if chunk:
+                p, st = chunk.group(4), chunk.group(5)
+                bits = f"V{chunk.group(1)}" + "".join("T" if b == "true" else "F" for b in chunk.group(2, 3))
+            elif typed and "for_each_chunk" in name:
+                p, st = typed.group(1), typed.group(2)
+                variant = re.search(r"integral_constant<int, (\d+)>", name)
+                flags = re.search(r"operator\(\)<((?:std::integral_constant<bool, (?:true|false)>(?:, )?)+)\s*>", name)
+                if not (variant and flags):
+                    continue
+                bits = f"V{variant.group(1)}" + "".join(
+                    "T" if b == "true" else "F" for b in re.findall(r"bool, (true|false)", flags.group(1)))
+            else:
+                continue
+            groups[(f"{rule}_bf16<{short[p]}, {short[st]}>", "float", bits)].extend(body)
     missing = []
     for (opt, dtype, bits), body in sorted(groups.items()):
         if not bits:  # the entry point itself: dispatches on the flags, no loop of its own
@@ -184,8 +213,8 @@ def unvectorised(functions, isa: str):
         for dtype in STORAGE if opt in OPTIMIZERS else ("float", "double"):
             if (opt, dtype) not in found:
                 missing.append(f"{opt}<{dtype}>: no instantiation found")
-    for storage in (f"{opt}_bf16<{p}, {s}>" for opt in OPTIMIZERS for p, s in (("f32", "bf16"), ("bf16", "f32"),
-                                                                                ("bf16", "bf16"))):
+    for storage in (f"{opt}_bf16<{p}, {s}>" for opt in OPTIMIZERS + RULES for p, s in (("f32", "bf16"), ("bf16", "f32"),
+                                                                                        ("bf16", "bf16"))):
         if (storage, "float") not in found:
             missing.append(f"{storage}: no instantiation found")
     return missing
@@ -198,10 +227,12 @@ def outlined(functions):
 
 def _check(jobs):
     results = {}
-    for isa, (proc, obj) in jobs.items():
-        out, _ = proc.communicate(timeout=900)
-        assert proc.returncode == 0, f"compiling the {isa} kernels failed:\n{out[-3000:]}"
-        functions = _functions(obj)
+    for isa, compiles in jobs.items():
+        functions = {}
+        for proc, obj in compiles:
+            out, _ = proc.communicate(timeout=900)
+            assert proc.returncode == 0, f"compiling the {isa} kernels ({obj.name}) failed:\n{out[-3000:]}"
+            functions.update(_functions(obj))
         results[isa] = unvectorised(functions, isa) + [f"{name} compiled out of line" for name in outlined(functions)]
     return results
 
@@ -223,4 +254,5 @@ def test_the_guard_sees_a_loop_that_does_not_vectorise():
         assert any(m.startswith("LionRule<float> flags") for m in missing), (isa, missing)
         assert any(m.startswith("adam_bf16<bf16, bf16><float> flags") for m in missing), (isa, missing)
         assert any(m.startswith("rmsprop_bf16<f32, bf16><float> flags") for m in missing), (isa, missing)
+        assert any(m.startswith("LionRule_bf16<bf16, bf16><float> flags") for m in missing), (isa, missing)
         assert "adam_update compiled out of line" in missing, (isa, missing)
