@@ -1,5 +1,10 @@
 """fastopt.optim's class of an optimizer described as a rule (fastopt/rules/): the common Optimizer with
-the description's defaults, state and kernel call."""
+the description's defaults, state and kernel call.
+
+An element-wise rule (one without per-tensor sums, LAMB's) also takes ``state_dtype=`` (None or "float32":
+float32 state, the default for bfloat16 params too; "bfloat16": half the memory), bfloat16 params, and
+``stochastic_rounding=`` / ``seed=`` (every bfloat16 value written rounded stochastically), as SGD, Adagrad
+and RMSprop do (_state_dtype.py); their 8-bit state ("int8") is not available for these yet."""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ import inspect
 import numpy as np
 
 from fastopt import _core
+from fastopt.optim._state_dtype import CompactState
 from fastopt.optim.optimizer import Optimizer
 from fastopt.rules._spec import RuleSpec
 
@@ -19,23 +25,41 @@ def _as_tuple(value):
     return tuple(value) if isinstance(value, (tuple, list, np.ndarray)) else value
 
 
+#: the state precision keywords of an element-wise rule's class (CompactState's)
+PRECISION = dict(state_dtype=None, stochastic_rounding=False, seed=0)
+
+
+def element_wise(spec: RuleSpec) -> bool:
+    """True for a rule whose kernel has a loop over bfloat16 storage (every rule without per-tensor sums)."""
+    return not next(r for r in _core._rule_registry() if r["function"] == spec.kernel)["tensor_sums"]
+
+
 def optimizer_class(spec: RuleSpec) -> type:
     kernel = getattr(_core, spec.kernel)
     arguments = {k: v for k, v in {**spec.defaults, **spec.torch_keywords}.items() if k not in TORCH_ONLY}
     arguments.setdefault("maximize", False)
     scalars = spec.scalars
+    compact = element_wise(spec)
+    keywords = {**arguments, **PRECISION} if compact else arguments
 
     def __init__(self, params, *args, **kwargs):
         bound = signature.bind(self, params, *args, **kwargs)
         bound.apply_defaults()
+        if compact:
+            self._set_precision(*(bound.arguments[k] for k in PRECISION))
+            if self._precision.name == "int8":
+                raise ValueError(f"state_dtype='int8' is not available for fastopt.optim.{spec.name} yet (8-bit "
+                                 "state: SGD, Adagrad, RMSprop, Adam and AdamW); 'bfloat16' halves its state")
         Optimizer.__init__(self, params, {k: _as_tuple(bound.arguments[k]) for k in arguments})
+        if compact:
+            self._precision.check_rounding(self._all_params())
 
     def _init_state(self, state, param, group):
         state["step"] = 0
         if scalars is not None:
             state.update(scalars.initial(group))
         for s in spec.state:
-            state[s.key] = np.full_like(param, s.fill(group))
+            state[s.key] = np.full(param.shape, s.fill(group), self._state_dtype(param))
 
     def _next_key(self, state):
         step = int(state["step"]) + 1
@@ -53,12 +77,14 @@ def optimizer_class(spec: RuleSpec) -> type:
     def _update(self, group, params, grads, states, key, grad_scale=1.0):
         arrays = {s.operand: [state[s.key] for state in states] for s in spec.state}
         step = key if scalars is None else key[0]
-        extra = dict(step=step) if spec.uses_step else {}
+        rounding = self._rounding(params) if compact else {}
+        # (step: read by the rule, or by stochastic rounding alone, which draws new bits each update)
+        extra = dict(step=step) if spec.uses_step or rounding else {}
         values = []
         if scalars is not None and states:
             values = [{k: state[k] for k in scalars.keys} for state in states]
             extra.update([scalars.before(group, v, step) for v in values][0])
-        kernel(params, grads, **arrays, **spec.kernel_args(group), **extra, grad_scale=grad_scale)
+        kernel(params, grads, **arrays, **spec.kernel_args(group), **extra, **rounding, grad_scale=grad_scale)
         for state, v in zip(states, values):
             scalars.after(group, v, step)
             state.update({k: float(x) for k, x in v.items()})
@@ -66,13 +92,22 @@ def optimizer_class(spec: RuleSpec) -> type:
     parameters = [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD),
                   inspect.Parameter("params", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
     parameters += [inspect.Parameter(k, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=v)
-                   for k, v in arguments.items()]
+                   for k, v in keywords.items()]
     signature = inspect.Signature(parameters)
     __init__.__signature__ = signature
     text = str(signature.replace(parameters=parameters[1:]))[1:-1]
-    return type(spec.name, (Optimizer,), dict(
+    doc = spec.doc + ("\n\n" + PRECISION_DOC if compact else "")
+    bases = (CompactState, Optimizer) if compact else (Optimizer,)
+    return type(spec.name, bases, dict(
         __init__=__init__, _init_state=_init_state, _next_key=_next_key, _count=_count, _check_key=_check_key,
         _update=_update, _kernel=staticmethod(kernel),
         _state_keys=("step",) + (scalars.keys if scalars else ()) + tuple(s.key for s in spec.state),
-        _scalar_state=scalars.keys if scalars else (),
-        __doc__=f"``{spec.name}({text})``\n\n{spec.doc}", __module__="fastopt.optim"))
+        _scalar_state=scalars.keys if scalars else (), _half_params=("bfloat16",) if compact else (),
+        __doc__=f"``{spec.name}({text})``\n\n{doc}", __module__="fastopt.optim"))
+
+
+PRECISION_DOC = """Params: float32, float64 or ml_dtypes.bfloat16 arrays (bfloat16 ones updated in float32 and rounded
+back). State: of the params' dtype (``state_dtype=None``; float32 for bfloat16 params), float32 (``"float32"``) or
+ml_dtypes.bfloat16 (``"bfloat16"``, for float32 or bfloat16 params: half the memory; the update runs in float32
+and rounds back). Every bfloat16 value written is rounded to nearest-even, or stochastically with
+``stochastic_rounding=True`` (bits from ``seed``, the step count, the tensor and the element)."""

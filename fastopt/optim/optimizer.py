@@ -57,8 +57,8 @@ def _check_param(p: Any, where: str, owner: str = "Adam", half: Tuple[str, ...] 
                         "plain array)")
     if p.dtype not in _FLOAT_DTYPES and not (is_half(p.dtype) and _half_name(p.dtype) in half):
         taken = "".join(f", {name}" for name in half)
-        hint = (" (float16 and bfloat16 params: fastopt.optim.SGD, Adagrad, RMSprop, Adam and AdamW)"
-                if is_half(p.dtype) else "")
+        hint = (" (float16 and bfloat16 params: fastopt.optim.SGD, Adagrad, RMSprop, Adam and AdamW; bfloat16 "
+                "params: also NAdam, RAdam, Adamax, Adadelta, ASGD, Rprop and Lion)" if is_half(p.dtype) else "")
         raise TypeError(f"{where} has dtype {p.dtype}; fastopt.optim.{owner} optimizes float32{taken} or float64 "
                         f"arrays{hint}")
     if not p.flags.c_contiguous:

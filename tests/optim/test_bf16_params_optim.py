@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import fastopt
-from fastopt.optim import Adam, AdamW, Lion
+from fastopt.optim import LAMB, Adam, AdamW, Lion
 from bf16_reference import adam64, widen
 
 ml_dtypes = pytest.importorskip("ml_dtypes")
@@ -116,9 +116,12 @@ def test_checkpoint_round_trip_is_bit_exact(tmp_path):
 
 
 @pytest.mark.parametrize("make,error,words", [
-    (lambda p: Lion([p], lr=0.1), TypeError,
-     r"params\[0\] has dtype bfloat16; fastopt.optim.Lion optimizes float32 or float64 arrays \(float16 and "
-     r"bfloat16 params: fastopt.optim.SGD, Adagrad, RMSprop, Adam and AdamW\)"),
+    (lambda p: LAMB([p], lr=0.1), TypeError,
+     r"params\[0\] has dtype bfloat16; fastopt.optim.LAMB optimizes float32 or float64 arrays \(float16 and "
+     r"bfloat16 params: fastopt.optim.SGD, Adagrad, RMSprop, Adam and AdamW; bfloat16 params: also NAdam, RAdam, "
+     r"Adamax, Adadelta, ASGD, Rprop and Lion\)"),
+    (lambda p: Lion([p.astype(np.float16)], lr=0.1), TypeError,
+     r"params\[0\] has dtype float16; fastopt.optim.Lion optimizes float32, bfloat16 or float64 arrays"),
     (lambda p: AdamW([np.zeros(3, np.float32), p], state_dtype="int8"), ValueError,
      r"state_dtype='int8' keeps the state of float32 params; params\[1\] has dtype bfloat16"),
     (lambda p: AdamW([np.zeros(3)], state_dtype="float32"), ValueError,

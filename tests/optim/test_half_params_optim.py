@@ -211,9 +211,10 @@ def fingerprint(opt, params):
 
 
 @pytest.mark.parametrize("make,error,words", [
-    (lambda p: optim.NAdam([p]), TypeError,
-     r"params\[0\] has dtype {dt}; fastopt.optim.NAdam optimizes float32 or float64 arrays \(float16 and bfloat16 "
-     r"params: fastopt.optim.SGD, Adagrad, RMSprop, Adam and AdamW\)"),
+    (lambda p: optim.LAMB([p]), TypeError,
+     r"params\[0\] has dtype {dt}; fastopt.optim.LAMB optimizes float32 or float64 arrays \(float16 and bfloat16 "
+     r"params: fastopt.optim.SGD, Adagrad, RMSprop, Adam and AdamW; bfloat16 params: also NAdam, RAdam, Adamax, "
+     r"Adadelta, ASGD, Rprop and Lion\)"),
     (lambda p: optim.AdamW([np.zeros(3, np.float32), p], state_dtype="int8"), ValueError,
      r"state_dtype='int8' keeps the state of float32 params; params\[1\] has dtype {dt}"),
     (lambda p: optim.Adagrad([p], initial_accumulator_value=1e39), ValueError,
