@@ -70,15 +70,17 @@ def _cuda_refusal() -> Optional[str]:
 
 
 def check_tensor(t: torch.Tensor, name: str, like: torch.Tensor = None, state: bool = False,
-                 cpu_half: bool = False) -> None:
+                 cpu_half=False) -> None:
     """Raises if the kernels cannot update (or read) `t` in place; `name` goes into the message.
-    cpu_half: the optimizer's kernels take float16 and bfloat16 on the CPU too (the twin's _cpu_half).
+    cpu_half: the optimizer's kernels take float16 and bfloat16 on the CPU too (the twin's _cpu_half: True,
+    or the tuple of the 16-bit dtypes they take there, the rules' (torch.bfloat16,)).
     With `like` (the parameter), `t` must also match its device and shape, and its dtype: the parameter's
     for a gradient, state_dtype(parameter's) for optimizer state (`state=True`).
     (Called for every tensor of every step: the common case, a dense float CPU tensor, is a few attribute
     reads.)"""
     cpu, dtype = t.is_cpu, t.dtype
-    if not (cpu and (dtype in CPU_DTYPES or (cpu_half and dtype in HALF_DTYPES)) and t.layout == torch.strided):
+    if not (cpu and (dtype in CPU_DTYPES or (cpu_half and dtype in (HALF_DTYPES if cpu_half is True else cpu_half)))
+            and t.layout == torch.strided):
         _check_kind(t, name)
     if like is not None:
         expected = like_dtype = like.dtype
@@ -156,8 +158,9 @@ def _check_kind(t: torch.Tensor, name: str) -> None:
                                   "(sparse gradients are not supported)")
     dtype = t.dtype
     if t.is_cpu:
-        extra = " (float16 and bfloat16: fastopt.torch.SGD, Adagrad, RMSprop, Adam and AdamW; the other " \
-            "optimizers on CUDA only)" if dtype in HALF_DTYPES else ""
+        extra = " (float16 and bfloat16: fastopt.torch.SGD, Adagrad, RMSprop, Adam and AdamW; bfloat16 also " \
+            "NAdam, RAdam, Adamax, Adadelta, ASGD, Rprop and Lion; the other optimizers on CUDA only)" \
+            if dtype in HALF_DTYPES else ""
         raise TypeError(f"{name} has dtype {dtype}; fastopt updates float32, float64, complex64 or complex128 "
                         f"tensors on the CPU{extra}")
     if not t.is_cuda:

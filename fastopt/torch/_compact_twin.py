@@ -53,11 +53,16 @@ class CompactState:
     def _form(self, group):
         return compact.normalise(group.get("state_dtype"), self._compact_forms)
 
+    @property
+    def _compact_name(self):
+        """The optimizer's name in messages: torch's class, or the twin's own where torch has none (Lion)."""
+        return self._torch_name or type(self).__name__
+
     def _check_options(self, group, k):
         super()._check_options(group, k)
         if not self._counts_steps:
-            check_rounding_needs_steps(group, self._torch_name, f"param group {k}: ")
-        compact.check_options(group, f"param group {k}: ", self._compact_forms, self._torch_name)
+            check_rounding_needs_steps(group, self._compact_name, f"param group {k}: ")
+        compact.check_options(group, f"param group {k}: ", self._compact_forms, self._compact_name)
 
     def _plannable(self, group):
         return self._form(group) == "float32" and not group.get("stochastic_rounding")
@@ -69,7 +74,8 @@ class CompactState:
         if not isinstance(state, dict):
             raise TypeError(f"state[{i}] must be a dict, got {type(state).__name__}")
         compact.check_state(f"state[{i}]", p, state, form, bool(group.get("amsgrad")), keys=self._compact_keys,
-                            required=self._compact_required, optimizer=self._torch_name, int8_keys=self._int8_keys)
+                            required=self._compact_required, optimizer=self._compact_name, int8_keys=self._int8_keys,
+                            scalars=self._scalar_state)
         step = state.get("step")
         if ("step" in self._state_keys or form == "int8") and not (torch.is_tensor(step) and step.numel() == 1
                                                and step.is_floating_point()):
@@ -198,8 +204,8 @@ def _hold_compact(self, state_dict):
                 continue
         try:
             compact.check_state(f"state_dict: state[{i}]", p, state, form, bool(group.get("amsgrad")), check_maps=True,
-                                keys=self._compact_keys, required=self._compact_required, optimizer=self._torch_name,
-                                int8_keys=self._int8_keys)
+                                keys=self._compact_keys, required=self._compact_required, optimizer=self._compact_name,
+                                int8_keys=self._int8_keys, scalars=self._scalar_state)
             if "step" in state:
                 step = state["step"]
                 count = step.item() if torch.is_tensor(step) and step.numel() == 1 else step

@@ -1,5 +1,10 @@
 """The torch twin of an optimizer described as a rule (fastopt/rules/): FusedOptimizer with the
-description's signature (torch.optim's, where torch has the optimizer), state and kernel call."""
+description's signature (torch.optim's, where torch has the optimizer), state and kernel call.
+
+An element-wise rule's twin (every rule but LAMB's) also takes the keyword-only ``state_dtype=`` ("float32",
+the default, or "bfloat16" / torch.bfloat16: every state tensor in bfloat16 on the CPU), ``stochastic_rounding=``
+and ``seed=`` (_compact_twin's CompactState, as SGD's, Adagrad's and RMSprop's twins), and bfloat16 parameters
+on the CPU (float32 state, or bfloat16 with state_dtype="bfloat16"). Their 8-bit state is not available."""
 
 from __future__ import annotations
 
@@ -9,8 +14,10 @@ import torch
 from torch.optim.optimizer import _get_scalar_dtype
 
 from fastopt import _core
+from fastopt.optim._from_rule import PRECISION, element_wise
 from fastopt.rules._spec import RuleSpec
 from fastopt.torch import _arrays
+from fastopt.torch._compact_twin import CompactState, compact_defaults
 from fastopt.torch._optimizer import FusedOptimizer, scalar
 from fastopt.torch._step_counts import new_step
 
@@ -30,12 +37,17 @@ def twin_class(spec: RuleSpec) -> type:
     if "maximize" not in spec.defaults:
         keyword_only.setdefault("maximize", False)
     scalars = spec.scalars
+    compact = element_wise(spec)
+    if compact:
+        keyword_only.update(PRECISION)
 
     def __init__(self, params, *args, **kwargs):
         bound = signature.bind(self, params, *args, **kwargs)
         bound.apply_defaults()
         values = {k: tuple(v) if isinstance(v, list) else v for k, v in bound.arguments.items()
                   if k not in ("self", "params")}
+        if compact:
+            values = compact_defaults(values, self._compact_forms, self._torch_name or spec.name)
         FusedOptimizer.__init__(self, params, values)
 
     def _new_state(self, p, group):
@@ -45,11 +57,14 @@ def twin_class(spec: RuleSpec) -> type:
             for key, value in scalars.initial(group).items():
                 state[key] = torch.tensor(_host_value(value), dtype=_get_scalar_dtype(), device=p.device)
         for s in spec.state:
-            state[s.key] = _arrays.state_tensor(p, _host_value(s.fill(group)))
+            fill = _host_value(s.fill(group))
+            state[s.key] = self._state_zeros(p, group, fill) if compact else _arrays.state_tensor(p, fill)
         return state
 
     def _bucket_key(self, p, state, group):
-        step = FusedOptimizer._bucket_key(self, p, state, group) if spec.uses_step else None
+        # (the step: read by the rule, or by stochastic rounding, whose bits change with it)
+        counted = spec.uses_step or (compact and group.get("stochastic_rounding"))
+        step = FusedOptimizer._bucket_key(self, p, state, group) if counted else None
         if scalars is None:
             return step
         numbers = tuple(float(state[k]) for k in scalars.keys) if state else \
@@ -57,7 +72,7 @@ def twin_class(spec: RuleSpec) -> type:
         return step, numbers  # (parameters share a kernel call only where their numbers agree)
 
     def _check_key(self):
-        step = 1 if spec.uses_step else None
+        step = 1 if spec.uses_step or compact else None  # (a step for the checking call's rounding, if any)
         return step if scalars is None else (step, ())
 
     def _run(self, group, params, grads, states, key, grad_scale=1.0, found_inf=None):
@@ -66,7 +81,8 @@ def twin_class(spec: RuleSpec) -> type:
         hyper = {k: _host_value(v) for k, v in spec.kernel_args(group).items()}
         if "lr" in hyper:
             hyper["lr"] = self._lr(group, params)
-        extra = dict(step=step) if spec.uses_step else {}
+        rounding = self._rounding(group, params) if compact else {}
+        extra = dict(step=step) if spec.uses_step or rounding else {}
         values = []
         if scalars is not None:
             if states:
@@ -74,7 +90,8 @@ def twin_class(spec: RuleSpec) -> type:
                 extra.update([scalars.before(group, v, step) for v in values][0])
             else:  # (the checking call on an empty list)
                 extra.update(scalars.before(group, dict(scalars.initial(group)), step))
-        skipped = kernel(params, grads, **arrays, **hyper, **extra, grad_scale=grad_scale, found_inf=found_inf)
+        skipped = kernel(params, grads, **arrays, **hyper, **extra, **rounding, grad_scale=grad_scale,
+                         found_inf=found_inf)
         if not values:
             return  # (also a repeated step's call: its states are taken arrays, and it has no scalars)
         for state, v in zip(states, values):
@@ -90,11 +107,23 @@ def twin_class(spec: RuleSpec) -> type:
     signature = inspect.Signature(parameters)
     __init__.__signature__ = signature
     text = str(signature.replace(parameters=parameters[1:]))[1:-1]
-    return type(spec.name, (FusedOptimizer,), dict(
+    bases = (CompactState, FusedOptimizer) if compact else (FusedOptimizer,)
+    keys = tuple(s.key for s in spec.state)
+    precision = dict(_compact_forms=("float32", "bfloat16"), _compact_keys=keys, _compact_required=keys,
+                     _cpu_half=(torch.bfloat16,)) if compact else {}
+    return type(spec.name, bases, dict(
         __init__=__init__, _new_state=_new_state, _bucket_key=_bucket_key, _check_key=_check_key, _run=_run,
         _state_keys=("step",) + (scalars.keys if scalars else ()) + tuple(s.key for s in spec.state),
         _scalar_state=scalars.keys if scalars else (), _torch_name=spec.torch_name,
         # (the repeated step: a rule's state never depends on its hyperparameters; per-parameter numbers
         # beside the arrays are left to the full path)
-        _step_plan_ok=scalars is None, _step_keyed=spec.uses_step, _free_hyper=tuple(spec.defaults),
-        __doc__=f"``{spec.name}({text})``\n\n{spec.doc}", __module__="fastopt.torch"))
+        _step_plan_ok=scalars is None, _step_keyed=spec.uses_step, _free_hyper=tuple(spec.defaults), **precision,
+        __doc__=f"``{spec.name}({text})``\n\n{spec.doc}" + (f"\n\n{PRECISION_DOC}" if compact else ""),
+        __module__="fastopt.torch"))
+
+
+PRECISION_DOC = """bfloat16 parameters on the CPU are updated in float32 and rounded back (their state float32).
+Keyword-only ``state_dtype="bfloat16"`` (or torch.bfloat16; default "float32": torch's state) keeps every state
+tensor in bfloat16 on the CPU, for float32 or bfloat16 parameters; ``stochastic_rounding=True`` rounds every
+bfloat16 value written stochastically (``seed`` picks the bits, with the step, the tensor and the element). A group
+at the defaults keeps torch's param groups and state_dict exactly."""

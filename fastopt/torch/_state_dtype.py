@@ -218,19 +218,20 @@ def _describe(value: Any) -> str:
 
 def check_state(name: str, p: torch.Tensor, state: Dict[str, Any], form: str, amsgrad: bool,
                 check_maps: bool = False, keys=MOMENTS, required=MOMENTS[:2], optimizer: str = "Adam",
-                int8_keys=MOMENTS[:2]) -> None:
+                int8_keys=MOMENTS[:2], scalars=()) -> None:
     """Raises (TypeError / ValueError naming the entry) unless `state` is a state of `form` for p.
     `name`: how the state is called ("state[3]"); check_maps: at load (the step checks them too, cheaply:
     the shared maps are the same tensors). keys: the state tensors the optimizer keeps (`required` of them
     in every state; None is allowed for the others, SGD's momentum_buffer); optimizer: its name; int8_keys:
-    what int8's state1, state2... hold (each qmap j must be a map maps_of(int8_keys[j-1]) allows)."""
+    what int8's state1, state2... hold (each qmap j must be a map maps_of(int8_keys[j-1]) allows); scalars: the
+    numbers it keeps beside the step (NAdam's mu_product, ASGD's eta and mu), checked by the optimizer itself."""
     have = form_of(state, keys)
     if have is not None and have != form:
         raise ValueError(f"{name} is in the {have} layout but its param group has state_dtype={form!r} "
                          f"({'torch' if have != 'int8' else 'bitsandbytes'}' keys {sorted(state)})")
     if form == "bfloat16":
         for key in state:
-            if key != "step" and key not in keys:
+            if key != "step" and key not in keys and key not in scalars:
                 raise ValueError(f"{name} has an entry {key!r} that {optimizer} with state_dtype='bfloat16' does not "
                                  "keep")
         for key in required:

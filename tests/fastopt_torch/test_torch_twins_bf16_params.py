@@ -123,7 +123,7 @@ def test_default_groups_are_torchs():
 
 
 @pytest.mark.parametrize("make,error,words", [
-    (lambda: ft.Lion(make_params(), lr=0.1), TypeError,
+    (lambda: ft.LAMB(make_params(), lr=0.1), TypeError,
      r"params\[0\] has dtype torch.bfloat16; .* \(float16 and bfloat16: fastopt.torch.SGD, Adagrad, RMSprop, Adam"),
     (lambda: ft.AdamW(make_params(dtype=torch.float32), stochastic_rounding=True), ValueError,
      "stochastic_rounding=True rounds bfloat16 values, but state_dtype is 'float32' and no parameter is bfloat16"),

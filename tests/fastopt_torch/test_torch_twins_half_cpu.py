@@ -105,11 +105,14 @@ def test_torch_state_of_half_params_loads_as_float32(name, dtype):
 
 
 def test_optimizers_without_half_cpu_kernels_refuse_half_params():
-    p = torch.nn.Parameter(torch.ones(4, dtype=torch.bfloat16))
-    p.grad = torch.ones_like(p)
-    opt = ft.NAdam([p])
-    with pytest.raises(TypeError, match=r"params\[0\] has dtype torch.bfloat16; fastopt updates float32, float64, "
-                                        r"complex64 or complex128 tensors on the CPU \(float16 and bfloat16: "
-                                        r"fastopt.torch.SGD, Adagrad, RMSprop, Adam and AdamW"):
-        opt.step()
-    assert torch.equal(p.detach(), torch.ones(4, dtype=torch.bfloat16))
+    # (the element-wise rules' twins take bfloat16 on the CPU, not float16: test_torch_twins_bf16_rules.py;
+    # LAMB neither)
+    for name, dtype in (("NAdam", torch.float16), ("LAMB", torch.bfloat16), ("LAMB", torch.float16)):
+        p = torch.nn.Parameter(torch.ones(4, dtype=dtype))
+        p.grad = torch.ones_like(p)
+        opt = getattr(ft, name)([p])
+        with pytest.raises(TypeError, match=rf"params\[0\] has dtype {dtype}; fastopt updates float32, float64, "
+                                            r"complex64 or complex128 tensors on the CPU \(float16 and bfloat16: "
+                                            r"fastopt.torch.SGD, Adagrad, RMSprop, Adam and AdamW; bfloat16 also NAdam"):
+            opt.step()
+        assert torch.equal(p.detach(), torch.ones(4, dtype=dtype))

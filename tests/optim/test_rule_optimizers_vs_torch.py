@@ -168,7 +168,12 @@ def test_twin_signature_is_torchs(name):
 
     ours = inspect.signature(getattr(ft, name))
     theirs = inspect.signature(getattr(torch.optim, name))
-    assert list(ours.parameters) == list(theirs.parameters)
+    # torch's parameters, then fastopt's state precision keywords (keyword-only, defaults: torch's state)
+    assert list(ours.parameters)[:len(theirs.parameters)] == list(theirs.parameters)
+    extra = list(ours.parameters.values())[len(theirs.parameters):]
+    assert [(p.name, p.kind, p.default) for p in extra] == [
+        ("state_dtype", inspect.Parameter.KEYWORD_ONLY, None),
+        ("stochastic_rounding", inspect.Parameter.KEYWORD_ONLY, False), ("seed", inspect.Parameter.KEYWORD_ONLY, 0)]
     for key, param in theirs.parameters.items():
         assert ours.parameters[key].kind == param.kind, key
         if param.default is not inspect.Parameter.empty:
