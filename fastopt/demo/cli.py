@@ -166,7 +166,7 @@ def check_args(args) -> None:
     if getattr(args, "state_dtypes", None):
         from fastopt.demo import train
 
-        refusal = train.state_dtype_refusal(_expand_all(args.optimizers))
+        refusal = train.state_dtype_refusal(_expand_all(args.optimizers), args.state_dtypes)
         if refusal:
             raise ValueError(refusal)
     if hasattr(args, "out"):
