@@ -4,12 +4,15 @@ case's figure is its median over the rounds; ratios are against torch's fused st
 no fused RMSprop) on float32 measured in the same rounds. Run it several times: the machine's load moves single
 runs.
 
-    python bench/bench_state_precision.py [--optimizer adamw|sgd|adagrad|rmsprop] [--size 16M] [--rounds 11]
-                                          [--runs 2] [--threads N] [--cases ...]
+    python bench/bench_state_precision.py [--optimizer adamw|sgd|adagrad|rmsprop|nadam|lion] [--size 16M]
+                                          [--rounds 11] [--runs 2] [--threads N] [--cases ...]
 
 AdamW by default; sgd is SGD with momentum 0.9 (one state array, as Adagrad's and RMSprop's: 20 bytes moved
 per element in float32, 16 with bfloat16 state, ~14 with 8-bit state, 10 all bfloat16). The bitsandbytes case is
-its 8-bit optimizer of the same name (AdamW8bit, SGD8bit, Adagrad8bit, RMSprop8bit).
+its 8-bit optimizer of the same name (AdamW8bit, SGD8bit, Adagrad8bit, RMSprop8bit, Lion8bit). nadam and lion are
+two of the optimizers described as rules (their bfloat16 storage is one generic loop, csrc/cpu/rule_bf16_loops.h):
+NAdam against torch's foreach NAdam (torch has no fused one), Lion against fastopt's own float32 step (torch has no
+Lion); neither has 8-bit state in fastopt yet (that case is skipped, saying so).
 Cases (each skipped, saying why, when what it needs is missing):
   torch-fused-fp32     torch.optim.AdamW(fused=True), float32 params and state: 28 bytes moved per element
   fastopt-fp32         fastopt.adamw_, float32 params and state
@@ -39,15 +42,18 @@ class Optimizer:
     state arrays it keeps (which sets the bytes moved) and which of them hold values of either sign (the signed
     8-bit map; sums of squares take the unsigned one)."""
 
-    def __init__(self, name, signed_states, torch_class, torch_options, bnb_class, call):
+    def __init__(self, name, signed_states, torch_class, torch_options, bnb_class, call, torch_fused=True):
         self.name, self.states, self.signed_states = name, len(signed_states), signed_states
         self.torch_class, self.torch_options, self.bnb_class = torch_class, torch_options, bnb_class
         self.call = call  # call(params, grads, state arrays, step)
+        self.torch_fused = torch_fused  # (False: torch has no fused one; its foreach step is the peer)
 
     def torch(self, params, fused=True):
         import torch
 
-        options = dict(self.torch_options, **({"fused": True} if fused and self.name != "rmsprop" else {}))
+        if self.torch_class is None:
+            raise ValueError(f"torch.optim has no {self.name}")
+        options = dict(self.torch_options, **({"fused": True} if fused and self.torch_fused else {}))
         return getattr(torch.optim, self.torch_class)(params, **options)
 
     def bytes(self, param_bytes, state_bytes):
@@ -64,7 +70,11 @@ OPTIMIZERS = {
     "adagrad": Optimizer("adagrad", (False,), "Adagrad", dict(lr=1e-2), "Adagrad8bit", lambda p, g, s, t: fastopt.adagrad_(
         p, g, s[0], lr=1e-2, step=t)),
     "rmsprop": Optimizer("rmsprop", (False,), "RMSprop", dict(lr=1e-2), "RMSprop8bit", lambda p, g, s, t: fastopt.rmsprop_(
-        p, g, s[0], lr=1e-2)),
+        p, g, s[0], lr=1e-2), torch_fused=False),
+    "nadam": Optimizer("nadam", (True, False), "NAdam", dict(lr=2e-3), None, lambda p, g, s, t: fastopt.nadam_(
+        p, g, s[0], s[1], lr=2e-3, step=t), torch_fused=False),
+    "lion": Optimizer("lion", (True,), None, dict(lr=1e-4), "Lion8bit", lambda p, g, s, t: fastopt.lion_(
+        p, g, s[0], lr=1e-4)),
 }
 
 
@@ -127,9 +137,15 @@ def build_cases(opt, names, n, rng):
     add("fastopt-int8-state", opt.bytes(4, 1) + absmax, lambda: fastopt_case(opt, n, rng, "float32", "int8"))
     add("fastopt-bf16-all", opt.bytes(2, 2), lambda: fastopt_case(opt, n, rng, "bfloat16", "bfloat16"))
     add("torch-fused-bf16", opt.bytes(2, 2), lambda: torch_case(n, rng, opt.torch, "bfloat16"))
-    bnb = "bnb-" + opt.bnb_class.lower()
-    add(bnb, opt.bytes(4, 1) + absmax, lambda: torch_case(
-        n, rng, lambda ps: getattr(__import__("bitsandbytes").optim, opt.bnb_class)(ps, **opt.torch_options)))
+    bnb = "bnb-" + (opt.bnb_class or "8bit").lower()
+
+    def bnb_case():
+        if opt.bnb_class is None:
+            raise ValueError(f"bitsandbytes has no 8-bit {opt.name}")
+        return torch_case(n, rng, lambda ps: getattr(__import__("bitsandbytes").optim, opt.bnb_class)(
+            ps, **opt.torch_options))
+
+    add(bnb, opt.bytes(4, 1) + absmax, bnb_case)
 
     def torchao_case():
         from torchao.optim import AdamW8bit
@@ -170,7 +186,7 @@ def main() -> None:
                     help="bnb-8bit: bitsandbytes' 8-bit optimizer of the same kind")
     args = ap.parse_args()
     opt = OPTIMIZERS[args.optimizer]
-    args.cases = ["bnb-" + opt.bnb_class.lower() if c == "bnb-8bit" else c for c in args.cases]
+    args.cases = ["bnb-" + (opt.bnb_class or "8bit").lower() if c == "bnb-8bit" else c for c in args.cases]
     n = parse_size(args.size)
     if args.threads is not None:
         fastopt.set_num_threads(args.threads)
@@ -183,9 +199,13 @@ def main() -> None:
     cases, skipped = build_cases(opt, args.cases, n, np.random.default_rng(0))
     for name, why in skipped.items():
         print(f"skipped {name}: {why}")
-    print(f"{opt.torch_class} over {args.size} elements, fastopt threads {fastopt.get_num_threads()}, "
+    print(f"{opt.torch_class or opt.name} over {args.size} elements, fastopt threads {fastopt.get_num_threads()}, "
           f"{args.rounds} rounds x {args.runs} runs, medians")
-    base = "torch-fused-fp32" if "torch-fused-fp32" in cases else None
+    # the ratios' base: torch's float32 step (fused, or foreach where torch has no fused one); fastopt's own
+    # float32 step where torch has no such optimizer
+    base = next((b for b in ("torch-fused-fp32", "fastopt-fp32") if b in cases), None)
+    base_name = {"torch-fused-fp32": f"torch {'fused' if opt.torch_fused else 'foreach'} fp32",
+                 "fastopt-fp32": "fastopt fp32"}.get(base)
     for run in range(args.runs):
         medians = one_run(cases, args.rounds)
         print(f"run {run + 1}:")
@@ -194,7 +214,7 @@ def main() -> None:
             line = f"  {name:20s} {seconds * 1e3:8.2f} ms  {bytes_per_element:5.2f} B/el  " \
                    f"{bytes_per_element * n / seconds / 1e9:6.1f} GB/s"
             if base is not None:
-                line += f"  / torch {'foreach' if opt.name == 'rmsprop' else 'fused'} fp32 {seconds / medians[base]:6.3f}"
+                line += f"  / {base_name} {seconds / medians[base]:6.3f}"
             print(line, flush=True)
 
 

@@ -1,8 +1,8 @@
 """Training quality with compact optimizer state: a character-level language model (an MLP over the previous
 8 characters) trained on English text that ships with Python (the help topics of pydoc_data), with
-fastopt.optim.AdamW (or --optimizer sgd|adagrad|rmsprop: SGD with momentum 0.9, Adagrad, RMSprop) keeping its
-state in float32, bfloat16 and 8-bit blockwise (AdamW's only), and with bfloat16 parameters rounded to nearest or
-stochastically. Every run starts from the same weights and sees the same batches; the
+fastopt.optim.AdamW (or --optimizer sgd|adagrad|rmsprop|nadam|lion: SGD with momentum 0.9, Adagrad, RMSprop, and
+two of the optimizers described as rules, NAdam and Lion) keeping its state in float32, bfloat16 and 8-bit
+blockwise (not the rules': skipped), and with bfloat16 parameters rounded to nearest or stochastically. Every run starts from the same weights and sees the same batches; the
 table gives each run's final training loss (mean of the last 10% of steps) and held-out loss, and their ratio
 to the float32 run's. Optional --plot PATH draws the loss curves.
 
@@ -83,7 +83,8 @@ RUNS = {  # name -> (parameter dtype, optimizer keyword arguments)
 
 #: --optimizer: fastopt.optim's class, its hyperparameters besides lr, and its default lr
 OPTIMIZERS = {"adamw": ("AdamW", dict(weight_decay=0.01), 2e-3), "sgd": ("SGD", dict(momentum=0.9), 0.1),
-              "adagrad": ("Adagrad", {}, 0.05), "rmsprop": ("RMSprop", {}, 1e-3)}
+              "adagrad": ("Adagrad", {}, 0.05), "rmsprop": ("RMSprop", {}, 1e-3), "nadam": ("NAdam", {}, 2e-3),
+              "lion": ("Lion", dict(weight_decay=0.1), 2e-4)}
 
 
 def train(name, codes, held_out, vocab, args):
@@ -126,7 +127,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=3000)
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--optimizer", choices=sorted(OPTIMIZERS), default="adamw")
-    ap.add_argument("--lr", type=float, default=None, help="default: 2e-3 AdamW, 0.1 SGD, 0.05 Adagrad, 1e-3 RMSprop")
+    ap.add_argument("--lr", type=float, default=None,
+                    help="default: 2e-3 AdamW, 0.1 SGD, 0.05 Adagrad, 1e-3 RMSprop, 2e-3 NAdam, 2e-4 Lion")
     ap.add_argument("--plot", default=None, metavar="PATH")
     ap.add_argument("--runs", nargs="+", default=list(RUNS), choices=list(RUNS))
     args = ap.parse_args()
