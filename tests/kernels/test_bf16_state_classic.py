@@ -15,6 +15,7 @@ import pytest
 import fastopt
 import bf16_reference as ref
 from fastopt import reference
+from isa_sweep import assert_same_everywhere
 
 ml_dtypes = pytest.importorskip("ml_dtypes")
 BF16 = ml_dtypes.bfloat16
@@ -217,20 +218,7 @@ def _digest_run(stochastic):
 
 @pytest.mark.parametrize("stochastic", [False, True])
 def test_same_bits_for_every_thread_count_and_instruction_set(stochastic):
-    before_threads = fastopt.get_num_threads()
-    before_isa = fastopt.build_info()["cpu_isa"]
-    try:
-        results = {}
-        for threads in (1, 2, 3):
-            fastopt.set_num_threads(threads)
-            for isa in fastopt.build_info()["cpu_isas_supported"]:
-                fastopt.set_cpu_isa(isa)
-                results[(threads, isa)] = _digest_run(stochastic)
-    finally:
-        fastopt.set_num_threads(before_threads)
-        fastopt.set_cpu_isa(before_isa)
-    first = next(iter(results.values()))
-    assert all(r == first for r in results.values()), [k for k, r in results.items() if r != first]
+    assert_same_everywhere(lambda: _digest_run(stochastic))
 
 
 # ---------------------------------------------------------------- bad input: a clear error, nothing written
