@@ -93,3 +93,20 @@ def adam64(p, g, m, v, vmax, *, lr, beta1, beta2, eps, weight_decay, amsgrad, ma
     denom = np.sqrt(second) / np.sqrt(1 - beta2 ** step) + eps
     p = p - (lr / (1 - beta1 ** step)) * m / denom
     return p, m, v, vmax
+
+
+def assert_rounded_stochastically(params, wide_params, param_dtype, state, wide_state, state_dtype, seed, step, sizes):
+    """Each tensor k of an update's written arrays is its float32 witness rounded stochastically with the bits
+    of (seed, step, k, operand), or equal to it bit for bit where stored in float32. params / wide_params: lists of
+    arrays; state / wide_state: a list per state operand in kernel order (None: not in use, keeping its number).
+    Rounding operands: 0 the params, then the state operands from 1."""
+    for k, n in enumerate(sizes):
+        written = [(0, params, wide_params, param_dtype)]
+        written += [(j + 1, got, want, state_dtype) for j, (got, want) in enumerate(zip(state, wide_state))
+                    if got is not None]
+        for operand, got, want, dtype in written:
+            if np.dtype(dtype) == np.float32:
+                assert np.array_equal(got[k].view(np.uint32), want[k].view(np.uint32)), (step, k, operand)
+            else:
+                expected = round_stochastic(want[k], random_bits(seed, step, k, operand, n))
+                assert np.array_equal(np.asarray(got[k]).view(np.uint16), expected), (step, k, operand)

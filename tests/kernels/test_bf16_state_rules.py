@@ -152,17 +152,7 @@ def test_stochastic_rounding_matches_the_numpy_reference(case, param_dtype, stat
         wp, ws = [f32(p) for p in params], widened(state)
         run(case, hyper, wp, [f32(g) for g in grads], ws, step)
         run(case, hyper, params, grads, state, step, stochastic_rounding=True, seed=seed)
-        for k, n in enumerate(sizes):
-            # rounding operands: 0 the params, then the state in kernel order from 1 (unused ones keep their number)
-            operands = [(0, params, wp, param_dtype)]
-            operands += [(j + 1, got, want, state_dtype) for j, (got, want) in enumerate(zip(state, ws))
-                         if got is not None]
-            for operand, got, want, dtype in operands:
-                if dtype is np.float32:
-                    assert np.array_equal(got[k].view(np.uint32), want[k].view(np.uint32))
-                else:
-                    expected = ref.round_stochastic(want[k], ref.random_bits(seed, step, k, operand, n))
-                    assert np.array_equal(bits(got[k]), expected), (step, k, operand)
+        ref.assert_rounded_stochastically(params, wp, param_dtype, state, ws, state_dtype, seed, step, sizes)
 
 
 def test_stochastic_rounding_is_reproducible_and_changes_with_seed_and_step():
