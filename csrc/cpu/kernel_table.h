@@ -30,6 +30,11 @@ using RuleFn = bool (*)(const TensorList<T, Rule::kOperands>&, const typename Ru
 template <typename Rule>
 using RuleBf16Fn = bool (*)(const Bf16Call&, const typename Rule::Hyper&);
 
+// The update of a rule over 8-bit blockwise state (rule_int8_loops.h); returns found_inf. nullptr for a
+// rule with per-tensor sums (LAMB) or without state (Muon's apply pass).
+template <typename Rule>
+using RuleInt8Fn = bool (*)(const Int8StateCall&, const typename Rule::Hyper&);
+
 // Position of Rule in a RuleList.
 template <typename Rule, typename... Rules>
 constexpr size_t rule_index(RuleList<Rules...>) {
@@ -60,11 +65,13 @@ struct RuleFnOf {
   using type = RuleFn<T, Rule>;
 };
 
-// The updates of every registered rule over arrays of T, and over bfloat16 storage.
+// The updates of every registered rule over arrays of T, over bfloat16 storage and over 8-bit state.
 template <typename T, typename List>
 using RuleTable = PerRule<RuleFnOf<T>::template type, List>;
 template <typename List>
 using RuleBf16Table = PerRule<RuleBf16Fn, List>;
+template <typename List>
+using RuleInt8Table = PerRule<RuleInt8Fn, List>;
 
 template <typename T>
 struct TypedKernels {
@@ -134,6 +141,8 @@ struct KernelTable {
   bool (*sgd_int8)(const Int8StateCall&, const SgdHyper&);
   bool (*adagrad_int8)(const Int8StateCall&, const AdagradHyper&);
   bool (*rmsprop_int8)(const Int8StateCall&, const RmspropHyper&);
+  // Every element-wise rule with 8-bit blockwise state (rule_int8_loops.h): rules_int8.of<LionRule>()
+  RuleInt8Table<Registry> rules_int8;
   // blockwise 8-bit quantisation of one float32 array, and back (fastopt/quant8.h)
   void (*quantize8)(const Quant8Call&);
   void (*dequantize8)(const Quant8Call&);

@@ -31,6 +31,8 @@ RuleTable<T, RuleList<Rules...>> rule_table(RuleList<Rules...>) {
 // The rules over bfloat16 storage, compiled apart (rules_bf16_for_isa.cpp: a second object per set, so
 // that the two build side by side).
 RuleBf16Table<Registry> rule_bf16_table();
+// ... and over 8-bit state (rules_int8_for_isa.cpp, a third object).
+RuleInt8Table<Registry> rule_int8_table();
 
 template <typename T>
 TypedKernels<T> typed_kernels() {
@@ -55,7 +57,7 @@ const KernelTable& table() {
   static const KernelTable instance{FASTOPT_STR(FASTOPT_ISA_NS), typed_kernels<float>(),
                                     typed_kernels<double>(), &adam_bf16, &sgd_bf16,
                                     &adagrad_bf16, &rmsprop_bf16, rule_bf16_table(), &adam_int8,
-                                    &sgd_int8, &adagrad_int8, &rmsprop_int8,
+                                    &sgd_int8, &adagrad_int8, &rmsprop_int8, rule_int8_table(),
                                     &quantize8, &dequantize8, half_kernels<F16>(),
                                     half_kernels<Bf16>()};
   return instance;

@@ -203,6 +203,13 @@ bool quantized_state(py::handle obj) {
   return is_quantized(obj);
 }
 
+void refuse_rounding_of_codes(bool stochastic_rounding) {
+  if (stochastic_rounding) {
+    throw py::value_error("stochastic_rounding=True rounds bfloat16 values; 8-bit state is rounded to the "
+                          "nearest code");
+  }
+}
+
 bool run_adam_int8(const AdamHyper& hyper, const ArrayArg& params, const ArrayArg& grads, py::handle exp_avgs,
                    py::handle exp_avg_sqs, py::handle max_exp_avg_sqs, bool skip_now, CallDevice& call) {
   require_maps();

@@ -44,6 +44,10 @@ bool run_int8_state(const ArrayArg& params, const ArrayArg& grads, const std::ve
                     bool skip_now, CallDevice& call, const std::function<void()>& check_hyper,
                     const std::function<bool(const cpu::Int8StateCall&)>& kernel);
 
+// stochastic_rounding=True over 8-bit state: a ValueError (the codes are the nearest ones; there is no
+// bfloat16 value to round).
+void refuse_rounding_of_codes(bool stochastic_rounding);
+
 // _register_quantized, _quantize_blockwise, _dequantize_blockwise.
 void bind_quantized(py::module_& m);
 

@@ -25,15 +25,6 @@ namespace {
 
 namespace py = pybind11;
 
-// stochastic_rounding=True over 8-bit state: a ValueError (the codes are the nearest ones; there is no
-// bfloat16 value to round).
-void refuse_rounding_of_codes(bool stochastic_rounding) {
-  if (stochastic_rounding) {
-    throw py::value_error("stochastic_rounding=True rounds bfloat16 values; 8-bit state is rounded to the "
-                          "nearest code");
-  }
-}
-
 // lr and step as the caller gave them: host numbers, or 0-d CUDA arrays read on the device
 // (device_scalar.h). The host rules check placeholders for device values (lr 0, step 1): a value that
 // lives on the device is not read back.

@@ -7,7 +7,8 @@
 // State operands a variant does not use default to None (and are not read); the others are required.
 // step is required where the rule reads it; elsewhere it is optional and read by stochastic rounding
 // only. bfloat16 state, bfloat16 params or stochastic_rounding send an element-wise rule's call to its
-// loop over bfloat16 storage on the CPU (bf16_call.h, rule_bf16_loops.h).
+// loop over bfloat16 storage on the CPU (bf16_call.h, rule_bf16_loops.h); fastopt.QuantizedState state to
+// its loop over 8-bit state (int8_call.h, rule_int8_loops.h).
 #include <pybind11/pybind11.h>
 
 #include <array>
@@ -22,6 +23,7 @@
 #include "common/rule_checks.h"
 #include "cpu/kernel_table.h"
 #include "python/bf16_call.h"
+#include "python/int8_call.h"
 #include "python/update_call.h"
 
 namespace fastopt::bindings {
@@ -56,6 +58,15 @@ struct RuleBinding {
     return new Signature(stored.c_str(), size_t(Rule::kOperands), std::move(params));
   }
 
+  // The state operands the rule never makes negative, for the docstring ("none" when there are none).
+  static std::string non_negative_names() {
+    std::string names;
+    for (const OperandSpec& op : Rule::kOperandSpecs) {
+      if (op.non_negative) names += (names.empty() ? "" : ", ") + std::string(op.name);
+    }
+    return names.empty() ? "none" : names;
+  }
+
   static std::string doc() {
     std::string text = std::string(Rule::kSummary) + "\n\n";
     for (const HyperSpec& h : Rule::kHyperSpecs) {
@@ -78,6 +89,11 @@ struct RuleBinding {
               "    params (float32 state) are updated in float32, as the float32 kernel, and each bfloat16 value\n"
               "    written is rounded to nearest-even, or stochastically with bits from (seed, step, tensor,\n"
               "    operand, element): the same bits for every thread count and instruction set. CPU only.\n";
+      if constexpr (Rule::kOperands > 2) {
+        text += "  8-bit state: every state argument a list of fastopt.QuantizedState (blockwise, bitsandbytes'\n"
+                "    layout) with float32 params on the CPU; the update runs in float32 between reading the codes\n"
+                "    back and quantising them again. Signed map, or either one for " + non_negative_names() + ".\n";
+      }
     }
     return text + "\n" + kListNote;
   }
@@ -100,6 +116,10 @@ struct RuleBinding {
     with_variant<Rule::kVariants>(Rule::variant(hyper), [&](auto V) { used = Rule::used(V.value); });
     const ArrayArg p = take_arrays(operands[0], Rule::kOperandSpecs[0].name, true, call);
     const ArrayArg g = take_arrays(operands[1], Rule::kOperandSpecs[1].name, false, call);
+    if (any_quantized(operands)) {  // int8_call.h: 8-bit state, CPU
+      return update_int8(operands, used, p, g, hyper, values, stochastic_rounding, DeviceScalars{lr, step, scaling, call},
+                         call);
+    }
     std::array<std::optional<ArrayArg>, Rule::kOperands> states;
     std::array<const ArrayArg*, Rule::kOperands - 1> others{};
     others[0] = &g;
@@ -134,6 +154,38 @@ struct RuleBinding {
         [&](const auto& list, const cuda::Queue& queue) {
           return cuda::rule_update<Rule>(list, hyper, device.hyper, queue);
         });
+  }
+
+  static bool any_quantized(py::handle (&operands)[Rule::kOperands]) {
+    for (int j = 2; j < Rule::kOperands; ++j) {
+      if (quantized_state(operands[j])) return true;
+    }
+    return false;
+  }
+
+  // The call with 8-bit state (fastopt.QuantizedState): every state operand the variant uses in 8 bits,
+  // in the signed map, or either map where the rule declares it non_negative.
+  static bool update_int8(py::handle (&operands)[Rule::kOperands], unsigned used, const ArrayArg& p,
+                          const ArrayArg& g, const typename Rule::Hyper& hyper, const double* values,
+                          bool stochastic_rounding, const DeviceScalars& device, CallDevice& call) {
+    const auto kernel = cpu::kernels().rules_int8.template of<Rule>();
+    if (kernel == nullptr) {
+      throw py::type_error(std::string(Rule::kName) + "_() takes no fastopt.QuantizedState: " +
+                           (has_tensor_sums<Rule> ? "its per-tensor sums have no loop over 8-bit state yet"
+                                                  : "it keeps no state"));
+    }
+    refuse_rounding_of_codes(stochastic_rounding);
+    std::vector<Int8Slot> slots;
+    for (int j = 2; j < Rule::kOperands; ++j) {
+      const OperandSpec& op = Rule::kOperandSpecs[j];
+      const bool in_use = (used & operand_bit(j)) != 0;
+      slots.push_back(Int8Slot{operands[j], in_use ? op.name : nullptr,
+                               op.non_negative ? StateMap::Either : StateMap::Signed});
+    }
+    return run_int8_state(
+        p, g, slots, device.skip_now, call,
+        [&] { require(rules::check_rule_range<Rule>(values, hyper, rules::math_range(false))); },
+        [&](const cpu::Int8StateCall& c) { return kernel(c, hyper); });
   }
 
   static PyObject* call(PyObject*, PyObject* const* args, Py_ssize_t nargsf, PyObject* kwnames) {
@@ -196,10 +248,11 @@ const char* hyper_rule_name(HyperRule r) {
 // (the property tests' strategies, the benchmark's rows) rather than from a hand-kept list.
 template <typename Rule>
 py::dict describe_rule() {
-  py::list operands, hypers;
+  py::list operands, hypers, non_negative;
   for (const OperandSpec& op : Rule::kOperandSpecs) {
     operands.append(py::make_tuple(op.name, op.needed_when == nullptr ? py::object(py::none())
                                                                         : py::object(py::str(op.needed_when))));
+    if (op.non_negative) non_negative.append(op.name);
   }
   for (const HyperSpec& h : Rule::kHyperSpecs) {
     const py::object value = h.rule == HyperRule::Flag ? py::object(py::bool_(h.default_value != 0.0))
@@ -215,6 +268,8 @@ py::dict describe_rule() {
   d["hypers"] = py::tuple(hypers);
   d["takes_step"] = bool(Rule::kUsesStep);
   d["tensor_sums"] = bool(has_tensor_sums<Rule>);  // a second pass over the tensor (LAMB's norms)
+  d["non_negative"] = py::tuple(non_negative);  // states never negative: either 8-bit map (else the signed one)
+  d["int8_state"] = cpu::kernels().rules_int8.template of<Rule>() != nullptr;  // takes fastopt.QuantizedState
   return d;
 }
 
@@ -236,7 +291,9 @@ void bind_rules(py::module_& m) {
       "Every optimizer described as a rule (csrc/include/fastopt/registry.h), in registry order: a dict each "
       "with name, function, summary, operands ((name, needed_when or None), ...), hypers ((name, rule, default, "
       "doc), ...: rule one of finite, non_negative, positive, unit_interval, closed_unit, at_least_one, flag, "
-      "optional_unit, optional_non_negative; default None for the optional ones), takes_step and tensor_sums.");
+      "optional_unit, optional_non_negative; default None for the optional ones), takes_step, tensor_sums, "
+      "non_negative (the state operands the rule never makes negative: their 8-bit form takes either map, the "
+      "others the signed one) and int8_state (the rule takes fastopt.QuantizedState state).");
 }
 
 }  // namespace fastopt::bindings

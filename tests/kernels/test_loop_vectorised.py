@@ -31,8 +31,8 @@ import repo_paths
 ROOT = Path(repo_paths.ROOT)
 SOURCE = ROOT / "csrc" / "cpu" / "kernels_for_isa.cpp"
 #: every object of an instruction set (CMakeLists.txt's fastopt_isa_<set>): the kernel table's, and the rules'
-#: loops over bfloat16 storage (csrc/cpu/rule_bf16_loops.h), compiled apart
-SOURCES = (SOURCE, ROOT / "csrc" / "cpu" / "rules_bf16_for_isa.cpp")
+#: loops over bfloat16 storage (csrc/cpu/rule_bf16_loops.h) and over 8-bit state (rule_int8_loops.h), compiled apart
+SOURCES = (SOURCE, ROOT / "csrc" / "cpu" / "rules_bf16_for_isa.cpp", ROOT / "csrc" / "cpu" / "rules_int8_for_isa.cpp")
 OPTIMIZERS = ("sgd", "adagrad", "rmsprop", "adam")
 
 
@@ -195,6 +195,15 @@ def unvectorised(functions, isa: str):
             else:
                 continue
             groups[(f"{rule}_bf16<{short[p]}, {short[st]}>", "float", bits)].extend(body)
+    # The rules over 8-bit state (rule_int8_loops.h): rule_int8_block<Rule, V, SCALED, ...>, one block's read-back,
+    # rule loop and quantisation (GCC keeps it out of line). (Its read-back multiplies too, so this catches a
+    # block left wholly scalar, not the rule's loop alone: that is the float32 loop the groups above check.)
+    for name, body in functions.items():
+        for rule in RULES:
+            block = re.search(rf"{isa}::rule_int8_block<fastopt::{rule}, (\d+), (true|false),", name)
+            if block:
+                bits = f"V{block.group(1)}{'T' if block.group(2) == 'true' else 'F'}"
+                groups[(f"{rule}_int8", "float", bits)].extend(body)
     missing = []
     for (opt, dtype, bits), body in sorted(groups.items()):
         if not bits:  # the entry point itself: dispatches on the flags, no loop of its own
@@ -217,6 +226,9 @@ def unvectorised(functions, isa: str):
                                                                                         ("bf16", "bf16"))):
         if (storage, "float") not in found:
             missing.append(f"{storage}: no instantiation found")
+    for rule in RULES:
+        if rule != "MuonApplyRule" and (f"{rule}_int8", "float") not in found:  # (the apply pass keeps no state)
+            missing.append(f"{rule}_int8: no instantiation found")
     return missing
 
 
@@ -255,4 +267,5 @@ def test_the_guard_sees_a_loop_that_does_not_vectorise():
         assert any(m.startswith("adam_bf16<bf16, bf16><float> flags") for m in missing), (isa, missing)
         assert any(m.startswith("rmsprop_bf16<f32, bf16><float> flags") for m in missing), (isa, missing)
         assert any(m.startswith("LionRule_bf16<bf16, bf16><float> flags") for m in missing), (isa, missing)
+        assert any(m.startswith("LionRule_int8<float> flags") for m in missing), (isa, missing)
         assert "adam_update compiled out of line" in missing, (isa, missing)

@@ -36,7 +36,7 @@ struct AdadeltaRule : RuleDefaults {
       "square_avgs and acc_deltas start at zero.";
   static constexpr int kOperands = 4;
   static constexpr OperandSpec kOperandSpecs[kOperands] = {
-      {"params", nullptr}, {"grads", nullptr}, {"square_avgs", nullptr}, {"acc_deltas", nullptr}};
+      {"params", nullptr}, {"grads", nullptr}, {"square_avgs", nullptr, true}, {"acc_deltas", nullptr, true}};
   static constexpr int kHypers = 5;
   static constexpr HyperSpec kHyperSpecs[kHypers] = {
       {"lr", HyperRule::NonNegative, 1.0, "scales the update delta"},

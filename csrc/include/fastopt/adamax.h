@@ -38,7 +38,7 @@ struct AdamaxRule : RuleDefaults {
       "exp_avgs and exp_infs start at zero.";
   static constexpr int kOperands = 4;
   static constexpr OperandSpec kOperandSpecs[kOperands] = {
-      {"params", nullptr}, {"grads", nullptr}, {"exp_avgs", nullptr}, {"exp_infs", nullptr}};
+      {"params", nullptr}, {"grads", nullptr}, {"exp_avgs", nullptr}, {"exp_infs", nullptr, true}};
   static constexpr int kHypers = 6;
   static constexpr HyperSpec kHyperSpecs[kHypers] = {
       {"lr", HyperRule::NonNegative, 2e-3, "learning rate"},

@@ -58,7 +58,7 @@ struct LambRule : RuleDefaults {
       "The norms are deterministic (the same bits for any thread count). exp_avgs and exp_avg_sqs start at zero.";
   static constexpr int kOperands = 4;
   static constexpr OperandSpec kOperandSpecs[kOperands] = {
-      {"params", nullptr}, {"grads", nullptr}, {"exp_avgs", nullptr}, {"exp_avg_sqs", nullptr}};
+      {"params", nullptr}, {"grads", nullptr}, {"exp_avgs", nullptr}, {"exp_avg_sqs", nullptr, true}};
   static constexpr int kHypers = 8;
   static constexpr HyperSpec kHyperSpecs[kHypers] = {
       {"lr", HyperRule::NonNegative, 1e-3, "learning rate"},

@@ -52,7 +52,7 @@ struct NadamRule : RuleDefaults {
       "that never changed.";
   static constexpr int kOperands = 4;
   static constexpr OperandSpec kOperandSpecs[kOperands] = {
-      {"params", nullptr}, {"grads", nullptr}, {"exp_avgs", nullptr}, {"exp_avg_sqs", nullptr}};
+      {"params", nullptr}, {"grads", nullptr}, {"exp_avgs", nullptr}, {"exp_avg_sqs", nullptr, true}};
   static constexpr int kHypers = 9;
   static constexpr HyperSpec kHyperSpecs[kHypers] = {
       {"lr", HyperRule::NonNegative, 2e-3, "learning rate"},

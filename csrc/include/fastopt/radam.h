@@ -50,7 +50,7 @@ struct RadamRule : RuleDefaults {
       "exp_avgs and exp_avg_sqs start at zero.";
   static constexpr int kOperands = 4;
   static constexpr OperandSpec kOperandSpecs[kOperands] = {
-      {"params", nullptr}, {"grads", nullptr}, {"exp_avgs", nullptr}, {"exp_avg_sqs", nullptr}};
+      {"params", nullptr}, {"grads", nullptr}, {"exp_avgs", nullptr}, {"exp_avg_sqs", nullptr, true}};
   static constexpr int kHypers = 7;
   static constexpr HyperSpec kHyperSpecs[kHypers] = {
       {"lr", HyperRule::NonNegative, 1e-3, "learning rate"},

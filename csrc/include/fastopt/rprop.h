@@ -39,7 +39,7 @@ struct RpropRule : RuleDefaults {
       "torch's lr (0.01 by default).";
   static constexpr int kOperands = 4;
   static constexpr OperandSpec kOperandSpecs[kOperands] = {
-      {"params", nullptr}, {"grads", nullptr}, {"prevs", nullptr}, {"step_sizes", nullptr}};
+      {"params", nullptr}, {"grads", nullptr}, {"prevs", nullptr}, {"step_sizes", nullptr, true}};
   static constexpr int kHypers = 5;
   static constexpr HyperSpec kHyperSpecs[kHypers] = {
       {"etaminus", HyperRule::Positive, 0.5, "shrinks step_size after a sign flip (0 < etaminus < 1)"},

@@ -6,7 +6,8 @@
 //
 //   kName                    "lion": the Python function lion_, the C ABI's name
 //   kSummary                 one line for the docstring ("Fused Lion step (Chen et al. 2023), in place.")
-//   kOperands, kOperandSpecs {param, grad, state...}: operand 0 is the parameter, 1 the gradient
+//   kOperands, kOperandSpecs {param, grad, state...}: operand 0 is the parameter, 1 the gradient (each
+//                            state says whether it is never negative: its 8-bit map)
 //   kHypers, kHyperSpecs     the scalar hyperparameters in argument order, lr first
 //   kUsesStep                the call takes the 1-based step (bias corrections, schedules)
 //   Hyper                    a struct with lr, step and scaling (GradScaling) and the rule's values;
@@ -68,6 +69,9 @@ struct HyperSpec {
 struct OperandSpec {
   const char* name;         // the Python argument ("exp_avgs")
   const char* needed_when;  // nullptr: always; else why an optional state is needed ("amsgrad=True")
+  // A state the rule never makes negative (second moments, step sizes): its 8-bit form may take the
+  // unsigned map, whose 256 codes all lie on [0, 1] (fastopt/quant8.h); the others take the signed one.
+  bool non_negative = false;
 };
 
 // Bit j of an operand mask: operand j.
