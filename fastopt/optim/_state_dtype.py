@@ -101,15 +101,22 @@ class StatePrecision:
 
 class EightBitState:
     """The 8-bit state of state_dtype="int8" (a mixin before Optimizer, for optimizers whose ``_precision`` is
-    a StatePrecision): new state entries in the map SIGNED_MAP_OF names, the checks of a loaded
+    a StatePrecision): new state entries in the map ``_signed_map_of`` names, the checks of a loaded
     QuantizedState, and the split of a kernel call into one over 8-bit state and one over float state."""
 
-    def _new_state(self, p, key, quantized=None):
-        """A new state entry `key` of zeros for params p: a QuantizedState in key's map when p keeps 8-bit
-        state (`quantized`, else the precision's rule by size), else an array of p's state dtype."""
+    #: state key -> True for the signed map, False for the unsigned one (the rules' classes: from their
+    #: description's non_negative states)
+    _signed_map_of = SIGNED_MAP_OF
+
+    def _new_state(self, p, key, quantized=None, fill=0.0):
+        """A new state entry `key` for params p, every element `fill`: a QuantizedState in key's map when p
+        keeps 8-bit state (`quantized`, else the precision's rule by size), else an array of p's state dtype."""
         if self._precision.quantizes(p) if quantized is None else quantized:
-            return QuantizedState.zeros(p.shape, signed=SIGNED_MAP_OF[key])
-        return np.zeros(p.shape, self._state_dtype(p))
+            signed = self._signed_map_of[key]
+            if fill == 0.0:
+                return QuantizedState.zeros(p.shape, signed=signed)
+            return QuantizedState.quantize(np.full(p.shape, fill, np.float32), signed=signed)
+        return np.full(p.shape, fill, self._state_dtype(p))
 
     def _check_quantized(self, where, p, key, value):
         """A QuantizedState entry this optimizer can continue from (state_dtype="int8"): key's map, p's shape,
@@ -117,7 +124,7 @@ class EightBitState:
         if self._precision.name != "int8":
             raise TypeError(f"{where} is a fastopt.QuantizedState, but this optimizer keeps "
                             f"state_dtype={self._precision.name!r} state")
-        signed = SIGNED_MAP_OF[key]
+        signed = self._signed_map_of[key]
         if value.signed != signed:
             raise ValueError(f"{where} is a {'signed' if value.signed else 'unsigned'} QuantizedState; "
                              f"{key} takes the {'signed' if signed else 'unsigned'} map")

@@ -357,7 +357,7 @@ class Optimizer:
 
     def _check_quantized(self, where: str, p: np.ndarray, key: str, value: Any) -> None:
         """A fastopt.QuantizedState entry: only optimizers with 8-bit state (state_dtype="int8": Adam, AdamW, SGD,
-        Adagrad, RMSprop, through _state_dtype.EightBitState) keep them."""
+        Adagrad, RMSprop and the element-wise rules' classes, through _state_dtype.EightBitState) keep them."""
         raise TypeError(f"{where} is a fastopt.QuantizedState; {type(self).__name__} keeps no 8-bit state")
 
     def _check_no_shared_memory(self, params: List[np.ndarray], grads: List[Optional[np.ndarray]]) -> None:
