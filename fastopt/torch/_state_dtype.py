@@ -1,5 +1,7 @@
 """Compact optimizer state for the torch twins (issue 18): `state_dtype` and its state layouts. Adam / AdamW,
-SGD, Adagrad and RMSprop take all three (their keys: `keys` below).
+SGD, Adagrad and RMSprop take all three (their keys: `keys` below), and so do the twins of the element-wise rules
+(NAdam, RAdam, Adamax, Adadelta, ASGD, Rprop, Lion: state j holds the rule's j-th state; Lion's loads into
+bitsandbytes.optim.Lion8bit).
 
 - "float32" (also None and torch.float32; the default): today's state, torch's keys and dtypes.
 - "bfloat16" (also torch.bfloat16): torch's keys (Adam's exp_avg, exp_avg_sq, max_exp_avg_sq; SGD's
@@ -16,7 +18,8 @@ SGD, Adagrad and RMSprop take all three (their keys: `keys` below).
   parameters keep float32 `state1` / `state2` (bitsandbytes' min_8bit_size rule). The kernel gets each
   quantised state wrapped in fastopt.QuantizedState, over the same memory (NumPy views, no copy).
   Maps: new state takes the map fastopt.optim's SIGNED_MAP_OF names for its key (signed: exp_avg,
-  momentum_buffer; unsigned: exp_avg_sq, sum, square_avg). A loaded state may hold either map where the
+  momentum_buffer; unsigned: exp_avg_sq, sum, square_avg), or for a rule's state the description's (unsigned for
+  the states it never makes negative). A loaded state may hold either map where the
   kernel takes either (EITHER_MAP: Adagrad's sum, RMSprop's square_avg; bitsandbytes' one-state optimizers
   store the signed map for all), and keeps the map it was loaded with.
 
@@ -122,10 +125,26 @@ def _positive(value: Any) -> bool:
         return False  # (the kernel's checks name a bad value)
 
 
-def signed_map_of(key: str) -> bool:
-    """The map new 8-bit state of `key` takes (fastopt.optim's SIGNED_MAP_OF)."""
+@functools.lru_cache(maxsize=None)
+def _signed_maps() -> Dict[str, bool]:
+    """fastopt.optim's SIGNED_MAP_OF (the classic optimizers' keys) and the rules' (from each description's
+    non_negative states); a key common to several optimizers takes one map in all."""
+    from fastopt.optim._from_rule import element_wise, signed_maps
     from fastopt.optim._state_dtype import SIGNED_MAP_OF
-    return SIGNED_MAP_OF[key]
+    from fastopt.rules import SPECS
+
+    maps = dict(SIGNED_MAP_OF)
+    for spec in SPECS:
+        if element_wise(spec):
+            for key, signed in signed_maps(spec).items():
+                if maps.setdefault(key, signed) != signed:
+                    raise AssertionError(f"state {key!r} takes the signed map in one optimizer, not in another")
+    return maps
+
+
+def signed_map_of(key: str) -> bool:
+    """The map new 8-bit state of `key` takes (fastopt.optim's SIGNED_MAP_OF, and the rules' classes')."""
+    return _signed_maps()[key]
 
 
 def maps_of(key: str):
@@ -165,19 +184,20 @@ def quantised(p: torch.Tensor) -> bool:
     return p.numel() >= MIN_8BIT_SIZE
 
 
-def new_state(p: torch.Tensor, form: str, keys=MOMENTS[:2], fill: float = 0.0) -> Dict[str, Any]:
+def new_state(p: torch.Tensor, form: str, keys=MOMENTS[:2], fill=0.0) -> Dict[str, Any]:
     """A parameter's fresh state tensors `keys` in `form` ("bfloat16" or "int8": then state j holds keys[j-1]
-    in the map signed_map_of(keys[j-1]) names), filled with `fill` (int8: quantised from it), without
-    `step`."""
+    in the map signed_map_of(keys[j-1]) names), filled with `fill` (a number, or one per key; int8: quantised
+    from it), without `step`."""
+    fills = list(fill) if isinstance(fill, (list, tuple)) else [fill] * len(keys)
     if form == "bfloat16":
-        return {key: torch.full_like(p, fill, dtype=torch.bfloat16, memory_format=torch.contiguous_format)
-                for key in keys}
+        return {key: torch.full_like(p, f, dtype=torch.bfloat16, memory_format=torch.contiguous_format)
+                for key, f in zip(keys, fills)}
     if not quantised(p):
-        return {f"state{j}": torch.full_like(p, fill, dtype=torch.float32, memory_format=torch.contiguous_format)
-                for j in range(1, len(keys) + 1)}
+        return {f"state{j}": torch.full_like(p, f, dtype=torch.float32, memory_format=torch.contiguous_format)
+                for j, f in enumerate(fills, start=1)}
     cls = quantised_module()
     state = {}
-    for j, key in enumerate(keys, start=1):
+    for j, (key, fill) in enumerate(zip(keys, fills), start=1):
         signed = signed_map_of(key)
         q = cls.zeros(tuple(p.shape), signed) if fill == 0 else \
             cls.quantize(np.full(tuple(p.shape), fill, dtype=np.float32), signed)
@@ -248,7 +268,7 @@ def check_state(name: str, p: torch.Tensor, state: Dict[str, Any], form: str, am
     slots = range(1, len(int8_keys) + 1)
     expected = tuple(f"{k}{j}" for k in ("state", "absmax", "qmap") for j in slots) if q else \
         tuple(f"state{j}" for j in slots)
-    extra = [key for key in state if key != "step" and key not in expected]
+    extra = [key for key in state if key != "step" and key not in expected and key not in scalars]
     missing = [key for key in expected if key not in state]
     if extra or missing:
         size = f"{p.numel()} elements, {'>=' if q else '<'} {MIN_8BIT_SIZE}"
