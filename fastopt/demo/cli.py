@@ -135,8 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=0, help="initial weights and batch order (default 0)")
     t.add_argument("--state-dtypes", nargs="+", choices=train.STATE_DTYPES, metavar="DTYPE",
                    help="train each optimizer once per optimizer state precision (float32, bfloat16, int8: "
-                        "fastopt.optim's state_dtype=, for adam, adamw, momentum, nesterov, adagrad, rmsprop: the "
-                        "optimizers with state); the table adds each run's optimizer memory")
+                        "fastopt.optim's state_dtype=, for the optimizers with state: adam, adamw, momentum, "
+                        "nesterov, adagrad, rmsprop, nadam, radam, adamax, adadelta, asgd, rprop, lion); the table "
+                        "adds each run's optimizer memory")
     t.add_argument("--linear-ce", action="store_true",
                    help="train the mlp's last layer and loss through fastopt.linear_cross_entropy")
 
@@ -166,7 +167,7 @@ def check_args(args) -> None:
     if getattr(args, "state_dtypes", None):
         from fastopt.demo import train
 
-        refusal = train.state_dtype_refusal(_expand_all(args.optimizers), args.state_dtypes)
+        refusal = train.state_dtype_refusal(_expand_all(args.optimizers))
         if refusal:
             raise ValueError(refusal)
     if hasattr(args, "out"):

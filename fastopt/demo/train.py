@@ -223,21 +223,19 @@ def accuracy(model: Model, params, X, y) -> float:
 
 
 #: the state precisions of fastopt.optim's state_dtype=, the optimizers --state-dtypes trains in each (those
-#: that keep state: plain SGD keeps none; the element-wise rules keep float32 or bfloat16 state, not 8-bit yet),
-#: and those it trains when none are named
+#: that keep state: plain SGD keeps none; LAMB's per-tensor norms keep float32 only), and those it trains when
+#: none are named
 STATE_DTYPES = ("float32", "bfloat16", "int8")
-STATEFUL_OPTIMIZERS = ("adam", "adamw", "momentum", "nesterov", "adagrad", "rmsprop")
-BFLOAT16_STATE_ONLY = ("nadam", "radam", "adamax", "adadelta", "asgd", "rprop", "lion")
+STATEFUL_OPTIMIZERS = ("adam", "adamw", "momentum", "nesterov", "adagrad", "rmsprop", "nadam", "radam", "adamax",
+                       "adadelta", "asgd", "rprop", "lion")
 STATE_DTYPE_OPTIMIZERS = ("adam", "adamw")
 
 
-def state_dtype_refusal(optimizers, state_dtypes=STATE_DTYPES) -> Optional[str]:
-    """Why --state-dtypes cannot train these optimizers in these precisions (None when it can)."""
-    int8 = "int8" in state_dtypes
-    takes = STATEFUL_OPTIMIZERS + (() if int8 else BFLOAT16_STATE_ONLY)
-    refused = [n for n in optimizers if n not in takes]
+def state_dtype_refusal(optimizers) -> Optional[str]:
+    """Why --state-dtypes cannot train these optimizers (None when it can: each takes every precision)."""
+    refused = [n for n in optimizers if n not in STATEFUL_OPTIMIZERS]
     if refused:
-        return (f"--state-dtypes applies to {', '.join(takes)} only{' with int8' if int8 else ''}; leave out "
+        return (f"--state-dtypes applies to {', '.join(STATEFUL_OPTIMIZERS)} only; leave out "
                 f"--optimizers {' '.join(refused)} (or pass --optimizers adam adamw)")
     return None
 

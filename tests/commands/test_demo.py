@@ -123,22 +123,24 @@ def test_train_state_dtypes_refuses_optimizers_without_them(tmp_path):
     assert err.startswith("usage: fastopt train") and "--state-dtypes applies to adam, adamw, momentum" in err, err
     assert err.splitlines()[-1].endswith("leave out --optimizers sgd (or pass --optimizers adam adamw)"), err
     assert "runs of" not in err
-    # int8 is the classic stateful optimizers' only: the element-wise rules keep float32 or bfloat16 state
-    err = usage_error("train", "--state-dtypes", "int8", "--optimizers", "rmsprop", "lion", "--out", str(tmp_path))
-    assert "--state-dtypes applies to adam, adamw, momentum, nesterov, adagrad, rmsprop only with int8" in err, err
-    assert err.splitlines()[-1].endswith("leave out --optimizers lion (or pass --optimizers adam adamw)"), err
+    # LAMB's per-tensor norms keep float32 state only, in every precision asked for
+    err = usage_error("train", "--state-dtypes", "int8", "--optimizers", "lion", "lamb", "--out", str(tmp_path))
+    assert "--state-dtypes applies to adam, adamw, momentum, nesterov, adagrad, rmsprop, nadam, radam, adamax, " \
+        "adadelta, asgd, rprop, lion only" in err, err
+    assert err.splitlines()[-1].endswith("leave out --optimizers lamb (or pass --optimizers adam adamw)"), err
 
 
-def test_train_bfloat16_state_of_a_rule_optimizer(tmp_path):
+def test_train_compact_state_of_a_rule_optimizer(tmp_path):
     out = fastopt("train", "--epochs", "2", "--models", "mlp", "--optimizers", "lion", "nadam",
-                  "--state-dtypes", "float32", "bfloat16", "--out", str(tmp_path))
+                  "--state-dtypes", "float32", "bfloat16", "int8", "--out", str(tmp_path))
     rows = {(row[0], row[1]): row for row in table_rows(out, ("Lion", "NAdam"))}
-    assert set(rows) == {(o, d) for o in ("Lion", "NAdam") for d in ("float32", "bfloat16")}, out
+    assert set(rows) == {(o, d) for o in ("Lion", "NAdam") for d in ("float32", "bfloat16", "int8")}, out
     for name in ("Lion", "NAdam"):
-        kib = {d: float(rows[(name, d)][-2]) for d in ("float32", "bfloat16")}
+        kib = {d: float(rows[(name, d)][-2]) for d in ("float32", "bfloat16", "int8")}
         assert kib["bfloat16"] == pytest.approx(kib["float32"] / 2, rel=1e-3), kib
-        acc = {d: float(rows[(name, d)][4]) for d in ("float32", "bfloat16")}
-        assert abs(acc["bfloat16"] - acc["float32"]) < 3, (name, acc)
+        assert kib["int8"] < 0.6 * kib["float32"], kib
+        acc = {d: float(rows[(name, d)][4]) for d in ("float32", "bfloat16", "int8")}
+        assert abs(acc["bfloat16"] - acc["float32"]) < 3 and abs(acc["int8"] - acc["float32"]) < 3, (name, acc)
     assert float(rows[("NAdam", "bfloat16")][4]) > 80, rows  # (Lion, at its small lr, is slower over 2 epochs)
 
 
