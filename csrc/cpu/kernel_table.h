@@ -59,6 +59,13 @@ struct PerRule<Fn, RuleList<Rules...>> {
   }
 };
 
+// The table of Fn over every rule of a list: entry(static_cast<Rule*>(nullptr)) for each (the per-set
+// table files: entry a generic lambda naming that set's function of the rule).
+template <template <typename> class Fn, typename... Rules, typename Entry>
+PerRule<Fn, RuleList<Rules...>> per_rule(RuleList<Rules...>, Entry&& entry) {
+  return {{entry(static_cast<Rules*>(nullptr))...}};
+}
+
 template <typename T>
 struct RuleFnOf {
   template <typename Rule>

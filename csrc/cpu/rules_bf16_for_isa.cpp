@@ -1,6 +1,8 @@
 // The table of every element-wise rule over bfloat16 storage (rule_bf16_loops.h) for one instruction
 // set: compiled, as kernels_for_isa.cpp, once per set with that set's flags and FASTOPT_ISA_NS, whose
 // table() holds what this returns.
+#include <type_traits>
+
 #include "cpu/kernel_table.h"
 #include "cpu/rule_bf16_loops.h"
 
@@ -10,15 +12,9 @@
 
 namespace fastopt::cpu::FASTOPT_ISA_NS {
 
-namespace {
-
-template <typename... Rules>
-RuleBf16Table<RuleList<Rules...>> table_of(RuleList<Rules...>) {
-  return {{rule_bf16_of<Rules>()...}};
+RuleBf16Table<Registry> rule_bf16_table() {
+  return per_rule<RuleBf16Fn>(Registry{},
+                                [](auto* rule) { return rule_bf16_of<std::remove_pointer_t<decltype(rule)>>(); });
 }
-
-}  // namespace
-
-RuleBf16Table<Registry> rule_bf16_table() { return table_of(Registry{}); }
 
 }  // namespace fastopt::cpu::FASTOPT_ISA_NS

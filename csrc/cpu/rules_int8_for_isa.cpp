@@ -1,6 +1,8 @@
 // The table of every element-wise rule over 8-bit blockwise state (rule_int8_loops.h) for one
 // instruction set: compiled, as kernels_for_isa.cpp, once per set with that set's flags and
 // FASTOPT_ISA_NS, whose table() holds what this returns.
+#include <type_traits>
+
 #include "cpu/kernel_table.h"
 #include "cpu/rule_int8_loops.h"
 
@@ -10,15 +12,9 @@
 
 namespace fastopt::cpu::FASTOPT_ISA_NS {
 
-namespace {
-
-template <typename... Rules>
-RuleInt8Table<RuleList<Rules...>> table_of(RuleList<Rules...>) {
-  return {{rule_int8_of<Rules>()...}};
+RuleInt8Table<Registry> rule_int8_table() {
+  return per_rule<RuleInt8Fn>(Registry{},
+                                [](auto* rule) { return rule_int8_of<std::remove_pointer_t<decltype(rule)>>(); });
 }
-
-}  // namespace
-
-RuleInt8Table<Registry> rule_int8_table() { return table_of(Registry{}); }
 
 }  // namespace fastopt::cpu::FASTOPT_ISA_NS

@@ -117,8 +117,8 @@ struct RuleBinding {
     const ArrayArg p = take_arrays(operands[0], Rule::kOperandSpecs[0].name, true, call);
     const ArrayArg g = take_arrays(operands[1], Rule::kOperandSpecs[1].name, false, call);
     if (any_quantized(operands)) {  // int8_call.h: 8-bit state, CPU
-      return update_int8(operands, used, p, g, hyper, values, stochastic_rounding, DeviceScalars{lr, step, scaling, call},
-                         call);
+      const DeviceScalars device{lr, step, scaling, call};
+      return update_int8(operands, used, p, g, hyper, values, stochastic_rounding, device, call);
     }
     std::array<std::optional<ArrayArg>, Rule::kOperands> states;
     std::array<const ArrayArg*, Rule::kOperands - 1> others{};

@@ -19,12 +19,10 @@ torch = pytest.importorskip("torch")
 import fastopt  # noqa: E402
 import fastopt.optim  # noqa: E402
 import fastopt.torch as ft  # noqa: E402
+from int8_twin_runs import copies, dynamic_map, grads_for, make, run, set_grads  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not hasattr(fastopt, "QuantizedState"),
                                 reason="this fastopt has no 8-bit state (fastopt.QuantizedState)")
-
-# 8192 and 5100 elements (a short last block) and 4096 (exactly min_8bit_size): 8-bit; 7, 35, 4095: float32
-SHAPES = [(64, 128), (7,), (4096,), (5, 7), (300, 17), (4095,)]
 
 CASES = {
     "sgd": ("SGD", dict(lr=0.05, momentum=0.9, dampening=0.1, weight_decay=1e-2)),
@@ -38,30 +36,6 @@ KEY = {"SGD": "momentum_buffer", "Adagrad": "sum", "RMSprop": "square_avg"}  # w
 SIGNED = {"SGD": True, "Adagrad": False, "RMSprop": False}  # the map of new state (the test's own statement)
 BNB = {"SGD": ("SGD8bit", dict(lr=0.05, momentum=0.9)), "Adagrad": ("Adagrad8bit", dict(lr=0.05)),
        "RMSprop": ("RMSprop8bit", dict(lr=0.01, alpha=0.9))}  # (hyperparameters both implement alike)
-
-
-def dynamic_map(signed):
-    from fastopt._quantized import SIGNED_MAP, UNSIGNED_MAP
-    return torch.from_numpy(np.array(SIGNED_MAP if signed else UNSIGNED_MAP))
-
-
-def make(shapes=SHAPES, seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    return [torch.nn.Parameter(torch.randn(s, generator=gen)) for s in shapes]
-
-
-def grads_for(shapes, t):
-    gen = torch.Generator().manual_seed(1000 + t)
-    return [torch.randn(s, generator=gen) * (1 + t % 3) for s in shapes]
-
-
-def set_grads(params, t):
-    for p, g in zip(params, grads_for([p.shape for p in params], t)):
-        p.grad = g
-
-
-def copies(params):
-    return [torch.nn.Parameter(p.detach().clone()) for p in params]
 
 
 def dequantised(state):
@@ -86,12 +60,6 @@ def same_state(a, b):
 
 def twin_of(name, params, hyper, **extra):
     return getattr(ft, name)(params, state_dtype="int8", **hyper, **extra)
-
-
-def run(opt, params, steps, start=0):
-    for t in range(start, start + steps):
-        set_grads(params, t)
-        opt.step()
 
 
 # ---------------------------------------------------------------------------------------------- the steps

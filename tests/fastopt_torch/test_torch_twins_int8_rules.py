@@ -17,10 +17,8 @@ torch = pytest.importorskip("torch")
 import fastopt  # noqa: E402
 import fastopt.optim  # noqa: E402
 import fastopt.torch as ft  # noqa: E402
-from fastopt._quantized import SIGNED_MAP, UNSIGNED_MAP  # noqa: E402
+from int8_twin_runs import copies, dynamic_map as qmap, grads_for, make, run  # noqa: E402
 
-# 8192 and 5100 elements (a short last block) and 4096 (exactly min_8bit_size): 8-bit; 7, 35, 4095: float32
-SHAPES = [(64, 128), (7,), (4096,), (5, 7), (300, 17), (4095,)]
 HYPER = {"NAdam": dict(lr=1e-2, weight_decay=1e-2), "RAdam": dict(lr=1e-2, betas=(0.9, 0.9)),
          "Adamax": dict(lr=1e-2), "Adadelta": dict(lr=0.5, weight_decay=1e-2), "ASGD": dict(lr=1e-2, t0=2),
          "Rprop": dict(lr=1e-2), "Lion": dict(lr=1e-3, weight_decay=0.1)}
@@ -31,31 +29,6 @@ KEYS = {"NAdam": (("exp_avg", True), ("exp_avg_sq", False)), "RAdam": (("exp_avg
 #: the twins that keep 0-d float32 numbers beside the arrays, where fastopt.optim keeps Python floats: their
 #: constants differ in the last bits, so their steps agree to float32 rounding rather than bit for bit
 SCALARS = ("NAdam", "ASGD")
-
-
-def make(shapes=SHAPES, seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    return [torch.nn.Parameter(torch.randn(s, generator=gen)) for s in shapes]
-
-
-def grads_for(shapes, t):
-    gen = torch.Generator().manual_seed(1000 + t)
-    return [torch.randn(s, generator=gen) * (1 + t % 3) for s in shapes]
-
-
-def run(opt, params, steps, start=0):
-    for t in range(start, start + steps):
-        for p, g in zip(params, grads_for([p.shape for p in params], t)):
-            p.grad = g
-        opt.step()
-
-
-def copies(params):
-    return [torch.nn.Parameter(p.detach().clone()) for p in params]
-
-
-def qmap(signed):
-    return torch.from_numpy(np.array(SIGNED_MAP if signed else UNSIGNED_MAP))
 
 
 def test_every_element_wise_rule_twin_is_covered():

@@ -12,6 +12,7 @@ import pytest
 import fastopt
 from fastopt import QuantizedState
 from fastopt.optim import SGD, Adagrad, RMSprop
+import softmax_regression
 
 # (8192 and 5100 elements: 8-bit, the second with a short last block; 4096: 8-bit, exactly min_8bit_size;
 # 100, 35 and 4095: float32)
@@ -192,21 +193,12 @@ def test_training_with_8bit_state_reaches_the_float32_loss(name):
     """Softmax regression (128 features, 64 classes: an 8192-element weight, 8-bit with "int8") on a teacher's
     labels, 300 steps from log(64) = 4.16: the final loss with 8-bit state within 2% of float32 state's."""
     cls, hyper = TRAINING[name]
-    rng = np.random.default_rng(5)
-    X = rng.standard_normal((1024, 128)).astype(np.float32)
-    y = np.argmax(X @ rng.standard_normal((128, 64)), axis=1)
 
     def train(state_dtype):
-        W = np.zeros((128, 64), np.float32)
-        opt = cls([W], **hyper, state_dtype=state_dtype)
-        order = np.random.default_rng(6)
-        for _ in range(300):
-            batch = order.integers(0, len(y), 128)
-            _, dscores = fastopt.softmax_cross_entropy(X[batch] @ W, y[batch])
-            opt.step([X[batch].T @ dscores])
+        loss, opt = softmax_regression.train(cls, hyper, state_dtype)
         assert isinstance(next(v for k, v in opt.state[0].items() if k != "step"),
                           QuantizedState if state_dtype == "int8" else np.ndarray)
-        return fastopt.softmax_cross_entropy(X @ W, y)[0]
+        return loss
 
     base, int8 = train("float32"), train("int8")
     assert base < 0.2 and abs(int8 - base) <= 0.02 * base, (base, int8)

@@ -17,6 +17,7 @@ import fastopt
 from fastopt import QuantizedState, _quantized, optim
 from fastopt.rules import SPECS
 from quant8_reference import dequantize, quantize
+import softmax_regression
 
 SUMS = {r["function"] for r in fastopt._core._rule_registry() if r["tensor_sums"]}
 NAMES = [s.name for s in SPECS if s.kernel not in SUMS]
@@ -138,20 +139,11 @@ def test_training_with_8bit_state_reaches_the_float32_loss(name):
     cls = getattr(optim, name)
     hyper = {"NAdam": dict(lr=1e-2), "RAdam": dict(lr=3e-2), "Adamax": dict(lr=3e-2), "Adadelta": dict(lr=3.0),
              "Lion": dict(lr=1e-3)}[name]
-    rng = np.random.default_rng(5)
-    X = rng.standard_normal((1024, 128)).astype(np.float32)
-    y = np.argmax(X @ rng.standard_normal((128, 64)), axis=1)
 
     def train(state_dtype):
-        W = np.zeros((128, 64), np.float32)
-        opt = cls([W], **hyper, state_dtype=state_dtype)
-        order = np.random.default_rng(6)
-        for _ in range(300):
-            batch = order.integers(0, len(y), 128)
-            _, dscores = fastopt.softmax_cross_entropy(X[batch] @ W, y[batch])
-            opt.step([X[batch].T @ dscores])
+        loss, opt = softmax_regression.train(cls, hyper, state_dtype)
         assert isinstance(opt.state[0][KEYS[name][0]], QuantizedState if state_dtype == "int8" else np.ndarray)
-        return fastopt.softmax_cross_entropy(X @ W, y)[0]
+        return loss
 
     base, int8 = train("float32"), train("int8")
     assert base < 0.3 and abs(int8 - base) <= 0.03 * base, (base, int8)
