@@ -10,9 +10,9 @@ runs.
 AdamW by default; sgd is SGD with momentum 0.9 (one state array, as Adagrad's and RMSprop's: 20 bytes moved
 per element in float32, 16 with bfloat16 state, ~14 with 8-bit state, 10 all bfloat16). The bitsandbytes case is
 its 8-bit optimizer of the same name (AdamW8bit, SGD8bit, Adagrad8bit, RMSprop8bit, Lion8bit). nadam and lion are
-two of the optimizers described as rules (their bfloat16 storage is one generic loop, csrc/cpu/rule_bf16_loops.h):
-NAdam against torch's foreach NAdam (torch has no fused one), Lion against fastopt's own float32 step (torch has no
-Lion); neither has 8-bit state in fastopt yet (that case is skipped, saying so).
+two of the optimizers described as rules (their bfloat16 and 8-bit storage are one generic loop each,
+csrc/cpu/rule_bf16_loops.h and rule_int8_loops.h): NAdam against torch's foreach NAdam (torch has no fused one),
+Lion against fastopt's own float32 step (torch has no Lion) and bitsandbytes' Lion8bit.
 Cases (each skipped, saying why, when what it needs is missing):
   torch-fused-fp32     torch.optim.AdamW(fused=True), float32 params and state: 28 bytes moved per element
   fastopt-fp32         fastopt.adamw_, float32 params and state
