@@ -6,25 +6,31 @@ from __future__ import annotations
 import numpy as np
 
 from fastopt import _muon
+from fastopt.optim._state_dtype import CompactState
 from fastopt.optim.optimizer import Optimizer
 
 
-class Muon(Optimizer):
+class Muon(CompactState, Optimizer):
     """``Muon(params, lr=1e-3, weight_decay=0.1, momentum=0.95, nesterov=True,
     ns_coefficients=(3.4445, -4.775, 2.0315), eps=1e-7, ns_steps=5, adjust_lr_fn=None, maximize=False,
-    ns_dtype=None)``
+    ns_dtype=None, state_dtype=None)``
 
     torch.optim.Muon for 2-D float32/float64 NumPy arrays (see fastopt.muon_ for the update). Newton-Schulz
     runs through NumPy's matmul in ``ns_dtype`` (None: the parameter's dtype; torch runs it in bfloat16).
-    ``maximize`` is fastopt's addition. State per parameter: ``momentum_buffer`` (zeros at first), as torch.
+    ``maximize`` is fastopt's addition. State per parameter: ``momentum_buffer`` (zeros at first), as torch:
+    of the params' dtype (``state_dtype=None``), float32 (``"float32"``), ml_dtypes.bfloat16 (``"bfloat16"``,
+    for float32 params: half the memory, rounded to nearest-even; torch's Muon keeps no step count, so there is
+    no stochastic rounding) or fastopt.QuantizedState (``"int8"``: 8-bit blockwise in the signed map, for float32
+    params of at least 4096 elements; float32 for smaller ones).
     """
 
     _state_keys = ("momentum_buffer",)
 
     def __init__(self, params, lr=1e-3, weight_decay=0.1, momentum=0.95, nesterov=True,
                  ns_coefficients=(3.4445, -4.7750, 2.0315), eps=1e-7, ns_steps=5, adjust_lr_fn=None,
-                 maximize=False, ns_dtype=None):
+                 maximize=False, ns_dtype=None, state_dtype=None):
         self._ns_dtype = _muon.check_ns_dtype_numpy(ns_dtype)
+        self._set_precision(state_dtype, False, 0)
         if isinstance(ns_coefficients, list):
             ns_coefficients = tuple(ns_coefficients)
         super().__init__(params, dict(lr=lr, weight_decay=weight_decay, momentum=momentum, nesterov=nesterov,
@@ -52,7 +58,7 @@ class Muon(Optimizer):
         return super().step(grads, grad_scale=grad_scale, skip_nonfinite=skip_nonfinite)
 
     def _init_state(self, state, param, group):
-        state["momentum_buffer"] = np.zeros_like(param)
+        state["momentum_buffer"] = self._new_state(param, "momentum_buffer")
 
     # torch's Muon keeps no step count
     def _next_key(self, state):
@@ -71,5 +77,7 @@ class Muon(Optimizer):
         _muon.check_all_numpy(real if real else params, grad_scale=grad_scale, **hyper)
         if not real:  # (the checking calls on empty stand-ins)
             return
-        _muon.numpy_step(params, grads, [s["momentum_buffer"] for s in states], ns_dtype=self._ns_dtype,
-                         grad_scale=grad_scale, **hyper)
+        # (with state_dtype="int8", the params with 8-bit state and the small ones with float32 state: a step each)
+        for ps, gs, ss in self._by_form(params, grads, states, "momentum_buffer"):
+            _muon.numpy_step(ps, gs, [s["momentum_buffer"] for s in ss], ns_dtype=self._ns_dtype,
+                             grad_scale=grad_scale, **hyper)
